@@ -1,0 +1,71 @@
+"""Events every side speaks: the eyeball adapters, the tunnel and the origin client.
+
+Header names are lower-case bytes; values are bytes as received.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+Headers = tuple[tuple[bytes, bytes], ...]
+
+# Hop-by-hop headers (RFC 9110 §7.6.1) never cross the tunnel.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestHead:
+    """A request as the edge received it from a visitor."""
+
+    method: bytes
+    target: bytes  # path and query, as sent
+    authority: bytes  # the Host, with any port
+    scheme: bytes = b"https"
+    headers: Headers = ()
+    has_body: bool = False
+
+    def header(self, name: bytes) -> bytes | None:
+        """The first value of header `name` (lower-case), or None."""
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseHead:
+    """A response status line and headers."""
+
+    status: int
+    headers: Headers = ()
+    has_body: bool = True
+
+    def header(self, name: bytes) -> bytes | None:
+        """The first value of header `name` (lower-case), or None."""
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+
+def end_to_end(headers: Headers) -> Headers:
+    """`headers` without hop-by-hop fields, including those named in Connection."""
+    named = {
+        token.strip().lower()
+        for key, value in headers
+        if key == b"connection"
+        for token in value.split(b",")
+    }
+    return tuple((k, v) for k, v in headers if k not in HOP_BY_HOP and k not in named)
