@@ -18,6 +18,7 @@ class BurrowError(Exception):
 class ConfigError(BurrowError):
     """A config, credentials or command-line value is invalid."""
 
+    http_status = 400
     exit_code = 2
 
 

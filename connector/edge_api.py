@@ -1,0 +1,97 @@
+"""Client for the edge's `/api/v1` admin API (tunnel login/create/route/list)."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from shared.crypto import b64encode
+from shared.errors import (
+    AuthError,
+    BurrowError,
+    ConfigError,
+    ConflictError,
+    NotFoundError,
+    Unreachable,
+)
+
+log = logging.getLogger(__name__)
+
+TIMEOUT_S = 10.0
+ERRORS_BY_STATUS: dict[int, type[BurrowError]] = {
+    400: ConfigError,
+    401: AuthError,
+    404: NotFoundError,
+    409: ConflictError,
+}
+
+
+class EdgeAPI:
+    """Synchronous admin API client authenticated with an account login token."""
+
+    def __init__(self, edge_url: str, token: str, ca_pem: str | None = None) -> None:
+        self.edge_url = edge_url.rstrip("/")
+        verify = ssl.create_default_context(cadata=ca_pem) if ca_pem else True
+        self._client = httpx.Client(
+            base_url=self.edge_url + "/api/v1",
+            headers={"Authorization": f"Bearer {token}"},
+            verify=verify,
+            timeout=TIMEOUT_S,
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> EdgeAPI:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, json: dict[str, Any] | None = None) -> Any:
+        try:
+            response = self._client.request(method, path, json=json)
+        except httpx.TransportError as exc:
+            reason = str(exc) or type(exc).__name__
+            raise Unreachable(f"cannot reach the edge at {self.edge_url}: {reason}") from exc
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.is_success and isinstance(body, dict):
+            return body
+        message = body.get("error") if isinstance(body, dict) else None
+        if not message:
+            message = f"edge answered {response.status_code} {response.reason_phrase} to {path}"
+        log.debug("edge_api.error path=%s status=%d", path, response.status_code)
+        raise ERRORS_BY_STATUS.get(response.status_code, BurrowError)(message)
+
+    def account(self) -> dict[str, Any]:
+        """The account the token belongs to: `{"id", "name"}`."""
+        return self._call("GET", "/account")
+
+    def edge(self) -> dict[str, Any]:
+        """The edge's zone and tunnel endpoint."""
+        return self._call("GET", "/edge")
+
+    def create_tunnel(self, name: str, secret: bytes) -> dict[str, Any]:
+        """Create a tunnel; the edge keeps only the hash of `secret`."""
+        return self._call("POST", "/tunnels", {"name": name, "secret": b64encode(secret)})
+
+    def get_tunnel(self, name_or_id: str) -> dict[str, Any]:
+        return self._call("GET", "/tunnels/" + quote(name_or_id, safe=""))
+
+    def list_tunnels(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/tunnels")["tunnels"]
+
+    def route_dns(self, tunnel: str, hostname: str, overwrite: bool = False) -> dict[str, Any]:
+        """Point `hostname` at `tunnel` (name or id) with a CNAME."""
+        return self._call(
+            "PUT",
+            "/routes/dns",
+            {"tunnel": tunnel, "hostname": hostname, "overwrite": overwrite},
+        )

@@ -1,0 +1,32 @@
+"""Small trio helpers."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import trio
+
+
+def _leaves(group: BaseExceptionGroup) -> Iterator[BaseException]:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _leaves(exc)
+        else:
+            yield exc
+
+
+@contextlib.contextmanager
+def single_errors() -> Iterator[None]:
+    """Re-raise the first real error out of a nursery's exception group.
+
+    Groups holding only `trio.Cancelled` pass through untouched, so that
+    cancel scopes still see their cancellation.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        _, rest = group.split(trio.Cancelled)
+        if rest is None:
+            raise
+        raise next(_leaves(rest))  # noqa: B904 - the group is the context

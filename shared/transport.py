@@ -1,0 +1,384 @@
+"""Trio shell around `shared.protocol.TunnelSession`.
+
+One reader task feeds the session; every write goes through `_flush` under a
+lock; each stream has its own inbound queue, bounded by HTTP/2 flow control
+because credit is returned only after the consumer took the bytes. A session
+that fails once is finished: the first error is raised to every waiter.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import struct
+from collections.abc import Awaitable, Callable
+
+import trio
+
+from shared import protocol
+from shared.aio import single_errors
+from shared.errors import ProtocolError
+from shared.events import RequestHead, ResponseHead
+
+log = logging.getLogger(__name__)
+
+READ_SIZE = 256 * 1024
+PING_INTERVAL = 10.0
+PING_TIMEOUT = 15.0
+CLEANUP_TIMEOUT = 1.0
+
+_END = object()
+
+
+class StreamResetError(ProtocolError):
+    """The peer reset the stream."""
+
+
+class TunnelStream:
+    """One request/response exchange inside a tunnel connection."""
+
+    def __init__(self, connection: TunnelConnection, stream_id: int, head: RequestHead | None = None):
+        self.connection = connection
+        self.stream_id = stream_id
+        self.head = head
+        self._inbound_send, self._inbound = trio.open_memory_channel(math.inf)
+        self._response: ResponseHead | None = None
+        self._response_event = trio.Event()
+        self._window_event = trio.Event()
+        self._error: BaseException | None = None
+        self.local_closed = False
+        self.remote_closed = False
+
+    # Called by the connection's reader ------------------------------------------
+
+    def _deliver(self, item: object) -> None:
+        try:
+            self._inbound_send.send_nowait(item)
+        except trio.ClosedResourceError:
+            pass
+
+    def _fail(self, error: BaseException) -> None:
+        if self._error is None:
+            self._error = error
+        self._deliver(error)
+        self._response_event.set()
+        self._window_opened()
+
+    def _window_opened(self) -> None:
+        self._window_event.set()
+        self._window_event = trio.Event()
+
+    # Public API -------------------------------------------------------------------
+
+    async def receive_response(self) -> ResponseHead:
+        """(edge) Wait for the response head."""
+        await self._response_event.wait()
+        if self._response is None:
+            raise self._error or ProtocolError("stream ended without a response")
+        return self._response
+
+    async def send_response(self, head: ResponseHead) -> None:
+        """(connector) Send the response head; with no body the stream ends."""
+        self._check()
+        self.connection.session.send_response(self.stream_id, head)
+        if not head.has_body:
+            self.local_closed = True
+        await self.connection._flush()
+        self.connection._forget_if_done(self)
+
+    async def receive(self) -> bytes:
+        """The next body chunk, or b"" at the end of the body."""
+        if self.remote_closed and self._inbound.statistics().current_buffer_used == 0:
+            return b""
+        item = await self._inbound.receive()
+        if item is _END:
+            return b""
+        if isinstance(item, BaseException):
+            raise item
+        data, flow_length = item
+        self.connection.session.acknowledge(self.stream_id, flow_length)
+        await self.connection._flush()
+        return data
+
+    async def send(self, data: bytes) -> None:
+        """Send body bytes, waiting for flow-control credit."""
+        session = self.connection.session
+        offset = 0
+        while offset < len(data):
+            self._check()
+            window = session.send_window(self.stream_id)
+            if window <= 0:
+                await self._window_event.wait()
+                continue
+            chunk = data[offset : offset + window]
+            session.send_data(self.stream_id, chunk)
+            offset += len(chunk)
+            await self.connection._flush()
+
+    async def end(self) -> None:
+        """Finish the body in this direction."""
+        self._check()
+        if not self.local_closed:
+            self.connection.session.end_stream(self.stream_id)
+            self.local_closed = True
+            await self.connection._flush()
+        self.connection._forget_if_done(self)
+
+    async def aclose(self) -> None:
+        """Reset the stream unless both directions finished cleanly."""
+        if not (self.local_closed and self.remote_closed) and self._error is None:
+            self._error = StreamResetError("stream cancelled locally")
+            self.connection.session.reset_stream(self.stream_id)
+            with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT):
+                await self.connection._flush()
+        self.local_closed = self.remote_closed = True
+        self.connection._forget_if_done(self)
+
+    async def __aenter__(self) -> TunnelStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def _check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+
+StreamHandler = Callable[[TunnelStream], Awaitable[None]]
+
+
+class TunnelConnection:
+    """A registered tunnel connection: the multiplexed session over one TLS stream."""
+
+    def __init__(
+        self,
+        transport: trio.abc.Stream,
+        session: protocol.TunnelSession,
+        *,
+        initial_data: bytes = b"",
+        ping_interval: float = PING_INTERVAL,
+        ping_timeout: float = PING_TIMEOUT,
+    ) -> None:
+        self.transport = transport
+        self.session = session
+        self._initial_data = initial_data
+        self._ping_interval = ping_interval
+        self._ping_timeout = ping_timeout
+        self._streams: dict[int, TunnelStream] = {}
+        self._send_lock = trio.Lock()
+        self._error: BaseException | None = None
+        self._pong = trio.Event()
+        self._idle = trio.Event()
+        self.draining = False
+        self.peer_draining = False
+        self._handler: StreamHandler | None = None
+        self._handler_nursery: trio.Nursery | None = None
+        self._dispatch = {
+            protocol.StreamOpened: self._on_stream_opened,
+            protocol.ResponseStarted: self._on_response,
+            protocol.DataReceived: self._on_data,
+            protocol.StreamEnded: self._on_stream_ended,
+            protocol.StreamReset: self._on_stream_reset,
+            protocol.WindowOpened: self._on_window,
+            protocol.PingAcked: self._on_ping_ack,
+            protocol.DrainRequested: self._on_drain_requested,
+            protocol.GoAway: self._on_goaway,
+        }
+
+    @property
+    def active_streams(self) -> int:
+        return len(self._streams)
+
+    @property
+    def accepting(self) -> bool:
+        """True while new streams may be opened on this connection."""
+        return (
+            self._error is None
+            and not self.draining
+            and not self.peer_draining
+            and len(self._streams) < self.session.max_streams
+        )
+
+    async def serve(self, handler: StreamHandler | None = None) -> None:
+        """Run the session until it closes; `handler` serves peer-opened streams.
+
+        Returns after a graceful close; raises the error that ended the session.
+        """
+        self._handler = handler
+        try:
+            with single_errors():
+                async with trio.open_nursery() as nursery:
+                    self._handler_nursery = nursery
+                    nursery.start_soon(self._keepalive)
+                    await self._read_loop()
+                    nursery.cancel_scope.cancel()
+        except BaseException as exc:
+            self._fail(exc if isinstance(exc, Exception) else ProtocolError("tunnel session cancelled"))
+            raise
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(self.transport)
+
+    async def open_stream(self, head: RequestHead) -> TunnelStream:
+        """(edge) Open a stream carrying `head`."""
+        if self._error is not None:
+            raise self._error
+        stream_id = self.session.open_stream(head)
+        stream = TunnelStream(self, stream_id, head)
+        stream.local_closed = not head.has_body
+        self._streams[stream_id] = stream
+        self._idle = trio.Event()
+        await self._flush()
+        return stream
+
+    async def drain(self, grace: float) -> None:
+        """Announce a drain, wait up to `grace` seconds for open streams, then close."""
+        self.draining = True
+        self.session.announce_drain()
+        await self._flush()
+        with trio.move_on_after(grace):
+            if self._streams:
+                await self._idle.wait()
+        with trio.move_on_after(CLEANUP_TIMEOUT):
+            self.session.goaway()
+            await self._flush()
+        await trio.aclose_forcefully(self.transport)
+
+    # Reader ---------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        data = self._initial_data
+        while True:
+            if data:
+                for event in self.session.receive_data(data):
+                    self._dispatch[type(event)](event)
+                await self._flush()
+            if self.peer_draining and not self._streams:
+                return
+            try:
+                data = await self.transport.receive_some(READ_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                if self.draining:
+                    return
+                raise ProtocolError(f"tunnel connection lost: {exc}") from exc
+            if not data:
+                if self.draining or (self.peer_draining and not self._streams):
+                    return
+                raise ProtocolError("tunnel connection closed by the peer")
+
+    def _on_stream_opened(self, event: protocol.StreamOpened) -> None:
+        stream = TunnelStream(self, event.stream_id, event.head)
+        stream.remote_closed = not event.head.has_body
+        if stream.remote_closed:
+            stream._deliver(_END)
+        self._streams[event.stream_id] = stream
+        self._idle = trio.Event()
+        if self._handler is None or self._handler_nursery is None:
+            self.session.reset_stream(event.stream_id)
+            return
+        self._handler_nursery.start_soon(self._run_handler, stream)
+
+    async def _run_handler(self, stream: TunnelStream) -> None:
+        try:
+            await self._handler(stream)
+        except ProtocolError as exc:
+            log.debug("stream.failed stream=%d error=%s", stream.stream_id, exc)
+        except Exception:
+            log.exception("stream.handler_crashed stream=%d", stream.stream_id)
+        finally:
+            await stream.aclose()
+
+    def _on_response(self, event: protocol.ResponseStarted) -> None:
+        stream = self._streams.get(event.stream_id)
+        if stream is None:
+            return
+        stream._response = event.head
+        stream._response_event.set()
+
+    def _on_data(self, event: protocol.DataReceived) -> None:
+        stream = self._streams.get(event.stream_id)
+        if stream is None:
+            self.session.acknowledge(event.stream_id, event.flow_length)
+            return
+        stream._deliver((event.data, event.flow_length))
+
+    def _on_stream_ended(self, event: protocol.StreamEnded) -> None:
+        stream = self._streams.get(event.stream_id)
+        if stream is None:
+            return
+        stream.remote_closed = True
+        stream._deliver(_END)
+        self._forget_if_done(stream)
+
+    def _on_stream_reset(self, event: protocol.StreamReset) -> None:
+        stream = self._streams.pop(event.stream_id, None)
+        if stream is None:
+            return
+        stream._fail(StreamResetError(f"stream reset by the peer (code {event.error_code})"))
+        self._set_idle_if_empty()
+
+    def _on_window(self, event: protocol.WindowOpened) -> None:
+        if event.stream_id == 0:
+            for stream in self._streams.values():
+                stream._window_opened()
+        elif (stream := self._streams.get(event.stream_id)) is not None:
+            stream._window_opened()
+
+    def _on_ping_ack(self, event: protocol.PingAcked) -> None:
+        self._pong.set()
+
+    def _on_drain_requested(self, event: protocol.DrainRequested) -> None:
+        self.peer_draining = True
+
+    def _on_goaway(self, event: protocol.GoAway) -> None:
+        self.peer_draining = True
+        if event.error_code != protocol.NO_ERROR:
+            raise ProtocolError(f"tunnel peer closed the session (code {event.error_code})")
+        self._fail(ProtocolError("tunnel peer closed the session"))
+
+    # Helpers ---------------------------------------------------------------------
+
+    def _forget_if_done(self, stream: TunnelStream) -> None:
+        if stream.local_closed and stream.remote_closed:
+            self._streams.pop(stream.stream_id, None)
+            self._set_idle_if_empty()
+
+    def _set_idle_if_empty(self) -> None:
+        if not self._streams:
+            self._idle.set()
+
+    async def _flush(self) -> None:
+        async with self._send_lock:
+            data = self.session.data_to_send()
+            if not data:
+                return
+            if self._error is not None:
+                raise self._error
+            try:
+                await self.transport.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                error = ProtocolError(f"tunnel connection lost: {exc}")
+                self._fail(error)
+                raise error from exc
+
+    def _fail(self, error: BaseException) -> None:
+        if self._error is None:
+            self._error = error
+        for stream in self._streams.values():
+            stream._fail(self._error)
+        self._streams.clear()
+        self._idle.set()
+
+    async def _keepalive(self) -> None:
+        counter = 0
+        while True:
+            await trio.sleep(self._ping_interval)
+            counter += 1
+            self._pong = trio.Event()
+            self.session.ping(struct.pack("!Q", counter))
+            await self._flush()
+            with trio.move_on_after(self._ping_timeout) as scope:
+                await self._pong.wait()
+            if scope.cancelled_caught:
+                raise ProtocolError(f"tunnel peer did not answer PING within {self._ping_timeout:g}s")

@@ -1,0 +1,150 @@
+"""The trio tunnel transport over in-memory streams: bodies, flow control, resets, liveness."""
+
+import hashlib
+import os
+
+import pytest
+import trio
+import trio.testing
+
+from shared import protocol
+from shared.aio import single_errors
+from shared.errors import ProtocolError
+from shared.events import RequestHead, ResponseHead
+from shared.transport import StreamResetError, TunnelConnection
+
+
+async def echo_handler(stream):
+    """Answer with the request's path in a header and its body echoed back."""
+    await stream.send_response(ResponseHead(200, ((b"x-path", stream.head.target),)))
+    while chunk := await stream.receive():
+        await stream.send(chunk)
+    await stream.end()
+
+
+def connection_pair(**kwargs):
+    edge_side, connector_side = trio.testing.memory_stream_pair()
+    edge = TunnelConnection(edge_side, protocol.TunnelSession("edge"), **kwargs)
+    connector = TunnelConnection(connector_side, protocol.TunnelSession("connector"), **kwargs)
+    return edge, connector
+
+
+def head(path=b"/", has_body=True):
+    return RequestHead(b"POST", path, b"app.example.test", b"https", (), has_body)
+
+
+async def exchange(edge, path, body):
+    async def upload(stream):
+        for start in range(0, len(body), 100_000):
+            await stream.send(body[start : start + 100_000])
+        await stream.end()
+
+    async with await edge.open_stream(head(path)) as stream:
+        with single_errors():
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(upload, stream)
+                response = await stream.receive_response()
+                received = bytearray()
+                while chunk := await stream.receive():
+                    received += chunk
+    return response, bytes(received)
+
+
+async def test_request_and_body_echo_through_flow_control():
+    edge, connector = connection_pair()
+    body = os.urandom(5 * 1024 * 1024)  # several stream windows
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(edge.serve)
+        nursery.start_soon(connector.serve, echo_handler)
+        response, received = await exchange(edge, b"/big", body)
+        assert response.status == 200
+        assert response.header(b"x-path") == b"/big"
+        assert hashlib.sha256(received).digest() == hashlib.sha256(body).digest()
+        assert edge.active_streams == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_many_concurrent_streams_get_their_own_answers():
+    edge, connector = connection_pair()
+    results = {}
+
+    async def one(i):
+        response, body = await exchange(edge, f"/{i}".encode(), f"id={i}".encode())
+        results[i] = (response.header(b"x-path"), body)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(edge.serve)
+        nursery.start_soon(connector.serve, echo_handler)
+        async with trio.open_nursery() as clients:
+            for i in range(200):
+                clients.start_soon(one, i)
+        nursery.cancel_scope.cancel()
+    assert results == {i: (f"/{i}".encode(), f"id={i}".encode()) for i in range(200)}
+
+
+async def test_handler_failure_resets_only_its_stream():
+    async def handler(stream):
+        if stream.head.target == b"/boom":
+            raise ProtocolError("origin went away")
+        await echo_handler(stream)
+
+    edge, connector = connection_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(edge.serve)
+        nursery.start_soon(connector.serve, handler)
+        with pytest.raises(StreamResetError):
+            await exchange(edge, b"/boom", b"x")
+        response, body = await exchange(edge, b"/ok", b"fine")
+        assert (response.status, body) == (200, b"fine")
+        nursery.cancel_scope.cancel()
+
+
+async def test_silent_peer_fails_the_session_after_ping_timeout(autojump_clock):
+    edge_side, _silent = trio.testing.memory_stream_pair()
+    edge = TunnelConnection(edge_side, protocol.TunnelSession("edge"), ping_interval=1, ping_timeout=2)
+    with pytest.raises(ProtocolError, match="PING"):
+        await edge.serve()
+    with pytest.raises(ProtocolError):
+        await edge.open_stream(head())
+
+
+async def test_peer_loss_fails_waiting_streams():
+    edge, connector = connection_pair()
+
+    async def stall(stream):
+        await trio.sleep_forever()
+
+    async def expect_failure(connection, *args):
+        with pytest.raises(ProtocolError):
+            await connection.serve(*args)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(expect_failure, connector, stall)
+        nursery.start_soon(expect_failure, edge)
+        stream = await edge.open_stream(head(has_body=False))
+        await trio.testing.wait_all_tasks_blocked()
+        await trio.aclose_forcefully(connector.transport)
+        with pytest.raises(ProtocolError):
+            await stream.receive_response()
+        nursery.cancel_scope.cancel()
+
+
+async def test_drain_lets_open_streams_finish():
+    edge, connector = connection_pair()
+    release = trio.Event()
+
+    async def slow(stream):
+        await release.wait()
+        await stream.send_response(ResponseHead(204, has_body=False))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(edge.serve)
+        nursery.start_soon(connector.serve, slow)
+        stream = await edge.open_stream(head(has_body=False))
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(connector.drain, 5)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not edge.accepting
+        release.set()
+        assert (await stream.receive_response()).status == 204
+        nursery.cancel_scope.cancel()
