@@ -1,13 +1,16 @@
-"""Secrets: minting, hashing for storage, constant-time checks."""
+"""Secrets (minting, hashing for storage, constant-time checks) and tunnel TLS contexts."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import hmac
+import os
 import secrets
+import ssl
 
 SECRET_BYTES = 32
+TUNNEL_ALPN = "burrow-tunnel/1"
 
 
 def mint_secret() -> bytes:
@@ -42,3 +45,23 @@ def b64encode(data: bytes) -> str:
 
 def b64decode(text: str) -> bytes:
     return base64.b64decode(text.encode("ascii"), validate=True)
+
+
+def tunnel_client_context(ca_pem: str | None) -> ssl.SSLContext:
+    """The connector's context for dialing the edge: TLS 1.3, hostname checked.
+
+    With `ca_pem` only that CA is trusted (pinned); otherwise the system store.
+    """
+    context = ssl.create_default_context(cadata=ca_pem) if ca_pem else ssl.create_default_context()
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.set_alpn_protocols([TUNNEL_ALPN])
+    return context
+
+
+def tunnel_server_context(cert_file: str | os.PathLike, key_file: str | os.PathLike) -> ssl.SSLContext:
+    """The edge's context for the tunnel listener: TLS 1.3 only."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.load_cert_chain(cert_file, key_file)
+    context.set_alpn_protocols([TUNNEL_ALPN])
+    return context

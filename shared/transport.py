@@ -48,6 +48,7 @@ class TunnelStream:
         self._error: BaseException | None = None
         self.local_closed = False
         self.remote_closed = False
+        self.response_sent = False
 
     # Called by the connection's reader ------------------------------------------
 
@@ -81,6 +82,7 @@ class TunnelStream:
         """(connector) Send the response head; with no body the stream ends."""
         self._check()
         self.connection.session.send_response(self.stream_id, head)
+        self.response_sent = True
         if not head.has_body:
             self.local_closed = True
         await self.connection._flush()

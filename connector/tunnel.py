@@ -1,0 +1,74 @@
+"""One tunnel connection: dial the edge over TLS, register, serve its streams."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from dataclasses import dataclass
+
+import trio
+
+from shared import protocol
+from shared.config import Credentials, parse_hostport
+from shared.crypto import tunnel_client_context
+from shared.errors import AuthError, ProtocolError, Unreachable
+from shared.transport import StreamHandler, TunnelConnection
+
+log = logging.getLogger(__name__)
+
+CLIENT_VERSION = "burrow/0.1.0"
+
+
+@dataclass(frozen=True)
+class DialLimits:
+    connect_timeout: float = 10.0
+    handshake_timeout: float = 10.0
+    registration_timeout: float = 10.0
+    read_size: int = 16 * 1024
+
+
+async def open_tunnel_connection(
+    creds: Credentials, connector_id: str, index: int, limits: DialLimits = DialLimits()
+) -> tuple[TunnelConnection, protocol.Registered]:
+    """Dial and register; raise AuthError when the edge rejects the credentials."""
+    host, port = parse_hostport(creds.endpoint)
+    where = creds.endpoint
+    try:
+        with trio.fail_after(limits.connect_timeout):
+            tcp = await trio.open_tcp_stream(host, port)
+        tls = trio.SSLStream(tcp, tunnel_client_context(creds.edge_ca), server_hostname=host)
+        with trio.fail_after(limits.handshake_timeout):
+            await tls.do_handshake()
+        register = protocol.Register(creds.tunnel_id, creds.tunnel_secret.value, connector_id, index, CLIENT_VERSION)
+        with trio.fail_after(limits.registration_timeout):
+            await tls.send_all(register.to_wire())
+            answer, rest = await _read_answer(tls, limits.read_size)
+    except trio.TooSlowError:
+        raise Unreachable(f"edge {where} did not answer in time") from None
+    except (OSError, trio.BrokenResourceError, ssl.SSLError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        raise Unreachable(f"cannot reach the edge at {where}: {reason}") from exc
+    if isinstance(answer, protocol.Rejected):
+        await trio.aclose_forcefully(tls)
+        if answer.retryable:
+            raise Unreachable(f"edge {where} refused the connection: {answer.reason}")
+        raise AuthError(f"{answer.reason} by the edge at {where}")
+    return TunnelConnection(tls, protocol.TunnelSession("connector"), initial_data=rest), answer
+
+
+async def _read_answer(tls: trio.SSLStream, read_size: int):
+    reader = protocol.RegistrationReader(expect_magic=False)
+    while True:
+        data = await tls.receive_some(read_size)
+        if not data:
+            raise trio.BrokenResourceError("edge closed the connection during registration")
+        message, rest = reader.feed(data)
+        if isinstance(message, (protocol.Registered, protocol.Rejected)):
+            return message, rest
+        if message is not None:
+            raise ProtocolError("unexpected registration answer")
+
+
+async def serve_tunnel_connection(connection: TunnelConnection, handler: StreamHandler) -> None:
+    """Serve streams until the session ends; raise what ended it."""
+    await connection.serve(handler)

@@ -1,0 +1,44 @@
+"""The public HTTPS listener: TLS with SNI certificates, then HTTP/1.1 per connection."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+
+import trio
+
+from edge.http1 import Http1Connection, Http1Limits
+from edge.proxy import Proxy
+
+log = logging.getLogger(__name__)
+
+HANDSHAKE_TIMEOUT = 10.0
+ALPN = ["http/1.1"]
+
+
+class HttpsFrontend:
+    """Serves visitor connections accepted on the HTTPS listeners."""
+
+    def __init__(self, proxy: Proxy, limits: Http1Limits = Http1Limits()) -> None:
+        self.proxy = proxy
+        self.limits = limits
+
+    async def handle(self, stream: trio.SSLStream) -> None:
+        client = _address(stream, "getpeername")
+        try:
+            with trio.fail_after(HANDSHAKE_TIMEOUT):
+                await stream.do_handshake()
+            connection = Http1Connection(stream, client, _address(stream, "getsockname"), self.limits)
+            await connection.serve(self.proxy.handle)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, ssl.SSLError) as exc:
+            log.debug("https.connection_ended client=%s error=%r", client[0], exc)
+        finally:
+            await trio.aclose_forcefully(stream)
+
+
+def _address(stream: trio.SSLStream, which: str) -> tuple[str, int]:
+    try:
+        host, port, *_ = getattr(stream.transport_stream.socket, which)()
+    except (AttributeError, OSError):
+        return ("0.0.0.0", 0)
+    return host, port

@@ -1,0 +1,134 @@
+"""One visitor request: the admin API, a tunnel, or an error page.
+
+Eyeball adapters (HTTP/1.1 now, HTTP/2 later) present each request as an
+`Exchange`; `Proxy.handle` decides where it goes and streams the bodies.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Protocol
+
+import trio
+
+from edge.asgi import call_asgi
+from edge.router import Router
+from edge.zone import normalize_host
+from shared.aio import single_errors
+from shared.errors import BurrowError, TunnelUnavailable
+from shared.events import RequestHead, ResponseHead
+from shared.pages import error_page
+from shared.transport import TunnelStream
+
+log = logging.getLogger(__name__)
+
+MAX_API_BODY = 64 * 1024
+REQUEST_ID = b"burrow-request-id"
+CONNECTING_IP = b"burrow-connecting-ip"
+
+
+class Exchange(Protocol):
+    """One visitor request as an eyeball adapter presents it."""
+
+    head: RequestHead
+    client: tuple[str, int]
+    server: tuple[str, int]
+    response_started: bool
+
+    async def receive_body(self) -> bytes: ...  # b"" at the end
+
+    async def send_response(self, head: ResponseHead) -> None: ...
+
+    async def send_body(self, data: bytes) -> None: ...
+
+    async def end(self) -> None: ...
+
+
+class Proxy:
+    """Routes visitor requests by Host."""
+
+    def __init__(self, router: Router, api_app: object, api_hosts: frozenset[str]) -> None:
+        self.router = router
+        self.api_app = api_app
+        self.api_hosts = api_hosts
+
+    async def handle(self, exchange: Exchange) -> None:
+        host = normalize_host(exchange.head.authority.decode("latin-1"))
+        if host in self.api_hosts:
+            await self._serve_api(exchange)
+            return
+        tunnel_id = self.router.zone.tunnel_for(host)
+        if tunnel_id is None:
+            await send_page(exchange, 404, "edge", f"no tunnel serves {host}")
+            return
+        try:
+            connection = self.router.pick(tunnel_id)
+            await forward(exchange, connection, forwarded_head(exchange))
+        except TunnelUnavailable:
+            await send_page(exchange, 502, "edge", f"the tunnel for {host} has no connector")
+        except BurrowError as exc:
+            log.info("request.failed host=%s error=%s", host, exc)
+            if exchange.response_started:
+                raise
+            await send_page(exchange, 502, "edge", f"the tunnel for {host} failed: {exc}")
+
+    async def _serve_api(self, exchange: Exchange) -> None:
+        body = bytearray()
+        while chunk := await exchange.receive_body():
+            body += chunk
+            if len(body) > MAX_API_BODY:
+                await send_page(exchange, 413, "edge", "request body too large")
+                return
+        head, data = await call_asgi(
+            self.api_app, exchange.head, bytes(body), exchange.client, exchange.server
+        )
+        await exchange.send_response(head)
+        if data:
+            await exchange.send_body(data)
+        await exchange.end()
+
+
+def forwarded_head(exchange: Exchange) -> RequestHead:
+    """The request as the origin should see it: visitor identity added, spoofs dropped."""
+    head = exchange.head
+    client_ip = exchange.client[0].encode()
+    headers = tuple(
+        (name, value)
+        for name, value in head.headers
+        if not name.startswith(b"burrow-") and name not in (b"x-forwarded-for", b"x-forwarded-proto")
+    ) + (
+        (b"x-forwarded-for", client_ip),
+        (b"x-forwarded-proto", head.scheme),
+        (CONNECTING_IP, client_ip),
+        (REQUEST_ID, uuid.uuid4().hex.encode()),
+    )
+    return RequestHead(head.method, head.target, head.authority, head.scheme, headers, head.has_body)
+
+
+async def forward(exchange: Exchange, connection, head: RequestHead) -> None:
+    """Carry one exchange over a new tunnel stream, bodies streamed both ways."""
+    async with await connection.open_stream(head) as stream:
+        with single_errors():
+            async with trio.open_nursery() as nursery:
+                if head.has_body:
+                    nursery.start_soon(_upload, exchange, stream)
+                response = await stream.receive_response()
+                await exchange.send_response(response)
+                while chunk := await stream.receive():
+                    await exchange.send_body(chunk)
+                await exchange.end()
+                nursery.cancel_scope.cancel()
+
+
+async def _upload(exchange: Exchange, stream: TunnelStream) -> None:
+    while chunk := await exchange.receive_body():
+        await stream.send(chunk)
+    await stream.end()
+
+
+async def send_page(exchange: Exchange, status: int, source: str, message: str) -> None:
+    head, body = error_page(status, source, message)
+    await exchange.send_response(head)
+    await exchange.send_body(body)
+    await exchange.end()

@@ -1,0 +1,97 @@
+"""`burrow-edge serve`: every listener in one nursery, plus the registry snapshot refresher."""
+
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+import uuid
+
+import trio
+
+from edge.api import create_api
+from edge.certs import CertStore
+from edge.https import ALPN, HttpsFrontend
+from edge.proxy import Proxy
+from edge.registry import Registry
+from edge.router import Router
+from edge.sessions import TunnelListener
+from shared.config import EdgeConfig, format_hostport
+from shared.crypto import TUNNEL_ALPN
+from shared.files import write_private
+
+log = logging.getLogger(__name__)
+
+ZONE_REFRESH_INTERVAL = 5.0  # picks up writes made by other processes (CLI)
+SHUTDOWN_GRACE = 10.0
+LISTEN_FILE = "listen.json"
+
+
+class ZoneRefresher:
+    """Keeps the router's zone snapshot in step with the registry."""
+
+    def __init__(self, registry: Registry, router: Router, zone_name: str) -> None:
+        self.registry = registry
+        self.router = router
+        self.zone_name = zone_name
+        self._changed = trio.Event()
+
+    def poke(self) -> None:
+        """Called after each registry write; the refresh happens in `run`."""
+        self._changed.set()
+
+    async def refresh(self) -> None:
+        zone = await trio.to_thread.run_sync(self.registry.zone, self.zone_name)
+        self.router.update_zone(zone)
+
+    async def run(self) -> None:
+        while True:
+            with trio.move_on_after(ZONE_REFRESH_INTERVAL):
+                await self._changed.wait()
+            self._changed = trio.Event()
+            await self.refresh()
+
+
+async def _open_tls_listeners(address: tuple[str, int], context: ssl.SSLContext) -> list[trio.SSLListener]:
+    host, port = address
+    listeners = await trio.open_tcp_listeners(port, host=host or None)
+    return [trio.SSLListener(listener, context, https_compatible=True) for listener in listeners]
+
+
+def _bound(listeners: list[trio.SSLListener]) -> tuple[str, int]:
+    host, port, *_ = listeners[0].transport_listener.socket.getsockname()
+    return host, port
+
+
+async def serve(cfg: EdgeConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Run the edge until cancelled; `started()` reports the bound addresses."""
+    registry = Registry.open(cfg.registry_path)
+    try:
+        certs = CertStore.load(cfg.certs_dir)
+        router = Router(registry.zone(cfg.zone))
+        refresher = ZoneRefresher(registry, router, cfg.zone)
+        https_listeners = await _open_tls_listeners(cfg.https_listen, certs.server_context(ALPN))
+        tunnel_context = certs.server_context([TUNNEL_ALPN])
+        tunnel_context.minimum_version = ssl.TLSVersion.TLSv1_3
+        tunnel_listeners = await _open_tls_listeners(cfg.tunnel_listen, tunnel_context)
+        addresses = {"https": _bound(https_listeners), "tunnel": _bound(tunnel_listeners)}
+        tunnel_endpoint = format_hostport((cfg.public_ip, addresses["tunnel"][1]))
+
+        def edge_info() -> dict:
+            return {"zone": cfg.zone, "tunnel_endpoint": tunnel_endpoint}
+
+        api = create_api(registry, edge_info, refresher.poke)
+        proxy = Proxy(router, api, frozenset({cfg.public_ip, cfg.zone}))
+        frontend = HttpsFrontend(proxy)
+        sessions = TunnelListener(registry, router, edge_id=str(uuid.uuid4()))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(refresher.run)
+            nursery.start_soon(trio.serve_listeners, frontend.handle, https_listeners)
+            nursery.start_soon(trio.serve_listeners, sessions.handle, tunnel_listeners)
+            listening = {name: format_hostport(addr) for name, addr in addresses.items()}
+            write_private(cfg.home / LISTEN_FILE, json.dumps(listening))
+            log.info("edge.listening https=%s tunnel=%s zone=%s", listening["https"], listening["tunnel"], cfg.zone)
+            task_status.started(addresses)
+    finally:
+        registry.close()

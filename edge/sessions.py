@@ -1,0 +1,93 @@
+"""The tunnel listener: TLS, registration against the registry, then the session."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+
+import trio
+
+from edge.registry import Registry
+from edge.router import Router
+from shared import protocol
+from shared.errors import AuthError, BurrowError
+from shared.transport import TunnelConnection
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SessionLimits:
+    handshake_timeout: float = 10.0
+    registration_timeout: float = 10.0
+    read_size: int = 16 * 1024
+
+
+class TunnelListener:
+    """Accepts connector connections and hands registered sessions to the router."""
+
+    def __init__(self, registry: Registry, router: Router, edge_id: str, limits: SessionLimits = SessionLimits()):
+        self.registry = registry
+        self.router = router
+        self.edge_id = edge_id
+        self.limits = limits
+
+    async def handle(self, stream: trio.SSLStream) -> None:
+        """Serve one connector connection until it ends."""
+        peer = _peer(stream)
+        try:
+            with trio.fail_after(self.limits.handshake_timeout):
+                await stream.do_handshake()
+            with trio.fail_after(self.limits.registration_timeout):
+                register, rest = await self._read_registration(stream)
+                tunnel_id = await self._authorize(stream, register, peer)
+        except (trio.BrokenResourceError, trio.TooSlowError, BurrowError) as exc:
+            log.info("session.refused peer=%s error=%s", peer, exc or type(exc).__name__)
+            await trio.aclose_forcefully(stream)
+            return
+        connection_id = str(uuid.uuid4())
+        await stream.send_all(protocol.Registered(connection_id, self.edge_id).to_wire())
+        connection = TunnelConnection(stream, protocol.TunnelSession("edge"), initial_data=rest)
+        self.router.add(tunnel_id, connection)
+        log.info(
+            "session.registered tunnel=%s connector=%s index=%d connection=%s peer=%s",
+            tunnel_id, register.connector_id, register.conn_index, connection_id, peer,
+        )
+        try:
+            await connection.serve()
+            log.info("session.closed tunnel=%s connection=%s", tunnel_id, connection_id)
+        except BurrowError as exc:
+            log.warning("session.lost tunnel=%s connection=%s error=%s", tunnel_id, connection_id, exc)
+        finally:
+            self.router.remove(tunnel_id, connection)
+
+    async def _read_registration(self, stream: trio.SSLStream) -> tuple[protocol.Register, bytes]:
+        reader = protocol.RegistrationReader(expect_magic=True)
+        while True:
+            data = await stream.receive_some(self.limits.read_size)
+            if not data:
+                raise protocol.ProtocolError("connection closed before registration")
+            message, rest = reader.feed(data)
+            if isinstance(message, protocol.Register):
+                return message, rest
+            if message is not None:
+                raise protocol.ProtocolError("expected a register message")
+
+    async def _authorize(self, stream: trio.SSLStream, register: protocol.Register, peer: str) -> str:
+        try:
+            tunnel = await trio.to_thread.run_sync(
+                self.registry.verify_tunnel, register.tunnel_id, register.secret
+            )
+        except AuthError as exc:
+            await stream.send_all(protocol.Rejected(str(exc), retryable=False).to_wire())
+            raise
+        return tunnel.id
+
+
+def _peer(stream: trio.SSLStream) -> str:
+    try:
+        host, port, *_ = stream.transport_stream.socket.getpeername()
+    except (AttributeError, OSError):
+        return "?"
+    return f"{host}:{port}"
