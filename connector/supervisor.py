@@ -43,6 +43,7 @@ class Supervisor:
         self.backoff = backoff
         self.connector_id = str(uuid.uuid4())
         self.connections: dict[int, TunnelConnection] = {}
+        self.stopping = False
 
     async def run(self) -> None:
         """Keep every connection up; raise AuthError if the edge rejects the credentials."""
@@ -52,6 +53,7 @@ class Supervisor:
 
     async def drain(self, grace: float) -> None:
         """Announce a drain on every connection and let open streams finish."""
+        self.stopping = True
         async with trio.open_nursery() as nursery:
             for connection in list(self.connections.values()):
                 nursery.start_soon(connection.drain, grace)
@@ -71,7 +73,7 @@ class Supervisor:
                     await connection.serve(self.handler)
                 finally:
                     self.connections.pop(index, None)
-                if connection.draining:
+                if self.stopping:
                     return
                 reason = "the edge closed the session"
             except AuthError:
@@ -82,5 +84,7 @@ class Supervisor:
                 attempt = 0
             delay = self.backoff.delay(attempt)
             attempt += 1
+            if self.stopping:
+                return
             log.warning("tunnel.retrying index=%d in=%.1fs error=%s", index, delay, reason)
             await trio.sleep(delay)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from http import HTTPStatus
 
 import h11
 import trio
@@ -54,7 +55,7 @@ class Http1Exchange:
     async def send_response(self, head: ResponseHead) -> None:
         self.response_started = True
         headers = [(name, value) for name, value in end_to_end(head.headers)]
-        await self._conn.send(h11.Response(status_code=head.status, headers=headers))
+        await self._conn.send(h11.Response(status_code=head.status, headers=headers, reason=_reason(head.status)))
 
     async def send_body(self, data: bytes) -> None:
         if data:
@@ -145,8 +146,15 @@ class Http1Connection:
             return
         head, body = error_page(status, "edge", reason)
         try:
-            await self.send(h11.Response(status_code=status, headers=list(head.headers)))
+            await self.send(h11.Response(status_code=status, headers=list(head.headers), reason=_reason(status)))
             await self.send(h11.Data(data=body))
             await self.send(h11.EndOfMessage())
         except (h11.LocalProtocolError, trio.BrokenResourceError, trio.TooSlowError):
             pass
+
+
+def _reason(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b""

@@ -30,3 +30,10 @@ def single_errors() -> Iterator[None]:
         if rest is None:
             raise
         raise next(_leaves(rest))  # noqa: B904 - the group is the context
+
+
+async def wait_for_signal(*signals: int) -> None:
+    """Return when one of `signals` arrives."""
+    with trio.open_signal_receiver(*signals) as received:
+        async for _ in received:
+            return

@@ -1,0 +1,219 @@
+"""`burrow`: manage and run tunnels from behind NAT (cloudflared's command surface)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import trio
+import typer
+
+from connector.edge_api import EdgeAPI
+from connector.ingress import Ingress
+from connector.serve import StreamServer
+from connector.supervisor import Supervisor
+from shared import logs
+from shared.aio import wait_for_signal
+from shared.commands import reported_errors
+from shared.config import (
+    AccountCert,
+    ConnectorConfig,
+    Credentials,
+    Secret,
+    burrow_home,
+    load_account_cert,
+    load_connector_config,
+    load_credentials,
+    save_account_cert,
+    save_credentials,
+)
+from shared.crypto import mint_secret
+from shared.errors import ConfigError, ConflictError
+
+log = logging.getLogger("connector")
+
+app = typer.Typer(help="Burrow connector: publish local services through your edge.", pretty_exceptions_show_locals=False, no_args_is_help=True)
+tunnel_app = typer.Typer(help="Create, route and run tunnels.", no_args_is_help=True)
+route_app = typer.Typer(help="Point hostnames at a tunnel.", no_args_is_help=True)
+ingress_app = typer.Typer(help="Check ingress rules offline.", no_args_is_help=True)
+app.add_typer(tunnel_app, name="tunnel")
+tunnel_app.add_typer(route_app, name="route")
+tunnel_app.add_typer(ingress_app, name="ingress")
+
+DEFAULT_HA_CONNECTIONS = 4
+DEFAULT_GRACE_PERIOD = 30.0
+NO_RULES = ({"service": "http_status:503"},)
+
+
+def _cert_path() -> Path:
+    return burrow_home() / "cert.pem"
+
+
+def _api() -> EdgeAPI:
+    cert = load_account_cert(_cert_path())
+    return EdgeAPI(cert.edge_url, cert.api_token.value.decode(), cert.edge_ca)
+
+
+@tunnel_app.command()
+def login(
+    edge_url: str = typer.Argument(..., help="The edge's URL, e.g. https://203.0.113.10"),
+    token: str = typer.Option(..., envvar="BURROW_LOGIN_TOKEN", help="The token from `burrow-edge account create`."),
+    ca_file: Path = typer.Option(None, help="PEM file of the edge's CA, if it is private (dev CA)."),
+) -> None:
+    """Log in to an edge; writes the account credential to cert.pem (0600)."""
+    with reported_errors():
+        if urlsplit(edge_url).scheme != "https":
+            raise ConfigError(f"edge URL {edge_url!r} must start with https://")
+        ca_pem = None
+        if ca_file is not None:
+            try:
+                ca_pem = ca_file.read_text()
+            except OSError as exc:
+                raise ConfigError(f"cannot read {ca_file}: {exc.strerror}") from None
+        with EdgeAPI(edge_url, token, ca_pem) as api:
+            account = api.account()
+        save_account_cert(_cert_path(), AccountCert(edge_url.rstrip("/"), account["id"], Secret(token.encode()), ca_pem))
+        typer.echo(f"Logged in to {edge_url} as {account['name']}; credential saved to {_cert_path()}")
+
+
+@tunnel_app.command()
+def create(name: str) -> None:
+    """Create a tunnel; prints its UUID and writes NAME/credentials.json (0600)."""
+    with reported_errors():
+        cert = load_account_cert(_cert_path())
+        path = burrow_home() / name / "credentials.json"
+        if path.exists():
+            raise ConflictError(f"{path} exists already; tunnel '{name}' was created before")
+        secret = mint_secret()
+        with _api() as api:
+            tunnel = api.create_tunnel(name, secret)
+        creds = Credentials(cert.account_id, tunnel["id"], tunnel["name"], Secret(secret), tunnel["endpoint"], cert.edge_ca)
+        save_credentials(path, creds)
+        typer.echo(f"Created tunnel {name}; credentials written to {path}", err=True)
+        typer.echo(tunnel["id"])
+
+
+@tunnel_app.command("list")
+def list_tunnels() -> None:
+    """List this account's tunnels."""
+    with reported_errors(), _api() as api:
+        for tunnel in api.list_tunnels():
+            typer.echo(f"{tunnel['id']}  {tunnel['name']}  {tunnel['created_at']}")
+
+
+@route_app.command("dns")
+def route_dns(
+    tunnel: str = typer.Argument(..., help="Tunnel name or UUID."),
+    hostname: str = typer.Argument(..., help="Hostname inside the edge's zone."),
+    overwrite_dns: bool = typer.Option(False, "--overwrite-dns", help="Replace a record pointing elsewhere."),
+) -> None:
+    """Route HOSTNAME to the tunnel with a CNAME record on the edge."""
+    with reported_errors(), _api() as api:
+        record = api.route_dns(tunnel, hostname, overwrite_dns)
+        typer.echo(f"Added CNAME {record['hostname']} → {record['target']} (tunnel {record['tunnel_id']})")
+
+
+@ingress_app.command("validate")
+def ingress_validate(config: Path = typer.Option(None, help="config.yml to check.")) -> None:
+    """Check the ingress rules of a config file."""
+    with reported_errors():
+        cfg = _load_config(config)
+        _ingress(cfg, config or _default_config())
+        for key in cfg.extra:
+            typer.echo(f"warning: unknown key {key!r} is ignored", err=True)
+        typer.echo("OK")
+
+
+@ingress_app.command("rule")
+def ingress_rule(url: str, config: Path = typer.Option(None, help="config.yml to check.")) -> None:
+    """Show which ingress rule a URL matches."""
+    with reported_errors():
+        cfg = _load_config(config)
+        parts = urlsplit(url if "://" in url else f"https://{url}")
+        rule = _ingress(cfg, config or _default_config()).match(parts.netloc, parts.path or "/")
+        typer.echo(f"Matched rule #{rule.index}")
+        if rule.hostname:
+            typer.echo(f"\thostname: {rule.hostname}")
+        if rule.path is not None:
+            typer.echo(f"\tpath: {rule.path.pattern}")
+        typer.echo(f"\tservice: {rule.service}")
+
+
+@tunnel_app.command()
+def run(
+    tunnel: str = typer.Argument(None, help="Tunnel name or UUID (default: `tunnel` in config.yml)."),
+    config: Path = typer.Option(None, help="config.yml (default: $BURROW_HOME/config.yml)."),
+    credentials_file: Path = typer.Option(None, help="credentials.json (default: from config or NAME)."),
+    ha_connections: int = typer.Option(None, min=1, max=16, help="Connections to the edge (default 4)."),
+    grace_period: float = typer.Option(DEFAULT_GRACE_PERIOD, help="Seconds to let requests finish on SIGTERM."),
+    log_level: str = typer.Option("info", "--loglevel", "--log-level", help="debug, info, warning or error."),
+) -> None:
+    """Run a tunnel: connect to the edge and serve requests until SIGINT/SIGTERM."""
+    logs.configure(log_level)
+    with reported_errors():
+        cfg = _load_config(config)
+        for key in cfg.extra:
+            log.warning("config.unknown_key key=%s", key)
+        ingress = _ingress(cfg, config or _default_config())
+        creds = load_credentials(_credentials_path(tunnel or cfg.tunnel, credentials_file or cfg.credentials_file))
+        connections = ha_connections or cfg.ha_connections or DEFAULT_HA_CONNECTIONS
+        supervisor = Supervisor(creds, StreamServer(ingress).serve, connections)
+        log.info("tunnel.starting tunnel=%s connections=%d edge=%s", creds.tunnel_id, connections, creds.endpoint)
+        trio.run(_run_until_signalled, supervisor, grace_period)
+
+
+async def _run_until_signalled(supervisor: Supervisor, grace: float) -> None:
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(supervisor.run)
+        await wait_for_signal(signal.SIGINT, signal.SIGTERM)
+        log.info("tunnel.draining grace=%.0fs", grace)
+        await supervisor.drain(grace)
+        nursery.cancel_scope.cancel()
+
+
+def _default_config() -> Path:
+    return burrow_home() / "config.yml"
+
+
+def _load_config(path: Path | None) -> ConnectorConfig:
+    if path is None:
+        path = _default_config()
+        if not path.exists():
+            return ConnectorConfig()
+    return load_connector_config(path)
+
+
+def _ingress(cfg: ConnectorConfig, source: Path) -> Ingress:
+    if not cfg.ingress:
+        log.warning("config.no_ingress every request will get 503")
+    return Ingress.from_rules(cfg.ingress or NO_RULES, cfg.origin_request, source=str(source))
+
+
+def _credentials_path(tunnel: str | None, explicit: Path | None) -> Path:
+    """The credentials file: explicit, else NAME/credentials.json, else the one whose TunnelID is UUID."""
+    if explicit is not None:
+        return Path(explicit).expanduser()
+    if not tunnel:
+        raise ConfigError("which tunnel? give NAME, or `tunnel:` / `credentials-file:` in config.yml")
+    home = burrow_home()
+    by_name = home / tunnel / "credentials.json"
+    if by_name.exists():
+        return by_name
+    try:
+        wanted = str(uuid.UUID(tunnel))
+    except ValueError:
+        raise ConfigError(f"no credentials for tunnel '{tunnel}': {by_name} is missing") from None
+    for path in home.glob("*/credentials.json"):
+        if _tunnel_id(path) == wanted:
+            return path
+    raise ConfigError(f"no credentials for tunnel {tunnel} under {home}")
+
+
+def _tunnel_id(path: Path) -> str | None:
+    try:
+        return load_credentials(path).tunnel_id
+    except ConfigError:
+        return None

@@ -1,0 +1,23 @@
+"""What both CLIs do with errors: one line on stderr and the error's exit code."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+
+from shared.aio import single_errors
+from shared.errors import BurrowError
+
+
+@contextlib.contextmanager
+def reported_errors() -> Iterator[None]:
+    """Turn a BurrowError (alone or in a group) into `error: …` and its exit code."""
+    try:
+        with single_errors():
+            yield
+    except BurrowError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
