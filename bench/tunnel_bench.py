@@ -321,6 +321,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # tear down on SIGTERM as on Ctrl-C
     try:
         with running_stack(args.mb) as ends:
             rows, notes = measure(ends, args)

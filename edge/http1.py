@@ -98,8 +98,8 @@ class Http1Connection:
                 return
             if not isinstance(event, h11.Request):
                 return
-            if len(event.headers) > self.limits.max_header_fields:
-                await self._refuse(431, f"more than {self.limits.max_header_fields} header fields")
+            if problem := self._oversized(event):
+                await self._refuse(431, problem)
                 return
             exchange = Http1Exchange(self, self._request_head(event))
             try:
@@ -111,6 +111,14 @@ class Http1Connection:
                 self.h11.start_next_cycle()
             else:
                 return
+
+    def _oversized(self, event: h11.Request) -> str | None:
+        if len(event.headers) > self.limits.max_header_fields:
+            return f"more than {self.limits.max_header_fields} header fields"
+        size = len(event.target) + sum(len(name) + len(value) + 4 for name, value in event.headers)
+        if size > self.limits.max_header_bytes:
+            return f"request head larger than {self.limits.max_header_bytes} bytes"
+        return None
 
     def _request_head(self, event: h11.Request) -> RequestHead:
         headers = tuple((bytes(name), bytes(value)) for name, value in event.headers)
