@@ -217,7 +217,10 @@ def curl(url: str, extra: list[str], cap: float) -> dict:
     write_out = " ".join(f"%{{{name}}}" for name in fields)
     cmd = ["curl", "-sS", "--http1.1", "--max-time", str(cap), "-w", write_out, *extra, url]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=cap + 10)
-    stats = dict(zip(fields, (float(value) for value in done.stdout.split()[-len(fields):])))
+    values = done.stdout.split()[-len(fields):]
+    if len(values) != len(fields):  # curl died before its write-out
+        values = ["0"] * len(fields)
+    stats = dict(zip(fields, map(float, values)))
     stats["error"] = done.stderr.strip() if done.returncode else ""
     return stats
 

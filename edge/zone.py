@@ -1,6 +1,7 @@
 """The one lookup both the DNS server and the router use: hostname → tunnel.
 
-Pure: a `Zone` is an immutable snapshot of the registry's records.
+Pure: a `Zone` is an immutable snapshot of one zone's records; `Zones` holds
+every zone the edge is authoritative for.
 """
 
 from __future__ import annotations
@@ -22,13 +23,25 @@ def normalize_host(host: str) -> str:
     return host.rstrip(".")
 
 
+def ancestors(host: str) -> list[str]:
+    """`a.b.c` → [`b.c`, `c`]: every name above `host`, nearest first."""
+    labels = host.split(".")
+    return [".".join(labels[i:]) for i in range(1, len(labels))]
+
+
 @dataclass(frozen=True)
 class Zone:
-    """The edge's zone: its CNAME records and the tunnels that exist."""
+    """One zone: its CNAME and TXT records and the tunnels that exist.
+
+    Record names may be wildcards (`*.dev.example.com`): a wildcard answers for
+    any name below it that has no record of its own, the closest one winning
+    (RFC 4592, without empty non-terminals blocking it).
+    """
 
     name: str
     records: Mapping[str, str] = field(default_factory=dict)  # hostname → CNAME target
     tunnel_ids: frozenset[str] = frozenset()
+    txt: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def tunnels_domain(self) -> str:
@@ -42,12 +55,48 @@ class Zone:
         host = normalize_host(host)
         return host == self.name or host.endswith("." + self.name)
 
-    def tunnel_for(self, host: str) -> str | None:
-        """The tunnel id `host` routes to, or None when it routes nowhere."""
+    def owner(self, host: str) -> str | None:
+        """The record name that answers for `host`: itself, or the closest wildcard above it."""
         host = normalize_host(host)
-        target = self.records.get(host, host)
+        if host in self.records or host in self.txt:
+            return host
+        for parent in ancestors(host):
+            if not (parent == self.name or parent.endswith("." + self.name)):
+                break
+            wildcard = "*." + parent
+            if wildcard in self.records or wildcard in self.txt:
+                return wildcard
+        return None
+
+    def cname(self, host: str) -> str | None:
+        owner = self.owner(host)
+        return self.records.get(owner) if owner else None
+
+    def tunnel_id_of_target(self, target: str) -> str | None:
+        """The live tunnel a `<uuid>.tunnels.<zone>` name stands for, or None."""
         suffix = "." + self.tunnels_domain
         if not target.endswith(suffix):
             return None
         tunnel_id = target[: -len(suffix)]
         return tunnel_id if tunnel_id in self.tunnel_ids else None
+
+    def tunnel_for(self, host: str) -> str | None:
+        """The tunnel id `host` routes to, or None when it routes nowhere."""
+        host = normalize_host(host)
+        return self.tunnel_id_of_target(self.cname(host) or host)
+
+
+@dataclass(frozen=True)
+class Zones:
+    """Every zone the edge serves; a name belongs to the longest zone containing it."""
+
+    zones: tuple[Zone, ...] = ()
+
+    def zone_for(self, host: str) -> Zone | None:
+        host = normalize_host(host)
+        matching = [zone for zone in self.zones if zone.contains(host)]
+        return max(matching, key=lambda zone: len(zone.name), default=None)
+
+    def tunnel_for(self, host: str) -> str | None:
+        zone = self.zone_for(host)
+        return zone.tunnel_for(host) if zone else None

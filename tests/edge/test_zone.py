@@ -2,7 +2,7 @@
 
 import pytest
 
-from edge.zone import Zone, normalize_host
+from edge.zone import Zone, Zones, normalize_host
 
 TID = "6ff42ae2-765d-4adf-8112-31c55c1551ef"
 ZONE = Zone(
@@ -37,3 +37,33 @@ def test_normalize_host(raw, normal):
 def test_contains():
     assert ZONE.contains("example.test") and ZONE.contains("a.b.example.test")
     assert not ZONE.contains("badexample.test")
+
+
+WILD = Zone(
+    "example.test",
+    {"*.dev.example.test": f"{TID}.tunnels.example.test", "own.dev.example.test": "x.tunnels.example.test"},
+    frozenset({TID}),
+    {"_acme-challenge.dev.example.test": ("token",)},
+)
+
+WILDCARD_CASES = [
+    ("a.dev.example.test", TID),
+    ("a.b.dev.example.test", TID),
+    ("dev.example.test", None),  # the wildcard is not its own parent
+    ("own.dev.example.test", None),  # a name with its own record is not covered
+    ("_acme-challenge.dev.example.test", None),  # nor is a name with only TXT
+]
+
+
+@pytest.mark.parametrize("host, expected", WILDCARD_CASES, ids=[c[0] for c in WILDCARD_CASES])
+def test_wildcards_follow_rfc_4592(host, expected):
+    assert WILD.tunnel_for(host) == expected
+
+
+def test_zones_pick_the_longest_zone():
+    inner = Zone("sub.example.test", {"app.sub.example.test": f"{TID}.tunnels.sub.example.test"}, frozenset({TID}))
+    zones = Zones((ZONE, inner))
+    assert zones.zone_for("app.sub.example.test") is inner
+    assert zones.tunnel_for("app.sub.example.test") == TID
+    assert zones.tunnel_for("app.example.test") == TID
+    assert zones.zone_for("example.org") is None
