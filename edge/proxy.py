@@ -58,7 +58,7 @@ class Proxy:
         if host in self.api_hosts:
             await self._serve_api(exchange)
             return
-        tunnel_id = self.router.zone.tunnel_for(host)
+        tunnel_id = self.router.zones.tunnel_for(host)
         if tunnel_id is None:
             await send_page(exchange, 404, "edge", f"no tunnel serves {host}")
             return

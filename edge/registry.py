@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from edge.zone import TUNNELS_LABEL, Zone
+from edge.zone import TUNNELS_LABEL, Zone, Zones
 from shared.crypto import SECRET_BYTES, hash_secret, mint_token, verify_secret
 from shared.errors import AuthError, ConfigError, ConflictError, NotFoundError
 
@@ -309,11 +309,22 @@ class Registry:
         return record
 
     def zone(self, zone_name: str) -> Zone:
-        """A snapshot of every record and of the tunnels that may carry traffic."""
+        """A snapshot of one zone's records and of the tunnels that may carry traffic."""
+        return self.zones([zone_name]).zones[0]
+
+    def zones(self, zone_names: list[str]) -> Zones:
+        """A snapshot of every zone: each record goes to the longest zone containing it."""
         with self._read() as db:
-            records = dict(db.execute("SELECT hostname, target FROM records").fetchall())
+            records = db.execute("SELECT hostname, target FROM records").fetchall()
             ids = db.execute(
                 "SELECT t.id FROM tunnels t JOIN accounts a ON a.id = t.account_id "
                 "WHERE t.deleted_at IS NULL AND a.revoked_at IS NULL"
             ).fetchall()
-        return Zone(zone_name.lower().rstrip("."), records, frozenset(i for (i,) in ids))
+        tunnel_ids = frozenset(i for (i,) in ids)
+        names = [name.lower().rstrip(".") for name in zone_names]
+        owned: dict[str, dict[str, str]] = {name: {} for name in names}
+        for host, target in records:
+            zone = max((n for n in names if host == n or host.endswith("." + n)), key=len, default=None)
+            if zone is not None:
+                owned[zone][host] = target
+        return Zones(tuple(Zone(name, owned[name], tunnel_ids) for name in names))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from edge.zone import Zone
+from edge.zone import Zones
 from shared.errors import TunnelUnavailable
 from shared.transport import TunnelConnection
 
@@ -19,13 +19,13 @@ log = logging.getLogger(__name__)
 class Router:
     """Hostname → tunnel → live sessions."""
 
-    def __init__(self, zone: Zone) -> None:
-        self.zone = zone
+    def __init__(self, zones: Zones) -> None:
+        self.zones = zones
         self._sessions: dict[str, list[TunnelConnection]] = {}
 
-    def update_zone(self, zone: Zone) -> None:
+    def update_zones(self, zones: Zones) -> None:
         """Swap in a fresh registry snapshot."""
-        self.zone = zone
+        self.zones = zones
 
     def add(self, tunnel_id: str, connection: TunnelConnection) -> None:
         self._sessions.setdefault(tunnel_id, []).append(connection)

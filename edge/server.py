@@ -30,10 +30,10 @@ LISTEN_FILE = "listen.json"
 class ZoneRefresher:
     """Keeps the router's zone snapshot in step with the registry."""
 
-    def __init__(self, registry: Registry, router: Router, zone_name: str) -> None:
+    def __init__(self, registry: Registry, router: Router, zone_names: list[str]) -> None:
         self.registry = registry
         self.router = router
-        self.zone_name = zone_name
+        self.zone_names = zone_names
         self._changed = trio.Event()
 
     def poke(self) -> None:
@@ -41,8 +41,8 @@ class ZoneRefresher:
         self._changed.set()
 
     async def refresh(self) -> None:
-        zone = await trio.to_thread.run_sync(self.registry.zone, self.zone_name)
-        self.router.update_zone(zone)
+        zones = await trio.to_thread.run_sync(self.registry.zones, self.zone_names)
+        self.router.update_zones(zones)
 
     async def run(self) -> None:
         while True:
@@ -68,8 +68,8 @@ async def serve(cfg: EdgeConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> Non
     registry = Registry.open(cfg.registry_path)
     try:
         certs = CertStore.load(cfg.certs_dir)
-        router = Router(registry.zone(cfg.zone))
-        refresher = ZoneRefresher(registry, router, cfg.zone)
+        router = Router(registry.zones([cfg.zone]))
+        refresher = ZoneRefresher(registry, router, [cfg.zone])
         https_listeners = await _open_tls_listeners(cfg.https_listen, certs.server_context(ALPN))
         tunnel_context = certs.server_context([TUNNEL_ALPN])
         tunnel_context.minimum_version = ssl.TLSVersion.TLSv1_3
