@@ -9,6 +9,7 @@ import datetime
 import ipaddress
 import ssl
 from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography import x509
@@ -38,16 +39,18 @@ def _write_public(path: Path, data: bytes) -> None:
     path.chmod(0o644)
 
 
-def create_dev_ca(home: Path, zone: str, public_ip: str) -> None:
-    """Make a private CA (`ca.pem`, `ca-key.pem`) and a certificate for the zone in `certs/`.
+def create_dev_ca(home: Path, zones: Sequence[str], public_ips: Sequence[str]) -> None:
+    """Make a private CA (`ca.pem`, `ca-key.pem`) and a certificate for the zones in `certs/`.
 
-    The leaf covers zone, *.zone, *.tunnels.zone and the public IP. The CA is name-constrained
-    to the zone and the IP, so trusting it in a browser cannot expose other sites.
+    The leaf covers each zone, *.zone, *.tunnels.zone and the public IPs. The CA is
+    name-constrained to the zones and the IPs, so trusting it in a browser cannot expose
+    other sites. The first zone names the files.
     """
     home = Path(home)
     if (home / "ca-key.pem").exists():
         raise ConfigError(f"{home / 'ca-key.pem'} exists already; remove it to make a new dev CA")
-    ip = ipaddress.ip_address(public_ip)
+    zone = zones[0]
+    ips = [ipaddress.ip_address(ip) for ip in public_ips]
     now = datetime.datetime.now(datetime.timezone.utc)
     start = now - datetime.timedelta(hours=1)
 
@@ -72,7 +75,8 @@ def create_dev_ca(home: Path, zone: str, public_ip: str) -> None:
         )
         .add_extension(
             x509.NameConstraints(
-                permitted_subtrees=[x509.DNSName(zone), x509.IPAddress(ipaddress.ip_network(ip))],
+                permitted_subtrees=[x509.DNSName(name) for name in zones]
+                + [x509.IPAddress(ipaddress.ip_network(ip)) for ip in ips],
                 excluded_subtrees=None,
             ),
             critical=True,
@@ -103,11 +107,11 @@ def create_dev_ca(home: Path, zone: str, public_ip: str) -> None:
         .add_extension(
             x509.SubjectAlternativeName(
                 [
-                    x509.DNSName(zone),
-                    x509.DNSName(f"*.{zone}"),
-                    x509.DNSName(f"*.tunnels.{zone}"),
-                    x509.IPAddress(ip),
+                    x509.DNSName(name)
+                    for zone_name in zones
+                    for name in (zone_name, f"*.{zone_name}", f"*.tunnels.{zone_name}")
                 ]
+                + [x509.IPAddress(ip) for ip in ips]
             ),
             critical=False,
         )

@@ -40,8 +40,8 @@ HomeOption = typer.Option(
 
 @app.command()
 def init(
-    zone: str = typer.Option(..., help="The DNS zone the edge serves, e.g. example.com."),
-    public_ip: str = typer.Option(..., help="The address visitors and connectors reach the edge on."),
+    zone: list[str] = typer.Option(..., help="A DNS zone the edge serves, e.g. example.com (repeatable)."),
+    public_ip: list[str] = typer.Option(..., help="An address visitors and connectors reach the edge on (repeatable: IPv4 and IPv6)."),
     dev_ca: bool = typer.Option(False, "--dev-ca", help="Make a private CA and certificates for the zone."),
     https_listen: str = typer.Option(format_hostport(DEFAULT_HTTPS_LISTEN), help="HOST:PORT for HTTPS."),
     tunnel_listen: str = typer.Option(format_hostport(DEFAULT_TUNNEL_LISTEN), help="HOST:PORT for connectors."),
@@ -53,8 +53,8 @@ def init(
         if (home / EDGE_CONFIG_NAME).exists():
             raise ConfigError(f"{home / EDGE_CONFIG_NAME} exists already; this edge is initialized")
         cfg = EdgeConfig(
-            zone=validate_zone(zone),
-            public_ip=validate_ip(public_ip),
+            zones=tuple(dict.fromkeys(validate_zone(name) for name in zone)),
+            public_ips=tuple(dict.fromkeys(validate_ip(ip) for ip in public_ip)),
             https_listen=parse_hostport(https_listen),
             tunnel_listen=parse_hostport(tunnel_listen),
             dns_listen=parse_hostport(dns_listen),
@@ -62,10 +62,10 @@ def init(
         )
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
         if dev_ca:
-            create_dev_ca(home, cfg.zone, cfg.public_ip)
+            create_dev_ca(home, cfg.zones, cfg.public_ips)
         Registry.open(cfg.registry_path).close()
         write_edge_config(cfg)
-        typer.echo(f"Initialized the edge for zone {cfg.zone} in {home}")
+        typer.echo(f"Initialized the edge for {', '.join(cfg.zones)} in {home}")
         if dev_ca:
             typer.echo(f"Dev CA certificate (give it to connectors and clients): {cfg.ca_path}")
         else:

@@ -68,8 +68,8 @@ async def serve(cfg: EdgeConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> Non
     registry = Registry.open(cfg.registry_path)
     try:
         certs = CertStore.load(cfg.certs_dir)
-        router = Router(registry.zones([cfg.zone]))
-        refresher = ZoneRefresher(registry, router, [cfg.zone])
+        router = Router(registry.zones(list(cfg.zones)))
+        refresher = ZoneRefresher(registry, router, list(cfg.zones))
         https_listeners = await _open_tls_listeners(cfg.https_listen, certs.server_context(ALPN))
         tunnel_context = certs.server_context([TUNNEL_ALPN])
         tunnel_context.minimum_version = ssl.TLSVersion.TLSv1_3
@@ -78,10 +78,10 @@ async def serve(cfg: EdgeConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> Non
         tunnel_endpoint = format_hostport((cfg.public_ip, addresses["tunnel"][1]))
 
         def edge_info() -> dict:
-            return {"zone": cfg.zone, "tunnel_endpoint": tunnel_endpoint}
+            return {"zone": cfg.zone, "zones": list(cfg.zones), "tunnel_endpoint": tunnel_endpoint}
 
         api = create_api(registry, edge_info, refresher.poke)
-        proxy = Proxy(router, api, frozenset({cfg.public_ip, cfg.zone}))
+        proxy = Proxy(router, api, frozenset({*cfg.public_ips, *cfg.zones}))
         frontend = HttpsFrontend(proxy)
         sessions = TunnelListener(registry, router, edge_id=str(uuid.uuid4()))
 
@@ -91,7 +91,7 @@ async def serve(cfg: EdgeConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> Non
             nursery.start_soon(trio.serve_listeners, sessions.handle, tunnel_listeners)
             listening = {name: format_hostport(addr) for name, addr in addresses.items()}
             write_private(cfg.home / LISTEN_FILE, json.dumps(listening))
-            log.info("edge.listening https=%s tunnel=%s zone=%s", listening["https"], listening["tunnel"], cfg.zone)
+            log.info("edge.listening https=%s tunnel=%s zone=%s", listening["https"], listening["tunnel"], ",".join(cfg.zones))
             task_status.started(addresses)
     finally:
         registry.close()

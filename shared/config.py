@@ -193,14 +193,26 @@ EDGE_CONFIG_NAME = "edge.yml"
 
 @dataclass(frozen=True)
 class EdgeConfig:
-    """The edge's settings (`edge.yml` in its home). A host of "" means every address."""
+    """The edge's settings (`edge.yml` in its home). A host of "" means every address.
 
-    zone: str
-    public_ip: str
+    `zones` and `public_ips` hold one or more entries; the first of each is the
+    edge's primary zone and the address connectors dial.
+    """
+
+    zones: tuple[str, ...]
+    public_ips: tuple[str, ...]
     https_listen: tuple[str, int]
     tunnel_listen: tuple[str, int]
     dns_listen: tuple[str, int]
     home: Path
+
+    @property
+    def zone(self) -> str:
+        return self.zones[0]
+
+    @property
+    def public_ip(self) -> str:
+        return self.public_ips[0]
 
     @property
     def registry_path(self) -> Path:
@@ -230,6 +242,25 @@ def validate_ip(text: Any) -> str:
         raise ConfigError(f"invalid public-ip {text!r}: expected an IP address") from None
 
 
+def _one_or_more(check):
+    """A checker for a value that is one item or a non-empty list of them (no repeats)."""
+
+    def parse(raw: Any) -> tuple:
+        items = raw if isinstance(raw, list) else [raw]
+        if not items:
+            raise ConfigError("expected at least one value")
+        values = tuple(check(item) for item in items)
+        if len(set(values)) != len(values):
+            raise ConfigError("a value is listed twice")
+        return values
+
+    return parse
+
+
+def _compact(values: tuple[str, ...]) -> str | list[str]:
+    return values[0] if len(values) == 1 else list(values)
+
+
 def load_edge_config(home: Path) -> EdgeConfig:
     """Read and validate `home/edge.yml`."""
     home = Path(home)
@@ -252,8 +283,8 @@ def load_edge_config(home: Path) -> EdgeConfig:
             raise ConfigError(f"{where(str(path), line_of(data, key))}: {key}: {exc}") from None
 
     return EdgeConfig(
-        zone=value("zone", validate_zone),
-        public_ip=value("public-ip", validate_ip),
+        zones=value("zone", _one_or_more(validate_zone)),
+        public_ips=value("public-ip", _one_or_more(validate_ip)),
         https_listen=value("https-listen", parse_hostport, DEFAULT_HTTPS_LISTEN),
         tunnel_listen=value("tunnel-listen", parse_hostport, DEFAULT_TUNNEL_LISTEN),
         dns_listen=value("dns-listen", parse_hostport, DEFAULT_DNS_LISTEN),
@@ -264,8 +295,8 @@ def load_edge_config(home: Path) -> EdgeConfig:
 def write_edge_config(cfg: EdgeConfig) -> None:
     """Write `cfg` to its `edge.yml` atomically (0600)."""
     data = {
-        "zone": cfg.zone,
-        "public-ip": cfg.public_ip,
+        "zone": _compact(cfg.zones),
+        "public-ip": _compact(cfg.public_ips),
         "https-listen": format_hostport(cfg.https_listen),
         "tunnel-listen": format_hostport(cfg.tunnel_listen),
         "dns-listen": format_hostport(cfg.dns_listen),

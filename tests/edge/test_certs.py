@@ -17,7 +17,7 @@ PUBLIC_IP = "203.0.113.10"
 
 @pytest.fixture
 def home(tmp_path):
-    create_dev_ca(tmp_path, ZONE, PUBLIC_IP)
+    create_dev_ca(tmp_path, [ZONE], [PUBLIC_IP])
     return tmp_path
 
 
@@ -58,7 +58,7 @@ def test_create_dev_ca_files(home):
 
 def test_create_dev_ca_refuses_to_replace_the_ca(home):
     with pytest.raises(ConfigError, match="exists already"):
-        create_dev_ca(home, ZONE, PUBLIC_IP)
+        create_dev_ca(home, [ZONE], [PUBLIC_IP])
 
 
 VERIFIED_NAMES = [

@@ -97,7 +97,7 @@ def test_burrow_home(monkeypatch, tmp_path):
 
 
 def test_edge_config_roundtrip(tmp_path):
-    cfg = EdgeConfig("example.com", "203.0.113.10", ("127.0.0.1", 0), ("::1", 7844), ("", 53), tmp_path)
+    cfg = EdgeConfig(("example.com",), ("203.0.113.10",), ("127.0.0.1", 0), ("::1", 7844), ("", 53), tmp_path)
     write_edge_config(cfg)
     assert load_edge_config(tmp_path) == cfg
     assert mode(tmp_path / "edge.yml") == 0o600
@@ -119,6 +119,7 @@ EDGE_ERRORS = [
     ("bad-listen", "zone: example.com\npublic-ip: ::1\nhttps-listen: 443\n", "edge.yml line 3: https-listen: invalid address"),
     ("missing-zone", "public-ip: 203.0.113.10\n", "edge.yml: missing key 'zone'"),
     ("unknown-key", "zone: example.com\npublic-ip: ::1\nzones: x\n", "edge.yml line 3: unknown key 'zones'"),
+    ("repeated-zone", "zone: [a.com, a.com]\npublic-ip: ::1\n", "edge.yml line 1: zone: a value is listed twice"),
     ("not-a-mapping", "- zone\n", "edge.yml: expected a mapping"),
 ]
 
@@ -256,3 +257,11 @@ def test_connector_config_errors(tmp_path, text, message):
         load_connector_config(path)
     assert str(info.value).startswith(f"{tmp_path}/{message}")
     assert "\n" not in str(info.value)
+
+
+def test_edge_config_with_several_zones_and_addresses(tmp_path):
+    cfg = EdgeConfig(("a.com", "b.org"), ("203.0.113.10", "2001:db8::1"), ("", 443), ("", 7844), ("", 53), tmp_path)
+    write_edge_config(cfg)
+    loaded = load_edge_config(tmp_path)
+    assert loaded == cfg
+    assert (loaded.zone, loaded.public_ip) == ("a.com", "203.0.113.10")
