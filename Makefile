@@ -3,7 +3,13 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench clean system-deps
+
+# Real peers the tests drive (dig); installed when missing and we may use apt.
+system-deps:
+	@command -v dig >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bind9-dnsutils >/dev/null; } || \
+		echo "note: install bind9-dnsutils (dig) for the DNS tests" >&2
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +20,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash deploy/demo.sh
 
-test: $(STAMP)
+test: $(STAMP) system-deps
 	$(VENV)/bin/pytest
 
 bench: $(STAMP)

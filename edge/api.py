@@ -63,9 +63,10 @@ def _field(body: dict[str, Any], name: str, kind: type = str) -> Any:
 def create_api(
     registry: Registry,
     edge_info: Callable[[], dict],
-    on_change: Callable[[], None],
+    on_change: Callable[[], Awaitable[None]],
 ) -> Starlette:
-    """The admin API over `registry`; `on_change()` runs after every write."""
+    """The admin API over `registry`; `await on_change()` runs after every write, before the answer,
+    so DNS and routing see a change as soon as the API acknowledges it."""
 
     async def run(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs))
@@ -94,7 +95,7 @@ def create_api(
         except ValueError as exc:  # binascii.Error and non-ASCII text
             raise ConfigError("field 'secret' must be base64") from exc
         tunnel = await run(registry.create_tunnel, account.id, name, secret)
-        on_change()
+        await on_change()
         info = _tunnel_json(tunnel) | {"endpoint": edge_info()["tunnel_endpoint"]}
         return JSONResponse(info, status_code=201)
 
@@ -120,7 +121,7 @@ def create_api(
             return registry.route_dns(account.id, tunnel.id, hostname, zone_name, overwrite)
 
         record = await run(route)
-        on_change()
+        await on_change()
         return JSONResponse(
             {
                 "hostname": record.hostname,

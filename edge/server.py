@@ -28,17 +28,16 @@ LISTEN_FILE = "listen.json"
 
 
 class ZoneRefresher:
-    """Keeps the router's zone snapshot in step with the registry."""
+    """Keeps the router's zone snapshot in step with the registry.
+
+    The admin API awaits `refresh` after each write; `run` also polls, for
+    writes made by other processes (`burrow-edge account revoke`).
+    """
 
     def __init__(self, registry: Registry, router: Router, zone_names: list[str]) -> None:
         self.registry = registry
         self.router = router
         self.zone_names = zone_names
-        self._changed = trio.Event()
-
-    def poke(self) -> None:
-        """Called after each registry write; the refresh happens in `run`."""
-        self._changed.set()
 
     async def refresh(self) -> None:
         zones = await trio.to_thread.run_sync(self.registry.zones, self.zone_names)
@@ -46,9 +45,7 @@ class ZoneRefresher:
 
     async def run(self) -> None:
         while True:
-            with trio.move_on_after(ZONE_REFRESH_INTERVAL):
-                await self._changed.wait()
-            self._changed = trio.Event()
+            await trio.sleep(ZONE_REFRESH_INTERVAL)
             await self.refresh()
 
 
@@ -80,7 +77,7 @@ async def serve(cfg: EdgeConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> Non
         def edge_info() -> dict:
             return {"zone": cfg.zone, "zones": list(cfg.zones), "tunnel_endpoint": tunnel_endpoint}
 
-        api = create_api(registry, edge_info, refresher.poke)
+        api = create_api(registry, edge_info, refresher.refresh)
         proxy = Proxy(router, api, frozenset({*cfg.public_ips, *cfg.zones}))
         frontend = HttpsFrontend(proxy)
         sessions = TunnelListener(registry, router, edge_id=str(uuid.uuid4()))

@@ -31,7 +31,11 @@ def changes() -> list[None]:
 
 @pytest.fixture
 def app(registry: Registry, changes: list[None]):
-    return create_api(registry, lambda: dict(EDGE_INFO), lambda: changes.append(None))
+
+    async def on_change():
+        changes.append(None)
+
+    return create_api(registry, lambda: dict(EDGE_INFO), on_change)
 
 
 @pytest.fixture
