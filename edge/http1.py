@@ -10,6 +10,7 @@ from http import HTTPStatus
 import h11
 import trio
 
+from shared.errors import ProtocolError
 from shared.events import RequestHead, ResponseHead, end_to_end
 from shared.pages import error_page
 
@@ -53,9 +54,13 @@ class Http1Exchange:
         raise h11.RemoteProtocolError("request body ended early")
 
     async def send_response(self, head: ResponseHead) -> None:
-        self.response_started = True
         headers = [(name, value) for name, value in end_to_end(head.headers)]
-        await self._conn.send(h11.Response(status_code=head.status, headers=headers, reason=_reason(head.status)))
+        try:
+            response = h11.Response(status_code=head.status, headers=headers, reason=_reason(head.status))
+        except h11.LocalProtocolError as exc:
+            raise ProtocolError(f"invalid response head from the tunnel: {exc}") from exc
+        self.response_started = True
+        await self._conn.send(response)
 
     async def send_body(self, data: bytes) -> None:
         if data:

@@ -32,6 +32,8 @@ class HttpsFrontend:
             await connection.serve(self.proxy.handle)
         except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, ssl.SSLError) as exc:
             log.debug("https.connection_ended client=%s error=%r", client[0], exc)
+        except Exception:  # one visitor's failure must never stop the listener
+            log.exception("https.connection_crashed client=%s", client[0])
         finally:
             await trio.aclose_forcefully(stream)
 

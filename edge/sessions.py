@@ -59,6 +59,8 @@ class TunnelListener:
             log.info("session.closed tunnel=%s connection=%s", tunnel_id, connection_id)
         except BurrowError as exc:
             log.warning("session.lost tunnel=%s connection=%s error=%s", tunnel_id, connection_id, exc)
+        except Exception:  # one session's failure must never stop the listener
+            log.exception("session.crashed tunnel=%s connection=%s", tunnel_id, connection_id)
         finally:
             self.router.remove(tunnel_id, connection)
 

@@ -26,6 +26,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+import hpack
 
 from shared.errors import ProtocolError
 from shared.events import Headers, RequestHead, ResponseHead
@@ -268,6 +269,15 @@ Event = (
 # --- The session ----------------------------------------------------------------
 
 
+class _PlainEncoder(hpack.Encoder):
+    """HPACK without Huffman coding: the packed header values are base64, which
+    Huffman barely shrinks, and coding them in pure Python costs more than it saves."""
+
+    def encode(self, headers, huffman=False):  # noqa: ARG002 - h2 passes no argument
+        return super().encode(headers, huffman=False)
+
+
+
 class TunnelSession:
     """One multiplexed tunnel session over h2: bytes in, events out, bytes to send.
 
@@ -279,8 +289,18 @@ class TunnelSession:
         if role not in ("edge", "connector"):
             raise ValueError(f"unknown role {role!r}")
         self.role = role
-        config = h2.config.H2Configuration(client_side=role == "edge", header_encoding=None)
+        # Both ends are Burrow: header validation is skipped (user headers travel
+        # packed and are validated where they re-enter HTTP/1.1 or HTTP/2).
+        config = h2.config.H2Configuration(
+            client_side=role == "edge",
+            header_encoding=None,
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+            validate_inbound_headers=False,
+            normalize_inbound_headers=False,
+        )
         self._h2 = h2.connection.H2Connection(config=config)
+        self._h2.encoder = _PlainEncoder()
         self._h2.local_settings = h2.settings.Settings(
             client=role == "edge",
             initial_values={
@@ -341,11 +361,13 @@ class TunnelSession:
 
     def _on_response(self, event: h2.events.ResponseReceived) -> list[Event]:
         fields = dict(event.headers)
-        head = ResponseHead(
-            status=int(fields[b":status"]),
-            headers=unpack_headers(fields.get(PACKED_HEADERS, b"")),
-            has_body=event.stream_ended is None,
-        )
+        try:
+            status = int(fields[b":status"])
+        except (KeyError, ValueError) as exc:
+            raise ProtocolError("tunnel response without a valid :status") from exc
+        if not 100 <= status <= 999:
+            raise ProtocolError(f"tunnel response with status {status}")
+        head = ResponseHead(status, unpack_headers(fields.get(PACKED_HEADERS, b"")), event.stream_ended is None)
         return [ResponseStarted(event.stream_id, head)]
 
     def _on_data(self, event: h2.events.DataReceived) -> list[Event]:

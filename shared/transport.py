@@ -1,9 +1,11 @@
 """Trio shell around `shared.protocol.TunnelSession`.
 
-One reader task feeds the session; every write goes through `_flush` under a
-lock; each stream has its own inbound queue, bounded by HTTP/2 flow control
-because credit is returned only after the consumer took the bytes. A session
-that fails once is finished: the first error is raised to every waiter.
+One reader task feeds the session; one writer task sends whatever the session
+has queued, so writes coalesce and a cancelled request can never leave the TLS
+stream half-written. Each stream has its own inbound queue, bounded by HTTP/2
+flow control because credit is returned only after the consumer took the
+bytes. A session that fails once is finished: the first error is raised to
+every waiter.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from shared.events import RequestHead, ResponseHead
 log = logging.getLogger(__name__)
 
 READ_SIZE = 256 * 1024
+WRITE_HIGH_WATER = 1024 * 1024  # queued body bytes before senders wait for the writer
 PING_INTERVAL = 10.0
 PING_TIMEOUT = 15.0
 CLEANUP_TIMEOUT = 1.0
@@ -115,7 +118,7 @@ class TunnelStream:
             chunk = data[offset : offset + window]
             session.send_data(self.stream_id, chunk)
             offset += len(chunk)
-            await self.connection._flush()
+            await self.connection._flush(len(chunk))
 
     async def end(self) -> None:
         """Finish the body in this direction."""
@@ -131,8 +134,7 @@ class TunnelStream:
         if not (self.local_closed and self.remote_closed) and self._error is None:
             self._error = StreamResetError("stream cancelled locally")
             self.connection.session.reset_stream(self.stream_id)
-            with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT):
-                await self.connection._flush()
+            self.connection._wake_writer()
         self.local_closed = self.remote_closed = True
         self.connection._forget_if_done(self)
 
@@ -168,7 +170,10 @@ class TunnelConnection:
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
         self._streams: dict[int, TunnelStream] = {}
-        self._send_lock = trio.Lock()
+        self._writer_wake = trio.Event()
+        self._written = trio.Event()
+        self._queued = 0
+        self._writing = False
         self._error: BaseException | None = None
         self._pong = trio.Event()
         self._idle = trio.Event()
@@ -213,6 +218,7 @@ class TunnelConnection:
                 async with trio.open_nursery() as nursery:
                     self._handler_nursery = nursery
                     nursery.start_soon(self._keepalive)
+                    nursery.start_soon(self._writer)
                     await self._read_loop()
                     nursery.cancel_scope.cancel()
         except BaseException as exc:
@@ -242,9 +248,11 @@ class TunnelConnection:
         with trio.move_on_after(grace):
             if self._streams:
                 await self._idle.wait()
+        self.session.goaway()
         with trio.move_on_after(CLEANUP_TIMEOUT):
-            self.session.goaway()
             await self._flush()
+            while self._writing or self._writer_wake.is_set():
+                await self._written.wait()
         await trio.aclose_forcefully(self.transport)
 
     # Reader ---------------------------------------------------------------------
@@ -255,7 +263,7 @@ class TunnelConnection:
             if data:
                 for event in self.session.receive_data(data):
                     self._dispatch[type(event)](event)
-                await self._flush()
+                self._wake_writer()
             if self.peer_draining and not self._streams:
                 return
             try:
@@ -350,23 +358,41 @@ class TunnelConnection:
         if not self._streams:
             self._idle.set()
 
-    async def _flush(self) -> None:
-        async with self._send_lock:
-            data = self.session.data_to_send()
-            if not data:
-                return
-            if self._error is not None:
-                raise self._error
-            try:
-                await self.transport.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                error = ProtocolError(f"tunnel connection lost: {exc}")
-                self._fail(error)
-                raise error from exc
+    def _wake_writer(self) -> None:
+        self._writer_wake.set()
+
+    async def _flush(self, queued: int = 0) -> None:
+        """Have the writer send what the session queued; wait if too much is pending."""
+        if self._error is not None:
+            raise self._error
+        self._queued += queued
+        self._writer_wake.set()
+        while self._queued > WRITE_HIGH_WATER and self._error is None:
+            await self._written.wait()
+
+    async def _writer(self) -> None:
+        while True:
+            await self._writer_wake.wait()
+            self._writer_wake = trio.Event()
+            self._writing = True
+            while data := self.session.data_to_send():
+                self._queued = 0
+                try:
+                    await self.transport.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    raise ProtocolError(f"tunnel connection lost: {exc}") from exc
+                self._signal_written()
+            self._writing = False
+            self._signal_written()
+
+    def _signal_written(self) -> None:
+        self._written.set()
+        self._written = trio.Event()
 
     def _fail(self, error: BaseException) -> None:
         if self._error is None:
             self._error = error
+        self._signal_written()
         for stream in self._streams.values():
             stream._fail(self._error)
         self._streams.clear()
