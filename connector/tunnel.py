@@ -10,7 +10,7 @@ import trio
 
 from shared import protocol
 from shared.config import Credentials, parse_hostport
-from shared.crypto import tunnel_client_context
+from shared.crypto import TUNNEL_ALPN, tunnel_client_context
 from shared.errors import AuthError, ProtocolError, Unreachable
 from shared.transport import StreamHandler, TunnelConnection
 
@@ -39,6 +39,8 @@ async def open_tunnel_connection(
         tls = trio.SSLStream(tcp, tunnel_client_context(creds.edge_ca), server_hostname=host)
         with trio.fail_after(limits.handshake_timeout):
             await tls.do_handshake()
+        if tls.selected_alpn_protocol() != TUNNEL_ALPN:
+            raise ProtocolError(f"{where} is not a Burrow edge tunnel port (ALPN {tls.selected_alpn_protocol()!r})")
         register = protocol.Register(creds.tunnel_id, creds.tunnel_secret.value, connector_id, index, CLIENT_VERSION)
         with trio.fail_after(limits.registration_timeout):
             await tls.send_all(register.to_wire())
@@ -52,7 +54,7 @@ async def open_tunnel_connection(
         await trio.aclose_forcefully(tls)
         if answer.retryable:
             raise Unreachable(f"edge {where} refused the connection: {answer.reason}")
-        raise AuthError(f"{answer.reason} by the edge at {where}")
+        raise AuthError(f"the edge at {where} refused this connector: {answer.reason}")
     return TunnelConnection(tls, protocol.TunnelSession("connector"), initial_data=rest), answer
 
 

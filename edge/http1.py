@@ -128,7 +128,10 @@ class Http1Connection:
     def _request_head(self, event: h11.Request) -> RequestHead:
         headers = tuple((bytes(name), bytes(value)) for name, value in event.headers)
         host = next((value for name, value in headers if name == b"host"), b"")
-        has_body = self.h11.their_state is h11.SEND_BODY
+        has_body = any(
+            (name == b"transfer-encoding") or (name == b"content-length" and value.strip() != b"0")
+            for name, value in headers
+        )
         return RequestHead(
             method=bytes(event.method),
             target=bytes(event.target),

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 Headers = tuple[tuple[bytes, bytes], ...]
 
-# Hop-by-hop headers (RFC 9110 §7.6.1) never cross the tunnel.
+# Hop-by-hop headers (RFC 9110 §7.6.1): dropped wherever a message leaves Burrow.
 HOP_BY_HOP = frozenset(
     {
         b"connection",

@@ -44,8 +44,13 @@ MAX_FRAME_SIZE = 64 * 1024
 MAX_HEADER_LIST_SIZE = 256 * 1024
 
 PACKED_HEADERS = b"burrow-headers"
+# HTTP/2 has no final 1xx response: a 101 Switching Protocols travels as
+# `:status 200` with the real status here.
+FINAL_STATUS = b"burrow-status"
 STREAM_KIND = b"burrow-kind"
-KIND_HTTP = b"http"
+KIND_HTTP = b"http"  # a request and its response
+KIND_UPGRADE = b"upgrade"  # a request whose 101 answer turns the stream into a byte pipe
+STREAM_KINDS = frozenset({KIND_HTTP, KIND_UPGRADE})
 
 # A PING with this payload announces a graceful drain: open no new streams.
 # (h2 moves to CLOSED on GOAWAY, so GOAWAY is only sent once streams are done.)
@@ -198,6 +203,7 @@ class StreamOpened:
 
     stream_id: int
     head: RequestHead
+    kind: bytes = KIND_HTTP
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +221,14 @@ class DataReceived:
     stream_id: int
     data: bytes
     flow_length: int
+
+
+@dataclass(frozen=True, slots=True)
+class TrailersReceived:
+    """Trailing headers; the stream's body is complete."""
+
+    stream_id: int
+    headers: Headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +271,7 @@ Event = (
     StreamOpened
     | ResponseStarted
     | DataReceived
+    | TrailersReceived
     | StreamEnded
     | StreamReset
     | WindowOpened
@@ -312,12 +327,16 @@ class TunnelSession:
             },
         )
         self._h2.max_inbound_frame_size = MAX_FRAME_SIZE
+        self._h2.decoder.max_header_list_size = MAX_HEADER_LIST_SIZE
         self._h2.initiate_connection()
         self._h2.increment_flow_control_window(CONNECTION_WINDOW - 65535)
         self._handlers = {
             h2.events.RequestReceived: self._on_request,
             h2.events.ResponseReceived: self._on_response,
             h2.events.DataReceived: self._on_data,
+            h2.events.TrailersReceived: lambda e: [
+                TrailersReceived(e.stream_id, unpack_headers(dict(e.headers).get(PACKED_HEADERS, b"")))
+            ],
             h2.events.StreamEnded: lambda e: [StreamEnded(e.stream_id)],
             h2.events.StreamReset: lambda e: [StreamReset(e.stream_id, int(e.error_code))],
             h2.events.WindowUpdated: lambda e: [WindowOpened(e.stream_id)],
@@ -357,12 +376,15 @@ class TunnelSession:
             )
         except KeyError as exc:
             raise ProtocolError(f"tunnel stream without {exc.args[0]!r}") from exc
-        return [StreamOpened(event.stream_id, head)]
+        kind = fields.get(STREAM_KIND, KIND_HTTP)
+        if kind not in STREAM_KINDS:
+            raise ProtocolError(f"unknown tunnel stream kind {kind!r}")
+        return [StreamOpened(event.stream_id, head, kind)]
 
     def _on_response(self, event: h2.events.ResponseReceived) -> list[Event]:
         fields = dict(event.headers)
         try:
-            status = int(fields[b":status"])
+            status = int(fields.get(FINAL_STATUS) or fields[b":status"])
         except (KeyError, ValueError) as exc:
             raise ProtocolError("tunnel response without a valid :status") from exc
         if not 100 <= status <= 999:
@@ -378,23 +400,27 @@ class TunnelSession:
     def data_to_send(self) -> bytes:
         return self._h2.data_to_send()
 
-    def open_stream(self, head: RequestHead) -> int:
-        """(edge) Start a stream carrying `head`; end it at once when there is no body."""
+    def open_stream(self, head: RequestHead, kind: bytes = KIND_HTTP) -> int:
+        """(edge) Start a stream carrying `head`; end it at once when there is no body
+        (an upgrade stream stays open: its bytes flow after the 101)."""
         stream_id = self._h2.get_next_available_stream_id()
         fields = [
             (b":method", head.method),
             (b":scheme", head.scheme),
             (b":authority", head.authority),
             (b":path", head.target),
-            (STREAM_KIND, KIND_HTTP),
+            (STREAM_KIND, kind),
             (PACKED_HEADERS, pack_headers(head.headers)),
         ]
-        self._send_headers(stream_id, fields, end_stream=not head.has_body)
+        self._send_headers(stream_id, fields, end_stream=not head.has_body and kind == KIND_HTTP)
         return stream_id
 
     def send_response(self, stream_id: int, head: ResponseHead) -> None:
         """(connector) Answer stream `stream_id` with `head`."""
-        fields = [(b":status", str(head.status).encode()), (PACKED_HEADERS, pack_headers(head.headers))]
+        status = str(head.status).encode()
+        fields = [(b":status", status), (PACKED_HEADERS, pack_headers(head.headers))]
+        if head.status < 200:
+            fields = [(b":status", b"200"), (FINAL_STATUS, status), fields[1]]
         self._send_headers(stream_id, fields, end_stream=not head.has_body)
 
     def _send_headers(self, stream_id: int, fields: list, *, end_stream: bool) -> None:
@@ -404,6 +430,10 @@ class TunnelSession:
             raise ProtocolError("tunnel session has no free stream") from exc
         except h2.exceptions.ProtocolError as exc:
             raise ProtocolError(f"cannot send headers on stream {stream_id}: {exc}") from exc
+
+    def send_trailers(self, stream_id: int, headers: Headers) -> None:
+        """Send trailing headers, ending the stream in this direction."""
+        self._send_headers(stream_id, [(PACKED_HEADERS, pack_headers(headers))], end_stream=True)
 
     def send_window(self, stream_id: int) -> int:
         """How many body bytes may be sent on `stream_id` right now."""
@@ -417,14 +447,14 @@ class TunnelSession:
         """Send `data` (at most `send_window(stream_id)` bytes)."""
         try:
             self._h2.send_data(stream_id, data, end_stream=end_stream)
-        except h2.exceptions.StreamClosedError as exc:
-            raise ProtocolError(f"stream {stream_id} is closed") from exc
+        except h2.exceptions.ProtocolError as exc:
+            raise ProtocolError(f"cannot send data on stream {stream_id}: {exc}") from exc
 
     def end_stream(self, stream_id: int) -> None:
         try:
             self._h2.end_stream(stream_id)
-        except h2.exceptions.StreamClosedError as exc:
-            raise ProtocolError(f"stream {stream_id} is closed") from exc
+        except h2.exceptions.ProtocolError as exc:
+            raise ProtocolError(f"cannot end stream {stream_id}: {exc}") from exc
 
     def reset_stream(self, stream_id: int, error_code: int = CANCEL) -> None:
         """Abort `stream_id`; a no-op when it is already closed."""

@@ -20,7 +20,7 @@ import trio
 from shared import protocol
 from shared.aio import single_errors
 from shared.errors import ProtocolError
-from shared.events import RequestHead, ResponseHead
+from shared.events import Headers, RequestHead, ResponseHead
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +40,18 @@ class StreamResetError(ProtocolError):
 class TunnelStream:
     """One request/response exchange inside a tunnel connection."""
 
-    def __init__(self, connection: TunnelConnection, stream_id: int, head: RequestHead | None = None):
+    def __init__(
+        self,
+        connection: TunnelConnection,
+        stream_id: int,
+        head: RequestHead | None = None,
+        kind: bytes = protocol.KIND_HTTP,
+    ):
         self.connection = connection
         self.stream_id = stream_id
         self.head = head
+        self.kind = kind
+        self.trailers: Headers = ()
         self._inbound_send, self._inbound = trio.open_memory_channel(math.inf)
         self._response: ResponseHead | None = None
         self._response_event = trio.Event()
@@ -120,6 +128,14 @@ class TunnelStream:
             offset += len(chunk)
             await self.connection._flush(len(chunk))
 
+    async def send_trailers(self, headers: Headers) -> None:
+        """Finish the body in this direction with trailing headers."""
+        self._check()
+        self.connection.session.send_trailers(self.stream_id, headers)
+        self.local_closed = True
+        await self.connection._flush()
+        self.connection._forget_if_done(self)
+
     async def end(self) -> None:
         """Finish the body in this direction."""
         self._check()
@@ -185,6 +201,7 @@ class TunnelConnection:
             protocol.StreamOpened: self._on_stream_opened,
             protocol.ResponseStarted: self._on_response,
             protocol.DataReceived: self._on_data,
+            protocol.TrailersReceived: self._on_trailers,
             protocol.StreamEnded: self._on_stream_ended,
             protocol.StreamReset: self._on_stream_reset,
             protocol.WindowOpened: self._on_window,
@@ -228,13 +245,13 @@ class TunnelConnection:
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(self.transport)
 
-    async def open_stream(self, head: RequestHead) -> TunnelStream:
+    async def open_stream(self, head: RequestHead, kind: bytes = protocol.KIND_HTTP) -> TunnelStream:
         """(edge) Open a stream carrying `head`."""
         if self._error is not None:
             raise self._error
-        stream_id = self.session.open_stream(head)
-        stream = TunnelStream(self, stream_id, head)
-        stream.local_closed = not head.has_body
+        stream_id = self.session.open_stream(head, kind)
+        stream = TunnelStream(self, stream_id, head, kind)
+        stream.local_closed = not head.has_body and kind == protocol.KIND_HTTP
         self._streams[stream_id] = stream
         self._idle = trio.Event()
         await self._flush()
@@ -278,8 +295,8 @@ class TunnelConnection:
                 raise ProtocolError("tunnel connection closed by the peer")
 
     def _on_stream_opened(self, event: protocol.StreamOpened) -> None:
-        stream = TunnelStream(self, event.stream_id, event.head)
-        stream.remote_closed = not event.head.has_body
+        stream = TunnelStream(self, event.stream_id, event.head, event.kind)
+        stream.remote_closed = not event.head.has_body and event.kind == protocol.KIND_HTTP
         if stream.remote_closed:
             stream._deliver(_END)
         self._streams[event.stream_id] = stream
@@ -312,6 +329,10 @@ class TunnelConnection:
             self.session.acknowledge(event.stream_id, event.flow_length)
             return
         stream._deliver((event.data, event.flow_length))
+
+    def _on_trailers(self, event: protocol.TrailersReceived) -> None:
+        if (stream := self._streams.get(event.stream_id)) is not None:
+            stream.trailers = event.headers
 
     def _on_stream_ended(self, event: protocol.StreamEnded) -> None:
         stream = self._streams.get(event.stream_id)

@@ -87,6 +87,7 @@ class Edge:
     proc: Proc
     https_port: int
     tunnel_port: int
+    dns_port: int  # UDP and TCP
     tmp: Path
     procs: list = field(default_factory=list)
 
@@ -121,7 +122,10 @@ class Edge:
         return env
 
     def curl(self, host: str, path: str = "/", *extra: str, timeout: float = 60) -> subprocess.CompletedProcess:
-        """Real curl through the edge, with the dev CA and --resolve to loopback."""
+        """Real curl through the edge, with the dev CA and --resolve to loopback (HTTP/1.1
+        unless `--http2` is among `extra`)."""
+        if "--http2" not in extra:
+            extra = ("--http1.1", *extra)
         return subprocess.run(
             [
                 "curl", "-sS", "--max-time", str(timeout), "--cacert", str(self.ca),
@@ -152,7 +156,8 @@ def start_edge(tmp: Path) -> Edge:
     listen = home / "listen.json"
     wait_until(lambda: listen.exists() or not proc.alive(), START_TIMEOUT, "the edge to listen")
     addresses = json.loads(listen.read_text())
-    edge = Edge(home, env, proc, int(addresses["https"].rsplit(":", 1)[1]), int(addresses["tunnel"].rsplit(":", 1)[1]), tmp)
+    https, tunnel, dns = (int(addresses[name].rsplit(":", 1)[1]) for name in ("https", "tunnel", "dns"))
+    edge = Edge(home, env, proc, https, tunnel, dns, tmp)
     edge.procs.append(proc)
     return edge
 

@@ -67,7 +67,7 @@ def test_run_registers_four_connections(stack):
 
 def test_request_reaches_origin_with_everything_preserved(stack):
     result = stack.edge.curl(
-        f"app.{ZONE}", "/p/a%20b?q=1&q=2&status=201", "-X", "PATCH", "-i",
+        f"app.{ZONE}", "/p/a%20b?q=1&q=2&status=201", "-X", "PATCH", "-i", "--http1.1",
         "-H", "X-Custom: One", "-H", "X-Custom: Two", "-H", "X-Forwarded-For: 6.6.6.6",
         "-H", "Burrow-Connecting-IP: 6.6.6.6", "--data-binary", "hello",
     )

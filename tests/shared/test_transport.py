@@ -148,3 +148,48 @@ async def test_drain_lets_open_streams_finish():
         release.set()
         assert (await stream.receive_response()).status == 204
         nursery.cancel_scope.cancel()
+
+
+async def test_trailers_cross_the_tunnel_both_ways():
+    async def handler(stream):
+        assert await stream.receive() == b"request"
+        assert await stream.receive() == b""
+        assert stream.trailers == ((b"x-request-trailer", b"1"),)
+        await stream.send_response(ResponseHead(200, ((b"content-type", b"application/grpc"),)))
+        await stream.send(b"reply")
+        await stream.send_trailers(((b"grpc-status", b"0"), (b"grpc-message", b"fine")))
+
+    edge, connector = connection_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(edge.serve)
+        nursery.start_soon(connector.serve, handler)
+        async with await edge.open_stream(head(b"/rpc")) as stream:
+            await stream.send(b"request")
+            await stream.send_trailers(((b"x-request-trailer", b"1"),))
+            assert (await stream.receive_response()).status == 200
+            assert await stream.receive() == b"reply"
+            assert await stream.receive() == b""
+            assert stream.trailers == ((b"grpc-status", b"0"), (b"grpc-message", b"fine"))
+        nursery.cancel_scope.cancel()
+
+
+async def test_upgrade_stream_stays_open_as_a_byte_pipe():
+    async def handler(stream):
+        assert stream.kind == protocol.KIND_UPGRADE
+        await stream.send_response(ResponseHead(101, ((b"upgrade", b"websocket"),)))
+        while chunk := await stream.receive():
+            await stream.send(chunk.upper())
+        await stream.end()
+
+    edge, connector = connection_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(edge.serve)
+        nursery.start_soon(connector.serve, handler)
+        async with await edge.open_stream(head(b"/ws", has_body=False), protocol.KIND_UPGRADE) as stream:
+            assert (await stream.receive_response()).status == 101
+            for word in (b"ping", b"pong"):
+                await stream.send(word)
+                assert await stream.receive() == word.upper()
+            await stream.end()
+            assert await stream.receive() == b""
+        nursery.cancel_scope.cancel()
