@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import uuid
@@ -11,8 +12,10 @@ from urllib.parse import urlsplit
 import trio
 import typer
 
+from connector import listing
 from connector.edge_api import EdgeAPI
 from connector.ingress import Ingress
+from connector.reload import Reloader
 from connector.serve import StreamServer
 from connector.supervisor import Supervisor
 from shared import logs
@@ -32,6 +35,7 @@ from shared.config import (
 )
 from shared.crypto import mint_secret
 from shared.errors import ConfigError, ConflictError
+from shared.tunnel_token import decode_token, encode_token
 
 log = logging.getLogger("connector")
 
@@ -97,11 +101,65 @@ def create(name: str) -> None:
 
 
 @tunnel_app.command("list")
-def list_tunnels() -> None:
-    """List this account's tunnels."""
+def list_tunnels(
+    output: str = typer.Option("table", "--output", "-o", help="table, json or yaml."),
+) -> None:
+    """List this account's tunnels: name, id, creation, live connections, hostnames."""
+    with reported_errors():
+        listing.check_output(output)
+        with _api() as api:
+            tunnels = api.list_tunnels()
+        typer.echo(listing.render_list(tunnels, output))
+
+
+@tunnel_app.command()
+def info(
+    tunnel: str = typer.Argument(..., help="Tunnel name or UUID."),
+    output: str = typer.Option("table", "--output", "-o", help="table, json or yaml."),
+) -> None:
+    """Show a tunnel and its connectors: id, version, source, connections, edge, connected since."""
+    with reported_errors():
+        listing.check_output(output)
+        with _api() as api:
+            details = api.get_tunnel(tunnel)
+            connections = api.connections(details["id"])
+        typer.echo(listing.render_info(details, connections, output))
+
+
+@tunnel_app.command()
+def delete(
+    tunnel: str = typer.Argument(..., help="Tunnel name or UUID."),
+    force: bool = typer.Option(False, "--force", "-f", help="Delete even while connectors are connected; closes them."),
+) -> None:
+    """Delete a tunnel and its DNS routes; then remove its local credentials."""
+    with reported_errors():
+        with _api() as api:
+            deleted = api.delete_tunnel(tunnel, force)
+        removed = _remove_local_credentials(deleted["name"], deleted["id"])
+        typer.echo(f"Deleted tunnel {deleted['name']} ({deleted['id']})")
+        if deleted.get("closed_connections"):
+            typer.echo(f"Closed {deleted['closed_connections']} live connection(s)")
+        if removed is not None:
+            typer.echo(f"Removed {removed}")
+
+
+@tunnel_app.command()
+def cleanup(tunnel: str = typer.Argument(..., help="Tunnel name or UUID.")) -> None:
+    """Remove a tunnel's stale connection records (left by an edge that stopped uncleanly)."""
     with reported_errors(), _api() as api:
-        for tunnel in api.list_tunnels():
-            typer.echo(f"{tunnel['id']}  {tunnel['name']}  {tunnel['created_at']}")
+        result = api.cleanup(tunnel)
+        typer.echo(f"Removed {result['removed']} stale connection record(s) of tunnel {result['name']}")
+
+
+@tunnel_app.command()
+def token(
+    tunnel: str = typer.Argument(..., help="Tunnel name or UUID."),
+    credentials_file: Path = typer.Option(None, help="credentials.json (default: $BURROW_HOME/NAME/credentials.json)."),
+) -> None:
+    """Print the tunnel's token (its credentials in one string) for `tunnel run --token`; keep it secret."""
+    with reported_errors():
+        creds = load_credentials(_credentials_path(tunnel, credentials_file))
+        typer.echo(encode_token(creds))
 
 
 @route_app.command("dns")
@@ -121,9 +179,18 @@ def ingress_validate(config: Path = typer.Option(None, help="config.yml to check
     """Check the ingress rules of a config file."""
     with reported_errors():
         cfg = _load_config(config)
-        _ingress(cfg, config or _default_config())
         for key in cfg.extra:
             typer.echo(f"warning: unknown key {key!r} is ignored", err=True)
+        try:
+            ingress = _ingress(cfg, config or _default_config())
+        except ConfigError as exc:  # an IngressError lists every problem, one per line
+            for warning in getattr(exc, "warnings", []):
+                typer.echo(f"warning: {warning}", err=True)
+            for problem in getattr(exc, "problems", [str(exc)]):
+                typer.echo(f"error: {problem}", err=True)
+            raise typer.Exit(exc.exit_code) from None
+        for warning in ingress.warnings:
+            typer.echo(f"warning: {warning}", err=True)
         typer.echo("OK")
 
 
@@ -133,13 +200,15 @@ def ingress_rule(url: str, config: Path = typer.Option(None, help="config.yml to
     with reported_errors():
         cfg = _load_config(config)
         parts = urlsplit(url if "://" in url else f"https://{url}")
-        rule = _ingress(cfg, config or _default_config()).match(parts.netloc, parts.path or "/")
+        host, path = parts.netloc.rpartition("@")[2], parts.path or "/"
+        rule = _ingress(cfg, config or _default_config()).match(host, path)
         typer.echo(f"Matched rule #{rule.index}")
         if rule.hostname:
             typer.echo(f"\thostname: {rule.hostname}")
         if rule.path is not None:
             typer.echo(f"\tpath: {rule.path.pattern}")
         typer.echo(f"\tservice: {rule.service}")
+        typer.echo(f"\twhy: {rule.explain(host, path)}")
 
 
 @tunnel_app.command()
@@ -150,24 +219,51 @@ def run(
     ha_connections: int = typer.Option(None, min=1, max=16, help="Connections to the edge (default 4)."),
     grace_period: float = typer.Option(DEFAULT_GRACE_PERIOD, help="Seconds to let requests finish on SIGTERM."),
     log_level: str = typer.Option("info", "--loglevel", "--log-level", help="debug, info, warning or error."),
+    token: str = typer.Option(None, "--token", envvar="BURROW_TUNNEL_TOKEN", help="Tunnel token from `burrow tunnel token` (no files needed)."),
+    url: str = typer.Option(None, "--url", help="Send every request to this origin (only without ingress rules)."),
 ) -> None:
     """Run a tunnel: connect to the edge and serve requests until SIGINT/SIGTERM."""
     logs.configure(log_level)
     with reported_errors():
+        token_creds = decode_token(token) if token is not None else None
         cfg = _load_config(config)
         for key in cfg.extra:
             log.warning("config.unknown_key key=%s", key)
-        ingress = _ingress(cfg, config or _default_config())
-        creds = load_credentials(_credentials_path(tunnel or cfg.tunnel, credentials_file or cfg.credentials_file))
+        if url is not None:
+            if cfg.ingress:
+                raise ConfigError("--url cannot be combined with ingress rules in the config file")
+            cfg = dataclasses.replace(cfg, ingress=({"service": url},))
+        ingress = _ingress(cfg, Path("--url") if url is not None else config or _default_config())
+        if token_creds is not None:
+            if tunnel is not None or credentials_file is not None:
+                raise ConfigError("--token already names the tunnel; drop the NAME / --credentials-file")
+            creds = token_creds
+        else:
+            creds_path = _credentials_path(tunnel or cfg.tunnel, credentials_file or cfg.credentials_file)
+            creds = load_credentials(creds_path)
+            named = tunnel or cfg.tunnel
+            if named and named not in (creds.tunnel_id, creds.tunnel_name):
+                raise ConfigError(
+                    f"{creds_path} holds the credentials of tunnel '{creds.tunnel_name or creds.tunnel_id}', not '{named}'"
+                )
         connections = ha_connections or cfg.ha_connections or DEFAULT_HA_CONNECTIONS
-        supervisor = Supervisor(creds, StreamServer(ingress).serve, connections)
+        for warning in ingress.warnings:
+            log.warning("config.warning %s", warning)
+        server = StreamServer(ingress)
+
+        source = config or _default_config()
+        watched = source if url is None and source.exists() else None
+        reloader = Reloader(watched, lambda: _ingress(_load_config(source), source), server)
+        supervisor = Supervisor(creds, server.serve, connections)
         log.info("tunnel.starting tunnel=%s connections=%d edge=%s", creds.tunnel_id, connections, creds.endpoint)
-        trio.run(_run_until_signalled, supervisor, grace_period)
+        trio.run(_run_until_signalled, supervisor, grace_period, reloader)
 
 
-async def _run_until_signalled(supervisor: Supervisor, grace: float) -> None:
+async def _run_until_signalled(supervisor: Supervisor, grace: float, reloader=None) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(supervisor.run)
+        if reloader is not None:  # SIGHUP and config.yml changes swap the ingress rules
+            nursery.start_soon(reloader.run)
         await wait_for_signal(signal.SIGINT, signal.SIGTERM)
         log.info("tunnel.draining grace=%.0fs", grace)
         await supervisor.drain(grace)
@@ -210,6 +306,21 @@ def _credentials_path(tunnel: str | None, explicit: Path | None) -> Path:
         if _tunnel_id(path) == wanted:
             return path
     raise ConfigError(f"no credentials for tunnel {tunnel} under {home}")
+
+
+def _remove_local_credentials(name: str, tunnel_id: str) -> Path | None:
+    """Remove the deleted tunnel's credentials.json (and its directory if now empty), if it is that tunnel's."""
+    home = burrow_home()
+    candidates = [home / name / "credentials.json", *home.glob("*/credentials.json")]
+    path = next((p for p in candidates if p.exists() and _tunnel_id(p) == tunnel_id), None)
+    if path is None:
+        return None
+    path.unlink()
+    try:
+        path.parent.rmdir()
+    except OSError:  # other files live there (config.yml…): keep them
+        pass
+    return path
 
 
 def _tunnel_id(path: Path) -> str | None:

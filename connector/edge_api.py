@@ -1,4 +1,4 @@
-"""Client for the edge's `/api/v1` admin API (tunnel login/create/route/list)."""
+"""Client for the edge's `/api/v1` admin API (tunnel login/create/route/list/info/delete/cleanup)."""
 
 from __future__ import annotations
 
@@ -52,9 +52,9 @@ class EdgeAPI:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _call(self, method: str, path: str, json: dict[str, Any] | None = None) -> Any:
+    def _call(self, method: str, path: str, json: dict[str, Any] | None = None, params: dict | None = None) -> Any:
         try:
-            response = self._client.request(method, path, json=json)
+            response = self._client.request(method, path, json=json, params=params)
         except httpx.TransportError as exc:
             reason = str(exc) or type(exc).__name__
             raise Unreachable(f"cannot reach the edge at {self.edge_url}: {reason}") from exc
@@ -83,7 +83,19 @@ class EdgeAPI:
         return self._call("POST", "/tunnels", {"name": name, "secret": b64encode(secret)})
 
     def get_tunnel(self, name_or_id: str) -> dict[str, Any]:
-        return self._call("GET", "/tunnels/" + quote(name_or_id, safe=""))
+        return self._call("GET", _tunnel_path(name_or_id))
+
+    def delete_tunnel(self, name_or_id: str, force: bool = False) -> dict[str, Any]:
+        """Delete a tunnel; refused (409) while it has live connections unless `force`."""
+        return self._call("DELETE", _tunnel_path(name_or_id), params={"force": "true" if force else "false"})
+
+    def connections(self, name_or_id: str) -> dict[str, Any]:
+        """`{"id", "name", "connections": [...], "stale": n}` for one tunnel."""
+        return self._call("GET", _tunnel_path(name_or_id) + "/connections")
+
+    def cleanup(self, name_or_id: str) -> dict[str, Any]:
+        """Remove the tunnel's stale connection rows: `{"removed": n}`."""
+        return self._call("POST", _tunnel_path(name_or_id) + "/cleanup")
 
     def list_tunnels(self) -> list[dict[str, Any]]:
         return self._call("GET", "/tunnels")["tunnels"]
@@ -95,3 +107,10 @@ class EdgeAPI:
             "/routes/dns",
             {"tunnel": tunnel, "hostname": hostname, "overwrite": overwrite},
         )
+
+    def remove_route(self, hostname: str) -> dict[str, Any]:
+        return self._call("DELETE", "/routes/dns/" + quote(hostname, safe=""))
+
+
+def _tunnel_path(name_or_id: str) -> str:
+    return "/tunnels/" + quote(name_or_id, safe="")

@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
+from connector import origin_request
+from connector.origin_request import OriginRequest
 from shared.config import line_of, type_name, where
 from shared.errors import ConfigError
 
 RULE_KEYS = frozenset({"hostname", "path", "service", "originRequest"})
 HTTP_SCHEMES = {"http": ("http", 80), "ws": ("http", 80), "https": ("https", 443), "wss": ("https", 443)}
 TCP_DEFAULT_PORTS = {"ssh": 22, "rdp": 3389, "smb": 445, "tcp": 7864}
+KNOWN_SERVICES = (
+    "http://, https://, ws://, wss://, unix:, unix+tls:, tcp://, ssh://, rdp://, smb://, http_status:NNN, hello_world"
+)
 
 
 @dataclass(frozen=True)
@@ -27,6 +32,10 @@ class HttpService:
     host: str
     port: int
 
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
 
 @dataclass(frozen=True)
 class UnixService:
@@ -35,14 +44,21 @@ class UnixService:
     path: str
     tls: bool = False
 
+    def __str__(self) -> str:
+        return f"unix{'+tls' if self.tls else ''}:{self.path}"
+
 
 @dataclass(frozen=True)
 class TcpService:
-    """A raw byte stream (ssh://, rdp://, smb://, tcp:// or any other scheme), for `burrow access`."""
+    """A raw byte stream (ssh://, rdp://, smb://, tcp://), reached with `burrow access`."""
 
     scheme: str
     host: str
     port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -51,10 +67,16 @@ class StatusService:
 
     code: int
 
+    def __str__(self) -> str:
+        return f"http_status:{self.code}"
+
 
 @dataclass(frozen=True)
 class HelloWorldService:
     """The built-in test page: `hello_world`."""
+
+    def __str__(self) -> str:
+        return "hello_world"
 
 
 Service = HttpService | UnixService | TcpService | StatusService | HelloWorldService
@@ -67,15 +89,32 @@ class Rule:
     hostname: str | None
     path: re.Pattern | None
     service: Service
-    origin_request: dict = field(default_factory=dict)
+    origin_request: OriginRequest = OriginRequest()
     index: int = 0
 
     def matches(self, host: str, path: str) -> bool:
         """`host` must already be normalized and `path` decoded (see `Ingress.match`)."""
-        if self.hostname is not None and host != self.hostname:
-            if not (self.hostname.startswith("*.") and host.endswith(self.hostname[1:])):
-                return False
-        return self.path is None or self.path.search(path) is not None
+        return self._host_matches(host) and (self.path is None or self.path.search(path) is not None)
+
+    def _host_matches(self, host: str) -> bool:
+        if self.hostname is None or host == self.hostname:
+            return True
+        return self.hostname.startswith("*.") and host.endswith(self.hostname[1:])
+
+    def explain(self, host: str, path: str) -> str:
+        """Why this rule takes a request, in words (for `ingress rule`)."""
+        host, path = normalize_host(host), normalize_path(path)
+        if self.hostname is None and self.path is None:
+            return "catch-all (no hostname, no path): no earlier rule matched"
+        if self.hostname is None:
+            reason = "any hostname"
+        elif self.hostname == host:
+            reason = f"hostname {self.hostname} equals {host}"
+        else:
+            reason = f"hostname {self.hostname} matches {host}"
+        if self.path is None:
+            return f"{reason}; no path"
+        return f"{reason}; path {self.path.pattern} matches {path}"
 
 
 class _RuleError(Exception):
@@ -84,6 +123,18 @@ class _RuleError(Exception):
     def __init__(self, key: str | None, message: str) -> None:
         super().__init__(message)
         self.key = key
+
+
+class IngressError(ConfigError):
+    """Every problem found in the ingress rules, one line each."""
+
+    def __init__(self, problems: list[str], warnings: list[str]) -> None:
+        self.problems = problems
+        self.warnings = warnings
+        if len(problems) == 1:
+            super().__init__(problems[0])
+        else:
+            super().__init__(f"{len(problems)} problems in the ingress rules:\n  " + "\n  ".join(problems))
 
 
 def _parse_service(text: object) -> Service:
@@ -123,10 +174,9 @@ def _parse_service(text: object) -> Service:
     if url.scheme in HTTP_SCHEMES:
         scheme, default_port = HTTP_SCHEMES[url.scheme]
         return HttpService(scheme, host, port or default_port)
-    port = port or TCP_DEFAULT_PORTS.get(url.scheme)
-    if not port:
-        raise _RuleError("service", f"{text!r} needs a port: {url.scheme}:// has no default port")
-    return TcpService(url.scheme, host, port)
+    if url.scheme not in TCP_DEFAULT_PORTS:
+        raise _RuleError("service", f"{text!r} has an unknown scheme {url.scheme!r} (known: {KNOWN_SERVICES})")
+    return TcpService(url.scheme, host, port or TCP_DEFAULT_PORTS[url.scheme])
 
 
 def _parse_hostname(raw: object) -> str | None:
@@ -144,11 +194,10 @@ def _parse_hostname(raw: object) -> str | None:
             "hostname",
             f'{raw!r}: a wildcard ("*") is allowed only as the whole first label, e.g. "*.example.com"',
         )
-    if not base.isascii():
-        try:
-            base = base.encode("idna").decode("ascii")
-        except UnicodeError:
-            raise _RuleError("hostname", f"{raw!r} is not a valid hostname") from None
+    try:
+        base = _punycode(base)
+    except UnicodeError:
+        raise _RuleError("hostname", f"{raw!r} is not a valid hostname") from None
     return "*." + base if wildcard else base
 
 
@@ -163,69 +212,118 @@ def _parse_path(raw: object) -> re.Pattern | None:
         raise _RuleError("path", f"invalid regex {raw!r}: {exc}") from None
 
 
-def _parse_rule(raw: object, index: int, count: int, default_origin_request: Mapping) -> Rule:
+class _Report:
+    """Problems and warnings of one config, each a line naming file, line, rule and field."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.problems: list[str] = []
+        self.warnings: list[str] = []
+
+    def add(self, line: int | None, rule: int | None, field_name: str | None, message: str, warning=False) -> None:
+        text = where(self.source, line) + ": "
+        text += f"ingress rule {rule}: " if rule else ""
+        text += f"{field_name}: " if field_name else ""
+        (self.warnings if warning else self.problems).append(text + message)
+
+    def origin_request(self, raw: object, line: int | None, rule: int | None) -> dict:
+        values, issues = origin_request.parse(raw, line)
+        for issue in issues:
+            name = f"originRequest.{issue.path}" if issue.path else "originRequest"
+            self.add(issue.line, rule, name, issue.message, issue.warning)
+        return values
+
+
+def _parse_rule(raw: object, index: int, count: int, defaults: dict, report: _Report) -> Rule | None:
+    """The rule, or None after adding its every problem to `report`."""
     if not isinstance(raw, Mapping):
-        raise _RuleError(None, "must be a mapping with hostname, path, service and originRequest")
+        report.add(None, index, None, "must be a mapping with hostname, path, service and originRequest")
+        return None
+    before = len(report.problems)
+
+    def check(parse, key):
+        try:
+            return parse(raw.get(key))
+        except _RuleError as exc:
+            report.add(line_of(raw, exc.key), index, exc.key, str(exc))
+            return None
+
     for key in raw:
         if key not in RULE_KEYS:
-            raise _RuleError(key, f"unknown key (expected {', '.join(sorted(RULE_KEYS))})")
-    hostname = _parse_hostname(raw.get("hostname"))
-    path = _parse_path(raw.get("path"))
-    is_last = index == count
-    if is_last and not (hostname is None and path is None):
-        raise _RuleError(
-            None,
+            report.add(line_of(raw, key), index, str(key), origin_request.unknown_key(key, RULE_KEYS))
+    hostname = check(_parse_hostname, "hostname")
+    path = check(_parse_path, "path")
+    service = check(_parse_service, "service")
+    catch_all = raw.get("hostname") in (None, "", "*") and raw.get("path") in (None, "")
+    if index == count and not catch_all:
+        report.add(
+            line_of(raw), index, None,
             "the last rule must match every request: leave out hostname (or use \"*\") and path, "
             "e.g. service: http_status:404",
         )
-    if not is_last and hostname is None and path is None:
-        raise _RuleError(None, f"rule {index} is a catch-all, so the rules after it would never match")
-    service = _parse_service(raw.get("service"))
-    origin_request = raw.get("originRequest") or {}
-    if not isinstance(origin_request, Mapping):
-        raise _RuleError("originRequest", "must be a mapping")
-    return Rule(hostname, path, service, {**default_origin_request, **origin_request}, index)
+    if index != count and catch_all:
+        report.add(line_of(raw), index, None, f"rule {index} is a catch-all, so the rules after it would never match")
+    overrides = {}
+    if "originRequest" in raw:
+        overrides = report.origin_request(raw["originRequest"], line_of(raw, "originRequest"), index)
+    if len(report.problems) > before:
+        return None
+    return Rule(hostname, path, service, origin_request.merged(defaults, overrides), index)
 
 
 @dataclass(frozen=True)
 class Ingress:
-    """Validated ingress rules; the last one is the catch-all."""
+    """Validated ingress rules; the last one is the catch-all. `warnings` name keys that are ignored."""
 
     rules: tuple[Rule, ...]
+    warnings: tuple[str, ...] = ()
 
     @classmethod
     def from_rules(
-        cls, raw_rules: Sequence, default_origin_request: Mapping | None = None, source: str = "config.yml"
+        cls, raw_rules: Sequence, default_origin_request: object = None, source: str = "config.yml"
     ) -> Ingress:
-        """Validate every rule (cloudflared's rules), or raise ConfigError naming rule, field and line."""
+        """Validate every rule (cloudflared's rules), or raise IngressError listing every problem
+        with its file, line, rule number and field."""
+        report = _Report(source)
+        defaults = {}
+        if default_origin_request is not None:
+            defaults = report.origin_request(default_origin_request, line_of(default_origin_request), None)
         if not raw_rules:
-            raise ConfigError(f"{source}: no ingress rules")
-        defaults = dict(default_origin_request or {})
-        rules = []
-        for index, raw in enumerate(raw_rules, start=1):
-            try:
-                rules.append(_parse_rule(raw, index, len(raw_rules), defaults))
-            except _RuleError as exc:
-                line = line_of(raw, exc.key)
-                field_name = f"{exc.key}: " if exc.key else ""
-                raise ConfigError(f"{where(source, line)}: ingress rule {index}: {field_name}{exc}") from None
-        return cls(tuple(rules))
+            report.add(None, None, None, "no ingress rules")
+        rules = [_parse_rule(raw, index, len(raw_rules), defaults, report) for index, raw in enumerate(raw_rules, 1)]
+        if report.problems:
+            raise IngressError(report.problems, report.warnings)
+        return cls(tuple(rules), tuple(report.warnings))
 
     def match(self, host: str, path: str) -> Rule:
         """The first rule matching `host` (any :port dropped) and `path` (query dropped, %-escapes
         decoded as Go's URL.Path is); the last rule when none does."""
-        host = _normalize_host(host)
-        path = unquote(path.split("?", 1)[0])
+        host, path = normalize_host(host), normalize_path(path)
         for rule in self.rules:
             if rule.matches(host, path):
                 return rule
         return self.rules[-1]
 
 
-def _normalize_host(host: str) -> str:
+def normalize_host(host: str) -> str:
+    """A request's Host as rules compare it: lower case, no port, no final dot, IDN as punycode."""
     host = host.strip().lower()
     if host.startswith("["):
         return host[: host.find("]") + 1] if "]" in host else host
     if host.count(":") == 1:
         host = host.split(":", 1)[0]
-    return host.rstrip(".")
+    host = host.rstrip(".")
+    try:
+        return _punycode(host)
+    except UnicodeError:
+        return host
+
+
+def normalize_path(path: str) -> str:
+    """The path as rules see it: no query, %-escapes decoded."""
+    return unquote(path.split("?", 1)[0])
+
+
+def _punycode(name: str) -> str:
+    """`name` with each non-ASCII label in its IDNA (xn--) form."""
+    return name if name.isascii() else name.encode("idna").decode("ascii")

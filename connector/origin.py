@@ -7,59 +7,44 @@ only when it is safe (a GET/HEAD/OPTIONS without a body).
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
+import socket
 import ssl
 import time
 from collections import defaultdict
-from dataclasses import dataclass
 
 import h11
 import trio
 
-from connector.ingress import HttpService, UnixService
+from connector.ingress import HttpService, UnixService, normalize_host
+from connector.origin_request import OriginRequest
 from shared.aio import single_errors
-from shared.config import parse_duration
 from shared.errors import OriginError
-from shared.events import ResponseHead, end_to_end
+from shared.events import RequestHead, ResponseHead, end_to_end
 from shared.transport import TunnelStream
 
 log = logging.getLogger(__name__)
 
 READ_SIZE = 64 * 1024
 MAX_RESPONSE_HEAD = 64 * 1024
+MAX_BUFFERED_BODY = 16 * 1024 * 1024  # disableChunkedEncoding buffers a body of unknown length up to this
+HAPPY_EYEBALLS_DELAY = 0.25
+UNIX_TLS_SERVER_NAME = "localhost"  # unix+tls: without originServerName
 SAFE_TO_RETRY = frozenset({b"GET", b"HEAD", b"OPTIONS"})
 
 
-@dataclass(frozen=True)
-class OriginOptions:
-    """The `originRequest` keys this module understands, with cloudflared's defaults."""
+class OriginTimeout(OriginError):
+    """The origin did not accept a connection or finish the TLS handshake in time."""
 
-    connect_timeout: float = 30.0
-    tls_timeout: float = 10.0
-    no_tls_verify: bool = False
-    origin_server_name: str = ""
-    http_host_header: str = ""
-    keep_alive_connections: int = 100
-    keep_alive_timeout: float = 90.0
-
-    @classmethod
-    def from_config(cls, raw: dict) -> OriginOptions:
-        defaults = cls()
-        return cls(
-            connect_timeout=parse_duration(raw.get("connectTimeout", defaults.connect_timeout)),
-            tls_timeout=parse_duration(raw.get("tlsTimeout", defaults.tls_timeout)),
-            no_tls_verify=bool(raw.get("noTLSVerify", False)),
-            origin_server_name=str(raw.get("originServerName", "")),
-            http_host_header=str(raw.get("httpHostHeader", "")),
-            keep_alive_connections=int(raw.get("keepAliveConnections", defaults.keep_alive_connections)),
-            keep_alive_timeout=parse_duration(raw.get("keepAliveTimeout", defaults.keep_alive_timeout)),
-        )
+    http_status = 504
 
 
-def service_url(service: HttpService | UnixService) -> str:
-    if isinstance(service, UnixService):
-        return f"unix{'+tls' if service.tls else ''}:{service.path}"
-    return f"{service.scheme}://{service.host}:{service.port}"
+class BodyTooLarge(OriginError):
+    """A body that had to be buffered (disableChunkedEncoding) is over MAX_BUFFERED_BODY."""
+
+    http_status = 413
 
 
 class OriginConnection:
@@ -85,35 +70,45 @@ class OriginConnection:
         return self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE
 
 
+Origin = HttpService | UnixService
+
+
 class OriginPool:
-    """Idle keep-alive connections per origin."""
+    """Idle keep-alive connections per origin (and TLS server name), at most
+    `keepAliveConnections` of them, each for at most `keepAliveTimeout`."""
 
     def __init__(self) -> None:
-        self._idle: dict[str, list[OriginConnection]] = defaultdict(list)
+        self._idle: dict[tuple[str, str | None], list[OriginConnection]] = defaultdict(list)
 
-    async def connect(self, service: HttpService | UnixService, options: OriginOptions) -> OriginConnection:
-        url = service_url(service)
+    async def connect(self, service: Origin, options: OriginRequest, server_name: str | None) -> OriginConnection:
+        url = str(service)
         try:
             with trio.fail_after(options.connect_timeout):
-                if isinstance(service, UnixService):
-                    stream: trio.abc.Stream = await trio.open_unix_socket(service.path)
-                else:
-                    stream = await trio.open_tcp_stream(service.host, service.port)
-            if _uses_tls(service):
-                stream = trio.SSLStream(
-                    stream, _origin_tls_context(options), server_hostname=_server_name(service, options)
-                )
+                stream = await _open_stream(service, options)
+        except trio.TooSlowError:
+            raise OriginTimeout(
+                f"origin {url} did not accept a connection within {options.connect_timeout:g}s (connectTimeout)"
+            ) from None
+        except OSError as exc:
+            raise OriginError(f"origin {url} is unreachable: {_connect_reason(exc)}") from exc
+        if _uses_tls(service):
+            context = _tls_context(options.no_tls_verify, options.ca_pem)
+            stream = trio.SSLStream(stream, context, server_hostname=server_name)
+            try:
                 with trio.fail_after(options.tls_timeout):
                     await stream.do_handshake()
-        except trio.TooSlowError:
-            raise OriginError(f"origin {url} did not accept a connection in time") from None
-        except (OSError, trio.BrokenResourceError, ssl.SSLError) as exc:
-            reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-            raise OriginError(f"origin {url} is unreachable: {reason}") from exc
+            except trio.TooSlowError:
+                await trio.aclose_forcefully(stream)
+                raise OriginTimeout(
+                    f"origin {url} did not finish the TLS handshake within {options.tls_timeout:g}s (tlsTimeout)"
+                ) from None
+            except trio.BrokenResourceError as exc:
+                await trio.aclose_forcefully(stream)
+                raise _tls_error(url, server_name, exc.__cause__ or exc) from exc
         return OriginConnection(stream)
 
-    def take(self, service: HttpService | UnixService, options: OriginOptions) -> OriginConnection | None:
-        idle = self._idle[service_url(service)]
+    def take(self, key: tuple[str, str | None], options: OriginRequest) -> OriginConnection | None:
+        idle = self._idle[key]
         now = time.monotonic()
         while idle:
             connection = idle.pop()
@@ -122,8 +117,8 @@ class OriginPool:
             _close_quietly(connection)
         return None
 
-    def give_back(self, service, options: OriginOptions, connection: OriginConnection) -> None:
-        idle = self._idle[service_url(service)]
+    def give_back(self, key: tuple[str, str | None], options: OriginRequest, connection: OriginConnection) -> None:
+        idle = self._idle[key]
         if connection.reusable and len(idle) < options.keep_alive_connections:
             connection.h11.start_next_cycle()
             connection.idle_since = time.monotonic()
@@ -131,39 +126,53 @@ class OriginPool:
         else:
             _close_quietly(connection)
 
-    async def forward(self, stream: TunnelStream, service: HttpService | UnixService, options: OriginOptions) -> None:
+    async def forward(self, stream: TunnelStream, service: Origin, options: OriginRequest) -> None:
         """Send the stream's request to the origin and stream its response back."""
         head = stream.head
+        body = await _buffered_body(stream) if _must_buffer(head, options) else None
+        request = _origin_request(head, options, body)
+        server_name = _server_name(service, options, head) if _uses_tls(service) else None
+        key = (str(service), server_name)
         retry_allowed = head.method in SAFE_TO_RETRY and not head.has_body
-        connection = self.take(service, options)
+        connection = self.take(key, options)
         if connection is not None:
             try:
-                await self._exchange(stream, connection, options)
-                self.give_back(service, options, connection)
-                return
+                await self._exchange(stream, connection, request, body)
             except _StaleConnection:
                 _close_quietly(connection)
                 if not retry_allowed:
-                    raise OriginError(f"origin {service_url(service)} closed a kept-alive connection") from None
-        connection = await self.connect(service, options)
+                    raise OriginError(f"origin {service} closed a kept-alive connection") from None
+            else:
+                return await self._finish(stream, key, options, connection)
+        connection = await self.connect(service, options, server_name)
         try:
-            await self._exchange(stream, connection, options)
+            await self._exchange(stream, connection, request, body)
         except _StaleConnection as exc:
             _close_quietly(connection)
-            raise OriginError(f"origin {service_url(service)} closed the connection: {exc}") from None
+            raise OriginError(f"origin {service} closed the connection: {exc}") from None
         except BaseException:
             _close_quietly(connection)
             raise
-        self.give_back(service, options, connection)
+        await self._finish(stream, key, options, connection)
 
-    async def _exchange(self, stream: TunnelStream, connection: OriginConnection, options: OriginOptions) -> None:
+    async def _finish(self, stream: TunnelStream, key, options: OriginRequest, connection: OriginConnection) -> None:
+        """Pool the connection *before* ending the stream, so that the visitor's next request finds it."""
+        self.give_back(key, options, connection)
+        await stream.end()
+
+    async def _exchange(
+        self, stream: TunnelStream, connection: OriginConnection, request: h11.Request, body: bytes | None
+    ) -> None:
         try:
-            await connection.send(_origin_request(stream, options))
+            await connection.send(request)
+            if not stream.head.has_body:  # now, not in a task the response could overtake
+                await connection.send(h11.EndOfMessage())
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise _StaleConnection(str(exc)) from exc
         with single_errors():
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_upload, stream, connection)
+                if stream.head.has_body:
+                    nursery.start_soon(_upload, stream, connection, body)
                 response = await _read_response_head(connection)
                 has_body = stream.head.method != b"HEAD" and response.status_code not in (204, 304)
                 await stream.send_response(
@@ -174,8 +183,7 @@ class OriginPool:
                     if isinstance(event, h11.Data):
                         await stream.send(bytes(event.data))
                     elif isinstance(event, h11.EndOfMessage):
-                        await stream.end()
-                        break
+                        break  # the stream is ended by _finish
                     else:
                         raise OriginError("origin closed the connection in the middle of the response")
                 if not has_body:
@@ -188,10 +196,31 @@ class _StaleConnection(Exception):
     """The origin connection failed before any byte of the response arrived."""
 
 
-async def _upload(stream: TunnelStream, connection: OriginConnection) -> None:
-    while chunk := await stream.receive():
-        await connection.send(h11.Data(data=chunk))
+async def _upload(stream: TunnelStream, connection: OriginConnection, body: bytes | None) -> None:
+    if body is not None:
+        if body:
+            await connection.send(h11.Data(data=body))
+    else:
+        while chunk := await stream.receive():
+            await connection.send(h11.Data(data=chunk))
     await connection.send(h11.EndOfMessage())
+
+
+def _must_buffer(head: RequestHead, options: OriginRequest) -> bool:
+    """disableChunkedEncoding and a body of unknown length: send it with a Content-Length instead."""
+    return options.disable_chunked_encoding and head.has_body and head.header(b"content-length") is None
+
+
+async def _buffered_body(stream: TunnelStream) -> bytes:
+    body = bytearray()
+    while chunk := await stream.receive():
+        body += chunk
+        if len(body) > MAX_BUFFERED_BODY:
+            raise BodyTooLarge(
+                f"request body over {MAX_BUFFERED_BODY // (1024 * 1024)} MiB without a Content-Length "
+                "(disableChunkedEncoding)"
+            )
+    return bytes(body)
 
 
 async def _read_response_head(connection: OriginConnection) -> h11.Response:
@@ -208,13 +237,14 @@ async def _read_response_head(connection: OriginConnection) -> h11.Response:
         raise OriginError(f"origin sent an invalid response: {exc}") from exc
 
 
-def _origin_request(stream: TunnelStream, options: OriginOptions) -> h11.Request:
-    head = stream.head
+def _origin_request(head: RequestHead, options: OriginRequest, body: bytes | None) -> h11.Request:
     headers = list(end_to_end(head.headers))
     if options.http_host_header:
-        headers = [(k, v) for k, v in headers if k != b"host"]
+        headers = [(k, v) for k, v in headers if k not in (b"host", b"x-forwarded-host")]
         headers += [(b"host", options.http_host_header.encode()), (b"x-forwarded-host", head.authority)]
-    if head.has_body and not any(k == b"content-length" for k, _ in headers):
+    if body is not None:
+        headers.append((b"content-length", str(len(body)).encode()))
+    elif head.has_body and not any(k == b"content-length" for k, _ in headers):
         headers.append((b"transfer-encoding", b"chunked"))
     return h11.Request(method=head.method, target=head.target, headers=headers)
 
@@ -223,22 +253,59 @@ def _headers(raw: list) -> tuple[tuple[bytes, bytes], ...]:
     return tuple((bytes(name), bytes(value)) for name, value in raw)
 
 
-def _uses_tls(service: HttpService | UnixService) -> bool:
+async def _open_stream(service: Origin, options: OriginRequest) -> trio.abc.Stream:
+    if isinstance(service, UnixService):
+        return await trio.open_unix_socket(service.path)
+    delay = None if options.no_happy_eyeballs else HAPPY_EYEBALLS_DELAY
+    stream = await trio.open_tcp_stream(service.host, service.port, happy_eyeballs_delay=delay)
+    if options.tcp_keep_alive > 0:
+        stream.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            seconds = max(1, round(options.tcp_keep_alive))
+            stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, seconds)
+            stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, seconds)
+    return stream
+
+
+def _connect_reason(exc: OSError) -> str:
+    """ "Connection refused" rather than trio's "all attempts to connect to … failed"."""
+    attempts = getattr(exc.__cause__, "exceptions", ())
+    reasons = sorted({os.strerror(attempt.errno) for attempt in attempts if isinstance(attempt, OSError) and attempt.errno})
+    return "; ".join(reasons) or exc.strerror or str(exc)
+
+
+def _uses_tls(service: Origin) -> bool:
     return service.tls if isinstance(service, UnixService) else service.scheme == "https"
 
 
-def _server_name(service: HttpService | UnixService, options: OriginOptions) -> str | None:
+def _server_name(service: Origin, options: OriginRequest, head: RequestHead) -> str:
+    """SNI and the name the certificate must carry: matchSNItoHost, originServerName, the origin's host."""
+    if options.match_sni_to_host:
+        return normalize_host(options.http_host_header or head.authority.decode("latin-1"))
     if options.origin_server_name:
         return options.origin_server_name
-    return None if isinstance(service, UnixService) else service.host
+    return UNIX_TLS_SERVER_NAME if isinstance(service, UnixService) else service.host
 
 
-def _origin_tls_context(options: OriginOptions) -> ssl.SSLContext:
+@functools.cache
+def _tls_context(no_verify: bool, ca_pem: str) -> ssl.SSLContext:
+    """The system CAs plus `caPool`; no verification at all with noTLSVerify."""
     context = ssl.create_default_context()
-    if options.no_tls_verify:
+    if ca_pem:
+        context.load_verify_locations(cadata=ca_pem)
+    if no_verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
+
+
+def _tls_error(url: str, server_name: str | None, exc: BaseException) -> OriginError:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return OriginError(
+            f"origin {url} failed TLS verification for {server_name!r}: {exc.verify_message}; "
+            "set originServerName and caPool, or noTLSVerify"
+        )
+    return OriginError(f"origin {url}: TLS handshake failed: {getattr(exc, 'reason', None) or exc}")
 
 
 def _close_quietly(connection: OriginConnection) -> None:

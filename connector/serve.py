@@ -1,4 +1,8 @@
-"""Serve one edge-opened stream: match the ingress rule, answer from its service."""
+"""Serve one edge-opened stream: match the ingress rule, answer from its service.
+
+`StreamServer.ingress` is one reference, read once per request: a reload swaps it
+and requests in flight finish with the rules they started with.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +10,24 @@ import logging
 
 import trio
 
-from connector.ingress import HelloWorldService, HttpService, Ingress, StatusService, UnixService
-from connector.origin import OriginOptions, OriginPool
+from connector.hello import hello_page
+from connector.ingress import (
+    HelloWorldService,
+    HttpService,
+    Ingress,
+    Rule,
+    StatusService,
+    TcpService,
+    UnixService,
+    normalize_host,
+)
+from connector.origin import OriginPool
 from shared.errors import BurrowError
 from shared.events import ResponseHead
 from shared.pages import error_page
 from shared.transport import TunnelStream
 
 log = logging.getLogger(__name__)
-
-HELLO_BODY = b"Hello from Burrow! This tunnel works.\n"
 
 
 class StreamServer:
@@ -24,7 +36,6 @@ class StreamServer:
     def __init__(self, ingress: Ingress, pool: OriginPool | None = None) -> None:
         self.ingress = ingress
         self.pool = pool or OriginPool()
-        self._options = {id(rule): OriginOptions.from_config(rule.origin_request) for rule in ingress.rules}
 
     async def serve(self, stream: TunnelStream) -> None:
         head = stream.head
@@ -34,23 +45,35 @@ class StreamServer:
         if isinstance(service, StatusService):
             await stream.send_response(ResponseHead(service.code, ((b"content-length", b"0"),), has_body=False))
         elif isinstance(service, HelloWorldService):
-            await _send_whole(stream, ResponseHead(200, ((b"content-type", b"text/plain"),)), HELLO_BODY)
+            await _send_whole(stream, *hello_page(head))
         elif isinstance(service, (HttpService, UnixService)):
-            await self._forward(stream, service, self._options[id(rule)])
+            await self._forward(stream, rule)
         else:
-            await _send_whole(stream, *error_page(502, "connector", f"rule {rule.index} serves no HTTP"))
+            await _send_whole(stream, *error_page(400, "connector", _needs_access(rule, head.authority)))
 
-    async def _forward(self, stream: TunnelStream, service, options: OriginOptions) -> None:
+    async def _forward(self, stream: TunnelStream, rule: Rule) -> None:
         try:
-            await self.pool.forward(stream, service, options)
+            await self.pool.forward(stream, rule.service, rule.origin_request)
         except (BurrowError, OSError, trio.BrokenResourceError) as exc:
             if stream.response_sent:
                 raise
-            log.warning("origin.failed error=%s", exc)
-            await _send_whole(stream, *error_page(502, "connector", str(exc)))
+            log.warning("origin.failed rule=%d error=%s", rule.index, exc)
+            status = exc.http_status if isinstance(exc, BurrowError) else 502
+            await _send_whole(stream, *error_page(status, "connector", str(exc)))
+
+
+def _needs_access(rule: Rule, authority: bytes) -> str:
+    service: TcpService = rule.service
+    host = normalize_host(authority.decode("latin-1"))
+    command = "ssh" if service.scheme == "ssh" else "tcp"
+    return (
+        f"ingress rule {rule.index} serves {service}, a raw {service.scheme.upper()} stream, not HTTP: "
+        f"reach it with `burrow access {command} --hostname {host}`"
+    )
 
 
 async def _send_whole(stream: TunnelStream, head: ResponseHead, body: bytes) -> None:
     await stream.send_response(head)
-    await stream.send(body)
-    await stream.end()
+    if head.has_body:
+        await stream.send(body)
+        await stream.end()

@@ -122,7 +122,8 @@ def account_list(home: Path = HomeOption) -> None:
 
 @account_app.command("revoke")
 def account_revoke(name: str, home: Path = HomeOption) -> None:
-    """Revoke an account: its token stops working and its tunnels stop routing."""
+    """Revoke an account: its login token stops working at once and its tunnels can no longer
+    (re)connect; connectors already connected keep serving until they disconnect."""
     with reported_errors():
         registry = _registry(home)
         try:

@@ -7,55 +7,29 @@ Methods block: call them from a worker thread (`trio.to_thread.run_sync`).
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from edge.zone import TUNNELS_LABEL, Zone, Zones
+from edge import hostnames, schema
+from edge.zone import Zone, Zones, ancestors
 from shared.crypto import SECRET_BYTES, hash_secret, mint_token, verify_secret
 from shared.errors import AuthError, ConfigError, ConflictError, NotFoundError
 
 log = logging.getLogger(__name__)
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
-LABEL_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
-MAX_HOSTNAME = 253
 BUSY_TIMEOUT_S = 10.0
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS accounts (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
-    token_hash TEXT NOT NULL UNIQUE,
-    created_at TEXT NOT NULL,
-    revoked_at TEXT
-);
-CREATE TABLE IF NOT EXISTS tunnels (
-    id TEXT PRIMARY KEY,
-    account_id TEXT NOT NULL REFERENCES accounts(id),
-    name TEXT NOT NULL,
-    secret_hash TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    deleted_at TEXT
-);
-CREATE UNIQUE INDEX IF NOT EXISTS tunnels_live_name
-    ON tunnels(account_id, name) WHERE deleted_at IS NULL;
-CREATE TABLE IF NOT EXISTS records (
-    hostname TEXT PRIMARY KEY,
-    type TEXT NOT NULL CHECK (type = 'CNAME'),
-    target TEXT NOT NULL,
-    account_id TEXT NOT NULL REFERENCES accounts(id),
-    tunnel_id TEXT NOT NULL REFERENCES tunnels(id),
-    created_at TEXT NOT NULL
-);
-"""
+MAX_TXT_VALUES = 16
+MAX_TXT_VALUE = 255
 
 
 @dataclass(frozen=True)
@@ -71,6 +45,23 @@ class Tunnel:
     account_id: str
     name: str
     created_at: str
+
+
+@dataclass(frozen=True)
+class Connection:
+    """One registered connector connection, as the edge that holds it recorded it."""
+
+    id: str
+    tunnel_id: str
+    connector_id: str
+    conn_index: int
+    edge_id: str
+    client_version: str
+    source: str
+    connected_at: str
+
+
+CONNECTION_COLUMNS = "id, tunnel_id, connector_id, conn_index, edge_id, client_version, source, connected_at"
 
 
 @dataclass(frozen=True)
@@ -95,22 +86,6 @@ def _check_name(kind: str, name: str) -> str:
     return name
 
 
-def _check_hostname(hostname: str, zone_name: str) -> str:
-    """`hostname` normalized, if it is a valid name strictly inside the zone."""
-    host = hostname.strip().lower().rstrip(".") if isinstance(hostname, str) else ""
-    zone = zone_name.lower().rstrip(".")
-    valid = (
-        0 < len(host) <= MAX_HOSTNAME
-        and all(LABEL_RE.fullmatch(label) for label in host.split("."))
-    )
-    if not valid:
-        raise ConfigError(f"hostname {hostname!r} is not a valid DNS name")
-    tunnels = f"{TUNNELS_LABEL}.{zone}"
-    if not host.endswith("." + zone) or host == tunnels or host.endswith("." + tunnels):
-        raise ConfigError(f"hostname '{host}' is outside the zone '{zone}'")
-    return host
-
-
 class Registry:
     """Repository over one SQLite database; safe to share between threads."""
 
@@ -127,7 +102,11 @@ class Registry:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
-        conn.executescript(SCHEMA)
+        try:
+            schema.migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
         return cls(conn)
 
     def close(self) -> None:
@@ -197,7 +176,8 @@ class Registry:
         return [Account(*row) for row in rows]
 
     def revoke_account(self, name: str) -> None:
-        """Revoke the live account `name`: its token and tunnels stop working."""
+        """Revoke the live account `name`: its token stops working and its tunnels can no
+        longer register; connections already running are left alone."""
         with self._write() as db:
             cur = db.execute(
                 "UPDATE accounts SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
@@ -266,6 +246,70 @@ class Registry:
             raise AuthError("credentials rejected")
         return Tunnel(*row[:4])
 
+    def delete_tunnel(self, account_id: str, name_or_id: str) -> Tunnel:
+        """Soft-delete the account's tunnel; its DNS records and connection rows go in the same transaction.
+
+        The row (and secret hash) stays, marked `deleted_at`, so its secret is rejected from now on.
+        """
+        with self._write() as db:
+            row = db.execute(
+                "SELECT id, account_id, name, created_at FROM tunnels "
+                "WHERE account_id = ? AND deleted_at IS NULL AND (id = ? OR name = ?)",
+                (account_id, name_or_id, name_or_id),
+            ).fetchone()
+            if row is None:
+                raise NotFoundError(f"tunnel '{name_or_id}' not found")
+            tunnel = Tunnel(*row)
+            db.execute("UPDATE tunnels SET deleted_at = ? WHERE id = ?", (_now(), tunnel.id))
+            db.execute("DELETE FROM records WHERE tunnel_id = ?", (tunnel.id,))
+            db.execute("DELETE FROM connections WHERE tunnel_id = ?", (tunnel.id,))
+        log.info("tunnel.deleted account=%s tunnel=%s name=%s", account_id, tunnel.id, tunnel.name)
+        return tunnel
+
+    # connections
+
+    def add_connection(self, connection: Connection) -> None:
+        """Record a registered connector connection; refused if its tunnel was deleted meanwhile."""
+        c = connection
+        with self._write() as db:
+            cur = db.execute(
+                "INSERT INTO connections (id, tunnel_id, connector_id, conn_index, edge_id, "
+                "client_version, source, connected_at) "
+                "SELECT ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS "
+                "(SELECT 1 FROM tunnels WHERE id = ? AND deleted_at IS NULL)",
+                (c.id, c.tunnel_id, c.connector_id, c.conn_index, c.edge_id,
+                 c.client_version, c.source, c.connected_at, c.tunnel_id),
+            )
+            if cur.rowcount == 0:
+                raise AuthError("credentials rejected")
+
+    def remove_connection(self, connection_id: str) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM connections WHERE id = ?", (connection_id,))
+
+    def list_connections(self, tunnel_id: str) -> list[Connection]:
+        """Every recorded connection of the tunnel (live or stale), by connector and index."""
+        with self._read() as db:
+            rows = db.execute(
+                f"SELECT {CONNECTION_COLUMNS} FROM connections WHERE tunnel_id = ? "
+                "ORDER BY connector_id, conn_index, connected_at",
+                (tunnel_id,),
+            ).fetchall()
+        return [Connection(*row) for row in rows]
+
+    def cleanup_connections(self, edge_id: str, tunnel_id: str | None = None) -> int:
+        """Remove stale rows (another edge run's, or a deleted tunnel's); all tunnels or one. Returns how many."""
+        where = "(edge_id != ? OR tunnel_id IN (SELECT id FROM tunnels WHERE deleted_at IS NOT NULL))"
+        args: tuple = (edge_id,)
+        if tunnel_id is not None:
+            where += " AND tunnel_id = ?"
+            args += (tunnel_id,)
+        with self._write() as db:
+            removed = db.execute(f"DELETE FROM connections WHERE {where}", args).rowcount
+        if removed:
+            log.info("connections.cleaned removed=%d tunnel=%s", removed, tunnel_id or "*")
+        return removed
+
     # DNS records
 
     def route_dns(
@@ -273,12 +317,13 @@ class Registry:
         account_id: str,
         tunnel_id: str,
         hostname: str,
-        zone_name: str,
+        zone_names: Sequence[str] | str,
         overwrite: bool = False,
     ) -> Record:
-        """Point `hostname` (inside the zone) at the account's tunnel with a CNAME."""
-        host = _check_hostname(hostname, zone_name)
-        target = Zone(zone_name.lower().rstrip(".")).tunnel_target(tunnel_id)
+        """Point `hostname` at the account's tunnel with a CNAME into the longest zone holding it."""
+        zone_names = [zone_names] if isinstance(zone_names, str) else list(zone_names)
+        host, zone = hostnames.route_hostname(hostname, zone_names)
+        target = Zone(zone).tunnel_target(tunnel_id)
         record = Record(host, "CNAME", target, account_id, tunnel_id)
         with self._write() as db:
             if not db.execute(
@@ -286,13 +331,14 @@ class Registry:
                 (tunnel_id, account_id),
             ).fetchone():
                 raise NotFoundError(f"tunnel '{tunnel_id}' not found")
+            _check_owner(db, account_id, host, zone)
+            if db.execute("SELECT 1 FROM txt_records WHERE hostname = ?", (host,)).fetchone():
+                raise ConflictError(f"hostname '{host}' has TXT records; a CNAME cannot share its name")
             row = db.execute(
-                "SELECT account_id, target FROM records WHERE hostname = ?", (host,)
+                "SELECT target FROM records WHERE hostname = ?", (host,)
             ).fetchone()
             if row is not None:
-                owner, current = row
-                if owner != account_id:
-                    raise ConflictError(f"hostname '{host}' belongs to another account")
+                (current,) = row
                 if current == target:
                     return record
                 if not overwrite:
@@ -308,23 +354,111 @@ class Registry:
         log.info("dns.routed account=%s host=%s tunnel=%s", account_id, host, tunnel_id)
         return record
 
+    def remove_route(self, account_id: str, hostname: str) -> Record:
+        """Remove the account's CNAME for `hostname`; another account's name is simply not found."""
+        try:
+            host = hostnames.normalize(hostname)
+        except ConfigError:
+            host = None
+        with self._write() as db:
+            row = db.execute(
+                "SELECT hostname, type, target, account_id, tunnel_id FROM records "
+                "WHERE hostname = ? AND account_id = ?",
+                (host, account_id),
+            ).fetchone()
+            if row is None:
+                raise NotFoundError(f"hostname '{host or hostname}' has no route")
+            db.execute("DELETE FROM records WHERE hostname = ?", (host,))
+        log.info("dns.unrouted account=%s host=%s", account_id, host)
+        return Record(*row)
+
+    def routes(self, account_id: str) -> list[Record]:
+        """The account's CNAME records, by hostname."""
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT hostname, type, target, account_id, tunnel_id FROM records "
+                "WHERE account_id = ? ORDER BY hostname",
+                (account_id,),
+            ).fetchall()
+        return [Record(*row) for row in rows]
+
+    def set_txt(
+        self, account_id: str, hostname: str, values: Sequence[str], zone_names: Sequence[str]
+    ) -> tuple[str, tuple[str, ...]]:
+        """Replace the TXT values at `hostname` (no values: remove them). Returns (host, values)."""
+        host, zone = hostnames.txt_hostname(hostname, list(zone_names))
+        values = _check_txt_values(values)
+        with self._write() as db:
+            _check_owner(db, account_id, host, zone)
+            if db.execute("SELECT 1 FROM records WHERE hostname = ?", (host,)).fetchone():
+                raise ConflictError(f"hostname '{host}' has a CNAME record; TXT cannot share its name")
+            if values:
+                db.execute(
+                    'INSERT OR REPLACE INTO txt_records (hostname, "values", account_id, updated_at) '
+                    "VALUES (?, ?, ?, ?)",
+                    (host, json.dumps(values), account_id, _now()),
+                )
+            else:
+                db.execute("DELETE FROM txt_records WHERE hostname = ?", (host,))
+        log.info("dns.txt account=%s host=%s values=%d", account_id, host, len(values))
+        return host, values
+
     def zone(self, zone_name: str) -> Zone:
         """A snapshot of one zone's records and of the tunnels that may carry traffic."""
         return self.zones([zone_name]).zones[0]
 
     def zones(self, zone_names: list[str]) -> Zones:
-        """A snapshot of every zone: each record goes to the longest zone containing it."""
+        """A snapshot of every zone: each record goes to the longest zone containing it.
+
+        Tunnels of revoked accounts stay in it: revocation stops the login token and new
+        registrations, not sessions already running.
+        """
         with self._read() as db:
             records = db.execute("SELECT hostname, target FROM records").fetchall()
-            ids = db.execute(
-                "SELECT t.id FROM tunnels t JOIN accounts a ON a.id = t.account_id "
-                "WHERE t.deleted_at IS NULL AND a.revoked_at IS NULL"
-            ).fetchall()
+            txts = db.execute('SELECT hostname, "values" FROM txt_records').fetchall()
+            ids = db.execute("SELECT id FROM tunnels WHERE deleted_at IS NULL").fetchall()
         tunnel_ids = frozenset(i for (i,) in ids)
         names = [name.lower().rstrip(".") for name in zone_names]
         owned: dict[str, dict[str, str]] = {name: {} for name in names}
+        owned_txt: dict[str, dict[str, tuple[str, ...]]] = {name: {} for name in names}
         for host, target in records:
-            zone = max((n for n in names if host == n or host.endswith("." + n)), key=len, default=None)
+            zone = hostnames.zone_of(host, names)
             if zone is not None:
                 owned[zone][host] = target
-        return Zones(tuple(Zone(name, owned[name], tunnel_ids) for name in names))
+        for host, values in txts:
+            zone = hostnames.zone_of(host, names)
+            if zone is not None:
+                owned_txt[zone][host] = tuple(json.loads(values))
+        return Zones(tuple(Zone(name, owned[name], tunnel_ids, owned_txt[name]) for name in names))
+
+
+def _check_owner(db: sqlite3.Connection, account_id: str, host: str, zone: str) -> None:
+    """Refuse `host` if another account holds it, a wildcard covering it, or (for a wildcard) a name below it."""
+    covering = [host] + ["*." + parent for parent in ancestors(host) if hostnames.zone_of(parent, [zone])]
+    if host.startswith("*."):
+        covering.append(host[1:])  # marker for names below the wildcard, see LIKE below
+    for table in ("records", "txt_records"):
+        for name in covering:
+            if name.startswith("."):
+                row = db.execute(
+                    f"SELECT 1 FROM {table} WHERE hostname LIKE ? ESCAPE '\\' AND account_id != ? LIMIT 1",
+                    ("%" + name.replace("_", "\\_"), account_id),
+                ).fetchone()
+            else:
+                row = db.execute(
+                    f"SELECT 1 FROM {table} WHERE hostname = ? AND account_id != ?", (name, account_id)
+                ).fetchone()
+            if row is not None:
+                raise ConflictError(f"hostname '{host}' belongs to another account")
+
+
+def _check_txt_values(values: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(values, str) or not all(isinstance(v, str) for v in values):
+        raise ConfigError("TXT values must be a list of strings")
+    values = tuple(values)
+    if len(values) > MAX_TXT_VALUES:
+        raise ConfigError(f"at most {MAX_TXT_VALUES} TXT values per name")
+    for value in values:
+        if not value.isascii() or not value.isprintable() or not 0 < len(value) <= MAX_TXT_VALUE:
+            raise ConfigError(f"TXT value {value[:20]!r} must be 1-{MAX_TXT_VALUE} printable ASCII characters")
+    return values

@@ -8,9 +8,12 @@ decide first, await after.
 from __future__ import annotations
 
 import logging
+from typing import Any
+
+import trio
 
 from edge.zone import Zones
-from shared.errors import TunnelUnavailable
+from shared.errors import BurrowError, TunnelUnavailable
 from shared.transport import TunnelConnection
 
 log = logging.getLogger(__name__)
@@ -22,20 +25,53 @@ class Router:
     def __init__(self, zones: Zones) -> None:
         self.zones = zones
         self._sessions: dict[str, list[TunnelConnection]] = {}
+        self._info: dict[TunnelConnection, Any] = {}
+        self._dropped: set[str] = set()
 
     def update_zones(self, zones: Zones) -> None:
         """Swap in a fresh registry snapshot."""
         self.zones = zones
 
-    def add(self, tunnel_id: str, connection: TunnelConnection) -> None:
+    def add(self, tunnel_id: str, connection: TunnelConnection, info: Any = None) -> None:
+        """Start routing to `connection`; `info` describes it for `connections()`.
+
+        Raises TunnelUnavailable for a tunnel dropped by `drop()` (deleted meanwhile).
+        """
+        if tunnel_id in self._dropped:
+            raise TunnelUnavailable(f"tunnel {tunnel_id} was deleted")
         self._sessions.setdefault(tunnel_id, []).append(connection)
+        self._info[connection] = info
 
     def remove(self, tunnel_id: str, connection: TunnelConnection) -> None:
         sessions = self._sessions.get(tunnel_id, [])
         if connection in sessions:
             sessions.remove(connection)
+        self._info.pop(connection, None)
         if not sessions:
             self._sessions.pop(tunnel_id, None)
+
+    def connections(self, tunnel_id: str) -> list[Any]:
+        """The `info` of each live session of the tunnel, oldest first."""
+        return [self._info.get(conn) for conn in self._sessions.get(tunnel_id, ())]
+
+    def count(self, tunnel_id: str) -> int:
+        return len(self._sessions.get(tunnel_id, ()))
+
+    async def drop(self, tunnel_id: str, grace: float) -> int:
+        """Close every session of a deleted tunnel (drain, then close within `grace`); refuse new ones.
+
+        Returns how many sessions were closed.
+        """
+        self._dropped.add(tunnel_id)
+        sessions = self._sessions.pop(tunnel_id, [])
+        for conn in sessions:
+            self._info.pop(conn, None)
+        async with trio.open_nursery() as nursery:
+            for conn in sessions:
+                nursery.start_soon(_close, conn, grace)
+        if sessions:
+            log.info("router.dropped tunnel=%s sessions=%d", tunnel_id, len(sessions))
+        return len(sessions)
 
     def sessions(self, tunnel_id: str) -> list[TunnelConnection]:
         return list(self._sessions.get(tunnel_id, ()))
@@ -49,3 +85,10 @@ class Router:
         if not candidates:
             raise TunnelUnavailable(f"tunnel {tunnel_id} has no connector")
         return min(candidates, key=lambda conn: conn.active_streams)
+
+
+async def _close(conn: TunnelConnection, grace: float) -> None:
+    try:
+        await conn.drain(grace)
+    except (BurrowError, trio.BrokenResourceError, trio.ClosedResourceError):
+        await trio.aclose_forcefully(conn.transport)

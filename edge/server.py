@@ -11,6 +11,7 @@ import trio
 
 from edge.api import create_api
 from edge.certs import CertStore
+from edge.dns import DnsServer
 from edge.https import ALPN, HttpsFrontend
 from edge.proxy import Proxy
 from edge.registry import Registry
@@ -65,6 +66,8 @@ async def serve(cfg: EdgeConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> Non
     registry = Registry.open(cfg.registry_path)
     try:
         certs = CertStore.load(cfg.certs_dir)
+        edge_id = str(uuid.uuid4())
+        stale = registry.cleanup_connections(edge_id)  # rows of earlier runs: their sessions are gone
         router = Router(registry.zones(list(cfg.zones)))
         refresher = ZoneRefresher(registry, router, list(cfg.zones))
         https_listeners = await _open_tls_listeners(cfg.https_listen, certs.server_context(ALPN))
@@ -77,18 +80,20 @@ async def serve(cfg: EdgeConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> Non
         def edge_info() -> dict:
             return {"zone": cfg.zone, "zones": list(cfg.zones), "tunnel_endpoint": tunnel_endpoint}
 
-        api = create_api(registry, edge_info, refresher.refresh)
+        api = create_api(registry, edge_info, refresher.refresh, live=router, edge_id=edge_id)
         proxy = Proxy(router, api, frozenset({*cfg.public_ips, *cfg.zones}))
         frontend = HttpsFrontend(proxy)
-        sessions = TunnelListener(registry, router, edge_id=str(uuid.uuid4()))
+        sessions = TunnelListener(registry, router, edge_id=edge_id)
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(refresher.run)
             nursery.start_soon(trio.serve_listeners, frontend.handle, https_listeners)
             nursery.start_soon(trio.serve_listeners, sessions.handle, tunnel_listeners)
+            dns = DnsServer(lambda: router.zones, cfg.public_ips)  # the router's snapshot, read per query
+            addresses["dns"] = await nursery.start(dns.serve, cfg.dns_listen)
             listening = {name: format_hostport(addr) for name, addr in addresses.items()}
             write_private(cfg.home / LISTEN_FILE, json.dumps(listening))
-            log.info("edge.listening https=%s tunnel=%s zone=%s", listening["https"], listening["tunnel"], ",".join(cfg.zones))
+            log.info("edge.listening https=%s tunnel=%s zone=%s edge=%s stale_connections_removed=%d", listening["https"], listening["tunnel"], ",".join(cfg.zones), edge_id, stale)
             task_status.started(addresses)
     finally:
         registry.close()

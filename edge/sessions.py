@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import trio
 
-from edge.registry import Registry
+from edge.registry import Connection, Registry
 from edge.router import Router
 from shared import protocol
 from shared.errors import AuthError, BurrowError
@@ -22,6 +23,7 @@ class SessionLimits:
     handshake_timeout: float = 10.0
     registration_timeout: float = 10.0
     read_size: int = 16 * 1024
+    record_timeout: float = 5.0  # removing a connection's row when it ends (shielded)
 
 
 class TunnelListener:
@@ -46,10 +48,32 @@ class TunnelListener:
             log.info("session.refused peer=%s error=%s", peer, exc or type(exc).__name__)
             await trio.aclose_forcefully(stream)
             return
-        connection_id = str(uuid.uuid4())
-        await stream.send_all(protocol.Registered(connection_id, self.edge_id).to_wire())
-        connection = TunnelConnection(stream, protocol.TunnelSession("edge"), initial_data=rest)
-        self.router.add(tunnel_id, connection)
+        record = Connection(
+            id=str(uuid.uuid4()),
+            tunnel_id=tunnel_id,
+            connector_id=register.connector_id,
+            conn_index=register.conn_index,
+            edge_id=self.edge_id,
+            client_version=register.client_version,
+            source=peer,
+            connected_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+        try:
+            await trio.to_thread.run_sync(self.registry.add_connection, record)
+        except AuthError as exc:  # the tunnel was deleted since the secret was checked
+            log.info("session.refused peer=%s error=%s", peer, exc)
+            await _reject(stream, exc)
+            return
+        connection_id = record.id
+        try:
+            await stream.send_all(protocol.Registered(connection_id, self.edge_id).to_wire())
+            connection = TunnelConnection(stream, protocol.TunnelSession("edge"), initial_data=rest)
+            self.router.add(tunnel_id, connection, record)
+        except (trio.BrokenResourceError, BurrowError) as exc:
+            log.info("session.refused peer=%s error=%s", peer, exc)
+            await self._forget(record)
+            await trio.aclose_forcefully(stream)
+            return
         log.info(
             "session.registered tunnel=%s connector=%s index=%d connection=%s peer=%s",
             tunnel_id, register.connector_id, register.conn_index, connection_id, peer,
@@ -59,10 +83,18 @@ class TunnelListener:
             log.info("session.closed tunnel=%s connection=%s", tunnel_id, connection_id)
         except BurrowError as exc:
             log.warning("session.lost tunnel=%s connection=%s error=%s", tunnel_id, connection_id, exc)
-        except Exception:  # one session's failure must never stop the listener
-            log.exception("session.crashed tunnel=%s connection=%s", tunnel_id, connection_id)
         finally:
             self.router.remove(tunnel_id, connection)
+            await self._forget(record)
+
+    async def _forget(self, record: Connection) -> None:
+        """Delete the connection's row, even while being cancelled (bounded); a crash leaves it stale."""
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + self.limits.record_timeout
+            try:
+                await trio.to_thread.run_sync(self.registry.remove_connection, record.id)
+            except Exception as exc:  # sqlite3 errors: the row stays stale until the next cleanup
+                log.warning("session.unrecorded connection=%s error=%s", record.id, exc)
 
     async def _read_registration(self, stream: trio.SSLStream) -> tuple[protocol.Register, bytes]:
         reader = protocol.RegistrationReader(expect_magic=True)
@@ -70,7 +102,11 @@ class TunnelListener:
             data = await stream.receive_some(self.limits.read_size)
             if not data:
                 raise protocol.ProtocolError("connection closed before registration")
-            message, rest = reader.feed(data)
+            try:
+                message, rest = reader.feed(data)
+            except protocol.ProtocolError as exc:
+                await stream.send_all(protocol.Rejected(str(exc), retryable=False).to_wire())
+                raise
             if isinstance(message, protocol.Register):
                 return message, rest
             if message is not None:
@@ -85,6 +121,14 @@ class TunnelListener:
             await stream.send_all(protocol.Rejected(str(exc), retryable=False).to_wire())
             raise
         return tunnel.id
+
+
+async def _reject(stream: trio.SSLStream, exc: AuthError) -> None:
+    try:
+        await stream.send_all(protocol.Rejected(str(exc), retryable=False).to_wire())
+    except trio.BrokenResourceError:
+        pass
+    await trio.aclose_forcefully(stream)
 
 
 def _peer(stream: trio.SSLStream) -> str:

@@ -6,8 +6,10 @@ every zone the edge is authoritative for.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 
 TUNNELS_LABEL = "tunnels"
 
@@ -47,6 +49,25 @@ class Zone:
     def tunnels_domain(self) -> str:
         return f"{TUNNELS_LABEL}.{self.name}"
 
+    @cached_property
+    def serial(self) -> int:
+        """The SOA serial: a 32-bit digest of this snapshot, so it changes when the data does."""
+        digest = hashlib.blake2b(digest_size=4)
+        for part in (sorted(self.records.items()), sorted(self.txt.items()), sorted(self.tunnel_ids)):
+            digest.update(repr(part).encode())
+        return int.from_bytes(digest.digest(), "big")
+
+    @cached_property
+    def empty_non_terminals(self) -> frozenset[str]:
+        """Names without records of their own that have records below them: they exist (NODATA, not NXDOMAIN)."""
+        names = set()
+        for host in (*self.records, *self.txt):
+            for parent in ancestors(host):
+                if not parent.endswith("." + self.name):
+                    break
+                names.add(parent)
+        return frozenset(names - self.records.keys() - self.txt.keys())
+
     def tunnel_target(self, tunnel_id: str) -> str:
         """The CNAME target that points a hostname at `tunnel_id`."""
         return f"{tunnel_id}.{self.tunnels_domain}"
@@ -83,6 +104,8 @@ class Zone:
     def tunnel_for(self, host: str) -> str | None:
         """The tunnel id `host` routes to, or None when it routes nowhere."""
         host = normalize_host(host)
+        if host.endswith("." + self.tunnels_domain):  # the edge's own names: no record or wildcard covers them
+            return self.tunnel_id_of_target(host)
         return self.tunnel_id_of_target(self.cname(host) or host)
 
 

@@ -102,3 +102,13 @@ def test_unreachable_edge_at_run_retries_with_backoff(edge):
     log = proc.wait_for_log(r"tunnel\.retrying index=0 in=[\d.]+s error=cannot reach the edge", count=2, timeout=15)
     assert "Traceback" not in log
     proc.stop()
+
+
+def test_run_refuses_credentials_of_another_tunnel(edge, tmp_path):
+    env = edge.login("gina")
+    edge.cli("burrow", "tunnel", "create", "real", env=env)
+    config = tmp_path / "config.yml"
+    creds = Path(env["BURROW_HOME"]) / "real" / "credentials.json"
+    config.write_text(f"credentials-file: {creds}\ningress:\n  - service: http_status:404\n")
+    result = edge.cli("burrow", "tunnel", "run", "--config", config, "other", env=env, check=False)
+    assert_refused(result, "holds the credentials of tunnel 'real', not 'other'", code=2)

@@ -67,3 +67,14 @@ def test_zones_pick_the_longest_zone():
     assert zones.tunnel_for("app.sub.example.test") == TID
     assert zones.tunnel_for("app.example.test") == TID
     assert zones.zone_for("example.org") is None
+
+
+def test_tunnel_names_are_the_edges_own():
+    """`<uuid>.tunnels.<zone>` names its tunnel even under a wildcard covering the whole zone."""
+    zone = Zone("example.test", {"*.example.test": "other.tunnels.example.test"}, frozenset({TID, "other"}))
+    assert zone.tunnel_for(f"{TID}.tunnels.example.test") == TID
+    assert zone.tunnel_for("anything.example.test") == "other"
+
+
+def test_empty_non_terminals_exist_between_records_and_the_apex():
+    assert WILD.empty_non_terminals == {"dev.example.test"}

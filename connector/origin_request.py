@@ -1,0 +1,228 @@
+"""`originRequest`: cloudflared's per-origin settings, validated into an immutable `OriginRequest`.
+
+The top-level block gives defaults; a rule's block overrides them key by key.
+Pure, except that `caPool` is read when the config is loaded, so a missing
+file is a load error (as in cloudflared) rather than a failure per request.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shared.config import line_of, parse_duration, type_name
+from shared.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Access:
+    """`originRequest.access`: validated now, enforced by a later issue."""
+
+    required: bool = False
+    team_name: str = ""
+    aud_tag: tuple[str, ...] = ()
+    environment: str = ""
+
+
+@dataclass(frozen=True)
+class OriginRequest:
+    """Every `originRequest` key Burrow implements, with cloudflared's defaults."""
+
+    connect_timeout: float = 30.0
+    tls_timeout: float = 10.0
+    tcp_keep_alive: float = 30.0
+    no_happy_eyeballs: bool = False
+    keep_alive_connections: int = 100
+    keep_alive_timeout: float = 90.0
+    http_host_header: str = ""
+    origin_server_name: str = ""
+    match_sni_to_host: bool = False
+    ca_pool: str = ""
+    ca_pem: str = field(default="", repr=False)  # the contents of `ca_pool`
+    no_tls_verify: bool = False
+    disable_chunked_encoding: bool = False
+    http2_origin: bool = False
+    access: Access = Access()
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One problem with one key; `path` is dotted below `originRequest` (e.g. "access.teamName")."""
+
+    path: str
+    message: str
+    line: int | None
+    warning: bool = False
+
+
+class _Invalid(Exception):
+    pass
+
+
+# ---------------------------------------------------------------------------
+# Value checkers: raw YAML value → Python value, or _Invalid with the reason
+
+
+def _duration(value: Any) -> float:
+    """Go's time.ParseDuration format, as cloudflared reads YAML: a unit is required (except "0")."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise _Invalid(f"must be a duration like 30s, not {type_name(value)}")
+    if not isinstance(value, str) or re.fullmatch(r"\s*[0-9.]+\s*", value) and value.strip() != "0":
+        raise _Invalid(f"duration {value!r} needs a unit, e.g. {value}s (units: ns, us, ms, s, m, h)")
+    try:
+        return parse_duration(value)
+    except ConfigError:
+        raise _Invalid(f"invalid duration {value!r} (examples: 30s, 1m30s, 500ms)") from None
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _Invalid(f"must be true or false, not {type_name(value)} {value!r}")
+    return value
+
+
+def _string(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _Invalid(f"must be a string, not {type_name(value)}")
+    return value
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _Invalid(f"must be a whole number ≥ 0, not {value!r}")
+    return value
+
+
+def _port(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+        raise _Invalid(f"must be a port number 0-65535, not {value!r}")
+    return value
+
+
+def _list(value: Any) -> list:
+    if not isinstance(value, list):
+        raise _Invalid(f"must be a list, not {type_name(value)}")
+    return value
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    return tuple(_string(item) for item in _list(value))
+
+
+# key → (OriginRequest field, checker); None as field: a cloudflared key Burrow checks but ignores.
+KEYS: dict[str, tuple[str | None, Callable[[Any], Any]]] = {
+    "connectTimeout": ("connect_timeout", _duration),
+    "tlsTimeout": ("tls_timeout", _duration),
+    "tcpKeepAlive": ("tcp_keep_alive", _duration),
+    "noHappyEyeballs": ("no_happy_eyeballs", _bool),
+    "keepAliveConnections": ("keep_alive_connections", _count),
+    "keepAliveTimeout": ("keep_alive_timeout", _duration),
+    "httpHostHeader": ("http_host_header", _string),
+    "originServerName": ("origin_server_name", _string),
+    "matchSNItoHost": ("match_sni_to_host", _bool),
+    "caPool": ("ca_pool", _string),
+    "noTLSVerify": ("no_tls_verify", _bool),
+    "disableChunkedEncoding": ("disable_chunked_encoding", _bool),
+    "http2Origin": ("http2_origin", _bool),
+    "access": ("access", lambda value: value),  # checked by _access, which knows the lines
+    "bastionMode": (None, _bool),
+    "proxyAddress": (None, _string),
+    "proxyPort": (None, _port),
+    "proxyType": (None, _string),
+    "ipRules": (None, _list),
+}
+ACCESS_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "required": ("required", _bool),
+    "teamName": ("team_name", _string),
+    "audTag": ("aud_tag", _strings),
+    "environment": ("environment", _string),
+}
+
+
+def parse(raw: Any, line: int | None = None) -> tuple[dict[str, Any], list[Issue]]:
+    """The keys `raw` sets, as OriginRequest field → value (for per-key merging), and its issues."""
+    if not isinstance(raw, Mapping):
+        return {}, [Issue("", f"must be a mapping of keys, not {type_name(raw)}", line)]
+    values: dict[str, Any] = {}
+    issues: list[Issue] = []
+    for key, value in raw.items():
+        key_line = line_of(raw, key)
+        if key not in KEYS:
+            issues.append(Issue(str(key), unknown_key(key, KEYS), key_line))
+            continue
+        name, check = KEYS[key]
+        try:
+            checked = check(value)
+        except _Invalid as exc:
+            issues.append(Issue(key, str(exc), key_line))
+            continue
+        if name is None:
+            issues.append(Issue(key, "is not supported by Burrow yet and is ignored", key_line, warning=True))
+        elif key == "access":
+            access, access_issues = _access(value, key_line)
+            issues += access_issues
+            if access is not None:
+                values[name] = access
+        else:
+            values[name] = checked
+    if values.get("http2_origin"):
+        issues.append(Issue("http2Origin", "not supported yet, using HTTP/1.1", line_of(raw, "http2Origin"), True))
+    if "ca_pool" in values and values["ca_pool"]:
+        try:
+            values["ca_pem"] = _read_ca(values["ca_pool"])
+        except _Invalid as exc:
+            issues.append(Issue("caPool", str(exc), line_of(raw, "caPool")))
+    return values, issues
+
+
+def unknown_key(key: object, known) -> str:
+    """ "unknown key (did you mean 'service'?)", or the list of known keys."""
+    close = difflib.get_close_matches(str(key), list(known), n=1)
+    return f"unknown key (did you mean {close[0]!r}?)" if close else f"unknown key (known: {', '.join(sorted(known))})"
+
+
+def merged(defaults: Mapping[str, Any], overrides: Mapping[str, Any]) -> OriginRequest:
+    """Rule keys over top-level keys over cloudflared's defaults."""
+    return OriginRequest(**{**defaults, **overrides})
+
+
+def _access(raw: Any, line: int | None) -> tuple[Access | None, list[Issue]]:
+    if not isinstance(raw, Mapping):
+        return None, [Issue("access", f"must be a mapping (required, teamName, audTag), not {type_name(raw)}", line)]
+    values, issues = {}, []
+    for key, value in raw.items():
+        key_line = line_of(raw, key)
+        if key not in ACCESS_KEYS:
+            issues.append(Issue(f"access.{key}", unknown_key(key, ACCESS_KEYS), key_line))
+            continue
+        name, check = ACCESS_KEYS[key]
+        try:
+            values[name] = check(value)
+        except _Invalid as exc:
+            issues.append(Issue(f"access.{key}", str(exc), key_line))
+    if issues:
+        return None, issues
+    access = Access(**values)
+    if access.required and access.aud_tag and not access.team_name:
+        issues.append(Issue("access.teamName", "cannot be blank when access.audTag is set", line))
+    elif access.required:
+        issues.append(
+            Issue("access.required", "Access tokens are not checked yet: requests are NOT filtered", line, True)
+        )
+    return access, issues
+
+
+def _read_ca(path: str) -> str:
+    try:
+        pem = Path(path).expanduser().read_text(encoding="ascii")
+    except FileNotFoundError:
+        raise _Invalid(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _Invalid(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    if "-----BEGIN CERTIFICATE-----" not in pem:
+        raise _Invalid(f"{path} holds no PEM certificate")
+    return pem

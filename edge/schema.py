@@ -1,0 +1,99 @@
+"""The registry's SQLite schema as numbered migrations.
+
+`PRAGMA user_version` holds how many steps a database has had. Each step runs
+in its own transaction together with the version bump, so a crash leaves the
+database at the old version or the new one, never in between. Databases made
+before versioning (issue 2) are at version 0 and already hold step 1's tables,
+which is why step 1 only creates what is missing.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+
+from shared.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # 1: accounts, tunnels, CNAME records (the issue-2 schema).
+    (
+        """CREATE TABLE IF NOT EXISTS accounts (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            token_hash TEXT NOT NULL UNIQUE,
+            created_at TEXT NOT NULL,
+            revoked_at TEXT
+        )""",
+        """CREATE TABLE IF NOT EXISTS tunnels (
+            id TEXT PRIMARY KEY,
+            account_id TEXT NOT NULL REFERENCES accounts(id),
+            name TEXT NOT NULL,
+            secret_hash TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            deleted_at TEXT
+        )""",
+        """CREATE UNIQUE INDEX IF NOT EXISTS tunnels_live_name
+            ON tunnels(account_id, name) WHERE deleted_at IS NULL""",
+        """CREATE TABLE IF NOT EXISTS records (
+            hostname TEXT PRIMARY KEY,
+            type TEXT NOT NULL CHECK (type = 'CNAME'),
+            target TEXT NOT NULL,
+            account_id TEXT NOT NULL REFERENCES accounts(id),
+            tunnel_id TEXT NOT NULL REFERENCES tunnels(id),
+            created_at TEXT NOT NULL
+        )""",
+    ),
+    # 2: live connector connections, TXT records, lookups by tunnel.
+    (
+        """CREATE TABLE connections (
+            id TEXT PRIMARY KEY,
+            tunnel_id TEXT NOT NULL REFERENCES tunnels(id),
+            connector_id TEXT NOT NULL,
+            conn_index INTEGER NOT NULL,
+            edge_id TEXT NOT NULL,
+            client_version TEXT NOT NULL,
+            source TEXT NOT NULL,
+            connected_at TEXT NOT NULL
+        )""",
+        "CREATE INDEX connections_tunnel ON connections(tunnel_id)",
+        """CREATE TABLE txt_records (
+            hostname TEXT PRIMARY KEY,
+            "values" TEXT NOT NULL,
+            account_id TEXT NOT NULL REFERENCES accounts(id),
+            updated_at TEXT NOT NULL
+        )""",
+        "CREATE INDEX records_tunnel ON records(tunnel_id)",
+    ),
+)
+
+LATEST = len(MIGRATIONS)
+
+
+def version(conn: sqlite3.Connection) -> int:
+    return conn.execute("PRAGMA user_version").fetchone()[0]
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Apply every missing step, each in one transaction; returns the final version.
+
+    `conn` must be in autocommit mode (`isolation_level=None`).
+    """
+    while (current := version(conn)) < LATEST:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if version(conn) != current:  # another process migrated meanwhile
+                conn.execute("ROLLBACK")
+                continue
+            for statement in MIGRATIONS[current]:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {current + 1}")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        log.info("registry.migrated version=%d", current + 1)
+    if current > LATEST:
+        raise ConfigError(f"registry schema version {current} is newer than this program knows ({LATEST}); upgrade burrow-edge")
+    return current

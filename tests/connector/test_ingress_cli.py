@@ -1,0 +1,136 @@
+"""`burrow tunnel ingress validate|rule`: every problem, the matching rule and why, exit codes."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+from typer.testing import CliRunner
+
+from connector.cli import app
+
+runner = CliRunner()
+
+GOOD = """\
+    tunnel: web
+    originRequest:
+      connectTimeout: 10s
+    ingress:
+      - hostname: app.example.test
+        service: http://localhost:8000
+      - hostname: "*.example.test"
+        path: ^/api(/|$)
+        service: https://localhost:8443
+        originRequest:
+          noTLSVerify: true
+          bastionMode: false
+      - hostname: ssh.example.test
+        service: ssh://localhost:22
+      - service: http_status:404
+"""
+
+BAD = """\
+    ingress:
+      - hostname: app.*.example.test
+        path: "(["
+        service: h2c://localhost:8000
+        originRequest:
+          connectTimeout: 30
+          proxyType: socks
+      - service: http://localhost:8000
+      - hostname: last.example.test
+        service: http_status:999x
+"""
+
+
+@pytest.fixture
+def config(tmp_path, monkeypatch):
+    monkeypatch.setenv("BURROW_HOME", str(tmp_path / "home"))
+
+    def write(text: str):
+        path = tmp_path / "config.yml"
+        path.write_text(textwrap.dedent(text))
+        return path
+
+    return write
+
+
+def invoke(*args):
+    return runner.invoke(app, ["tunnel", "ingress", *map(str, args)])
+
+
+def test_validate_ok_prints_ok_and_warns_about_ignored_keys(config):
+    result = invoke("validate", "--config", config(GOOD))
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "OK\n"
+    assert "warning:" in result.stderr and "ingress rule 2: originRequest.bastionMode: is not supported" in result.stderr
+
+
+def test_validate_prints_every_problem_with_rule_and_field(config):
+    path = config(BAD)
+    result = invoke("validate", "--config", path)
+    assert result.exit_code == 2
+    assert "OK" not in result.stdout and "Traceback" not in result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [
+        f"error: {path} line 2: ingress rule 1: hostname: 'app.*.example.test': a wildcard (\"*\") is allowed only as "
+        'the whole first label, e.g. "*.example.com"',
+        f"error: {path} line 3: ingress rule 1: path: invalid regex '([': unterminated character set at position 1",
+        f"error: {path} line 4: ingress rule 1: service: 'h2c://localhost:8000' has an unknown scheme 'h2c' "
+        "(known: http://, https://, ws://, wss://, unix:, unix+tls:, tcp://, ssh://, rdp://, smb://, "
+        "http_status:NNN, hello_world)",
+        f"error: {path} line 6: ingress rule 1: originRequest.connectTimeout: duration 30 needs a unit, e.g. 30s "
+        "(units: ns, us, ms, s, m, h)",
+        f"error: {path} line 8: ingress rule 2: rule 2 is a catch-all, so the rules after it would never match",
+        f"error: {path} line 10: ingress rule 3: service: invalid HTTP status code '999x' in 'http_status:999x' (100-999)",
+        f"error: {path} line 9: ingress rule 3: the last rule must match every request: leave out hostname "
+        '(or use "*") and path, e.g. service: http_status:404',
+    ]
+    assert f"warning: {path} line 7: ingress rule 1: originRequest.proxyType: is not supported" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("ingress: [\n", "line 2: "),
+        ("ingress: {service: x}\n", "ingress must be a list of rules"),
+        ("ingress:\n  - service: http://x\n    servce: y\n", "servce: unknown key (did you mean 'service'?)"),
+    ],
+    ids=["yaml-syntax", "ingress-not-a-list", "typo"],
+)
+def test_validate_bad_input_is_one_clear_line(config, text, message):
+    result = invoke("validate", "--config", config(text))
+    assert result.exit_code == 2
+    assert message in result.stderr and "Traceback" not in result.output
+
+
+def test_validate_missing_file(tmp_path):
+    result = invoke("validate", "--config", tmp_path / "nope.yml")
+    assert result.exit_code == 2 and "no such file" in result.stderr
+
+
+RULES = [
+    ("exact", "https://app.example.test/x", 1, "service: http://localhost:8000",
+     "why: hostname app.example.test equals app.example.test; no path"),
+    ("wildcard-path", "https://a.b.example.test/api/v1", 2, "service: https://localhost:8443",
+     "why: hostname *.example.test matches a.b.example.test; path ^/api(/|$) matches /api/v1"),
+    ("port-and-query", "http://APP.example.test:8080/?q=1", 1, "service: http://localhost:8000", "why: hostname"),
+    ("raw-tcp", "ssh.example.test", 3, "service: ssh://localhost:22", "why: hostname ssh.example.test equals"),
+    ("wildcard-unanchored-elsewhere", "https://x.example.test/v1/api", 4, "service: http_status:404",
+     "why: catch-all (no hostname, no path): no earlier rule matched"),
+]
+
+
+@pytest.mark.parametrize(("url", "index", "service", "why"), [r[1:] for r in RULES], ids=[r[0] for r in RULES])
+def test_rule_prints_the_match_and_why(config, url, index, service, why):
+    result = invoke("rule", "--config", config(GOOD), url)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"Matched rule #{index}\n")
+    assert f"\t{service}\n" in result.stdout
+    assert f"\t{why}" in result.stdout
+
+
+def test_rule_with_a_bad_config_fails(config):
+    result = invoke("rule", "--config", config(BAD), "https://app.example.test/")
+    assert result.exit_code == 2
+    assert "7 problems in the ingress rules" in result.stderr and "Traceback" not in result.output
