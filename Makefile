@@ -5,11 +5,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test bench clean system-deps
 
-# Real peers the tests drive (dig); installed when missing and we may use apt.
+# Real peers the tests drive (dig, h2load); installed when missing and we may use apt.
 system-deps:
-	@command -v dig >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bind9-dnsutils >/dev/null; } || \
-		echo "note: install bind9-dnsutils (dig) for the DNS tests" >&2
+	@{ command -v dig && command -v h2load; } >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bind9-dnsutils nghttp2-client >/dev/null; } || \
+		echo "note: install bind9-dnsutils (dig) and nghttp2-client (h2load) for the DNS and HTTP/2 tests" >&2
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

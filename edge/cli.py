@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 
@@ -32,6 +33,13 @@ from shared.errors import ConfigError
 app = typer.Typer(help="Burrow edge: public HTTPS, DNS and tunnel endpoint.", pretty_exceptions_show_locals=False, no_args_is_help=True)
 account_app = typer.Typer(help="Manage accounts that may create tunnels.", no_args_is_help=True)
 app.add_typer(account_app, name="account")
+
+
+@app.callback()
+def _private_files() -> None:
+    """Every file the edge writes (registry, WAL, keys) is readable by its user only."""
+    os.umask(0o077)
+
 
 HomeOption = typer.Option(
     Path("/var/lib/burrow-edge"), "--home", envvar="BURROW_EDGE_HOME", help="The edge's state directory."

@@ -25,14 +25,13 @@ from collections.abc import Callable
 import trio
 from dnslib import AAAA, CLASS, CNAME, EDNS0, NS, OPCODE, QTYPE, RCODE, RR, SOA, TXT, A, DNSError, DNSHeader, DNSLabel, DNSRecord
 
-from edge.zone import Zone, Zones
+from edge.zone import NS_LABEL, Zone, Zones
 
 log = logging.getLogger(__name__)
 
 RECORD_TTL = 300
 NEGATIVE_TTL = 60  # SOA minimum and the SOA's TTL in negative answers (RFC 2308)
 SOA_REFRESH, SOA_RETRY, SOA_EXPIRE = 3600, 600, 1_209_600
-NS_LABEL = "ns1"
 HOSTMASTER_LABEL = "hostmaster"
 
 HEADER_SIZE = 12

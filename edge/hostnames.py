@@ -11,7 +11,7 @@ import encodings.idna
 import re
 from collections.abc import Sequence
 
-from edge.zone import TUNNELS_LABEL
+from edge.zone import NS_LABEL, TUNNELS_LABEL
 from shared.errors import ConfigError
 
 MAX_HOSTNAME = 253
@@ -86,6 +86,8 @@ def route_hostname(hostname: str, zone_names: Sequence[str]) -> tuple[str, str]:
     zone = _in_zone(host, hostname, zone_names)
     if host == zone:
         raise ConfigError(f"hostname '{host}' is the zone apex; route a name below it")
+    if host == f"{NS_LABEL}.{zone}":
+        raise ConfigError(f"hostname '{host}' is the edge's own name server; route another name")
     return host, zone
 
 

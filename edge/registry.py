@@ -96,6 +96,7 @@ class Registry:
     @classmethod
     def open(cls, path: Path) -> Registry:
         """Open (creating if needed) the database at `path`."""
+        Path(path).touch(mode=0o600, exist_ok=True)  # holds secret hashes: never world-readable
         conn = sqlite3.connect(
             path, timeout=BUSY_TIMEOUT_S, check_same_thread=False, isolation_level=None
         )

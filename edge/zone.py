@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 TUNNELS_LABEL = "tunnels"
+NS_LABEL = "ns1"  # the edge's own name server in every zone
 
 
 def normalize_host(host: str) -> str:

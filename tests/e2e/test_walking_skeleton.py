@@ -25,6 +25,8 @@ def test_init_writes_config_state_and_dev_ca(edge):
     assert (edge.home / "registry.db").exists()
     assert "BEGIN CERTIFICATE" in edge.ca.read_text()
     assert mode(edge.home / "ca-key.pem") == 0o600
+    assert mode(edge.home / "registry.db") == 0o600
+    assert mode(edge.ca) == 0o644
     assert edge.proc.alive()
 
 

@@ -72,6 +72,7 @@ REFUSED = [
     ("sub.example.test", "zone apex"),
     ("tunnels.example.test", "keeps for tunnel targets"),
     ("x.tunnels.example.test", "keeps for tunnel targets"),
+    ("ns1.example.test", "the edge's own name server"),
     ("*.tunnels.sub.example.test", "keeps for tunnel targets"),
     ("xn--a.example.test\udcff", "not a valid internationalized name"),
 ]
@@ -80,7 +81,7 @@ REFUSED = [
 @pytest.mark.parametrize(("hostname", "message"), REFUSED, ids=[
     "empty", "empty-label", "dash-first", "dash-last", "underscore", "space", "label-64", "total-254",
     "wildcard-in-label", "wildcard-not-first", "bare-wildcard", "outside", "apex", "apex-of-subzone",
-    "tunnels-label", "under-tunnels", "wildcard-under-tunnels", "bad-idn",
+    "tunnels-label", "under-tunnels", "name-server", "wildcard-under-tunnels", "bad-idn",
 ])
 def test_invalid_hostnames_are_refused_with_a_clear_message(registry: Registry, alice, hostname: str, message: str) -> None:
     tunnel = registry.create_tunnel(alice.id, "web", mint_secret())
