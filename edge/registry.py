@@ -344,7 +344,7 @@ class Registry:
                     return record
                 if not overwrite:
                     raise ConflictError(
-                        f"hostname '{host}' already routes to {current}; use overwrite"
+                        f"hostname '{host}' already routes to {current}; use --overwrite-dns to move it"
                     )
             db.execute(
                 "INSERT OR REPLACE INTO records "

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import ssl
 import uuid
+from collections.abc import Iterator
 
 import trio
 
@@ -17,14 +19,15 @@ from edge.proxy import Proxy
 from edge.registry import Registry
 from edge.router import Router
 from edge.sessions import TunnelListener
+from shared.aio import single_errors
 from shared.config import EdgeConfig, format_hostport
 from shared.crypto import TUNNEL_ALPN
+from shared.errors import ConfigError
 from shared.files import write_private
 
 log = logging.getLogger(__name__)
 
 ZONE_REFRESH_INTERVAL = 5.0  # picks up writes made by other processes (CLI)
-SHUTDOWN_GRACE = 10.0
 LISTEN_FILE = "listen.json"
 
 
@@ -50,9 +53,23 @@ class ZoneRefresher:
             await self.refresh()
 
 
-async def _open_tls_listeners(address: tuple[str, int], context: ssl.SSLContext) -> list[trio.SSLListener]:
+@contextlib.contextmanager
+def _binding(purpose: str, address: tuple[str, int]) -> Iterator[None]:
+    """Turn a failure to bind into one clear line (port in use, or below 1024 without privileges)."""
+    try:
+        with single_errors():
+            yield
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ConfigError(f"cannot listen for {purpose} on {format_hostport(address)}: {reason}") from exc
+
+
+async def _open_tls_listeners(
+    purpose: str, address: tuple[str, int], context: ssl.SSLContext
+) -> list[trio.SSLListener]:
     host, port = address
-    listeners = await trio.open_tcp_listeners(port, host=host or None)
+    with _binding(purpose, address):
+        listeners = await trio.open_tcp_listeners(port, host=host or None)
     return [trio.SSLListener(listener, context, https_compatible=True) for listener in listeners]
 
 
@@ -70,10 +87,10 @@ async def serve(cfg: EdgeConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> Non
         stale = registry.cleanup_connections(edge_id)  # rows of earlier runs: their sessions are gone
         router = Router(registry.zones(list(cfg.zones)))
         refresher = ZoneRefresher(registry, router, list(cfg.zones))
-        https_listeners = await _open_tls_listeners(cfg.https_listen, certs.server_context(ALPN))
+        https_listeners = await _open_tls_listeners("HTTPS", cfg.https_listen, certs.server_context(ALPN))
         tunnel_context = certs.server_context([TUNNEL_ALPN])
         tunnel_context.minimum_version = ssl.TLSVersion.TLSv1_3
-        tunnel_listeners = await _open_tls_listeners(cfg.tunnel_listen, tunnel_context)
+        tunnel_listeners = await _open_tls_listeners("tunnels", cfg.tunnel_listen, tunnel_context)
         addresses = {"https": _bound(https_listeners), "tunnel": _bound(tunnel_listeners)}
         tunnel_endpoint = format_hostport((cfg.public_ip, addresses["tunnel"][1]))
 
@@ -90,7 +107,8 @@ async def serve(cfg: EdgeConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> Non
             nursery.start_soon(trio.serve_listeners, frontend.handle, https_listeners)
             nursery.start_soon(trio.serve_listeners, sessions.handle, tunnel_listeners)
             dns = DnsServer(lambda: router.zones, cfg.public_ips)  # the router's snapshot, read per query
-            addresses["dns"] = await nursery.start(dns.serve, cfg.dns_listen)
+            with _binding("DNS", cfg.dns_listen):
+                addresses["dns"] = await nursery.start(dns.serve, cfg.dns_listen)
             listening = {name: format_hostport(addr) for name, addr in addresses.items()}
             write_private(cfg.home / LISTEN_FILE, json.dumps(listening))
             log.info("edge.listening https=%s tunnel=%s zone=%s edge=%s stale_connections_removed=%d", listening["https"], listening["tunnel"], ",".join(cfg.zones), edge_id, stale)

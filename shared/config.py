@@ -437,6 +437,9 @@ def save_account_cert(path: Path, cert: AccountCert) -> None:
 # config.yml (cloudflared-compatible)
 
 
+MAX_HA_CONNECTIONS = 16
+
+
 @dataclass(frozen=True)
 class ConnectorConfig:
     """A connector's `config.yml`. `ingress` holds the raw rules (see `connector.ingress`);
@@ -467,9 +470,9 @@ def load_connector_config(path: Path) -> ConnectorConfig:
     if origin_request is not None and not isinstance(origin_request, dict):
         raise _type_error(path, data, "originRequest", "a mapping")
     ha = data.get("ha-connections")
-    if ha is not None and (not isinstance(ha, int) or isinstance(ha, bool) or ha < 1):
+    if ha is not None and (not isinstance(ha, int) or isinstance(ha, bool) or not 1 <= ha <= MAX_HA_CONNECTIONS):
         line = line_of(data, "ha-connections")
-        raise ConfigError(f"{where(str(path), line)}: ha-connections must be a positive integer")
+        raise ConfigError(f"{where(str(path), line)}: ha-connections must be a whole number from 1 to {MAX_HA_CONNECTIONS}")
     known = {"tunnel", "credentials-file", "ingress", "originRequest", "ha-connections"}
     return ConnectorConfig(
         tunnel=tunnel,

@@ -112,3 +112,19 @@ def test_run_refuses_credentials_of_another_tunnel(edge, tmp_path):
     config.write_text(f"credentials-file: {creds}\ningress:\n  - service: http_status:404\n")
     result = edge.cli("burrow", "tunnel", "run", "--config", config, "other", env=env, check=False)
     assert_refused(result, "holds the credentials of tunnel 'real', not 'other'", code=2)
+
+
+def test_serve_on_a_port_in_use_says_so_in_one_line(edge, tmp_path):
+    home = tmp_path / "edge2"
+    edge.cli(
+        "burrow-edge", "init", "--home", home, "--zone", "example.test", "--public-ip", "127.0.0.1",
+        "--https-listen", f"127.0.0.1:{edge.https_port}", "--tunnel-listen", "127.0.0.1:0",
+        "--dns-listen", "127.0.0.1:0",
+    )
+    (home / "certs").mkdir(exist_ok=True)
+    for name in ("example.test.pem", "example.test.key"):
+        shutil.copy(edge.home / "certs" / name, home / "certs" / name)
+    result = edge.cli("burrow-edge", "serve", "--home", home, check=False, timeout=30)
+    assert result.returncode == 2
+    assert f"cannot listen for HTTPS on 127.0.0.1:{edge.https_port}" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -244,7 +244,7 @@ CONNECTOR_ERRORS = [
     ("duplicate-key", "tunnel: a\ntunnel: b\n", "config.yml line 2: duplicate key 'tunnel'"),
     ("ingress-not-list", "tunnel: web\ningress: {service: x}\n", "config.yml line 2: ingress must be a list of rules, not mapping"),
     ("tunnel-not-string", "tunnel: [a]\n", "config.yml line 1: tunnel must be a tunnel name or UUID, not list"),
-    ("ha-not-int", "ha-connections: many\n", "config.yml line 1: ha-connections must be a positive integer"),
+    ("ha-not-int", "ha-connections: many\n", "config.yml line 1: ha-connections must be a whole number from 1 to 16"),
     ("origin-request-not-mapping", "originRequest: 5\n", "config.yml line 1: originRequest must be a mapping, not int"),
     ("not-a-mapping", "just text\n", "config.yml: expected a mapping"),
 ]
