@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from functools import partial
 import signal
 import uuid
 from pathlib import Path
@@ -12,15 +13,18 @@ from urllib.parse import urlsplit
 import trio
 import typer
 
-from connector import listing
+from connector import listing, service
+from connector.access import Target, parse_hostport, serve_stdio, serve_tcp
 from connector.edge_api import EdgeAPI
 from connector.ingress import Ingress
 from connector.reload import Reloader
 from connector.serve import StreamServer
+from connector.metrics import ConnectorMetrics
 from connector.supervisor import Supervisor
+from connector.tunnel import DialLimits
 from shared import logs
 from shared.aio import wait_for_signal
-from shared.commands import reported_errors
+from shared.commands import package_version, reported_errors
 from shared.config import (
     AccountCert,
     ConnectorConfig,
@@ -30,11 +34,14 @@ from shared.config import (
     load_account_cert,
     load_connector_config,
     load_credentials,
+    parse_duration,
     save_account_cert,
     save_credentials,
 )
+from shared.config import parse_hostport as _listen_address
 from shared.crypto import mint_secret
 from shared.errors import ConfigError, ConflictError
+from shared.metrics import MetricsServer
 from shared.tunnel_token import decode_token, encode_token
 
 log = logging.getLogger("connector")
@@ -44,6 +51,19 @@ tunnel_app = typer.Typer(help="Create, route and run tunnels.", no_args_is_help=
 route_app = typer.Typer(help="Point hostnames at a tunnel.", no_args_is_help=True)
 ingress_app = typer.Typer(help="Check ingress rules offline.", no_args_is_help=True)
 app.add_typer(tunnel_app, name="tunnel")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"burrow version {package_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Burrow connector: publish local services through your edge."""
 tunnel_app.add_typer(route_app, name="route")
 tunnel_app.add_typer(ingress_app, name="ingress")
 
@@ -94,7 +114,10 @@ def create(name: str) -> None:
         secret = mint_secret()
         with _api() as api:
             tunnel = api.create_tunnel(name, secret)
-        creds = Credentials(cert.account_id, tunnel["id"], tunnel["name"], Secret(secret), tunnel["endpoint"], cert.edge_ca)
+            edge_name = api.edge()["zone"]  # connectors verify the edge's certificate by its zone
+        creds = Credentials(
+            cert.account_id, tunnel["id"], tunnel["name"], Secret(secret), tunnel["endpoint"], cert.edge_ca, edge_name
+        )
         save_credentials(path, creds)
         typer.echo(f"Created tunnel {name}; credentials written to {path}", err=True)
         typer.echo(tunnel["id"])
@@ -218,13 +241,17 @@ def run(
     credentials_file: Path = typer.Option(None, help="credentials.json (default: from config or NAME)."),
     ha_connections: int = typer.Option(None, min=1, max=16, help="Connections to the edge (default 4)."),
     grace_period: float = typer.Option(DEFAULT_GRACE_PERIOD, help="Seconds to let requests finish on SIGTERM."),
+    heartbeat_interval: str = typer.Option("10s", help="How often to PING the edge on each connection (duration, e.g. 5s)."),
+    heartbeat_timeout: str = typer.Option("15s", help="Replace a connection whose PING is not answered within this."),
     log_level: str = typer.Option("info", "--loglevel", "--log-level", help="debug, info, warning or error."),
     token: str = typer.Option(None, "--token", envvar="BURROW_TUNNEL_TOKEN", help="Tunnel token from `burrow tunnel token` (no files needed)."),
     url: str = typer.Option(None, "--url", help="Send every request to this origin (only without ingress rules)."),
+    metrics: str = typer.Option(None, "--metrics", help="HOST:PORT to serve /metrics, /ready and /healthcheck on (off by default)."),
 ) -> None:
     """Run a tunnel: connect to the edge and serve requests until SIGINT/SIGTERM."""
     logs.configure(log_level)
     with reported_errors():
+        metrics_listen = _listen_address(metrics) if metrics is not None else None
         token_creds = decode_token(token) if token is not None else None
         cfg = _load_config(config)
         for key in cfg.extra:
@@ -254,13 +281,19 @@ def run(
         source = config or _default_config()
         watched = source if url is None and source.exists() else None
         reloader = Reloader(watched, lambda: _ingress(_load_config(source), source), server)
-        supervisor = Supervisor(creds, server.serve, connections)
+        limits = DialLimits(
+            ping_interval=_positive_duration("--heartbeat-interval", heartbeat_interval),
+            ping_timeout=_positive_duration("--heartbeat-timeout", heartbeat_timeout),
+        )
+        supervisor = Supervisor(creds, server.serve, connections, limits=limits, metrics=ConnectorMetrics())
         log.info("tunnel.starting tunnel=%s connections=%d edge=%s", creds.tunnel_id, connections, creds.endpoint)
-        trio.run(_run_until_signalled, supervisor, grace_period, reloader)
+        trio.run(_run_until_signalled, supervisor, grace_period, reloader, metrics_listen)
 
 
-async def _run_until_signalled(supervisor: Supervisor, grace: float, reloader=None) -> None:
+async def _run_until_signalled(supervisor: Supervisor, grace: float, reloader=None, metrics_listen=None) -> None:
     async with trio.open_nursery() as nursery:
+        if metrics_listen is not None:  # up before the first session, so /ready can say 503 until then
+            await nursery.start(MetricsServer(supervisor.metrics.registry, partial(_ready, supervisor)).serve, metrics_listen)
         nursery.start_soon(supervisor.run)
         if reloader is not None:  # SIGHUP and config.yml changes swap the ingress rules
             nursery.start_soon(reloader.run)
@@ -268,6 +301,78 @@ async def _run_until_signalled(supervisor: Supervisor, grace: float, reloader=No
         log.info("tunnel.draining grace=%.0fs", grace)
         await supervisor.drain(grace)
         nursery.cancel_scope.cancel()
+
+
+def _positive_duration(flag: str, text: str) -> float:
+    seconds = parse_duration(text)
+    if seconds <= 0:
+        raise ConfigError(f"{flag} must be a positive duration, not {text!r}")
+    return seconds
+
+
+def _ready(supervisor: Supervisor) -> tuple[bool, dict]:
+    """/ready: 200 while at least one session is registered (cloudflared's readiness body)."""
+    count = len(supervisor.connections)
+    return count > 0, {"readyConnections": count, "connectorId": supervisor.connector_id}
+
+
+service_app = typer.Typer(help="Run tunnels as systemd services (burrow-tunnel@NAME).", no_args_is_help=True)
+app.add_typer(service_app, name="service")
+RootOption = typer.Option(Path("/"), "--root", hidden=True, help="Install under this directory instead of / (tests).")
+
+
+@service_app.command("install")
+def service_install(
+    config: Path = typer.Option(None, help="config.yml to install (default: $BURROW_HOME/config.yml)."),
+    tunnel: str = typer.Option(None, "--tunnel", help="Tunnel name or UUID (default: `tunnel` in the config)."),
+    root: Path = RootOption,
+) -> None:
+    """Install burrow-tunnel@NAME: the hardened template unit, /etc/burrow/NAME.yml and NAME.json; start it."""
+    with reported_errors():
+        layout = service.Layout(root)
+        service.check_privileges(layout)
+        source = Path(config).expanduser() if config is not None else _default_config()
+        if not source.exists():
+            raise ConfigError(f"{source} does not exist; give the tunnel's config.yml with --config")
+        cfg = load_connector_config(source)
+        _ingress(cfg, source)  # a config that could not run is refused now, not at boot
+        named = tunnel or cfg.tunnel
+        creds_path = _credentials_path(named, cfg.credentials_file)
+        creds = load_credentials(creds_path)
+        if named and named not in (creds.tunnel_id, creds.tunnel_name):
+            raise ConfigError(f"{creds_path} holds the credentials of tunnel '{creds.tunnel_name or creds.tunnel_id}', not '{named}'")
+        name = creds.tunnel_name if service.INSTANCE_NAME.fullmatch(creds.tunnel_name or "") else creds.tunnel_id
+        outcome = service.install(layout, name, source, creds_path, service.default_binary())
+        _report_service(outcome, f"Installed burrow-tunnel@{name}")
+
+
+@service_app.command("uninstall")
+def service_uninstall(
+    tunnel: str = typer.Option(None, "--tunnel", help="Only this tunnel's service (default: every installed one)."),
+    root: Path = RootOption,
+) -> None:
+    """Stop, disable and remove burrow-tunnel@NAME (every installed tunnel without --tunnel)."""
+    with reported_errors():
+        layout = service.Layout(root)
+        service.check_privileges(layout)
+        _report_service(service.uninstall(layout, tunnel), "Uninstalled")
+
+
+def _report_service(outcome: service.Outcome, done: str) -> None:
+    if outcome.written or outcome.removed:
+        typer.echo(done)
+    for path in outcome.written:
+        typer.echo(f"  wrote {path}")
+    for path in outcome.removed:
+        typer.echo(f"  removed {path}")
+    for command in outcome.ran:
+        typer.echo(f"  ran {' '.join(command)}")
+    for note in outcome.notes:
+        typer.echo(f"note: {note}", err=True)
+    if outcome.to_run:
+        typer.echo("systemd is not running here (or --root is not /); to start the service, run:")
+        for command in outcome.to_run:
+            typer.echo(f"  sudo {' '.join(command)}")
 
 
 def _default_config() -> Path:
@@ -328,3 +433,41 @@ def _tunnel_id(path: Path) -> str | None:
         return load_credentials(path).tunnel_id
     except ConfigError:
         return None
+
+
+access_app = typer.Typer(help="Reach TCP/SSH routes through the edge (`Upgrade: burrow-tcp`).", no_args_is_help=True)
+app.add_typer(access_app, name="access")
+
+
+def _access_target(hostname: str, edge: str | None, ca_file: Path | None) -> Target:
+    edge_host, edge_port = parse_hostport(edge, 443) if edge else (hostname, 443)
+    return Target(hostname, edge_host, edge_port, str(ca_file) if ca_file else None)
+
+
+@access_app.command("tcp")
+def access_tcp(
+    hostname: str = typer.Option(..., "--hostname", help="The TCP route's hostname."),
+    url: str = typer.Option(..., "--url", help="Local HOST:PORT to listen on, e.g. 127.0.0.1:2222."),
+    edge: str = typer.Option(None, "--edge", help="Edge HOST:PORT (default: HOSTNAME:443)."),
+    ca_file: Path = typer.Option(None, "--ca-file", help="Extra CA (PEM) to trust for the edge."),
+    log_level: str = typer.Option("info", "--loglevel", "--log-level", help="debug, info, warning or error."),
+) -> None:
+    """Listen locally; carry each connection to the TCP route HOSTNAME."""
+    logs.configure(log_level)
+    with reported_errors():
+        target = _access_target(hostname, edge, ca_file)
+        listen_host, listen_port = parse_hostport(url)
+        trio.run(serve_tcp, target, listen_host, listen_port)
+
+
+@access_app.command("ssh")
+def access_ssh(
+    hostname: str = typer.Option(..., "--hostname", help="The SSH route's hostname."),
+    edge: str = typer.Option(None, "--edge", help="Edge HOST:PORT (default: HOSTNAME:443)."),
+    ca_file: Path = typer.Option(None, "--ca-file", help="Extra CA (PEM) to trust for the edge."),
+    log_level: str = typer.Option("warning", "--loglevel", "--log-level", help="debug, info, warning or error."),
+) -> None:
+    """stdin/stdout ⇄ the SSH route HOSTNAME (for `ssh -o ProxyCommand=…`)."""
+    logs.configure(log_level)
+    with reported_errors():
+        trio.run(serve_stdio, _access_target(hostname, edge, ca_file))

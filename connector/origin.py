@@ -81,31 +81,7 @@ class OriginPool:
         self._idle: dict[tuple[str, str | None], list[OriginConnection]] = defaultdict(list)
 
     async def connect(self, service: Origin, options: OriginRequest, server_name: str | None) -> OriginConnection:
-        url = str(service)
-        try:
-            with trio.fail_after(options.connect_timeout):
-                stream = await _open_stream(service, options)
-        except trio.TooSlowError:
-            raise OriginTimeout(
-                f"origin {url} did not accept a connection within {options.connect_timeout:g}s (connectTimeout)"
-            ) from None
-        except OSError as exc:
-            raise OriginError(f"origin {url} is unreachable: {_connect_reason(exc)}") from exc
-        if _uses_tls(service):
-            context = _tls_context(options.no_tls_verify, options.ca_pem)
-            stream = trio.SSLStream(stream, context, server_hostname=server_name)
-            try:
-                with trio.fail_after(options.tls_timeout):
-                    await stream.do_handshake()
-            except trio.TooSlowError:
-                await trio.aclose_forcefully(stream)
-                raise OriginTimeout(
-                    f"origin {url} did not finish the TLS handshake within {options.tls_timeout:g}s (tlsTimeout)"
-                ) from None
-            except trio.BrokenResourceError as exc:
-                await trio.aclose_forcefully(stream)
-                raise _tls_error(url, server_name, exc.__cause__ or exc) from exc
-        return OriginConnection(stream)
+        return OriginConnection(await open_origin_stream(service, options, server_name if _uses_tls(service) else None))
 
     def take(self, key: tuple[str, str | None], options: OriginRequest) -> OriginConnection | None:
         idle = self._idle[key]
@@ -288,7 +264,7 @@ def _server_name(service: Origin, options: OriginRequest, head: RequestHead) -> 
 
 
 @functools.cache
-def _tls_context(no_verify: bool, ca_pem: str) -> ssl.SSLContext:
+def _tls_context(no_verify: bool, ca_pem: str, alpn: tuple[str, ...] = ()) -> ssl.SSLContext:
     """The system CAs plus `caPool`; no verification at all with noTLSVerify."""
     context = ssl.create_default_context()
     if ca_pem:
@@ -296,7 +272,41 @@ def _tls_context(no_verify: bool, ca_pem: str) -> ssl.SSLContext:
     if no_verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
+    if alpn:
+        context.set_alpn_protocols(list(alpn))
     return context
+
+
+async def open_origin_stream(
+    service: Origin, options: OriginRequest, tls_server_name: str | None, alpn: tuple[str, ...] = ()
+) -> trio.abc.Stream:
+    """Connect within connectTimeout; with a `tls_server_name`, finish TLS within tlsTimeout."""
+    url = str(service)
+    try:
+        with trio.fail_after(options.connect_timeout):
+            stream = await _open_stream(service, options)
+    except trio.TooSlowError:
+        raise OriginTimeout(
+            f"origin {url} did not accept a connection within {options.connect_timeout:g}s (connectTimeout)"
+        ) from None
+    except OSError as exc:
+        raise OriginError(f"origin {url} is unreachable: {_connect_reason(exc)}") from exc
+    if tls_server_name is None:
+        return stream
+    context = _tls_context(options.no_tls_verify, options.ca_pem, alpn)
+    tls_stream = trio.SSLStream(stream, context, server_hostname=tls_server_name)
+    try:
+        with trio.fail_after(options.tls_timeout):
+            await tls_stream.do_handshake()
+    except trio.TooSlowError:
+        await trio.aclose_forcefully(tls_stream)
+        raise OriginTimeout(
+            f"origin {url} did not finish the TLS handshake within {options.tls_timeout:g}s (tlsTimeout)"
+        ) from None
+    except trio.BrokenResourceError as exc:
+        await trio.aclose_forcefully(tls_stream)
+        raise _tls_error(url, tls_server_name, exc.__cause__ or exc) from exc
+    return tls_stream
 
 
 def _tls_error(url: str, server_name: str | None, exc: BaseException) -> OriginError:

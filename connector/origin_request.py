@@ -169,8 +169,6 @@ def parse(raw: Any, line: int | None = None) -> tuple[dict[str, Any], list[Issue
                 values[name] = access
         else:
             values[name] = checked
-    if values.get("http2_origin"):
-        issues.append(Issue("http2Origin", "not supported yet, using HTTP/1.1", line_of(raw, "http2Origin"), True))
     if "ca_pool" in values and values["ca_pool"]:
         try:
             values["ca_pem"] = _read_ca(values["ca_pool"])

@@ -22,6 +22,8 @@ from connector.ingress import (
     normalize_host,
 )
 from connector.origin import OriginPool
+from connector.origin_h2 import forward_h2
+from connector.upgrade import serve_upgrade, wants_upgrade
 from shared.errors import BurrowError
 from shared.events import ResponseHead
 from shared.pages import error_page
@@ -42,7 +44,9 @@ class StreamServer:
         rule = self.ingress.match(head.authority.decode("latin-1"), head.target.decode("latin-1"))
         service = rule.service
         log.debug("stream.routed host=%s rule=%d", head.authority.decode("latin-1"), rule.index)
-        if isinstance(service, StatusService):
+        if wants_upgrade(stream, service):
+            await serve_upgrade(stream, rule, self.pool)
+        elif isinstance(service, StatusService):
             await stream.send_response(ResponseHead(service.code, ((b"content-length", b"0"),), has_body=False))
         elif isinstance(service, HelloWorldService):
             await _send_whole(stream, *hello_page(head))
@@ -52,8 +56,9 @@ class StreamServer:
             await _send_whole(stream, *error_page(400, "connector", _needs_access(rule, head.authority)))
 
     async def _forward(self, stream: TunnelStream, rule: Rule) -> None:
+        forward = forward_h2 if rule.origin_request.http2_origin else self.pool.forward
         try:
-            await self.pool.forward(stream, rule.service, rule.origin_request)
+            await forward(stream, rule.service, rule.origin_request)
         except (BurrowError, OSError, trio.BrokenResourceError) as exc:
             if stream.response_sent:
                 raise

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import trio
 
-from connector.tunnel import open_tunnel_connection
+from connector.metrics import ConnectorMetrics
+from connector.tunnel import DialLimits, open_tunnel_connection
 from shared.config import Credentials
 from shared.errors import AuthError, BurrowError
 from shared.transport import StreamHandler, TunnelConnection
@@ -26,7 +27,7 @@ class Backoff:
     """Exponential backoff with full jitter, in seconds."""
 
     base: float = 1.0
-    cap: float = 60.0
+    cap: float = 8.0  # keeps "back within ~8 s of the edge" true however long the outage was
     stable_after: float = 60.0
 
     def delay(self, attempt: int) -> float:
@@ -36,11 +37,16 @@ class Backoff:
 class Supervisor:
     """Runs the connector's tunnel connections until cancelled or rejected."""
 
-    def __init__(self, creds: Credentials, handler: StreamHandler, ha_connections: int, backoff: Backoff = Backoff()):
+    def __init__(
+        self, creds: Credentials, handler: StreamHandler, ha_connections: int, backoff: Backoff = Backoff(),
+        limits: DialLimits = DialLimits(), metrics: ConnectorMetrics | None = None,
+    ):
+        self.metrics = metrics if metrics is not None else ConnectorMetrics()  # a throwaway registry unless served
         self.creds = creds
         self.handler = handler
         self.ha_connections = ha_connections
         self.backoff = backoff
+        self.limits = limits
         self.connector_id = str(uuid.uuid4())
         self.connections: dict[int, TunnelConnection] = {}
         self.stopping = False
@@ -63,8 +69,9 @@ class Supervisor:
         while True:
             started = trio.current_time()
             try:
-                connection, registered = await open_tunnel_connection(self.creds, self.connector_id, index)
+                connection, registered = await open_tunnel_connection(self.creds, self.connector_id, index, self.limits)
                 self.connections[index] = connection
+                self.metrics.sessions.set(len(self.connections))
                 log.info(
                     "tunnel.registered index=%d connection=%s edge=%s tunnel=%s",
                     index, registered.connection_id, self.creds.endpoint, self.creds.tunnel_id,
@@ -73,13 +80,17 @@ class Supervisor:
                     await connection.serve(self.handler)
                 finally:
                     self.connections.pop(index, None)
+                    self.metrics.sessions.set(len(self.connections))
                 if self.stopping:
                     return
                 reason = "the edge closed the session"
-            except AuthError:
+                self.metrics.connection_failed(None)
+            except AuthError as exc:
+                self.metrics.connection_failed(exc)
                 raise
             except BurrowError as exc:
                 reason = str(exc)
+                self.metrics.connection_failed(exc)
             if trio.current_time() - started > self.backoff.stable_after:
                 attempt = 0
             delay = self.backoff.delay(attempt)
@@ -88,3 +99,4 @@ class Supervisor:
                 return
             log.warning("tunnel.retrying index=%d in=%.1fs error=%s", index, delay, reason)
             await trio.sleep(delay)
+            self.metrics.reconnects.inc()

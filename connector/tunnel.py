@@ -12,7 +12,7 @@ from shared import protocol
 from shared.config import Credentials, parse_hostport
 from shared.crypto import TUNNEL_ALPN, tunnel_client_context
 from shared.errors import AuthError, ProtocolError, Unreachable
-from shared.transport import StreamHandler, TunnelConnection
+from shared.transport import PING_INTERVAL, PING_TIMEOUT, StreamHandler, TunnelConnection
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,8 @@ class DialLimits:
     handshake_timeout: float = 10.0
     registration_timeout: float = 10.0
     read_size: int = 16 * 1024
+    ping_interval: float = PING_INTERVAL  # `--heartbeat-interval`
+    ping_timeout: float = PING_TIMEOUT  # `--heartbeat-timeout`: a session whose PING is unanswered this long is dead
 
 
 async def open_tunnel_connection(
@@ -36,7 +38,7 @@ async def open_tunnel_connection(
     try:
         with trio.fail_after(limits.connect_timeout):
             tcp = await trio.open_tcp_stream(host, port)
-        tls = trio.SSLStream(tcp, tunnel_client_context(creds.edge_ca), server_hostname=host)
+        tls = trio.SSLStream(tcp, tunnel_client_context(creds.edge_ca), server_hostname=creds.edge_server_name)
         with trio.fail_after(limits.handshake_timeout):
             await tls.do_handshake()
         if tls.selected_alpn_protocol() != TUNNEL_ALPN:
@@ -55,7 +57,11 @@ async def open_tunnel_connection(
         if answer.retryable:
             raise Unreachable(f"edge {where} refused the connection: {answer.reason}")
         raise AuthError(f"the edge at {where} refused this connector: {answer.reason}")
-    return TunnelConnection(tls, protocol.TunnelSession("connector"), initial_data=rest), answer
+    connection = TunnelConnection(
+        tls, protocol.TunnelSession("connector"), initial_data=rest,
+        ping_interval=limits.ping_interval, ping_timeout=limits.ping_timeout,
+    )
+    return connection, answer
 
 
 async def _read_answer(tls: trio.SSLStream, read_size: int):

@@ -11,10 +11,10 @@ import typer
 
 from edge import server
 from edge.certs import create_dev_ca
+from edge.metrics import EdgeMetrics
 from edge.registry import Registry
 from shared import logs
-from shared.aio import wait_for_signal
-from shared.commands import reported_errors
+from shared.commands import package_version, reported_errors
 from shared.config import (
     DEFAULT_DNS_LISTEN,
     DEFAULT_HTTPS_LISTEN,
@@ -23,20 +23,30 @@ from shared.config import (
     EdgeConfig,
     format_hostport,
     load_edge_config,
+    parse_duration,
     parse_hostport,
     validate_ip,
     validate_zone,
     write_edge_config,
 )
 from shared.errors import ConfigError
+from shared.metrics import MetricsServer
 
 app = typer.Typer(help="Burrow edge: public HTTPS, DNS and tunnel endpoint.", pretty_exceptions_show_locals=False, no_args_is_help=True)
 account_app = typer.Typer(help="Manage accounts that may create tunnels.", no_args_is_help=True)
 app.add_typer(account_app, name="account")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"burrow-edge version {package_version()}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _private_files() -> None:
+def _private_files(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+) -> None:
     """Every file the edge writes (registry, WAL, keys) is readable by its user only."""
     os.umask(0o077)
 
@@ -84,19 +94,59 @@ def init(
 def serve(
     home: Path = HomeOption,
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+    grace_period: float = typer.Option(
+        server.DEFAULT_GRACE_PERIOD, min=0, help="Seconds to let in-flight requests finish on SIGTERM/SIGINT."
+    ),
+    heartbeat_interval: str = typer.Option("10s", help="How often to PING each tunnel session (duration, e.g. 5s)."),
+    heartbeat_timeout: str = typer.Option("15s", help="Drop a session whose PING is not answered within this."),
+    metrics: str = typer.Option(None, "--metrics", help="HOST:PORT to serve /metrics, /ready and /healthcheck on (off by default)."),
 ) -> None:
-    """Run the edge until SIGINT or SIGTERM."""
+    """Run the edge until SIGINT or SIGTERM; then drain: refuse new connections, tell connectors,
+    let in-flight requests finish within the grace period, exit 0. A second signal stops at once."""
     logs.configure(log_level)
     with reported_errors():
         cfg = load_edge_config(home)
-        trio.run(_serve_until_signalled, cfg)
+        heartbeat = {
+            "heartbeat_interval": _positive_duration("--heartbeat-interval", heartbeat_interval),
+            "heartbeat_timeout": _positive_duration("--heartbeat-timeout", heartbeat_timeout),
+        }
+        metrics_listen = parse_hostport(metrics) if metrics is not None else None
+        trio.run(_serve_until_signalled, cfg, grace_period, heartbeat, metrics_listen)
 
 
-async def _serve_until_signalled(cfg: EdgeConfig) -> None:
+def _positive_duration(flag: str, text: str) -> float:
+    seconds = parse_duration(text)
+    if seconds <= 0:
+        raise ConfigError(f"{flag} must be a positive duration, not {text!r}")
+    return seconds
+
+
+async def _serve_until_signalled(
+    cfg: EdgeConfig, grace: float = server.DEFAULT_GRACE_PERIOD, heartbeat=None, metrics_listen=None
+) -> None:
+    shutdown = trio.Event()
+    metrics = EdgeMetrics()
+    listening: dict = {}  # filled once every listener is up: /ready answers 200 until the drain starts
     async with trio.open_nursery() as nursery:
-        await nursery.start(server.serve, cfg)
-        await wait_for_signal(signal.SIGINT, signal.SIGTERM)
-        nursery.cancel_scope.cancel()
+        if metrics_listen is not None:
+
+            def ready() -> tuple[bool, dict]:
+                return bool(listening) and not shutdown.is_set(), {"listeners": listening}
+
+            await nursery.start(MetricsServer(metrics.registry, ready).serve, metrics_listen)
+
+        async def edge(task_status=trio.TASK_STATUS_IGNORED) -> None:
+            await server.serve(cfg, shutdown=shutdown, grace_period=grace, metrics=metrics, task_status=task_status, **(heartbeat or {}))
+            nursery.cancel_scope.cancel()  # drained
+
+        addresses = await nursery.start(edge)
+        listening.update({name: format_hostport(address) for name, address in addresses.items()})
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                if shutdown.is_set():  # a second signal: stop without waiting
+                    nursery.cancel_scope.cancel()
+                    return
+                shutdown.set()
 
 
 def _registry(home: Path) -> Registry:

@@ -102,6 +102,12 @@ def _size_limit(opt: RR | None, tcp: bool) -> int:
     return min(max(opt.rclass, CLASSIC_UDP_SIZE), MAX_UDP_SIZE) if opt else CLASSIC_UDP_SIZE
 
 
+def rcode_name(reply: bytes) -> str:
+    """The RCODE of a packed reply by name: "NOERROR", "NXDOMAIN", "REFUSED"… (header bits only)."""
+    rcode = reply[3] & 0xF
+    return RCODE.get(rcode, str(rcode))
+
+
 def _header_only(ident: int, opcode: int, rd: int, rcode: int) -> bytes:
     return DNSRecord(DNSHeader(id=ident, qr=1, opcode=opcode, rd=rd, rcode=rcode)).pack()
 
@@ -204,17 +210,23 @@ def _label_text(part: bytes) -> str:
 class DnsServer:
     """UDP and TCP listeners on one port, answering from `zones()` read per query."""
 
-    def __init__(self, zones: Callable[[], Zones], addresses: tuple[str, ...]) -> None:
+    def __init__(
+        self, zones: Callable[[], Zones], addresses: tuple[str, ...], on_reply: Callable[[str], None] | None = None
+    ) -> None:
         self._zones = zones
         self._addresses = tuple(addresses)
         self._tcp_slots = trio.CapacityLimiter(MAX_TCP_CONNECTIONS)
+        self._on_reply = on_reply  # called with each reply's RCODE name (metrics)
 
     def _reply(self, query: bytes, *, tcp: bool) -> bytes | None:
         try:
-            return answer(query, self._zones(), self._addresses, tcp=tcp)
+            reply = answer(query, self._zones(), self._addresses, tcp=tcp)
         except Exception:  # a bug must not take the edge down with it; it is logged loudly
             log.exception("dns.internal_error size=%d", len(query))
             return None
+        if reply is not None and self._on_reply is not None:
+            self._on_reply(rcode_name(reply))
+        return reply
 
     async def serve(self, listen: tuple[str, int], *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled; `started()` reports the bound (host, port), the same for UDP and TCP."""

@@ -28,6 +28,7 @@ class Http1Limits:
     body_idle_timeout: float = 60.0
     send_timeout: float = 60.0
     read_size: int = 64 * 1024
+    max_discard_bytes: int = 64 * 1024  # unread request body drained to keep a connection alive
 
 
 class Http1Exchange:
@@ -39,6 +40,7 @@ class Http1Exchange:
         self.client = connection.client
         self.server = connection.server
         self.response_started = False
+        self.upgrade = _upgrade_token(head)  # b"websocket", b"burrow-tcp", … or None
 
     async def receive_body(self) -> bytes:
         h11_conn = self._conn.h11
@@ -69,6 +71,26 @@ class Http1Exchange:
     async def end(self) -> None:
         await self._conn.send(h11.EndOfMessage())
 
+    async def switch_protocols(self, head: ResponseHead) -> tuple[trio.abc.Stream, bytes]:
+        """Answer 101 with `head`'s headers (Upgrade and Connection kept); return the raw
+        visitor stream and the bytes h11 had already read past the request."""
+        conn = self._conn
+        while conn.h11.their_state is h11.SEND_BODY:  # the (empty) body of the upgrade request
+            await conn.next_event(conn.limits.body_idle_timeout)
+        headers = [(name, value) for name, value in head.headers if name not in _NOT_IN_101]
+        self.response_started = True
+        await conn.send(h11.InformationalResponse(status_code=101, headers=headers, reason=b"Switching Protocols"))
+        data, _closed = conn.h11.trailing_data
+        conn.switched = True
+        return conn.stream, bytes(data)
+
+    # Trailers do not cross HTTP/1.1 here: request trailers are not collected, and
+    # response trailers are dropped (gRPC needs HTTP/2 anyway).
+    request_trailers = ()
+
+    async def send_trailers(self, headers) -> None:
+        await self.end()
+
 
 class Http1Connection:
     """The keep-alive loop over one visitor connection."""
@@ -87,6 +109,7 @@ class Http1Connection:
         self.limits = limits
         self.scheme = scheme
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
+        self.switched = False  # a 101 handed the socket to a byte relay
 
     async def serve(self, handle: Callable[[Http1Exchange], Awaitable[None]]) -> None:
         """Serve requests until the visitor or the protocol closes the connection."""
@@ -109,13 +132,26 @@ class Http1Connection:
             exchange = Http1Exchange(self, self._request_head(event))
             try:
                 await handle(exchange)
+                await self._discard_unread_body(exchange)
             except (h11.RemoteProtocolError, trio.TooSlowError) as exc:
                 log.debug("http1.aborted client=%s error=%s", self.client[0], exc)
+                return
+            if self.switched:
                 return
             if self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE:
                 self.h11.start_next_cycle()
             else:
                 return
+
+    async def _discard_unread_body(self, exchange: Http1Exchange) -> None:
+        """Read what is left of a request the handler answered without reading all of it
+        (e.g. the end of a bodyless GET), so the connection can be kept alive; a large
+        unread body closes the connection instead."""
+        if self.h11.our_state is not h11.DONE:
+            return
+        discarded = 0
+        while discarded <= self.limits.max_discard_bytes and self.h11.their_state is h11.SEND_BODY:
+            discarded += len(await exchange.receive_body())
 
     def _oversized(self, event: h11.Request) -> str | None:
         if len(event.headers) > self.limits.max_header_fields:
@@ -167,6 +203,18 @@ class Http1Connection:
             await self.send(h11.EndOfMessage())
         except (h11.LocalProtocolError, trio.BrokenResourceError, trio.TooSlowError):
             pass
+
+
+_NOT_IN_101 = frozenset({b"content-length", b"transfer-encoding", b"keep-alive"})
+
+
+def _upgrade_token(head: RequestHead) -> bytes | None:
+    """The protocol a request asks to switch to (`Connection: upgrade` + `Upgrade: X`), or None."""
+    connection = {token.strip().lower() for token in (head.header(b"connection") or b"").split(b",")}
+    upgrade = head.header(b"upgrade")
+    if b"upgrade" not in connection or not upgrade or head.has_body:
+        return None
+    return upgrade.strip().lower()
 
 
 def _reason(status: int) -> bytes:

@@ -95,6 +95,7 @@ class Http2Exchange:
         self.local_closed = False
         self.remote_closed = not head.has_body
         self.peer_reset = False
+        self.request_trailers: Headers = ()  # set when the request body ended with trailers
 
     async def receive_body(self) -> bytes:
         await self._conn.acknowledge(self.stream_id, self._credit)
@@ -147,6 +148,15 @@ class Http2Exchange:
         if not self.local_closed:
             await self._conn.send(functools.partial(self._conn.h2.end_stream, self.stream_id))
             self.local_closed = True
+
+    async def send_trailers(self, headers: Headers) -> None:
+        """End the response with trailing fields (gRPC's grpc-status); without any, just end."""
+        fields = trailer_fields(headers)
+        if not fields or not self._body_allowed or self.local_closed:
+            await self.end()
+            return
+        await self._conn.send(functools.partial(self._conn.h2.send_headers, self.stream_id, fields, end_stream=True))
+        self.local_closed = True
 
     # Called by the connection ---------------------------------------------------
 
@@ -222,6 +232,7 @@ class Http2Connection:
         self._dispatch: dict[type, Callable] = {
             h2.events.RequestReceived: self._on_request,
             h2.events.DataReceived: self._on_data,
+            h2.events.TrailersReceived: self._on_trailers,
             h2.events.StreamEnded: self._on_stream_ended,
             h2.events.StreamReset: self._on_stream_reset,
             h2.events.WindowUpdated: self._on_window,
@@ -327,6 +338,11 @@ class Http2Connection:
             self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
         else:
             exchange.deliver(bytes(event.data), event.flow_controlled_length)
+
+    def _on_trailers(self, event: h2.events.TrailersReceived) -> None:
+        # h2 reports StreamEnded next, which ends the body the handler reads.
+        if exchange := self._streams.get(event.stream_id):
+            exchange.request_trailers = trailer_fields(event.headers)
 
     def _on_stream_ended(self, event: h2.events.StreamEnded) -> None:
         if exchange := self._streams.get(event.stream_id):
@@ -554,3 +570,8 @@ def response_headers(headers: Headers) -> Headers:
             continue
         kept.append((name, value))
     return tuple(kept)
+
+
+def trailer_fields(headers: Headers) -> Headers:
+    """Trailing fields fit for HTTP/2: no pseudo-headers, no connection-specific fields."""
+    return tuple((name, value) for name, value in response_headers(headers) if not name.startswith(b":") and name != b"te")

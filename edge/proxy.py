@@ -7,19 +7,22 @@ Eyeball adapters (HTTP/1.1 now, HTTP/2 later) present each request as an
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from typing import Protocol
 
 import trio
 
 from edge.asgi import call_asgi
+from edge.metrics import EdgeMetrics
 from edge.router import Router
 from edge.zone import normalize_host
 from shared.aio import single_errors
 from shared.errors import BurrowError, TunnelUnavailable
-from shared.events import RequestHead, ResponseHead
+from shared.events import Headers, RequestHead, ResponseHead
 from shared.pages import error_page
-from shared.transport import TunnelStream
+from shared.protocol import KIND_UPGRADE
+from shared.transport import TunnelStream, relay
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +38,7 @@ class Exchange(Protocol):
     client: tuple[str, int]
     server: tuple[str, int]
     response_started: bool
+    request_trailers: Headers  # complete once receive_body returned b""
 
     async def receive_body(self) -> bytes: ...  # b"" at the end
 
@@ -44,16 +48,62 @@ class Exchange(Protocol):
 
     async def end(self) -> None: ...
 
+    async def send_trailers(self, headers: Headers) -> None: ...  # ends the response
+
+
+class MeteredExchange:
+    """An exchange that counts what passes through it, for the request metrics."""
+
+    def __init__(self, inner: Exchange) -> None:
+        self._inner = inner
+        self.status = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    def __getattr__(self, name: str):
+        return getattr(self._inner, name)
+
+    async def receive_body(self) -> bytes:
+        data = await self._inner.receive_body()
+        self.bytes_in += len(data)
+        return data
+
+    async def send_response(self, head: ResponseHead) -> None:
+        await self._inner.send_response(head)
+        self.status = head.status
+
+    async def send_body(self, data: bytes) -> None:
+        await self._inner.send_body(data)
+        self.bytes_out += len(data)
+
 
 class Proxy:
     """Routes visitor requests by Host."""
 
-    def __init__(self, router: Router, api_app: object, api_hosts: frozenset[str]) -> None:
+    def __init__(
+        self, router: Router, api_app: object, api_hosts: frozenset[str], metrics: EdgeMetrics | None = None
+    ) -> None:
         self.router = router
         self.api_app = api_app
         self.api_hosts = api_hosts
+        self.metrics = metrics
 
     async def handle(self, exchange: Exchange) -> None:
+        if self.metrics is None:
+            await self._route(exchange)
+            return
+        started = time.monotonic()
+        metered = MeteredExchange(exchange)
+        try:
+            await self._route(metered)
+        finally:
+            host = normalize_host(exchange.head.authority.decode("latin-1"))
+            routed = host if self.router.zones.tunnel_for(host) else ""  # one label for unrouted hosts
+            self.metrics.observe_request(
+                routed, metered.status, time.monotonic() - started, metered.bytes_in, metered.bytes_out
+            )
+
+    async def _route(self, exchange: Exchange) -> None:
         host = normalize_host(exchange.head.authority.decode("latin-1"))
         if host in self.api_hosts:
             await self._serve_api(exchange)
@@ -64,7 +114,10 @@ class Proxy:
             return
         try:
             connection = self.router.pick(tunnel_id)
-            await forward(exchange, connection, forwarded_head(exchange))
+            if getattr(exchange, "upgrade", None):
+                await forward_upgrade(exchange, connection, forwarded_head(exchange))
+            else:
+                await forward(exchange, connection, forwarded_head(exchange))
         except TunnelUnavailable:
             await send_page(exchange, 502, "edge", f"the tunnel for {host} has no connector")
         except BurrowError as exc:
@@ -117,14 +170,37 @@ async def forward(exchange: Exchange, connection, head: RequestHead) -> None:
                 await exchange.send_response(response)
                 while chunk := await stream.receive():
                     await exchange.send_body(chunk)
-                await exchange.end()
+                if stream.trailers:
+                    await exchange.send_trailers(stream.trailers)
+                else:
+                    await exchange.end()
                 nursery.cancel_scope.cancel()
 
 
 async def _upload(exchange: Exchange, stream: TunnelStream) -> None:
     while chunk := await exchange.receive_body():
         await stream.send(chunk)
-    await stream.end()
+    if exchange.request_trailers:
+        await stream.send_trailers(exchange.request_trailers)
+    else:
+        await stream.end()
+
+
+async def forward_upgrade(exchange: Exchange, connection, head: RequestHead) -> None:
+    """An HTTP/1.1 Upgrade (WebSocket, `burrow-tcp`): on the origin's 101 the visitor's
+    socket and an upgrade stream become one byte pipe; any other answer is passed on."""
+    async with await connection.open_stream(head, KIND_UPGRADE) as stream:
+        response = await stream.receive_response()
+        if response.status != 101:
+            await exchange.send_response(response)
+            while chunk := await stream.receive():
+                await exchange.send_body(chunk)
+            await exchange.end()
+            await stream.end()
+            return
+        raw, first = await exchange.switch_protocols(response)
+        log.debug("upgrade.switched host=%s protocol=%s", head.authority.decode("latin-1"), exchange.upgrade)
+        await relay(raw, stream, first)
 
 
 async def send_page(exchange: Exchange, status: int, source: str, message: str) -> None:

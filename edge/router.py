@@ -76,6 +76,10 @@ class Router:
     def sessions(self, tunnel_id: str) -> list[TunnelConnection]:
         return list(self._sessions.get(tunnel_id, ()))
 
+    def live(self) -> dict[str, list[TunnelConnection]]:
+        """A snapshot: tunnel id → its live sessions (for metrics)."""
+        return {tunnel_id: list(sessions) for tunnel_id, sessions in self._sessions.items()}
+
     def all_sessions(self) -> list[TunnelConnection]:
         return [conn for sessions in self._sessions.values() for conn in sessions]
 

@@ -8,6 +8,7 @@ import logging
 import ssl
 import uuid
 from collections.abc import Iterator
+from functools import partial
 
 import trio
 
@@ -15,20 +16,86 @@ from edge.api import create_api
 from edge.certs import CertStore
 from edge.dns import DnsServer
 from edge.https import ALPN, HttpsFrontend
-from edge.proxy import Proxy
+from edge.metrics import EdgeMetrics
+from edge.proxy import Exchange, Proxy, send_page
 from edge.registry import Registry
 from edge.router import Router
-from edge.sessions import TunnelListener
+from edge.sessions import SessionLimits, TunnelListener
 from shared.aio import single_errors
 from shared.config import EdgeConfig, format_hostport
 from shared.crypto import TUNNEL_ALPN
-from shared.errors import ConfigError
+from shared.errors import BurrowError, ConfigError
 from shared.files import write_private
 
 log = logging.getLogger(__name__)
 
 ZONE_REFRESH_INTERVAL = 5.0  # picks up writes made by other processes (CLI)
 LISTEN_FILE = "listen.json"
+DEFAULT_GRACE_PERIOD = 30.0  # `burrow-edge serve --grace-period`
+HEARTBEAT_INTERVAL = 10.0
+HEARTBEAT_TIMEOUT = 15.0
+
+
+class InFlight:
+    """Counts visitor requests in the proxy, so a drain knows when the last one finished.
+
+    While draining, a request that arrives on a kept-alive connection gets a 503.
+    """
+
+    def __init__(self, proxy: Proxy) -> None:
+        self.proxy = proxy
+        self.count = 0
+        self.draining = False
+        self._idle = trio.Event()
+        self._idle.set()
+
+    async def handle(self, exchange: Exchange) -> None:
+        if self.draining:
+            await send_page(exchange, 503, "edge", "the edge is shutting down; retry")
+            return
+        self.count += 1
+        self._idle = trio.Event() if self.count == 1 else self._idle
+        try:
+            await self.proxy.handle(exchange)
+        finally:
+            self.count -= 1
+            if self.count == 0:
+                self._idle.set()
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
+
+
+async def drain(
+    listeners: list[trio.SSLListener], router: Router, in_flight: InFlight, grace: float
+) -> None:
+    """Graceful stop: refuse new connections, announce the drain on every tunnel session,
+    and let in-flight requests finish for up to `grace` seconds."""
+    for listener in listeners:
+        await trio.aclose_forcefully(listener)
+    sessions = router.all_sessions()
+    log.info("edge.draining grace=%gs sessions=%d requests=%d", grace, len(sessions), in_flight.count)
+    in_flight.draining = True
+    with trio.move_on_after(grace) as scope:
+        async with trio.open_nursery() as nursery:
+            for connection in sessions:
+                nursery.start_soon(_drain_session, connection, grace)
+            await in_flight.wait_idle()
+    log.info("edge.drained timed_out=%s requests_cut=%d", scope.cancelled_caught, in_flight.count)
+
+
+async def _accept(scope: trio.CancelScope, handler_nursery: trio.Nursery, services: list) -> None:
+    with scope:
+        async with trio.open_nursery() as nursery:
+            for handler, listeners in services:
+                nursery.start_soon(partial(trio.serve_listeners, handler, listeners, handler_nursery=handler_nursery))
+
+
+async def _drain_session(connection, grace: float) -> None:
+    try:
+        await connection.drain(grace)
+    except (BurrowError, trio.BrokenResourceError, trio.ClosedResourceError):
+        await trio.aclose_forcefully(connection.transport)
 
 
 class ZoneRefresher:
@@ -78,14 +145,26 @@ def _bound(listeners: list[trio.SSLListener]) -> tuple[str, int]:
     return host, port
 
 
-async def serve(cfg: EdgeConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-    """Run the edge until cancelled; `started()` reports the bound addresses."""
+async def serve(
+    cfg: EdgeConfig,
+    *,
+    shutdown: trio.Event | None = None,
+    grace_period: float = DEFAULT_GRACE_PERIOD,
+    heartbeat_interval: float = HEARTBEAT_INTERVAL,
+    heartbeat_timeout: float = HEARTBEAT_TIMEOUT,
+    metrics: EdgeMetrics | None = None,
+    task_status=trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the edge until cancelled, or until `shutdown` is set: then drain for up to
+    `grace_period` seconds and return. `started()` reports the bound addresses."""
     registry = Registry.open(cfg.registry_path)
     try:
         certs = CertStore.load(cfg.certs_dir)
         edge_id = str(uuid.uuid4())
         stale = registry.cleanup_connections(edge_id)  # rows of earlier runs: their sessions are gone
         router = Router(registry.zones(list(cfg.zones)))
+        metrics = metrics if metrics is not None else EdgeMetrics()  # a throwaway registry unless served
+        metrics.watch_router(router.live)
         refresher = ZoneRefresher(registry, router, list(cfg.zones))
         https_listeners = await _open_tls_listeners("HTTPS", cfg.https_listen, certs.server_context(ALPN))
         tunnel_context = certs.server_context([TUNNEL_ALPN])
@@ -98,20 +177,27 @@ async def serve(cfg: EdgeConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> Non
             return {"zone": cfg.zone, "zones": list(cfg.zones), "tunnel_endpoint": tunnel_endpoint}
 
         api = create_api(registry, edge_info, refresher.refresh, live=router, edge_id=edge_id)
-        proxy = Proxy(router, api, frozenset({*cfg.public_ips, *cfg.zones}))
-        frontend = HttpsFrontend(proxy)
-        sessions = TunnelListener(registry, router, edge_id=edge_id)
+        proxy = Proxy(router, api, frozenset({*cfg.public_ips, *cfg.zones}), metrics)
+        in_flight = InFlight(proxy)
+        frontend = HttpsFrontend(in_flight)
+        limits = SessionLimits(ping_interval=heartbeat_interval, ping_timeout=heartbeat_timeout)
+        sessions = TunnelListener(registry, router, edge_id=edge_id, limits=limits, on_registration=metrics.registration)
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(refresher.run)
-            nursery.start_soon(trio.serve_listeners, frontend.handle, https_listeners)
-            nursery.start_soon(trio.serve_listeners, sessions.handle, tunnel_listeners)
-            dns = DnsServer(lambda: router.zones, cfg.public_ips)  # the router's snapshot, read per query
+            accepting = trio.CancelScope()  # cancelled on drain; the handlers live on in `nursery`
+            nursery.start_soon(_accept, accepting, nursery, [(frontend.handle, https_listeners), (sessions.handle, tunnel_listeners)])
+            dns = DnsServer(lambda: router.zones, cfg.public_ips, metrics.dns_reply)  # the router's snapshot, read per query
             with _binding("DNS", cfg.dns_listen):
                 addresses["dns"] = await nursery.start(dns.serve, cfg.dns_listen)
             listening = {name: format_hostport(addr) for name, addr in addresses.items()}
             write_private(cfg.home / LISTEN_FILE, json.dumps(listening))
             log.info("edge.listening https=%s tunnel=%s zone=%s edge=%s stale_connections_removed=%d", listening["https"], listening["tunnel"], ",".join(cfg.zones), edge_id, stale)
             task_status.started(addresses)
+            if shutdown is not None:
+                await shutdown.wait()
+                accepting.cancel()
+                await drain([*https_listeners, *tunnel_listeners], router, in_flight, grace_period)
+                nursery.cancel_scope.cancel()
     finally:
         registry.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -13,7 +14,7 @@ from edge.registry import Connection, Registry
 from edge.router import Router
 from shared import protocol
 from shared.errors import AuthError, BurrowError
-from shared.transport import TunnelConnection
+from shared.transport import PING_INTERVAL, PING_TIMEOUT, TunnelConnection
 
 log = logging.getLogger(__name__)
 
@@ -24,16 +25,22 @@ class SessionLimits:
     registration_timeout: float = 10.0
     read_size: int = 16 * 1024
     record_timeout: float = 5.0  # removing a connection's row when it ends (shielded)
+    ping_interval: float = PING_INTERVAL  # the edge's own liveness check of each session
+    ping_timeout: float = PING_TIMEOUT
 
 
 class TunnelListener:
     """Accepts connector connections and hands registered sessions to the router."""
 
-    def __init__(self, registry: Registry, router: Router, edge_id: str, limits: SessionLimits = SessionLimits()):
+    def __init__(
+        self, registry: Registry, router: Router, edge_id: str, limits: SessionLimits = SessionLimits(),
+        on_registration: Callable[[str], None] = lambda result: None,
+    ):
         self.registry = registry
         self.router = router
         self.edge_id = edge_id
         self.limits = limits
+        self.on_registration = on_registration  # "accepted" / "rejected" (metrics)
 
     async def handle(self, stream: trio.SSLStream) -> None:
         """Serve one connector connection until it ends."""
@@ -61,14 +68,19 @@ class TunnelListener:
         try:
             await trio.to_thread.run_sync(self.registry.add_connection, record)
         except AuthError as exc:  # the tunnel was deleted since the secret was checked
+            self.on_registration("rejected")
             log.info("session.refused peer=%s error=%s", peer, exc)
             await _reject(stream, exc)
             return
         connection_id = record.id
         try:
             await stream.send_all(protocol.Registered(connection_id, self.edge_id).to_wire())
-            connection = TunnelConnection(stream, protocol.TunnelSession("edge"), initial_data=rest)
+            connection = TunnelConnection(
+                stream, protocol.TunnelSession("edge"), initial_data=rest,
+                ping_interval=self.limits.ping_interval, ping_timeout=self.limits.ping_timeout,
+            )
             self.router.add(tunnel_id, connection, record)
+            self.on_registration("accepted")
         except (trio.BrokenResourceError, BurrowError) as exc:
             log.info("session.refused peer=%s error=%s", peer, exc)
             await self._forget(record)
@@ -118,6 +130,7 @@ class TunnelListener:
                 self.registry.verify_tunnel, register.tunnel_id, register.secret
             )
         except AuthError as exc:
+            self.on_registration("rejected")
             await stream.send_all(protocol.Rejected(str(exc), retryable=False).to_wire())
             raise
         return tunnel.id

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import sys
 from collections.abc import Iterator
 
@@ -21,3 +22,14 @@ def reported_errors() -> Iterator[None]:
         raise SystemExit(exc.exit_code) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None
+
+
+DISTRIBUTION = "burrow"
+
+
+def package_version() -> str:
+    """The installed package's version (from its metadata), or "unknown" when run from a bare checkout."""
+    try:
+        return importlib.metadata.version(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"

@@ -318,6 +318,12 @@ class Credentials:
     tunnel_secret: Secret
     endpoint: str
     edge_ca: str | None = None
+    edge_name: str | None = None  # the name the edge's certificate carries (its zone); else the endpoint host
+
+    @property
+    def edge_server_name(self) -> str:
+        """The name to verify the edge's certificate against."""
+        return self.edge_name or parse_hostport(self.endpoint)[0]
 
 
 def _json_object(path: Path) -> dict:
@@ -364,6 +370,7 @@ def load_credentials(path: Path) -> Credentials:
         tunnel_secret=Secret(secret),
         endpoint=endpoint,
         edge_ca=_string(path, data, "EdgeCA", required=False),
+        edge_name=_string(path, data, "EdgeName", required=False),
     )
 
 
@@ -378,6 +385,8 @@ def save_credentials(path: Path, creds: Credentials) -> None:
     }
     if creds.edge_ca:
         data["EdgeCA"] = creds.edge_ca
+    if creds.edge_name:
+        data["EdgeName"] = creds.edge_name
     write_private(path, json.dumps(data, indent=2) + "\n")
 
 

@@ -193,6 +193,7 @@ class TunnelConnection:
         self._error: BaseException | None = None
         self._pong = trio.Event()
         self._idle = trio.Event()
+        self._drain_acked = trio.Event()
         self.draining = False
         self.peer_draining = False
         self._handler: StreamHandler | None = None
@@ -242,6 +243,8 @@ class TunnelConnection:
             self._fail(exc if isinstance(exc, Exception) else ProtocolError("tunnel session cancelled"))
             raise
         finally:
+            self._drain_acked.set()  # a drain waiting on this session need not wait any longer
+            self._idle.set()
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(self.transport)
 
@@ -263,6 +266,9 @@ class TunnelConnection:
         self.session.announce_drain()
         await self._flush()
         with trio.move_on_after(grace):
+            # Streams the peer opened before it saw the drain arrive ahead of the PING ACK
+            # (one TCP stream, in order): once it is here, `_streams` holds all of them.
+            await self._drain_acked.wait()
             if self._streams:
                 await self._idle.wait()
         self.session.goaway()
@@ -357,6 +363,8 @@ class TunnelConnection:
             stream._window_opened()
 
     def _on_ping_ack(self, event: protocol.PingAcked) -> None:
+        if event.payload == protocol.DRAIN_PING:
+            self._drain_acked.set()
         self._pong.set()
 
     def _on_drain_requested(self, event: protocol.DrainRequested) -> None:

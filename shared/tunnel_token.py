@@ -1,8 +1,9 @@
 """Tunnel tokens: a tunnel's credentials in one string, for `burrow tunnel run --token`.
 
 The token is base64 of compact JSON `{"a": account tag, "t": tunnel id,
-"s": secret (base64), "e": endpoint, "c": edge CA PEM or null}` — cloudflared's
-shape plus the endpoint and CA, so a token alone is enough to run.
+"s": secret (base64), "e": endpoint, "c": edge CA PEM or null, "n": edge name or
+null}` — cloudflared's shape plus the endpoint, CA and certificate name, so a token
+alone is enough to run.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ def encode_token(creds: Credentials) -> str:
         "s": b64encode(creds.tunnel_secret.value),
         "e": creds.endpoint,
         "c": creds.edge_ca,
+        "n": creds.edge_name,
     }
     return base64.b64encode(json.dumps(data, separators=(",", ":")).encode()).decode("ascii")
 
@@ -39,9 +41,11 @@ def decode_token(token: str) -> Credentials:
     for key in ("a", "t", "s", "e"):
         if not isinstance(data.get(key), str):
             raise ConfigError(f"invalid tunnel token: field '{key}' is missing")
-    ca = data.get("c")
+    ca, name = data.get("c"), data.get("n")
     if ca is not None and not isinstance(ca, str):
         raise ConfigError("invalid tunnel token: field 'c' must be a PEM string or null")
+    if name is not None and not isinstance(name, str):
+        raise ConfigError("invalid tunnel token: field 'n' must be a name or null")
     try:
         tunnel_id = str(uuid.UUID(data["t"]))
     except ValueError:
@@ -56,4 +60,4 @@ def decode_token(token: str) -> Credentials:
         parse_hostport(data["e"])
     except ConfigError as exc:
         raise ConfigError(f"invalid tunnel token: field 'e': {exc}") from None
-    return Credentials(data["a"], tunnel_id, "", Secret(secret), data["e"], ca or None)
+    return Credentials(data["a"], tunnel_id, "", Secret(secret), data["e"], ca or None, name or None)

@@ -260,9 +260,14 @@ WARNED = [
     ("proxyPort", {"proxyPort": 1080}, "originRequest.proxyPort: is not supported by Burrow yet"),
     ("proxyType", {"proxyType": "socks"}, "originRequest.proxyType: is not supported by Burrow yet"),
     ("ipRules", {"ipRules": [{"prefix": "10.0.0.0/8", "allow": True}]}, "originRequest.ipRules: is not supported"),
-    ("http2Origin", {"http2Origin": True}, "originRequest.http2Origin: not supported yet, using HTTP/1.1"),
     ("access-required", {"access": {"required": True}}, "originRequest.access.required: Access tokens are not checked yet"),
 ]
+
+
+def test_http2_origin_is_accepted_without_a_warning():
+    ingress = build({"service": "http://x", "originRequest": {"http2Origin": True}})
+    assert not ingress.warnings
+    assert ingress.rules[0].origin_request.http2_origin
 
 
 @pytest.mark.parametrize(("raw", "warning"), [w[1:] for w in WARNED], ids=[w[0] for w in WARNED])

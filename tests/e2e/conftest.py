@@ -141,7 +141,8 @@ class Edge:
         return proc
 
 
-def start_edge(tmp: Path) -> Edge:
+def start_edge(tmp: Path, prepare=None, serve_args: tuple = ()) -> Edge:
+    """`burrow-edge init` then `serve`; `prepare(home)` runs in between (e.g. to add certificates)."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("BURROW")}
     env["BURROW_HOME"] = str(tmp / "nobody")
     home = tmp / "edge"
@@ -152,7 +153,9 @@ def start_edge(tmp: Path) -> Edge:
         ],
         check=True, capture_output=True, env=env,
     )
-    proc = Proc([BIN / "burrow-edge", "serve", "--home", home], tmp / "edge.log", env)
+    if prepare is not None:
+        prepare(home)
+    proc = Proc([BIN / "burrow-edge", "serve", "--home", home, *serve_args], tmp / "edge.log", env)
     listen = home / "listen.json"
     wait_until(lambda: listen.exists() or not proc.alive(), START_TIMEOUT, "the edge to listen")
     addresses = json.loads(listen.read_text())

@@ -5,6 +5,7 @@
 Routes:
   /download?mb=N  N MiB of `pattern_block()` repeated
   /upload         reads the body; answers its sha256 and length
+  ?delay=S        wait S seconds before answering (any route)
   anything else   JSON echo of method, target and headers; `?status=NNN` sets the status
 """
 
@@ -62,6 +63,8 @@ async def respond(stream, conn, request):
     while isinstance(event := await next_event(stream, conn), h11.Data):
         digest.update(event.data)
         length += len(event.data)
+    if "delay" in query:  # ?delay=SECONDS: a slow origin, for drain tests
+        await trio.sleep(float(query["delay"][0]))
     if url.path == "/download":
         size = int(float(query["mb"][0]) * 1024 * 1024)
         await send(stream, conn, h11.Response(status_code=200, headers=[("content-length", str(size))]))

@@ -51,7 +51,8 @@ def test_create_prints_uuid_and_writes_private_credentials(stack):
     assert mode(path) == 0o600
     creds = json.loads(path.read_text())
     assert creds["TunnelID"] == stack.tunnel_id
-    assert {"AccountTag", "TunnelName", "TunnelSecret", "Endpoint", "EdgeCA"} <= creds.keys()
+    assert {"AccountTag", "TunnelName", "TunnelSecret", "Endpoint", "EdgeCA", "EdgeName"} <= creds.keys()
+    assert creds["EdgeName"] == ZONE  # connectors verify the edge's certificate by its zone, not its IP
     assert not list(path.parent.glob(".*"))  # no temporary file left behind
 
 

@@ -84,3 +84,65 @@ async def test_an_invalid_response_head_from_the_tunnel_is_a_protocol_error():
     with pytest.raises(ProtocolError):
         await exchange.send_response(ResponseHead(200, ((b"bad header", b"v"),)))
     assert not exchange.response_started
+
+
+async def test_a_request_answered_without_reading_it_keeps_the_connection_alive():
+    async def answer_only(exchange):
+        await exchange.send_response(ResponseHead(204, has_body=False))
+        await exchange.end()
+
+    client, server = trio.testing.memory_stream_pair()
+    connection = Http1Connection(server, ("127.0.0.1", 5), ("127.0.0.1", 443), Http1Limits())
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(connection.serve, answer_only)
+        await client.send_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+        received = b""
+        with trio.fail_after(5):
+            while received.count(b"204 No Content") < 2:
+                data = await client.receive_some(65536)
+                assert data, f"connection closed after {received!r}"
+                received += data
+        nursery.cancel_scope.cancel()
+
+
+async def test_upgrade_hands_over_the_socket_with_bytes_already_read():
+    client, server = trio.testing.memory_stream_pair()
+    connection = Http1Connection(server, ("127.0.0.1", 5), ("127.0.0.1", 443), Http1Limits())
+
+    async def switch(exchange):
+        assert exchange.upgrade == b"websocket"
+        raw, first = await exchange.switch_protocols(
+            ResponseHead(101, ((b"connection", b"upgrade"), (b"upgrade", b"websocket")))
+        )
+        await raw.send_all(b"got:" + first)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(connection.serve, switch)
+        await client.send_all(
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\nearly"
+        )
+        received = b""
+        while b"got:" not in received:
+            received += await client.receive_some(65536)
+    head, _, rest = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101 ")
+    assert b"upgrade: websocket" in head.lower()
+    assert rest == b"got:early"
+
+
+async def test_upgrade_answered_normally_keeps_http():
+    async def refuse(exchange):
+        assert exchange.upgrade == b"websocket"
+        await exchange.send_response(ResponseHead(403, ((b"content-length", b"0"),)))
+        await exchange.end()
+
+    client, server = trio.testing.memory_stream_pair()
+    connection = Http1Connection(server, ("127.0.0.1", 5), ("127.0.0.1", 443), Http1Limits())
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(connection.serve, refuse)
+        await client.send_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n")
+        received = b""
+        while b"\r\n\r\n" not in received:
+            received += await client.receive_some(65536)
+        assert received.startswith(b"HTTP/1.1 403 ")
+        nursery.cancel_scope.cancel()

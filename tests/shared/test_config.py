@@ -265,3 +265,13 @@ def test_edge_config_with_several_zones_and_addresses(tmp_path):
     loaded = load_edge_config(tmp_path)
     assert loaded == cfg
     assert (loaded.zone, loaded.public_ip) == ("a.com", "203.0.113.10")
+
+
+def test_credentials_name_the_edge_certificate(tmp_path):
+    path = tmp_path / "credentials.json"
+    named = Credentials("a", str(uuid.uuid4()), "web", Secret(b"s"), "203.0.113.10:7844", None, "example.com")
+    save_credentials(path, named)
+    loaded = load_credentials(path)
+    assert loaded.edge_name == "example.com" and loaded.edge_server_name == "example.com"
+    unnamed = Credentials("a", str(uuid.uuid4()), "web", Secret(b"s"), "203.0.113.10:7844")
+    assert unnamed.edge_server_name == "203.0.113.10"

@@ -11,7 +11,7 @@ from shared import protocol
 from shared.aio import single_errors
 from shared.errors import ProtocolError
 from shared.events import RequestHead, ResponseHead
-from shared.transport import StreamResetError, TunnelConnection
+from shared.transport import StreamResetError, TunnelConnection, relay
 
 
 async def echo_handler(stream):
@@ -150,6 +150,22 @@ async def test_drain_lets_open_streams_finish():
         nursery.cancel_scope.cancel()
 
 
+async def test_drain_serves_a_stream_the_peer_opened_before_it_saw_the_drain():
+    edge, connector = connection_pair()
+
+    async def answer(stream):
+        await stream.send_response(ResponseHead(204, has_body=False))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(edge.serve)
+        nursery.start_soon(connector.serve, answer)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(connector.drain, 5)  # nothing open yet on the connector's side
+        stream = await edge.open_stream(head(has_body=False))  # crosses the drain PING on the wire
+        assert (await stream.receive_response()).status == 204
+        nursery.cancel_scope.cancel()
+
+
 async def test_trailers_cross_the_tunnel_both_ways():
     async def handler(stream):
         assert await stream.receive() == b"request"
@@ -192,4 +208,52 @@ async def test_upgrade_stream_stays_open_as_a_byte_pipe():
                 assert await stream.receive() == word.upper()
             await stream.end()
             assert await stream.receive() == b""
+        nursery.cancel_scope.cancel()
+
+
+async def _upgraded(edge, connector_side, nursery, handler):
+    nursery.start_soon(edge.serve)
+    nursery.start_soon(connector_side.serve, handler)
+    stream = await edge.open_stream(head(b"/", has_body=False), protocol.KIND_UPGRADE)
+    assert (await stream.receive_response()).status == 101
+    return stream
+
+
+async def test_relay_carries_bytes_and_half_closes_both_ways():
+    local, remote = trio.testing.memory_stream_pair()  # the socket side is half-closeable
+
+    async def handler(stream):
+        await stream.send_response(ResponseHead(101))
+        while chunk := await stream.receive():
+            await stream.send(chunk.upper())
+        await stream.end()
+
+    edge, connector = connection_pair()
+    async with trio.open_nursery() as nursery:
+        stream = await _upgraded(edge, connector, nursery, handler)
+        async with stream:
+            nursery.start_soon(relay, remote, stream, b"first ")
+            await local.send_all(b"second")
+            await local.send_eof()
+            received = b""
+            while data := await local.receive_some():
+                received += data
+            assert received == b"FIRST SECOND"
+        nursery.cancel_scope.cancel()
+
+
+async def test_relay_closes_an_idle_pipe(autojump_clock):
+    local, remote = trio.testing.memory_stream_pair()
+
+    async def handler(stream):
+        await stream.send_response(ResponseHead(101))
+        await trio.sleep_forever()
+
+    edge, connector = connection_pair()
+    async with trio.open_nursery() as nursery:
+        stream = await _upgraded(edge, connector, nursery, handler)
+        async with stream:
+            start = trio.current_time()
+            await relay(remote, stream, idle_timeout=30.0)
+            assert 30.0 <= trio.current_time() - start < 31.0
         nursery.cancel_scope.cancel()

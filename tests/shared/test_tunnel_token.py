@@ -21,12 +21,13 @@ def b64json(data) -> str:
 
 @pytest.mark.parametrize("ca", [None, "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n"], ids=["system-ca", "pinned-ca"])
 def test_round_trip(ca) -> None:
-    creds = Credentials("acct", TUNNEL, "web", Secret(mint_secret()), "203.0.113.10:7844", ca)
+    creds = Credentials("acct", TUNNEL, "web", Secret(mint_secret()), "203.0.113.10:7844", ca, "example.com")
     token = encode_token(creds)
-    assert set(json.loads(base64.b64decode(token))) == {"a", "t", "s", "e", "c"}
+    assert set(json.loads(base64.b64decode(token))) == {"a", "t", "s", "e", "c", "n"}
     back = decode_token(token)
     assert back.tunnel_secret.value == creds.tunnel_secret.value
     assert (back.account_tag, back.tunnel_id, back.endpoint, back.edge_ca) == ("acct", TUNNEL, creds.endpoint, ca)
+    assert back.edge_name == "example.com"
 
 
 GOOD = {"a": "acct", "t": TUNNEL, "s": base64.b64encode(b"k" * 32).decode(), "e": "127.0.0.1:7844", "c": None}

@@ -1,0 +1,204 @@
+"""`burrow access tcp/ssh`: a local listener (or stdin/stdout) ⇄ a `burrow-tcp` upgrade
+through the edge, which the connector turns into a TCP connection to the rule's origin.
+
+Each local connection dials the edge over TLS (SNI = the hostname), sends
+`GET / HTTP/1.1` with `Upgrade: burrow-tcp`, and after the 101 relays raw bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import ssl
+import sys
+from dataclasses import dataclass
+
+import h11
+import trio
+
+from shared.errors import BurrowError, ConfigError, Unreachable
+
+log = logging.getLogger(__name__)
+
+TCP_UPGRADE = b"burrow-tcp"
+CONNECT_TIMEOUT = 10.0
+HANDSHAKE_TIMEOUT = 10.0
+UPGRADE_TIMEOUT = 15.0
+READ_SIZE = 64 * 1024
+MAX_HEAD = 64 * 1024
+MAX_ERROR_BODY = 4096
+
+
+class NotATcpRoute(BurrowError):
+    """The edge answered the upgrade with something other than 101."""
+
+
+@dataclass(frozen=True)
+class Target:
+    hostname: str
+    edge_host: str
+    edge_port: int
+    ca_file: str | None = None
+
+
+def parse_hostport(text: str, default_port: int | None = None) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        if default_port is None:
+            raise ConfigError(f"{text!r}: expected HOST:PORT")
+        return text, default_port
+    host = host.strip("[]")
+    try:
+        return host, int(port)
+    except ValueError:
+        raise ConfigError(f"{text!r}: the port must be a number") from None
+
+
+def _context(ca_file: str | None) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    if ca_file:
+        try:
+            context.load_verify_locations(cafile=ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"--ca-file {ca_file}: {exc}") from exc
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+async def open_upgraded(target: Target) -> tuple[trio.abc.Stream, bytes]:
+    """Dial the edge and switch to `burrow-tcp`; returns the stream and bytes read past the 101."""
+    where = f"{target.edge_host}:{target.edge_port}"
+    try:
+        with trio.fail_after(CONNECT_TIMEOUT):
+            tcp = await trio.open_tcp_stream(target.edge_host, target.edge_port)
+    except (OSError, trio.TooSlowError) as exc:
+        raise Unreachable(f"cannot reach the edge at {where}: {exc or 'timed out'}") from exc
+    stream = trio.SSLStream(tcp, _context(target.ca_file), server_hostname=target.hostname)
+    try:
+        with trio.fail_after(HANDSHAKE_TIMEOUT):
+            await stream.do_handshake()
+        with trio.fail_after(UPGRADE_TIMEOUT):
+            return stream, await _upgrade(stream, target.hostname)
+    except trio.TooSlowError:
+        await trio.aclose_forcefully(stream)
+        raise Unreachable(f"the edge at {where} did not answer in time") from None
+    except trio.BrokenResourceError as exc:
+        await trio.aclose_forcefully(stream)
+        raise Unreachable(f"TLS to the edge at {where} failed: {exc.__cause__ or exc}") from exc
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
+
+
+async def _upgrade(stream: trio.abc.Stream, hostname: str) -> bytes:
+    conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
+    request = h11.Request(
+        method="GET",
+        target="/",
+        headers=[("host", hostname), ("connection", "Upgrade"), ("upgrade", TCP_UPGRADE), ("user-agent", "burrow-access")],
+    )
+    await stream.send_all(conn.send(request) + conn.send(h11.EndOfMessage()))
+    body = b""
+    response = None
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            data = await stream.receive_some(READ_SIZE)
+            conn.receive_data(data)
+            if not data and response is None:
+                raise Unreachable("the edge closed the connection before answering")
+            continue
+        if isinstance(event, h11.InformationalResponse) and event.status_code == 101:
+            return bytes(conn.trailing_data[0])
+        if isinstance(event, h11.Response):
+            response = event
+        elif isinstance(event, h11.Data) and len(body) < MAX_ERROR_BODY:
+            body += bytes(event.data)
+        elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
+            break
+    lines = body.decode("utf-8", "replace").strip().splitlines()
+    status = response.status_code
+    detail = lines[0] if lines and lines[0].startswith(f"{status} ") else f"{status} {response.reason.decode()}"
+    if response.status_code in (502, 503, 504):
+        raise Unreachable(f"{hostname}: the TCP origin is unavailable (edge answered {detail})")
+    raise NotATcpRoute(f"{hostname} is not a TCP route (edge answered {detail})")
+
+
+async def splice(a: trio.abc.Stream, b: trio.abc.Stream, first_to_a: bytes = b"") -> None:
+    """Copy bytes both ways; EOF one way half-closes (or closes) the other side."""
+
+    async def copy(src: trio.abc.Stream, dst: trio.abc.Stream, first: bytes) -> None:
+        if first:
+            await dst.send_all(first)
+        while True:
+            try:
+                data = await src.receive_some(READ_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                data = b""
+            if not data:
+                break
+            await dst.send_all(data)
+        if isinstance(dst, trio.abc.HalfCloseableStream):  # TLS cannot half-close: the far side ends it
+            try:
+                await dst.send_eof()
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(copy, b, a, first_to_a)
+            nursery.start_soon(copy, a, b, b"")
+    except* (trio.BrokenResourceError, trio.ClosedResourceError) as group:
+        log.debug("access.broken error=%s", group.exceptions[0])
+
+
+async def serve_tcp(target: Target, listen_host: str, listen_port: int, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """`burrow access tcp`: one upgraded edge connection per accepted local connection."""
+    listeners = await trio.open_tcp_listeners(listen_port, host=listen_host)
+    log.info("access.listening address=%s:%d hostname=%s", listen_host, listeners[0].socket.getsockname()[1], target.hostname)
+    task_status.started(listeners[0].socket.getsockname()[1])
+
+    async def handle(local: trio.SocketStream) -> None:
+        async with local:
+            try:
+                remote, first = await open_upgraded(target)
+            except BurrowError as exc:
+                print(f"error: {exc}", file=sys.stderr, flush=True)
+                return
+            async with remote:
+                await splice(local, remote, first)
+
+    await trio.serve_listeners(handle, listeners)
+
+
+class _Stdio(trio.abc.HalfCloseableStream):
+    """stdin/stdout as one half-closeable stream (for SSH ProxyCommand)."""
+
+    def __init__(self) -> None:
+        self._in = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
+        self._out = trio.lowlevel.FdStream(os.dup(sys.stdout.fileno()))
+
+    async def receive_some(self, max_bytes=None) -> bytes:
+        return await self._in.receive_some(max_bytes or READ_SIZE)
+
+    async def send_all(self, data) -> None:
+        await self._out.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._out.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        await self._out.aclose()
+
+    async def aclose(self) -> None:
+        await self._in.aclose()
+        await self._out.aclose()
+
+
+async def serve_stdio(target: Target) -> None:
+    """`burrow access ssh`: stdin/stdout ⇄ one upgraded edge connection."""
+    remote, first = await open_upgraded(target)
+    async with remote:
+        stdio = _Stdio()
+        async with stdio:
+            await splice(stdio, remote, first)

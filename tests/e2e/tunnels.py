@@ -1,0 +1,63 @@
+"""Helpers for e2e modules that run their own tunnel (own account, config.yml, connector)
+against the module's `edge` fixture, and their own in-process origins."""
+
+from __future__ import annotations
+
+import socket
+import socketserver
+import ssl
+import threading
+from pathlib import Path
+
+from tests.e2e.conftest import ZONE
+
+
+def run_tunnel(edge, name: str, rules: list[tuple[str, str]], connections: int = 2):
+    """Log in as a new account, create tunnel `name`, route `rules` (host label → service) and run it."""
+    env = edge.login(name)
+    edge.cli("burrow", "tunnel", "create", name, env=env)
+    lines = [f"tunnel: {name}", "ingress:"]
+    for label, service in rules:
+        edge.cli("burrow", "tunnel", "route", "dns", name, f"{label}.{ZONE}", env=env)
+        lines += [f"  - hostname: {label}.{ZONE}", f"    service: {service}"]
+    lines += ["  - service: http_status:404"]
+    config = Path(env["BURROW_HOME"]) / "config.yml"
+    config.write_text("\n".join(lines) + "\n")
+    proc = edge.start(
+        ["burrow", "tunnel", "run", "--config", config, "--ha-connections", connections, name], name, env
+    )
+    proc.wait_for_log(r"tunnel\.registered index=", count=connections)
+    return proc
+
+
+def edge_context(edge) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(edge.ca))
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+def tcp_socket(edge) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", edge.https_port), timeout=30)
+
+
+def tls_socket(edge, host: str) -> ssl.SSLSocket:
+    """A TLS connection to the edge's HTTPS port with SNI `host`, trusting the dev CA."""
+    return edge_context(edge).wrap_socket(tcp_socket(edge), server_hostname=host)
+
+
+class EchoHandler(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        while data := self.request.recv(65536):
+            self.request.sendall(data)
+
+
+class ThreadingTcpServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 256
+
+
+def start_tcp_echo() -> ThreadingTcpServer:
+    server = ThreadingTcpServer(("127.0.0.1", 0), EchoHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
