@@ -16,7 +16,7 @@ import pytest
 from dnslib import RCODE, DNSRecord
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.conftest import BIN, START_TIMEOUT, ZONE, Edge, Proc, wait_until
+from tests.e2e.conftest import BIN, START_TIMEOUT, ZONE, Edge, Proc, start_edge, wait_until
 
 FORGED_RUNS = 3
 HA_CONNECTIONS = 4
@@ -46,24 +46,8 @@ def metrics_port(proc: Proc) -> int:
 
 
 def start_edge_with_metrics(tmp: Path) -> tuple[Edge, int]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("BURROW")}
-    env["BURROW_HOME"] = str(tmp / "nobody")
-    home = tmp / "edge"
-    subprocess.run(
-        [
-            BIN / "burrow-edge", "init", "--home", home, "--zone", ZONE, "--public-ip", "127.0.0.1", "--dev-ca",
-            "--https-listen", "127.0.0.1:0", "--tunnel-listen", "127.0.0.1:0", "--dns-listen", "127.0.0.1:0",
-        ],
-        check=True, capture_output=True, env=env,
-    )
-    proc = Proc([BIN / "burrow-edge", "serve", "--home", home, "--metrics", "127.0.0.1:0"], tmp / "edge.log", env)
-    listen = home / "listen.json"
-    wait_until(lambda: listen.exists() or not proc.alive(), START_TIMEOUT, "the edge to listen")
-    addresses = json.loads(listen.read_text())
-    https, tunnel, dns = (int(addresses[name].rsplit(":", 1)[1]) for name in ("https", "tunnel", "dns"))
-    edge = Edge(home, env, proc, https, tunnel, dns, tmp)
-    edge.procs.append(proc)
-    return edge, metrics_port(proc)
+    edge = start_edge(tmp, serve_args=("--metrics", "127.0.0.1:0"))
+    return edge, metrics_port(edge.proc)
 
 
 @pytest.fixture
