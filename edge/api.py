@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
 from functools import partial, wraps
 from typing import Any, Protocol
@@ -18,7 +18,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.schemas import SchemaGenerator
 
 from edge.registry import Account, Connection, Record, Registry, Tunnel
@@ -92,10 +92,11 @@ def create_api(
     *,
     live: LiveSessions | None = None,
     edge_id: str = "",
+    extra_routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
     """The admin API over `registry`; `await on_change()` runs after every write, before the answer,
     so DNS and routing see a change as soon as the API acknowledges it. `live` answers for the
-    sessions this edge (`edge_id`) holds."""
+    sessions this edge (`edge_id`) holds; `extra_routes` (the dashboard) are served alongside."""
     sessions: LiveSessions = live if live is not None else NoSessions()
 
     async def run(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -176,7 +177,7 @@ def create_api(
         """
 
         def read() -> tuple[list[Tunnel], dict[str, list[str]]]:
-            return registry.list_tunnels(account.id), _hostnames(registry.routes(account.id))
+            return registry.list_tunnels(account.id), hostnames_by_tunnel(registry.routes(account.id))
 
         tunnels, hosts = await run(read)
         return JSONResponse({"tunnels": [summary(t, hosts.get(t.id, [])) for t in tunnels]})
@@ -192,7 +193,7 @@ def create_api(
           404: {$ref: "#/components/responses/Error"}
         """
         tunnel = await tunnel_of(request, account)
-        hosts = _hostnames(await run(registry.routes, account.id))
+        hosts = hostnames_by_tunnel(await run(registry.routes, account.id))
         return JSONResponse(summary(tunnel, hosts.get(tunnel.id, [])))
 
     async def delete_tunnel(request: Request, account: Account) -> JSONResponse:
@@ -233,9 +234,8 @@ def create_api(
         """
         tunnel = await tunnel_of(request, account)
         current = [c for c in sessions.connections(tunnel.id) if c is not None]
-        live_ids = {c.id for c in current}
         rows = await run(registry.list_connections, tunnel.id)
-        stale = sum(1 for row in rows if row.id not in live_ids and row.edge_id != edge_id)
+        stale = stale_count(rows, current, edge_id)
         return JSONResponse(
             {"id": tunnel.id, "name": tunnel.name, "connections": [asdict(c) for c in current], "stale": stale}
         )
@@ -332,12 +332,19 @@ def create_api(
             Route(tunnel_path + "/cleanup", authed(cleanup_tunnel), methods=["POST"]),
             Route("/api/v1/routes/dns", authed(route_dns), methods=["PUT"]),
             Route("/api/v1/routes/dns/{hostname}", authed(remove_route), methods=["DELETE"]),
+            *extra_routes,
         ],
         exception_handlers={BurrowError: burrow_error, HTTPException: http_error},
     )
 
 
-def _hostnames(records: list[Record]) -> dict[str, list[str]]:
+def stale_count(rows: list[Connection], live: list[Connection], edge_id: str) -> int:
+    """How many recorded connections of a tunnel no live session on this edge backs."""
+    live_ids = {c.id for c in live}
+    return sum(1 for row in rows if row.id not in live_ids and row.edge_id != edge_id)
+
+
+def hostnames_by_tunnel(records: list[Record]) -> dict[str, list[str]]:
     by_tunnel: dict[str, list[str]] = {}
     for record in records:
         by_tunnel.setdefault(record.tunnel_id, []).append(record.hostname)

@@ -14,6 +14,8 @@ from prometheus_client import CollectorRegistry, ProcessCollector, Counter, Hist
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from edge.traffic import TrafficHistory
+
 # Request durations: from a fast cache hit to a long poll (seconds).
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 MAX_HOST_LABELS = 1000  # beyond this many distinct hostnames, requests count under OTHER_HOST
@@ -63,6 +65,7 @@ class EdgeMetrics:
         self.request_bytes = Counter("burrow_edge_request_bytes", "Request body bytes received from visitors, by hostname.", ["host"], registry=self.registry)
         self.response_bytes = Counter("burrow_edge_response_bytes", "Response body bytes sent to visitors, by hostname.", ["host"], registry=self.registry)
         self._hosts: set[str] = set()
+        self.traffic = TrafficHistory()  # the dashboard's last hour per hostname, kept even when not served
 
     def watch_router(self, live: Callable[[], dict[str, Iterable]]) -> None:
         """Report the sessions and open streams `live()` returns at each scrape."""
@@ -76,6 +79,7 @@ class EdgeMetrics:
 
     def observe_request(self, host: str, status: int, seconds: float, bytes_in: int, bytes_out: int) -> None:
         """Count one finished request to `host` (a routed hostname; pass "" for unknown ones)."""
+        self.traffic.record(host, status)
         host = self._host_label(host)
         self.requests.labels(host, f"{status // 100}xx").inc()
         self.request_duration.labels(host).observe(seconds)

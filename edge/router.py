@@ -73,6 +73,22 @@ class Router:
             log.info("router.dropped tunnel=%s sessions=%d", tunnel_id, len(sessions))
         return len(sessions)
 
+    async def disconnect(self, tunnel_id: str, connector_id: str, grace: float) -> int:
+        """Close the sessions one connector holds for the tunnel (drain, then close within `grace`).
+
+        Returns how many; unlike `drop()`, the connector may register again.
+        """
+        sessions = [
+            conn for conn in self._sessions.get(tunnel_id, ())
+            if getattr(self._info.get(conn), "connector_id", None) == connector_id
+        ]
+        async with trio.open_nursery() as nursery:
+            for conn in sessions:
+                nursery.start_soon(_close, conn, grace)
+        if sessions:
+            log.info("router.disconnected tunnel=%s connector=%s sessions=%d", tunnel_id, connector_id, len(sessions))
+        return len(sessions)
+
     def sessions(self, tunnel_id: str) -> list[TunnelConnection]:
         return list(self._sessions.get(tunnel_id, ()))
 

@@ -14,6 +14,7 @@ import trio
 
 from edge.api import create_api
 from edge.certs import CertStore
+from edge.dashboard import create_dashboard
 from edge.dns import DnsServer
 from edge.https import ALPN, HttpsFrontend
 from edge.metrics import EdgeMetrics
@@ -176,7 +177,8 @@ async def serve(
         def edge_info() -> dict:
             return {"zone": cfg.zone, "zones": list(cfg.zones), "tunnel_endpoint": tunnel_endpoint}
 
-        api = create_api(registry, edge_info, refresher.refresh, live=router, edge_id=edge_id)
+        dashboard = create_dashboard(registry, lambda: list(cfg.zones), refresher.refresh, router, metrics.traffic, edge_id)
+        api = create_api(registry, edge_info, refresher.refresh, live=router, edge_id=edge_id, extra_routes=[dashboard])
         proxy = Proxy(router, api, frozenset({*cfg.public_ips, *cfg.zones}), metrics)
         in_flight = InFlight(proxy)
         frontend = HttpsFrontend(in_flight)
