@@ -204,14 +204,15 @@ def _traffic_section(traffic: dict[str, Series]) -> str:
 def chart(host: str, series: Series) -> str:
     """An inline SVG bar chart: requests per minute in blue, 5xx errors in red over them."""
     total, errors = sum(series.requests), sum(series.errors)
-    peak = max(max(series.requests), 1)
+    peak = max(series.requests)
+    scale = max(peak, 1)
     bar = CHART_WIDTH / MINUTES
     bars = []
     for i, (n, e) in enumerate(zip(series.requests, series.errors)):
         x = f"{i * bar:.1f}"
         for count, cls in ((n, "req"), (e, "err")):
             if count:
-                height = max(1.0, count / peak * (CHART_HEIGHT - 2))
+                height = max(1.0, count / scale * (CHART_HEIGHT - 2))
                 bars.append(
                     f'<rect class="{cls}" x="{x}" y="{CHART_HEIGHT - height:.1f}" '
                     f'width="{bar - 1:.1f}" height="{height:.1f}"></rect>'

@@ -4,40 +4,28 @@ edge and connector), whose JavaScript opens wss://ws.example.test:PORT/echo, exc
 1,000 text and 1,000 binary messages (some of 1 MiB), checks every echo, closes with
 code 4003 and writes the outcome into the DOM, which the test polls over Chromium's
 DevTools protocol (--dump-dom with --virtual-time-budget does not wait for WebSocket
-traffic: it dumped the page while still "running"). Chromium trusts the edge's dev CA
-through an NSS database in its temporary $HOME (certutil); no certificate errors are
-ignored.
+traffic: it dumped the page while still "running"); tests/e2e/browser.py drives Chromium.
 
 Skipped when /usr/bin/chromium or certutil is missing (`make system-deps` installs them)."""
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
 import threading
 import time
-import urllib.request
 
 import pytest
 from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import connect
 from websockets.sync.server import serve
 
-from tests.e2e.conftest import ZONE, wait_until
+from tests.e2e.browser import chromium, needs_chromium, trusting_home
+from tests.e2e.conftest import ZONE
 from tests.e2e.tunnels import run_tunnel
 
 HOST = f"ws.{ZONE}"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CERTUTIL = shutil.which("certutil")
 MESSAGES = 1_000  # of each kind
 BROWSER_TIMEOUT = 120  # seconds for the whole page run
 
-pytestmark = pytest.mark.skipif(
-    not (os.access(CHROMIUM, os.X_OK) and CERTUTIL),
-    reason="needs chromium and certutil (libnss3-tools): `make system-deps`",
-)
+pytestmark = needs_chromium
 
 # Every 100th message of each kind is ~1 MiB; the rest are small. Binary payloads come
 # from a per-message xorshift generator, so the page can check every byte of the echo.
@@ -151,71 +139,20 @@ def origin(edge):
 
 @pytest.fixture
 def browser_home(edge, tmp_path):
-    """A $HOME whose NSS database trusts the edge's dev CA (and nothing else of ours)."""
-    home = tmp_path / "home"
-    nssdb = home / ".pki" / "nssdb"
-    nssdb.mkdir(parents=True)
-    subprocess.run([CERTUTIL, "-d", f"sql:{nssdb}", "-N", "--empty-password"], check=True, capture_output=True)
-    subprocess.run(
-        [CERTUTIL, "-d", f"sql:{nssdb}", "-A", "-n", "burrow-dev-ca", "-t", "C,,", "-i", str(edge.ca)],
-        check=True, capture_output=True,
-    )
-    return home
+    return trusting_home(tmp_path / "home", edge.ca)
 
 
 def run_page(home, url: str) -> str:
-    """Open `url` in headless Chromium and poll the page's result element over the DevTools
-    protocol (a loopback port Chromium picks itself) until it holds RESULT …, or time out."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("BURROW", "http_", "https_"))}
-    env["HOME"] = str(home)
-    profile = home / "profile"
-    command = [
-        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--remote-debugging-address=127.0.0.1",
-        "--remote-debugging-port=0", f"--host-resolver-rules=MAP *.{ZONE} 127.0.0.1", url,
-    ]
-    with open(home / "chromium.log", "wb") as log:
-        browser = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-        try:
-            port_file = profile / "DevToolsActivePort"
-
-            def devtools_port():
-                assert browser.poll() is None, (home / "chromium.log").read_text()[-3000:]
-                return port_file.exists() and port_file.read_text().split("\n")[0].strip()
-
-            port = int(wait_until(devtools_port, 30, "chromium's DevTools port"))
-
-            def page_target():
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=5) as response:
-                    targets = json.load(response)
-                return next((t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page"), None)
-
-            with connect(wait_until(page_target, 30, "the page target"), max_size=None, open_timeout=10) as devtools:
-                ids = iter(range(1, 1_000_000))
-
-                def evaluate(expression: str):
-                    call_id = next(ids)
-                    devtools.send(json.dumps({"id": call_id, "method": "Runtime.evaluate",
-                                              "params": {"expression": expression, "returnByValue": True}}))
-                    while (reply := json.loads(devtools.recv(timeout=10))).get("id") != call_id:
-                        pass
-                    return reply.get("result", {}).get("result", {}).get("value")
-
-                expression = "(document.getElementById('result') || {}).textContent || ''"
-                deadline = time.monotonic() + BROWSER_TIMEOUT
-                while not (text := evaluate(expression)).startswith("RESULT") and time.monotonic() < deadline:
-                    time.sleep(0.2)
-                if not text.startswith("RESULT"):
-                    text += "\n" + str(evaluate("location.href + ' ' + document.documentElement.outerHTML.slice(0, 500)"))
-                return text
-        finally:
-            browser.terminate()
-            try:
-                browser.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                browser.kill()
-                browser.wait()
+    """Open `url` in headless Chromium and poll the page's result element until it holds
+    RESULT …, or time out."""
+    with chromium(home, url) as page:
+        expression = "(document.getElementById('result') || {}).textContent || ''"
+        deadline = time.monotonic() + BROWSER_TIMEOUT
+        while not (text := page.evaluate(expression)).startswith("RESULT") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if not text.startswith("RESULT"):
+            text += "\n" + str(page.evaluate("location.href + ' ' + document.documentElement.outerHTML.slice(0, 500)"))
+        return text
 
 
 def test_chromium_exchanges_messages_through_the_tunnel(edge, origin, browser_home):
