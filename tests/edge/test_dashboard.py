@@ -107,6 +107,9 @@ async def test_wrong_token_shows_an_error(anon: httpx.AsyncClient, accounts) -> 
     assert "That token was not accepted." in response.text
     assert COOKIE not in response.cookies
     assert (await login(anon, "")).status_code == 401
+    response = await anon.post("/dashboard/login", data={"token": accounts["alice"]}, headers={"Origin": "https://evil.test"})
+    assert response.status_code == 403 and COOKIE not in response.cookies
+    assert "cross-origin form post from https://evil.test" in response.text
 
 
 async def test_login_sets_a_strict_session_cookie(anon: httpx.AsyncClient, accounts) -> None:
@@ -133,7 +136,9 @@ async def test_another_accounts_tunnel_is_not_visible(alice: httpx.AsyncClient) 
     csrf = csrf_of(page)
     await alice.post("/dashboard/routes/delete", data={"csrf": csrf, "hostname": f"secret-bob.{ZONE}"})
     await alice.post("/dashboard/routes", data={"csrf": csrf, "tunnel": "secret-bob", "hostname": f"steal.{ZONE}"})
+    await alice.post("/dashboard/connectors/disconnect", data={"csrf": csrf, "tunnel": "secret-bob", "connector": "x"})
     page = (await alice.get("/dashboard/")).text
+    assert page.count("tunnel &#x27;secret-bob&#x27; not found") == 2
     assert f"hostname &#x27;secret-bob.{ZONE}&#x27; has no route" in page
     assert "tunnel &#x27;secret-bob&#x27; not found" in page
     assert f"steal.{ZONE}" not in page
@@ -193,6 +198,17 @@ async def test_live_sessions_and_disconnect(alice: httpx.AsyncClient, registry: 
     assert response.status_code == 303
     assert [f.drained is not None for f in fakes] == [True, True, False]
     assert "Closed 2 session(s) of connector c1c1c1c1" in (await alice.get("/dashboard/")).text
+
+
+async def test_stale_records_can_be_cleaned_up(alice: httpx.AsyncClient, registry: Registry) -> None:
+    tunnel = registry.get_tunnel(registry.list_accounts()[0].id, "web")
+    registry.add_connection(Connection("old", tunnel.id, "c", 0, "an-earlier-edge", "burrow/0.1.0", "?", "2026-01-01T00:00:00+00:00"))
+    live = (await alice.get("/dashboard/live")).text
+    assert "1 stale connection record(s)" in live
+    await alice.post("/dashboard/tunnels/cleanup", data={"csrf": csrf_of(live), "tunnel": "web"})
+    assert "Removed 1 stale connection record(s) of tunnel web" in (await alice.get("/dashboard/")).text
+    assert registry.list_connections(tunnel.id) == []
+    assert "stale connection" not in (await alice.get("/dashboard/live")).text
 
 
 async def test_traffic_chart_counts_requests_and_errors(alice: httpx.AsyncClient, traffic: TrafficHistory) -> None:
