@@ -85,6 +85,7 @@ class AccessVerifier:
             fetched, keys = self._keys.get(where, (-JWKS_TTL, {}))
             stale = now - fetched >= JWKS_TTL or (kid not in keys and now - fetched >= JWKS_MIN_REFETCH)
             if stale:
+                self._keys[where] = (now, keys)  # a failed fetch is not retried before JWKS_MIN_REFETCH either
                 keys = await self._fetch(*where)
                 self._keys[where] = (now, keys)
         if kid not in keys:

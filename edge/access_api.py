@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from edge.access.keys import KEY_RETIRE_AFTER
 from edge.access.login import MIN_PASSWORD, hash_password
 from edge.access.policy import EMAIL_RE, Policy
 from edge.registry import Registry, ServiceToken
@@ -161,7 +162,8 @@ def access_routes(
         responses:
           200: {description: "{keys: [JWK, ...]}"}
         """
-        return JSONResponse({"keys": await run(registry.access_keys)}, headers={"cache-control": "max-age=300"})
+        keys = await run(registry.access_keys, KEY_RETIRE_AFTER)
+        return JSONResponse({"keys": keys}, headers={"cache-control": "max-age=300"})
 
     tokens, policies, users = "/api/v1/access/tokens", "/api/v1/access/policies/{hostname}", "/api/v1/access/users"
     return [

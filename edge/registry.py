@@ -568,16 +568,22 @@ class Registry:
         )
 
     def publish_access_key(self, kid: str, jwk: dict) -> None:
-        """Record an edge's public JWT key, so every edge's JWKS lists it."""
+        """Record (or mark as still in use) an edge's public JWT key, so every edge's JWKS lists it."""
+        now = _now()
         with self._write() as db:
             db.execute(
-                "INSERT OR IGNORE INTO access_keys (kid, jwk, created_at) VALUES (?, ?, ?)",
-                (kid, json.dumps(jwk), _now()),
+                "INSERT INTO access_keys (kid, jwk, created_at, seen_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (kid) DO UPDATE SET seen_at = excluded.seen_at",
+                (kid, json.dumps(jwk), now, now),
             )
 
-    def access_keys(self) -> list[dict]:
+    def access_keys(self, max_age: float) -> list[dict]:
+        """The public keys an edge published within the last `max_age` seconds (older ones are retired)."""
+        since = datetime.fromtimestamp(datetime.now(UTC).timestamp() - max_age, UTC).isoformat(timespec="seconds")
         with self._read() as db:
-            rows = db.execute("SELECT jwk FROM access_keys ORDER BY created_at, kid").fetchall()
+            rows = db.execute(
+                "SELECT jwk FROM access_keys WHERE seen_at >= ? ORDER BY created_at, kid", (since,)
+            ).fetchall()
         return [json.loads(jwk) for (jwk,) in rows]
 
 

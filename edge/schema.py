@@ -94,7 +94,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE TABLE access_keys (
             kid TEXT PRIMARY KEY,
             jwk TEXT NOT NULL,
-            created_at TEXT NOT NULL
+            created_at TEXT NOT NULL,
+            seen_at TEXT NOT NULL
         )""",
     ),
 )

@@ -21,7 +21,7 @@ from typing import Protocol
 import trio
 
 from edge.access import login
-from edge.access.keys import Signer
+from edge.access.keys import KEY_PUBLISH_INTERVAL, Signer
 from edge.access.policy import Policy, RateLimit
 from edge.registry import AccessSnapshot, Registry
 from shared.crypto import hash_secret, verify_secret
@@ -176,10 +176,18 @@ class Gate:
     async def refresh(self) -> None:
         self.snapshot = await trio.to_thread.run_sync(self.registry.access_snapshot)
 
+    async def publish_key(self) -> None:
+        await trio.to_thread.run_sync(self.registry.publish_access_key, self.signer.kid, self.signer.public_jwk())
+
     async def run(self) -> None:
+        """Poll the registry, and keep this edge's key marked as in use."""
+        published = time.monotonic()
         while True:
             await trio.sleep(REFRESH_INTERVAL)
             await self.refresh()
+            if time.monotonic() - published >= KEY_PUBLISH_INTERVAL:
+                await self.publish_key()
+                published = time.monotonic()
 
     async def admit(self, exchange: Exchange, host: str) -> Callable[[RequestHead], RequestHead] | None:
         """What to do to the forwarded head (add the assertion when Access passed the request),
@@ -213,9 +221,8 @@ async def send_refusal(exchange: Exchange, verdict: Refuse) -> None:
 
 async def open_gate(registry: Registry, home: Path, issuer: str) -> Gate:
     """The edge's gate: its signing key loaded (made on first use) and published, policies loaded."""
-    signer = Signer.load_or_create(home, issuer)
-    await trio.to_thread.run_sync(registry.publish_access_key, signer.kid, signer.public_jwk())
-    gate = Gate(registry, signer)
+    gate = Gate(registry, Signer.load_or_create(home, issuer))
+    await gate.publish_key()
     await gate.refresh()
     return gate
 

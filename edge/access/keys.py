@@ -2,7 +2,9 @@
 
 The private key lives in the edge home (`access-key.pem`, 0600), made on first
 use. Its public half is published in the registry, so every edge sharing the
-registry serves every edge's key in its JWKS.
+registry serves every edge's key in its JWKS; each edge marks its key as in use
+every `KEY_PUBLISH_INTERVAL`, and a key left unmarked for `KEY_RETIRE_AFTER`
+(a rotated or retired one) drops out of the JWKS.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ log = logging.getLogger(__name__)
 KEY_FILE = "access-key.pem"
 JWT_LIFETIME = 300  # seconds an assertion is valid: long enough for one request, short if leaked
 ALGORITHM = "ES256"
+KEY_PUBLISH_INTERVAL = 60.0  # seconds between an edge's "my key is in use" marks in the registry
+KEY_RETIRE_AFTER = 900.0  # a key not marked for this long leaves the JWKS (its JWTs expired long before)
 
 
 class Signer:
