@@ -111,6 +111,9 @@ def test_with_a_token_the_origin_gets_a_jwt_for_the_hostname(edge, acme):
         jwt.decode(assertion, key, algorithms=["ES256"], audience=GUARDED)
     api_jwks = json.loads(edge.curl(ZONE, "/api/v1/access/jwks").stdout)
     assert api_jwks == jwks(edge)
+    code, _, body = request(edge, SVC, "--http2", *token_headers(creds))  # the same gate over HTTP/2
+    assert code == 200 and "burrow-access-jwt-assertion" in dict(json.loads(body)["headers"])
+    assert request(edge, SVC, "--http2")[0] == 403
 
 
 def test_a_spoofed_assertion_is_dropped(edge, acme):
