@@ -58,6 +58,7 @@ class RateLimiter:
 
     def __init__(self) -> None:
         self._windows: dict[tuple[str, str], tuple[float, int]] = {}
+        self.refused = 0  # requests answered 429 so far
 
     def hit(self, key: tuple[str, str], limit: RateLimit, now: float) -> float:
         """Count one request; 0 when allowed, else the seconds until the window ends."""
@@ -65,6 +66,7 @@ class RateLimiter:
         if now - start >= limit.window:
             start, count = now, 0
         if count >= limit.requests:
+            self.refused += 1
             return start + limit.window - now
         if len(self._windows) >= MAX_TRACKED_CLIENTS and key not in self._windows:
             self._sweep(now, limit.window)
@@ -204,7 +206,8 @@ class Gate:
             return None
         verdict = decide(self.snapshot, host, exchange.client[0], head, self.limiter, self.sessions, now)
         if isinstance(verdict, Refuse):
-            log.info("access.refused host=%s client=%s status=%d", host, exchange.client[0], verdict.status)
+            # debug: a flood must not become a flood of log lines
+            log.debug("access.refused host=%s client=%s status=%d", host, exchange.client[0], verdict.status)
             await send_refusal(exchange, verdict)
             return None
         if not verdict.subject:
