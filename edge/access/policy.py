@@ -19,7 +19,7 @@ IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 MAX_ENTRIES = 256  # per list in one policy
 MAX_RATE_WINDOW = 86400.0  # seconds
 RATE_LIMIT_RE = re.compile(r"(\d+)/(.+)")
-EMAIL_RE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+EMAIL_RE = re.compile(r"[^@\s|]+@[^@\s|]+\.[^@\s|]+")
 
 
 @dataclass(frozen=True)
