@@ -165,3 +165,10 @@ def test_revoked_token_is_refused(edge, acme):
     edge.cli("burrow", "access", "token", "revoke", "ci", env=env)
     assert request(edge, SVC, *token_headers(creds))[0] == 403
     assert "ci" not in edge.cli("burrow", "access", "token", "list", env=env).stdout.split()
+
+
+def test_secrets_never_reach_the_logs(edge, acme):
+    _, creds, _ = acme
+    logs = "".join(proc.log() for proc in edge.procs)
+    assert "access.jwks_fetched" in logs and "edge.listening" in logs  # the edge's and the connector's logs
+    assert creds["Client-Secret"] not in logs

@@ -157,6 +157,8 @@ def test_sign_in_reach_the_app_sign_out(edge, people, browser):
     assert not [c for c in browser.call("Network.getAllCookies")["cookies"] if c["name"] == "burrow_access"]
     browser.goto(base + "/inside")
     browser.wait_for(at("/cdn-cgi/access/login", "Sign in"), "the login page after signing out")
+    logs = "".join(proc.log() for proc in edge.procs)
+    assert "access.login host=" in logs and PASSWORD not in logs and cookie["value"] not in logs
 
 
 def test_wrong_password_and_unknown_email_are_refused_alike(edge, people):
