@@ -16,16 +16,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Protocol
 
 import trio
 
 from edge.access import login
 from edge.access.keys import KEY_PUBLISH_INTERVAL, Signer
 from edge.access.policy import Policy, RateLimit
+from edge.proxy import Exchange
 from edge.registry import AccessSnapshot, Registry
 from shared.crypto import hash_secret, verify_secret
-from shared.events import Headers, RequestHead, ResponseHead
+from shared.events import Headers, RequestHead
 from shared.pages import error_page
 
 log = logging.getLogger(__name__)
@@ -150,19 +150,6 @@ def with_assertion(assertion: str, head: RequestHead) -> RequestHead:
 
 def unchanged(head: RequestHead) -> RequestHead:
     return head
-
-
-class Exchange(Protocol):
-    head: RequestHead
-    client: tuple[str, int]
-
-    async def receive_body(self) -> bytes: ...
-
-    async def send_response(self, head: ResponseHead) -> None: ...
-
-    async def send_body(self, data: bytes) -> None: ...
-
-    async def end(self) -> None: ...
 
 
 class Gate:
