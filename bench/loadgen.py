@@ -28,6 +28,7 @@ class Target:
     path: str
     server_name: str
     tls: ssl.SSLContext | None = None
+    local_address: str | None = None  # the client's source address, e.g. 127.0.0.2
 
 
 @dataclass
@@ -64,7 +65,7 @@ class ClientConnection:
     async def open(cls, target: Target) -> ClientConnection:
         """Connect (and do the TLS handshake) within CONNECT_TIMEOUT."""
         with trio.fail_after(CONNECT_TIMEOUT):
-            stream: trio.abc.Stream = await trio.open_tcp_stream(target.host, target.port)
+            stream: trio.abc.Stream = await trio.open_tcp_stream(target.host, target.port, local_address=target.local_address)
             if target.tls is not None:
                 stream = trio.SSLStream(stream, target.tls, server_hostname=target.server_name)
                 await stream.do_handshake()

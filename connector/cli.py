@@ -14,7 +14,9 @@ import trio
 import typer
 
 from connector import listing, service
+from connector.access_admin import cli as access_cli
 from connector.access import Target, parse_hostport, serve_stdio, serve_tcp
+from connector.access_jwt import AccessVerifier
 from connector.edge_api import EdgeAPI
 from connector.ingress import Ingress
 from connector.reload import Reloader
@@ -276,7 +278,7 @@ def run(
         connections = ha_connections or cfg.ha_connections or DEFAULT_HA_CONNECTIONS
         for warning in ingress.warnings:
             log.warning("config.warning %s", warning)
-        server = StreamServer(ingress)
+        server = StreamServer(ingress, access=AccessVerifier(creds))
 
         source = config or _default_config()
         watched = source if url is None and source.exists() else None
@@ -437,6 +439,7 @@ def _tunnel_id(path: Path) -> str | None:
 
 access_app = typer.Typer(help="Reach TCP/SSH routes through the edge (`Upgrade: burrow-tcp`).", no_args_is_help=True)
 app.add_typer(access_app, name="access")
+access_cli.register(access_app)
 
 
 def _access_target(hostname: str, edge: str | None, ca_file: Path | None) -> Target:

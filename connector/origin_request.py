@@ -20,7 +20,10 @@ from shared.errors import ConfigError
 
 @dataclass(frozen=True)
 class Access:
-    """`originRequest.access`: validated now, enforced by a later issue."""
+    """`originRequest.access`: with `required`, requests need a valid edge assertion (connector.access_jwt).
+
+    `teamName` is the edge's HTTPS `HOST[:PORT]` serving the JWKS (default: its zone on 443);
+    `audTag` the accepted audiences (default: the request's hostname)."""
 
     required: bool = False
     team_name: str = ""
@@ -205,12 +208,8 @@ def _access(raw: Any, line: int | None) -> tuple[Access | None, list[Issue]]:
     if issues:
         return None, issues
     access = Access(**values)
-    if access.required and access.aud_tag and not access.team_name:
-        issues.append(Issue("access.teamName", "cannot be blank when access.audTag is set", line))
-    elif access.required:
-        issues.append(
-            Issue("access.required", "Access tokens are not checked yet: requests are NOT filtered", line, True)
-        )
+    if access.team_name and not re.fullmatch(r"(https://)?[A-Za-z0-9.-]+(:\d{1,5})?/?", access.team_name):
+        issues.append(Issue("access.teamName", f"must be the edge's HTTPS HOST[:PORT], not {access.team_name!r}", line))
     return access, issues
 
 

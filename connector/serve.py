@@ -10,6 +10,7 @@ import logging
 
 import trio
 
+from connector.access_jwt import access_admits
 from connector.hello import hello_page
 from connector.ingress import (
     HelloWorldService,
@@ -35,7 +36,8 @@ log = logging.getLogger(__name__)
 class StreamServer:
     """Answers tunnel streams according to the ingress rules."""
 
-    def __init__(self, ingress: Ingress, pool: OriginPool | None = None) -> None:
+    def __init__(self, ingress: Ingress, pool: OriginPool | None = None, access=None) -> None:
+        self.access = access  # connector.access_jwt.AccessVerifier for `originRequest.access.required`
         self.ingress = ingress
         self.pool = pool or OriginPool()
 
@@ -44,6 +46,8 @@ class StreamServer:
         rule = self.ingress.match(head.authority.decode("latin-1"), head.target.decode("latin-1"))
         service = rule.service
         log.debug("stream.routed host=%s rule=%d", head.authority.decode("latin-1"), rule.index)
+        if rule.origin_request.access.required and not await access_admits(stream, rule, self.access):
+            return
         if wants_upgrade(stream, service):
             await serve_upgrade(stream, rule, self.pool)
         elif isinstance(service, StatusService):

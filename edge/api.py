@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 from starlette.schemas import SchemaGenerator
 
+from edge.access_api import access_routes
 from edge.registry import Account, Connection, Record, Registry, Tunnel
 from shared.crypto import b64decode
 from shared.errors import AuthError, BurrowError, ConfigError, ConflictError
@@ -332,6 +333,7 @@ def create_api(
             Route(tunnel_path + "/cleanup", authed(cleanup_tunnel), methods=["POST"]),
             Route("/api/v1/routes/dns", authed(route_dns), methods=["PUT"]),
             Route("/api/v1/routes/dns/{hostname}", authed(remove_route), methods=["DELETE"]),
+            *access_routes(registry, authed, run, on_change, _body),
             *extra_routes,
         ],
         exception_handlers={BurrowError: burrow_error, HTTPException: http_error},

@@ -81,8 +81,9 @@ class Proxy:
     """Routes visitor requests by Host."""
 
     def __init__(
-        self, router: Router, api_app: object, api_hosts: frozenset[str], metrics: EdgeMetrics | None = None
+        self, router: Router, api_app: object, api_hosts: frozenset[str], metrics: EdgeMetrics | None = None, gate=None
     ) -> None:
+        self.gate = gate  # edge.access.gate.Gate: hostname policies, None for none
         self.router = router
         self.api_app = api_app
         self.api_hosts = api_hosts
@@ -112,12 +113,14 @@ class Proxy:
         if tunnel_id is None:
             await send_page(exchange, 404, "edge", f"no tunnel serves {host}")
             return
+        if (admitted := await self.gate.admit(exchange, host) if self.gate else _unchanged) is None:
+            return  # the gate answered: refused, or its login pages
         try:
             connection = self.router.pick(tunnel_id)
             if getattr(exchange, "upgrade", None):
-                await forward_upgrade(exchange, connection, forwarded_head(exchange))
+                await forward_upgrade(exchange, connection, admitted(forwarded_head(exchange)))
             else:
-                await forward(exchange, connection, forwarded_head(exchange))
+                await forward(exchange, connection, admitted(forwarded_head(exchange)))
         except TunnelUnavailable:
             await send_page(exchange, 502, "edge", f"the tunnel for {host} has no connector")
         except BurrowError as exc:
@@ -140,6 +143,10 @@ class Proxy:
         if data:
             await exchange.send_body(data)
         await exchange.end()
+
+
+def _unchanged(head: RequestHead) -> RequestHead:
+    return head
 
 
 def forwarded_head(exchange: Exchange) -> RequestHead:

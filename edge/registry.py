@@ -15,13 +15,14 @@ import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from edge import hostnames, schema
+from edge.access.policy import Policy
 from edge.zone import Zone, Zones, ancestors
-from shared.crypto import SECRET_BYTES, hash_secret, mint_token, verify_secret
+from shared.crypto import SECRET_BYTES, hash_secret, mint_secret, mint_token, verify_secret
 from shared.errors import AuthError, ConfigError, ConflictError, NotFoundError
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,26 @@ class Record:
     target: str
     account_id: str
     tunnel_id: str
+
+
+@dataclass(frozen=True)
+class ServiceToken:
+    """A machine credential for Access; the edge keeps only the hash of its secret."""
+
+    client_id: str
+    account_id: str
+    name: str
+    created_at: str
+    secret_hash: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
+class AccessSnapshot:
+    """What the edge's gate needs per request, read in one transaction."""
+
+    policies: dict[str, tuple[str, Policy]]  # hostname → (owner account id, policy)
+    tokens: dict[str, ServiceToken]  # live tokens by client id
+    users: dict[tuple[str, str], str]  # (account id, email) → password hash
 
 
 def _now() -> str:
@@ -262,6 +283,7 @@ class Registry:
                 raise NotFoundError(f"tunnel '{name_or_id}' not found")
             tunnel = Tunnel(*row)
             db.execute("UPDATE tunnels SET deleted_at = ? WHERE id = ?", (_now(), tunnel.id))
+            db.execute("DELETE FROM policies WHERE hostname IN (SELECT hostname FROM records WHERE tunnel_id = ?)", (tunnel.id,))
             db.execute("DELETE FROM records WHERE tunnel_id = ?", (tunnel.id,))
             db.execute("DELETE FROM connections WHERE tunnel_id = ?", (tunnel.id,))
         log.info("tunnel.deleted account=%s tunnel=%s name=%s", account_id, tunnel.id, tunnel.name)
@@ -370,6 +392,7 @@ class Registry:
             if row is None:
                 raise NotFoundError(f"hostname '{host or hostname}' has no route")
             db.execute("DELETE FROM records WHERE hostname = ?", (host,))
+            db.execute("DELETE FROM policies WHERE hostname = ?", (host,))
         log.info("dns.unrouted account=%s host=%s", account_id, host)
         return Record(*row)
 
@@ -431,6 +454,149 @@ class Registry:
             if zone is not None:
                 owned_txt[zone][host] = tuple(json.loads(values))
         return Zones(tuple(Zone(name, owned[name], tunnel_ids, owned_txt[name]) for name in names))
+
+    # Access: service tokens, policies, login users, signing keys
+
+    def create_service_token(self, account_id: str, name: str) -> tuple[ServiceToken, str]:
+        """A new service token and its secret (plaintext, shown only now)."""
+        _check_name("service token", name)
+        secret = mint_secret().hex()
+        token = ServiceToken(mint_secret()[:16].hex() + ".access", account_id, name, _now())
+        with self._write() as db:
+            if db.execute(
+                "SELECT 1 FROM service_tokens WHERE account_id = ? AND name = ? AND revoked_at IS NULL",
+                (account_id, name),
+            ).fetchone():
+                raise ConflictError(f"service token '{name}' already exists")
+            db.execute(
+                "INSERT INTO service_tokens (client_id, account_id, name, secret_hash, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (token.client_id, account_id, name, hash_secret(secret), token.created_at),
+            )
+        log.info("access.token_created account=%s name=%s client_id=%s", account_id, name, token.client_id)
+        return token, secret
+
+    def list_service_tokens(self, account_id: str) -> list[ServiceToken]:
+        """The account's live service tokens, by name."""
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT client_id, account_id, name, created_at FROM service_tokens "
+                "WHERE account_id = ? AND revoked_at IS NULL ORDER BY name",
+                (account_id,),
+            ).fetchall()
+        return [ServiceToken(*row) for row in rows]
+
+    def revoke_service_token(self, account_id: str, name: str) -> None:
+        """Revoke the account's live token `name`; requests carrying it are refused from the next refresh."""
+        with self._write() as db:
+            cur = db.execute(
+                "UPDATE service_tokens SET revoked_at = ? WHERE account_id = ? AND name = ? AND revoked_at IS NULL",
+                (_now(), account_id, name),
+            )
+            if cur.rowcount == 0:
+                raise NotFoundError(f"service token '{name}' not found")
+        log.info("access.token_revoked account=%s name=%s", account_id, name)
+
+    def set_policy(self, account_id: str, hostname: str, policy: Policy) -> str:
+        """Store the policy of a hostname the account routes; returns the normalized hostname."""
+        with self._write() as db:
+            host = _owned_host(db, account_id, hostname)
+            for name in policy.allow_tokens:
+                if not db.execute(
+                    "SELECT 1 FROM service_tokens WHERE account_id = ? AND name = ? AND revoked_at IS NULL",
+                    (account_id, name),
+                ).fetchone():
+                    raise NotFoundError(f"service token '{name}' not found; create it with `burrow access token create {name}`")
+            db.execute(
+                "INSERT OR REPLACE INTO policies (hostname, account_id, policy, updated_at) VALUES (?, ?, ?, ?)",
+                (host, account_id, json.dumps(policy.to_json()), _now()),
+            )
+        log.info("access.policy_set account=%s host=%s access=%s", account_id, host, policy.requires_access)
+        return host
+
+    def get_policy(self, account_id: str, hostname: str) -> tuple[str, Policy | None]:
+        """The hostname and its policy (None: no policy) for a hostname the account routes."""
+        with self._read() as db:
+            host = _owned_host(db, account_id, hostname)
+            row = db.execute("SELECT policy FROM policies WHERE hostname = ?", (host,)).fetchone()
+        return host, Policy.parse(json.loads(row[0])) if row else None
+
+    def delete_policy(self, account_id: str, hostname: str) -> str:
+        with self._write() as db:
+            host = _owned_host(db, account_id, hostname)
+            if db.execute("DELETE FROM policies WHERE hostname = ?", (host,)).rowcount == 0:
+                raise NotFoundError(f"hostname '{host}' has no policy")
+        log.info("access.policy_deleted account=%s host=%s", account_id, host)
+        return host
+
+    def set_access_user(self, account_id: str, email: str, password_hash: str) -> None:
+        """Add (or replace the password of) a person who may sign in on the account's hostnames."""
+        with self._write() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO access_users (account_id, email, password_hash, created_at) "
+                "VALUES (?, ?, ?, ?)",
+                (account_id, email, password_hash, _now()),
+            )
+        log.info("access.user_set account=%s email=%s", account_id, email)
+
+    def remove_access_user(self, account_id: str, email: str) -> None:
+        with self._write() as db:
+            cur = db.execute("DELETE FROM access_users WHERE account_id = ? AND email = ?", (account_id, email))
+            if cur.rowcount == 0:
+                raise NotFoundError(f"access user '{email}' not found")
+        log.info("access.user_removed account=%s email=%s", account_id, email)
+
+    def list_access_users(self, account_id: str) -> list[str]:
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT email FROM access_users WHERE account_id = ? ORDER BY email", (account_id,)
+            ).fetchall()
+        return [email for (email,) in rows]
+
+    def access_snapshot(self) -> AccessSnapshot:
+        with self._read() as db:
+            policies = db.execute("SELECT hostname, account_id, policy FROM policies").fetchall()
+            tokens = db.execute(
+                "SELECT client_id, account_id, name, created_at, secret_hash FROM service_tokens "
+                "WHERE revoked_at IS NULL"
+            ).fetchall()
+            users = db.execute("SELECT account_id, email, password_hash FROM access_users").fetchall()
+        return AccessSnapshot(
+            {host: (account, Policy.parse(json.loads(raw))) for host, account, raw in policies},
+            {row[0]: ServiceToken(*row) for row in tokens},
+            {(account, email): hashed for account, email, hashed in users},
+        )
+
+    def publish_access_key(self, kid: str, jwk: dict) -> None:
+        """Record (or mark as still in use) an edge's public JWT key, so every edge's JWKS lists it."""
+        now = _now()
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO access_keys (kid, jwk, created_at, seen_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (kid) DO UPDATE SET seen_at = excluded.seen_at",
+                (kid, json.dumps(jwk), now, now),
+            )
+
+    def access_keys(self, max_age: float) -> list[dict]:
+        """The public keys an edge published within the last `max_age` seconds (older ones are retired)."""
+        since = datetime.fromtimestamp(datetime.now(UTC).timestamp() - max_age, UTC).isoformat(timespec="seconds")
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT jwk FROM access_keys WHERE seen_at >= ? ORDER BY created_at, kid", (since,)
+            ).fetchall()
+        return [json.loads(jwk) for (jwk,) in rows]
+
+
+def _owned_host(db: sqlite3.Connection, account_id: str, hostname: str) -> str:
+    """`hostname` normalized, if the account routes it; another account's name is simply not found."""
+    try:
+        host = hostnames.normalize(hostname)
+    except ConfigError:
+        host = str(hostname)
+    row = db.execute("SELECT account_id FROM records WHERE hostname = ?", (host,)).fetchone()
+    if row is None or row[0] != account_id:
+        raise NotFoundError(f"hostname '{host}' is not routed by this account (route it with `burrow tunnel route dns`)")
+    return host
 
 
 def _check_owner(db: sqlite3.Connection, account_id: str, host: str, zone: str) -> None:

@@ -66,6 +66,38 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX records_tunnel ON records(tunnel_id)",
     ),
+    # 3: Access: service tokens, per-hostname policies, login users, the edges' JWT public keys.
+    (
+        """CREATE TABLE service_tokens (
+            client_id TEXT PRIMARY KEY,
+            account_id TEXT NOT NULL REFERENCES accounts(id),
+            name TEXT NOT NULL,
+            secret_hash TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            revoked_at TEXT
+        )""",
+        """CREATE UNIQUE INDEX service_tokens_live_name
+            ON service_tokens(account_id, name) WHERE revoked_at IS NULL""",
+        """CREATE TABLE policies (
+            hostname TEXT PRIMARY KEY,
+            account_id TEXT NOT NULL REFERENCES accounts(id),
+            policy TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )""",
+        """CREATE TABLE access_users (
+            account_id TEXT NOT NULL REFERENCES accounts(id),
+            email TEXT NOT NULL,
+            password_hash TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (account_id, email)
+        )""",
+        """CREATE TABLE access_keys (
+            kid TEXT PRIMARY KEY,
+            jwk TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            seen_at TEXT NOT NULL
+        )""",
+    ),
 )
 
 LATEST = len(MIGRATIONS)

@@ -12,6 +12,7 @@ from functools import partial
 
 import trio
 
+from edge.access.gate import open_gate, refresh_all
 from edge.api import create_api
 from edge.certs import CertStore
 from edge.dashboard import create_dashboard
@@ -167,6 +168,7 @@ async def serve(
         metrics = metrics if metrics is not None else EdgeMetrics()  # a throwaway registry unless served
         metrics.watch_router(router.live)
         refresher = ZoneRefresher(registry, router, list(cfg.zones))
+        gate = await open_gate(registry, cfg.home, f"https://{cfg.zone}")
         https_listeners = await _open_tls_listeners("HTTPS", cfg.https_listen, certs.server_context(ALPN))
         tunnel_context = certs.server_context([TUNNEL_ALPN])
         tunnel_context.minimum_version = ssl.TLSVersion.TLSv1_3
@@ -177,9 +179,10 @@ async def serve(
         def edge_info() -> dict:
             return {"zone": cfg.zone, "zones": list(cfg.zones), "tunnel_endpoint": tunnel_endpoint}
 
-        dashboard = create_dashboard(registry, lambda: list(cfg.zones), refresher.refresh, router, metrics.traffic, edge_id)
-        api = create_api(registry, edge_info, refresher.refresh, live=router, edge_id=edge_id, extra_routes=[dashboard])
-        proxy = Proxy(router, api, frozenset({*cfg.public_ips, *cfg.zones}), metrics)
+        refresh = partial(refresh_all, refresher, gate)
+        dashboard = create_dashboard(registry, lambda: list(cfg.zones), refresh, router, metrics.traffic, edge_id)
+        api = create_api(registry, edge_info, refresh, live=router, edge_id=edge_id, extra_routes=[dashboard])
+        proxy = Proxy(router, api, frozenset({*cfg.public_ips, *cfg.zones}), metrics, gate)
         in_flight = InFlight(proxy)
         frontend = HttpsFrontend(in_flight)
         limits = SessionLimits(ping_interval=heartbeat_interval, ping_timeout=heartbeat_timeout)
@@ -187,6 +190,7 @@ async def serve(
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(refresher.run)
+            nursery.start_soon(gate.run)
             accepting = trio.CancelScope()  # cancelled on drain; the handlers live on in `nursery`
             nursery.start_soon(_accept, accepting, nursery, [(frontend.handle, https_listeners), (sessions.handle, tunnel_listeners)])
             dns = DnsServer(lambda: router.zones, cfg.public_ips, metrics.dns_reply)  # the router's snapshot, read per query

@@ -237,7 +237,7 @@ BAD_ORIGIN_REQUESTS = [
     ("access-not-mapping", {"access": True}, "originRequest.access: must be a mapping"),
     ("access-unknown-key", {"access": {"team": "x"}}, "originRequest.access.team: unknown key (did you mean 'teamName'?)"),
     ("access-aud-not-list", {"access": {"audTag": "x"}}, "originRequest.access.audTag: must be a list"),
-    ("access-team-missing", {"access": {"required": True, "audTag": ["a"]}}, "originRequest.access.teamName: cannot be blank"),
+    ("access-team-bad", {"access": {"required": True, "teamName": "a b"}}, "originRequest.access.teamName: must be the edge's HTTPS HOST[:PORT]"),
     ("proxy-port-range", {"proxyPort": 70000}, "originRequest.proxyPort: must be a port number"),
 ]
 
@@ -260,8 +260,13 @@ WARNED = [
     ("proxyPort", {"proxyPort": 1080}, "originRequest.proxyPort: is not supported by Burrow yet"),
     ("proxyType", {"proxyType": "socks"}, "originRequest.proxyType: is not supported by Burrow yet"),
     ("ipRules", {"ipRules": [{"prefix": "10.0.0.0/8", "allow": True}]}, "originRequest.ipRules: is not supported"),
-    ("access-required", {"access": {"required": True}}, "originRequest.access.required: Access tokens are not checked yet"),
 ]
+
+
+def test_access_required_is_accepted_without_a_warning():
+    ingress = build({"service": "http://x", "originRequest": {"access": {"required": True, "audTag": ["a"]}}})
+    assert not ingress.warnings
+    assert ingress.rules[0].origin_request.access.required and ingress.rules[0].origin_request.access.aud_tag == ("a",)
 
 
 def test_http2_origin_is_accepted_without_a_warning():

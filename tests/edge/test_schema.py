@@ -43,7 +43,7 @@ def test_empty_database_gets_every_step(tmp_path: Path) -> None:
     assert registry._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert registry._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     registry.close()
-    assert user_version(tmp_path / "r.db") == schema.LATEST == 2
+    assert user_version(tmp_path / "r.db") == schema.LATEST == 3
     assert {"accounts", "tunnels", "records", "connections", "txt_records"} <= tables(tmp_path / "r.db")
 
 
