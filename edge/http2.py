@@ -53,7 +53,7 @@ class Http2Limits:
     max_header_list_size: int = 64 * 1024  # advertised; a larger request gets 431
     max_header_fields: int = 100  # more get 431
     max_header_block: int = 128 * 1024  # encoded or decoded, beyond this: GOAWAY ENHANCE_YOUR_CALM
-    max_requests: int = 1000  # per connection, then a graceful GOAWAY
+    max_requests: int = 10_000  # per connection, then a graceful GOAWAY
     max_queued_control_frames: int = 1000  # PING/SETTINGS acks the peer has not read
     rapid_reset_streams: int = 100  # streams opened within the window before resets count
     rapid_reset_window: float = 1.0
