@@ -6,12 +6,21 @@ import hashlib
 import json
 import re
 import shutil
+import ssl
 import subprocess
+from contextlib import asynccontextmanager
+from pathlib import Path
 
+import h2.config
+import h2.connection
 import pytest
+import trio
+from h2.errors import ErrorCodes
+from hyperframe.frame import ContinuationFrame, HeadersFrame, PingFrame, SettingsFrame
 
 from tests.e2e.conftest import ZONE
 from tests.e2e.origin import BLOCK, pattern_block
+from tests.h2_client import Client
 
 MIB = 1024 * 1024
 
@@ -106,3 +115,173 @@ def test_h2load_gets_no_errors(stack):
     assert requests.groups() == ("20000", "20000", "20000", "20000", "0", "0", "0")
     assert "status codes: 20000 2xx" in result.stdout
     assert stack.edge.proc.alive() and stack.connector.alive()
+
+
+# HTTP/2 attacks against the real edge process (acceptance 7) --------------------------------
+
+MEMORY_GROWTH_MIB = 50  # generous: each attack below is cut off long before it could cost this
+
+
+def memory_mib(pid: int) -> dict[str, float]:
+    """VmRSS (resident now) and VmHWM (peak resident) of a process, in MiB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return {key: int(re.search(rf"{key}:\s+(\d+) kB", status).group(1)) / 1024 for key in ("VmRSS", "VmHWM")}
+
+
+@asynccontextmanager
+async def edge_memory_bounded(stack, attack: str):
+    """Sample the edge's resident memory while the body runs; print the figures and bound the growth."""
+    pid = stack.edge.proc.pid
+    before = memory_mib(pid)
+    peak = before["VmRSS"]
+
+    async def sample():
+        nonlocal peak
+        while True:
+            peak = max(peak, memory_mib(pid)["VmRSS"])
+            await trio.sleep(0.02)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sample)
+        yield
+        nursery.cancel_scope.cancel()
+    after = memory_mib(pid)
+    peak = max(peak, after["VmRSS"])
+    print(
+        f"\n{attack}: edge VmRSS {before['VmRSS']:.1f} MiB before, {peak:.1f} peak, {after['VmRSS']:.1f} after;"
+        f" VmHWM {before['VmHWM']:.1f} -> {after['VmHWM']:.1f} MiB"
+    )
+    assert peak - before["VmRSS"] < MEMORY_GROWTH_MIB, f"{attack} grew the edge by {peak - before['VmRSS']:.1f} MiB"
+    assert stack.edge.proc.alive()
+
+
+async def open_h2(stack) -> trio.SSLStream:
+    """A TLS connection to the edge's HTTPS port that negotiated ALPN h2."""
+    context = ssl.create_default_context(cafile=str(stack.edge.ca))
+    context.set_alpn_protocols(["h2"])
+    tcp = await trio.open_tcp_stream("127.0.0.1", stack.edge.https_port)
+    stream = trio.SSLStream(tcp, context, server_hostname=f"app.{ZONE}")
+    await stream.do_handshake()
+    assert stream.selected_alpn_protocol() == "h2"
+    return stream
+
+
+@asynccontextmanager
+async def visitor(stack):
+    """An h2 client on its own connection to the edge, reading in the background."""
+    stream = await open_h2(stack)
+    client = Client(stream, authority=f"app.{ZONE}:{stack.edge.https_port}")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(client.run)
+        yield client
+        nursery.cancel_scope.cancel()
+    with trio.move_on_after(1) as cleanup:
+        cleanup.shield = True
+        await stream.aclose()
+
+
+@asynccontextmanager
+async def attacked(stack, attack: str):
+    """Memory watch plus a bystander on another connection that must keep getting answers throughout."""
+    statuses = []
+    async with visitor(stack) as bystander, edge_memory_bounded(stack, attack):
+
+        async def keep_asking():
+            while True:
+                statuses.append((await bystander.request(f"/bystander/{len(statuses)}")).status)
+                await trio.sleep(0.05)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(keep_asking)
+            yield
+            await trio.sleep(0.2)
+            nursery.cancel_scope.cancel()
+        assert (await bystander.request("/after")).status == 200
+    print(f"{attack}: the bystander got {len(statuses)} answers during the attack: {set(statuses)}")
+    assert statuses and set(statuses) == {200}
+
+
+async def test_rapid_reset_is_cut_off_and_memory_stays_bounded(stack):
+    async with attacked(stack, "rapid reset"), visitor(stack) as attacker:
+        assert (await attacker.request("/")).status == 200
+        with trio.fail_after(20):
+            for sent in range(1, 50_001):  # bounded: the edge must give up long before
+                stream_id = attacker.start("/hang?delay=5")
+                attacker.h2.reset_stream(stream_id, ErrorCodes.CANCEL)
+                try:
+                    await attacker.flush()
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    break
+                await trio.sleep(0)
+                if attacker.goaway is not None or attacker.closed.is_set():
+                    break
+            await attacker.closed.wait()
+        print(f"\nrapid reset: GOAWAY after {sent} streams opened and reset")
+        assert attacker.goaway.error_code == ErrorCodes.ENHANCE_YOUR_CALM
+
+
+async def test_continuation_flood_is_cut_off_and_memory_stays_bounded(stack):
+    async with attacked(stack, "CONTINUATION flood"), visitor(stack) as attacker:
+        assert (await attacker.request("/")).status == 200  # SETTINGS exchanged: nothing else interleaves
+        stream_id = attacker.h2.get_next_available_stream_id()
+        await attacker.send_raw(HeadersFrame(stream_id, data=b"\x00" * 100).serialize())  # no END_HEADERS
+        frame = ContinuationFrame(stream_id, data=b"\x00" * 16_000).serialize()
+        with trio.fail_after(20):
+            try:
+                for sent in range(1, 10_001):  # 160 MB if the edge never stopped it
+                    await attacker.send_raw(frame)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # the edge hung up
+            await attacker.closed.wait()
+        print(f"\nCONTINUATION flood: closed after {sent} frames of 16,000 bytes were written")
+        assert attacker.goaway.error_code == ErrorCodes.ENHANCE_YOUR_CALM
+
+
+async def test_hpack_bomb_is_cut_off_and_memory_stays_bounded(stack):
+    # One 4,000-byte field enters the HPACK dynamic table; 10,000 one-byte references to it
+    # would decode to 40 MB from a 14 KB header block.
+    bomb = [("x-bomb", "b" * 4000)] * 10_000
+    async with attacked(stack, "HPACK bomb"), visitor(stack) as attacker:
+        attacker.start("/", headers=bomb)
+        await attacker.flush()
+        with trio.fail_after(10):
+            await attacker.closed.wait()
+        assert attacker.goaway.error_code == ErrorCodes.ENHANCE_YOUR_CALM
+
+
+async def test_settings_flood_is_cut_off_and_memory_stays_bounded(stack):
+    # 1,500 SETTINGS in one write (one TLS record, so one read at the edge): 1,500 acks owed
+    # at once, over the edge's 1,000. All of it is read, so the close is a clean GOAWAY.
+    flood = SettingsFrame(0).serialize() * 1_500
+    async with attacked(stack, "SETTINGS flood"), visitor(stack) as attacker:
+        assert (await attacker.request("/")).status == 200
+        await attacker.send_raw(flood)
+        with trio.fail_after(10):
+            await attacker.closed.wait()
+        assert attacker.goaway.error_code == ErrorCodes.ENHANCE_YOUR_CALM
+    assert "reason=control frames queued faster than read" in stack.edge.proc.log()
+
+
+async def test_ping_flood_from_a_visitor_that_never_reads_is_bounded(stack):
+    # The attacker never reads its PING acks: once the edge's writes to it block, the
+    # edge stops reading from it too, so the flood backs up in the attacker's socket.
+    pings = b"".join(PingFrame(0, opaque_data=b"%08d" % i).serialize() for i in range(1000))
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    client.initiate_connection()
+    async with attacked(stack, "PING flood (never reading)"):
+        stream = await open_h2(stack)
+        await stream.send_all(client.data_to_send())
+        written, hung_up, progress = 0, False, trio.current_time()
+        with trio.move_on_after(4):
+            try:
+                for _ in range(5_000):  # at most 5 million PINGs, 85 MB
+                    await stream.send_all(pings)
+                    written, progress = written + 1, trio.current_time()
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                hung_up = True
+        stalled = trio.current_time() - progress
+        print(f"\nPING flood: {written * 1000} PINGs written, then writes blocked for {stalled:.1f} s")
+        assert hung_up or stalled > 1  # the edge stopped reading from it
+        with trio.move_on_after(1) as cleanup:
+            cleanup.shield = True
+            await trio.aclose_forcefully(stream)
