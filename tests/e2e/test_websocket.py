@@ -1,6 +1,7 @@
 """Issue 5: WebSocket through the tunnel — a real `websockets` echo origin behind a real
 edge and connector, a real `websockets` client: messages of all sizes intact both ways,
-close codes from either side, a non-101 answer passed on."""
+close codes from either side, a non-101 answer passed on, a message over the origin's
+size limit closed with 1009 and no stream left open on the edge or the connector."""
 
 from __future__ import annotations
 
@@ -14,18 +15,21 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 from websockets.sync.server import serve
 
-from tests.e2e.conftest import ZONE
+from tests.e2e.conftest import ZONE, start_edge, wait_until
+from tests.e2e.test_metrics import metrics_port, scrape
 from tests.e2e.tunnels import edge_context, run_tunnel, tcp_socket
 
 HOST = f"ws.{ZONE}"
+LIMITED_HOST = f"wsmax.{ZONE}"
+ORIGIN_MAX_SIZE = 64 * 1024  # the limited origin's `websockets` max_size
 SMALL_MESSAGES = 5_000  # text + binary each: 10,000 messages
 BIG = 1024 * 1024
 
 
 class EchoOrigin:
-    def __init__(self) -> None:
+    def __init__(self, max_size: int | None = None) -> None:
         self.close_codes: list[int | None] = []
-        self.server = serve(self.handle, "127.0.0.1", 0, max_size=None, process_request=self.refuse)
+        self.server = serve(self.handle, "127.0.0.1", 0, max_size=max_size, process_request=self.refuse)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.port = self.server.socket.getsockname()[1]
 
@@ -47,11 +51,30 @@ class EchoOrigin:
 
 
 @pytest.fixture(scope="module")
+def edge(tmp_path_factory):
+    """This module's own edge, with /metrics on, to read its open-stream gauge."""
+    edge = start_edge(tmp_path_factory.mktemp("ws"), serve_args=("--metrics", "127.0.0.1:0"))
+    edge.metrics_port = metrics_port(edge.proc)
+    yield edge
+    for proc in reversed(edge.procs):
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
 def origin(edge):
-    origin = EchoOrigin()
-    run_tunnel(edge, "ws-tunnel", [("ws", f"ws://127.0.0.1:{origin.port}")])
+    origin, limited = EchoOrigin(), EchoOrigin(max_size=ORIGIN_MAX_SIZE)
+    origin.connector = run_tunnel(
+        edge, "ws-tunnel", [("ws", f"ws://127.0.0.1:{origin.port}"), ("wsmax", f"ws://127.0.0.1:{limited.port}")]
+    )
+    origin.limited = limited
     yield origin
     origin.server.shutdown()
+    limited.server.shutdown()
+
+
+def open_edge_streams(edge) -> float:
+    """Tunnel streams the edge holds open, over every tunnel (`burrow_edge_active_streams`)."""
+    return sum(value for (name, _), value in scrape(edge.metrics_port).items() if name == "burrow_edge_active_streams")
 
 
 def client(edge, path: str = "/", host: str = HOST):
@@ -110,6 +133,8 @@ def test_origin_refusing_the_upgrade_is_passed_on(edge, origin):
         client(edge, "/refuse")
     assert info.value.response.status_code == 403
     assert b"no websocket here" in info.value.response.body
+    origin.connector.wait_for_log(r"upgrade\.refused rule=1 protocol=websocket status=403", timeout=10)
+    wait_until(lambda: open_edge_streams(edge) == 0, 10, "the edge to release the refused upgrade's stream")
 
 
 def test_unrouted_host_answers_404_to_an_upgrade(edge, origin):
@@ -121,3 +146,31 @@ def test_unrouted_host_answers_404_to_an_upgrade(edge, origin):
 def test_plain_requests_still_work_after_upgrades(edge, origin):
     result = edge.curl(HOST, "/")
     assert result.returncode == 0, result.stderr
+
+
+def test_message_over_the_origins_size_limit_is_closed_with_1009(edge, origin):
+    # The edge and connector relay upgraded bytes without parsing frames: the size limit is
+    # the origin's, and its close code must reach the client with nothing left open.
+    with client(edge, host=LIMITED_HOST) as ws:
+        ws.send(b"x" * ORIGIN_MAX_SIZE)
+        assert ws.recv(timeout=10) == b"x" * ORIGIN_MAX_SIZE
+        assert open_edge_streams(edge) >= 1  # the gauge sees this WebSocket
+        ws.send(b"x" * (ORIGIN_MAX_SIZE + 1))
+        with pytest.raises(ConnectionClosed) as info:
+            ws.recv(timeout=10)
+    assert info.value.rcvd.code == 1009  # "message too big"
+    # The origin "fails" the connection (RFC 6455 §7.1.7): its close frame, then TCP close at once.
+    wait_until(lambda: origin.limited.close_codes, 10, "the origin's handler to end")
+    wait_until(lambda: open_edge_streams(edge) == 0, 10, "the edge to release the WebSocket's stream")
+    with client(edge, host=LIMITED_HOST) as ws:  # the route still works
+        ws.send("after")
+        assert ws.recv(timeout=10) == "after"
+
+
+def test_no_stream_is_left_open_afterwards(edge, origin):
+    """Run last: a connector with a stuck stream would sit out its whole drain grace period."""
+    wait_until(lambda: open_edge_streams(edge) == 0, 10, "the edge to release every stream")
+    start = time.monotonic()
+    origin.connector.stop()
+    assert origin.connector.popen.returncode == 0
+    assert time.monotonic() - start < 10, "the connector waited for streams that never ended"
