@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import ssl
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import h2.config
 import h2.connection
@@ -19,6 +22,14 @@ class Response:
     body: bytearray = field(default_factory=bytearray)
     reset: ErrorCodes | None = None
     done: trio.Event = field(default_factory=trio.Event)
+    headed: trio.Event = field(default_factory=trio.Event)  # the response's HEADERS arrived
+    arrived: trio.Event = field(default_factory=trio.Event)  # set by DATA, renewed by `take`
+
+    def take(self) -> bytes:
+        """The body received so far, removed from `body`."""
+        data, self.body = bytes(self.body), bytearray()
+        self.arrived = trio.Event()
+        return data
 
     def json(self):
         return json.loads(self.body)
@@ -62,20 +73,26 @@ class Client:
             self._window.set()
             for response in self.responses.values():
                 response.done.set()
+                response.headed.set()
+                response.arrived.set()
 
     def _on(self, event) -> None:
         response = self.responses.get(getattr(event, "stream_id", 0))
         if isinstance(event, h2.events.ResponseReceived):
             response.headers = list(event.headers)
             response.status = int(dict(event.headers)[b":status"])
+            response.headed.set()
         elif isinstance(event, h2.events.DataReceived):
             response.body += event.data
+            response.arrived.set()
             self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
         elif isinstance(event, h2.events.StreamEnded):
             response.done.set()
+            response.arrived.set()
         elif isinstance(event, h2.events.StreamReset):
             response.reset = event.error_code
             response.done.set()
+            response.arrived.set()
         elif isinstance(event, (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged)):
             self._window.set()
             self._window = trio.Event()
@@ -89,16 +106,20 @@ class Client:
         self.h2.send_headers(stream_id, [(k.encode(), v.encode()) for k, v in request], end_stream=end_stream)
         return stream_id
 
-    async def send_body(self, stream_id: int, body: bytes) -> None:
+    async def send_data(self, stream_id: int, data: bytes) -> None:
+        """DATA frames within the flow-control windows, waiting for credit."""
         offset = 0
-        while offset < len(body):
+        while offset < len(data):
             window = min(self.h2.local_flow_control_window(stream_id), self.h2.max_outbound_frame_size)
             if window <= 0:
                 await self._window.wait()
                 continue
-            self.h2.send_data(stream_id, body[offset : offset + window])
+            self.h2.send_data(stream_id, data[offset : offset + window])
             offset += window
             await self.flush()
+
+    async def send_body(self, stream_id: int, body: bytes) -> None:
+        await self.send_data(stream_id, body)
         self.h2.end_stream(stream_id)
         await self.flush()
 
@@ -111,3 +132,27 @@ class Client:
         with trio.fail_after(30):
             await response.done.wait()
         return response
+
+
+async def open_h2(port: int, ca: Path, host: str) -> trio.SSLStream:
+    """A TLS connection to 127.0.0.1:`port` (SNI `host`, trusting `ca`) that negotiated ALPN h2."""
+    context = ssl.create_default_context(cafile=str(ca))
+    context.set_alpn_protocols(["h2"])
+    stream = trio.SSLStream(await trio.open_tcp_stream("127.0.0.1", port), context, server_hostname=host)
+    await stream.do_handshake()
+    assert stream.selected_alpn_protocol() == "h2"
+    return stream
+
+
+@asynccontextmanager
+async def visitor(port: int, ca: Path, host: str):
+    """A `Client` on its own TLS connection, reading in the background, for requests to `host`."""
+    stream = await open_h2(port, ca, host)
+    client = Client(stream, authority=f"{host}:{port}")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(client.run)
+        yield client
+        nursery.cancel_scope.cancel()
+    with trio.move_on_after(1) as cleanup:
+        cleanup.shield = True
+        await stream.aclose()

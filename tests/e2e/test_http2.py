@@ -6,7 +6,6 @@ import hashlib
 import json
 import re
 import shutil
-import ssl
 import subprocess
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,7 +19,7 @@ from hyperframe.frame import ContinuationFrame, HeadersFrame, PingFrame, Setting
 
 from tests.e2e.conftest import ZONE
 from tests.e2e.origin import BLOCK, pattern_block
-from tests.h2_client import Client
+from tests.h2_client import open_h2, visitor
 
 MIB = 1024 * 1024
 
@@ -155,36 +154,16 @@ async def edge_memory_bounded(stack, attack: str):
     assert stack.edge.proc.alive()
 
 
-async def open_h2(stack) -> trio.SSLStream:
-    """A TLS connection to the edge's HTTPS port that negotiated ALPN h2."""
-    context = ssl.create_default_context(cafile=str(stack.edge.ca))
-    context.set_alpn_protocols(["h2"])
-    tcp = await trio.open_tcp_stream("127.0.0.1", stack.edge.https_port)
-    stream = trio.SSLStream(tcp, context, server_hostname=f"app.{ZONE}")
-    await stream.do_handshake()
-    assert stream.selected_alpn_protocol() == "h2"
-    return stream
-
-
-@asynccontextmanager
-async def visitor(stack):
-    """An h2 client on its own connection to the edge, reading in the background."""
-    stream = await open_h2(stack)
-    client = Client(stream, authority=f"app.{ZONE}:{stack.edge.https_port}")
-    async with trio.open_nursery() as nursery:
-        await nursery.start(client.run)
-        yield client
-        nursery.cancel_scope.cancel()
-    with trio.move_on_after(1) as cleanup:
-        cleanup.shield = True
-        await stream.aclose()
+def app_visitor(stack):
+    """An h2 client of app.example.test on its own connection to the edge."""
+    return visitor(stack.edge.https_port, stack.edge.ca, f"app.{ZONE}")
 
 
 @asynccontextmanager
 async def attacked(stack, attack: str):
     """Memory watch plus a bystander on another connection that must keep getting answers throughout."""
     statuses = []
-    async with visitor(stack) as bystander, edge_memory_bounded(stack, attack):
+    async with app_visitor(stack) as bystander, edge_memory_bounded(stack, attack):
 
         async def keep_asking():
             while True:
@@ -202,7 +181,7 @@ async def attacked(stack, attack: str):
 
 
 async def test_rapid_reset_is_cut_off_and_memory_stays_bounded(stack):
-    async with attacked(stack, "rapid reset"), visitor(stack) as attacker:
+    async with attacked(stack, "rapid reset"), app_visitor(stack) as attacker:
         assert (await attacker.request("/")).status == 200
         with trio.fail_after(20):
             for sent in range(1, 50_001):  # bounded: the edge must give up long before
@@ -221,7 +200,7 @@ async def test_rapid_reset_is_cut_off_and_memory_stays_bounded(stack):
 
 
 async def test_continuation_flood_is_cut_off_and_memory_stays_bounded(stack):
-    async with attacked(stack, "CONTINUATION flood"), visitor(stack) as attacker:
+    async with attacked(stack, "CONTINUATION flood"), app_visitor(stack) as attacker:
         assert (await attacker.request("/")).status == 200  # SETTINGS exchanged: nothing else interleaves
         stream_id = attacker.h2.get_next_available_stream_id()
         await attacker.send_raw(HeadersFrame(stream_id, data=b"\x00" * 100).serialize())  # no END_HEADERS
@@ -241,7 +220,7 @@ async def test_hpack_bomb_is_cut_off_and_memory_stays_bounded(stack):
     # One 4,000-byte field enters the HPACK dynamic table; 10,000 one-byte references to it
     # would decode to 40 MB from a 14 KB header block.
     bomb = [("x-bomb", "b" * 4000)] * 10_000
-    async with attacked(stack, "HPACK bomb"), visitor(stack) as attacker:
+    async with attacked(stack, "HPACK bomb"), app_visitor(stack) as attacker:
         attacker.start("/", headers=bomb)
         await attacker.flush()
         with trio.fail_after(10):
@@ -253,7 +232,7 @@ async def test_settings_flood_is_cut_off_and_memory_stays_bounded(stack):
     # 1,500 SETTINGS in one write (one TLS record, so one read at the edge): 1,500 acks owed
     # at once, over the edge's 1,000. All of it is read, so the close is a clean GOAWAY.
     flood = SettingsFrame(0).serialize() * 1_500
-    async with attacked(stack, "SETTINGS flood"), visitor(stack) as attacker:
+    async with attacked(stack, "SETTINGS flood"), app_visitor(stack) as attacker:
         assert (await attacker.request("/")).status == 200
         await attacker.send_raw(flood)
         with trio.fail_after(10):
@@ -269,7 +248,7 @@ async def test_ping_flood_from_a_visitor_that_never_reads_is_bounded(stack):
     client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
     client.initiate_connection()
     async with attacked(stack, "PING flood (never reading)"):
-        stream = await open_h2(stack)
+        stream = await open_h2(stack.edge.https_port, stack.edge.ca, f"app.{ZONE}")
         await stream.send_all(client.data_to_send())
         written, hung_up, progress = 0, False, trio.current_time()
         with trio.move_on_after(4):

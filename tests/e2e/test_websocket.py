@@ -10,14 +10,18 @@ import threading
 import time
 
 import pytest
+import trio
 import websockets
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Close, Frame, Opcode
+from websockets.protocol import Protocol, Side, State
 from websockets.sync.client import connect
 from websockets.sync.server import serve
 
 from tests.e2e.conftest import ZONE, start_edge, wait_until
 from tests.e2e.test_metrics import metrics_port, scrape
 from tests.e2e.tunnels import edge_context, run_tunnel, tcp_socket
+from tests.h2_client import Client, visitor
 
 HOST = f"ws.{ZONE}"
 LIMITED_HOST = f"wsmax.{ZONE}"
@@ -165,6 +169,121 @@ def test_message_over_the_origins_size_limit_is_closed_with_1009(edge, origin):
     with client(edge, host=LIMITED_HOST) as ws:  # the route still works
         ws.send("after")
         assert ws.recv(timeout=10) == "after"
+
+
+# RFC 8441: WebSocket over HTTP/2 (extended CONNECT), with the h2 library as the client ---------
+
+
+class H2WebSocket:
+    """A WebSocket over one extended-CONNECT stream: `websockets`' frame layer over h2 DATA."""
+
+    def __init__(self, client: Client, stream_id: int) -> None:
+        self.client, self.stream_id = client, stream_id
+        self.protocol = Protocol(Side.CLIENT, state=State.OPEN, max_size=None)
+
+    async def flush(self) -> None:
+        for data in self.protocol.data_to_send():
+            if data:
+                await self.client.send_data(self.stream_id, data)
+
+    async def send(self, message: str | bytes) -> None:
+        if isinstance(message, str):
+            self.protocol.send_text(message.encode())
+        else:
+            self.protocol.send_binary(message)
+        await self.flush()
+
+    async def recv(self) -> Frame:
+        """The next complete data or close frame (unfragmented, as `websockets` servers send)."""
+        response = self.client.responses[self.stream_id]
+        while True:
+            for event in self.protocol.events_received():
+                if event.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CLOSE):
+                    return event
+            await self.flush()  # pongs, close replies
+            with trio.fail_after(30):
+                await response.arrived.wait()
+            if data := response.take():
+                self.protocol.receive_data(data)
+            elif response.done.is_set():
+                self.protocol.receive_eof()
+                raise AssertionError(f"the stream ended without a close frame (reset: {response.reset})")
+
+
+async def open_h2_websocket(edge, path: str = "/", protocol: str = "websocket", host: str = HOST):
+    """An h2 client on its own connection, and the extended CONNECT it opened (answer awaited)."""
+    visit = visitor(edge.https_port, edge.ca, host)
+    client = await visit.__aenter__()
+    with trio.fail_after(10):
+        while client.h2.remote_settings.enable_connect_protocol != 1:  # the edge's SETTINGS
+            await client._window.wait()
+    stream_id = client.start(path, "CONNECT", headers=[(":protocol", protocol), ("sec-websocket-version", "13")],
+                             end_stream=False)
+    await client.flush()
+    with trio.fail_after(20):
+        await client.responses[stream_id].headed.wait()
+    return visit, client, stream_id
+
+
+async def test_websocket_over_http2_extended_connect(edge, origin):
+    visit, client, stream_id = await open_h2_websocket(edge)
+    try:
+        response = client.responses[stream_id]
+        assert response.status == 200
+        names = [name for name, _ in response.headers]
+        assert b"sec-websocket-accept" not in names and b"upgrade" not in names
+        ws = H2WebSocket(client, stream_id)
+        for i in range(500):
+            await ws.send(f"message {i}")
+            assert (await ws.recv()).data == f"message {i}".encode()
+        for size in (BIG, 3 * BIG // 2):
+            blob = os.urandom(size)
+            await ws.send(blob)
+            frame = await ws.recv()
+            assert (frame.opcode, frame.data == blob) == (Opcode.BINARY, True)
+        before = len(origin.close_codes)
+        ws.protocol.send_close(4005, "h2 client says bye")
+        await ws.flush()
+        frame = await ws.recv()
+        assert Close.parse(frame.data).code == 4005  # the origin's echo of the close
+        with trio.fail_after(10):
+            await response.done.wait()  # the origin closed its TCP connection: the edge ended the stream
+            client.h2.end_stream(stream_id)  # as a WebSocket client closes its TCP connection
+            await client.flush()
+            while len(origin.close_codes) == before:
+                await trio.sleep(0.05)
+        assert origin.close_codes[before] == 4005
+    finally:
+        await visit.__aexit__(None, None, None)
+    assert "http2.websocket client=127.0.0.1" in edge.proc.log()
+
+
+async def test_origin_close_code_reaches_an_http2_client(edge, origin):
+    visit, client, stream_id = await open_h2_websocket(edge)
+    try:
+        ws = H2WebSocket(client, stream_id)
+        await ws.send("close-please")
+        frame = await ws.recv()
+        assert (Close.parse(frame.data).code, Close.parse(frame.data).reason) == (4001, "origin says bye")
+    finally:
+        await visit.__aexit__(None, None, None)
+
+
+@pytest.mark.parametrize(
+    "path, protocol, status, text",
+    [("/refuse", "websocket", 403, b"no websocket here"), ("/", "chat", 501, b"extended CONNECT for 'chat'")],
+    ids=["origin-refuses", "unknown-protocol"],
+)
+async def test_refused_extended_connect_gets_the_answer(edge, origin, path, protocol, status, text):
+    visit, client, stream_id = await open_h2_websocket(edge, path, protocol)
+    try:
+        response = client.responses[stream_id]
+        with trio.fail_after(10):
+            await response.done.wait()
+        assert response.status == status
+        assert text in response.body
+    finally:
+        await visit.__aexit__(None, None, None)
 
 
 def test_no_stream_is_left_open_afterwards(edge, origin):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import logging
@@ -17,7 +18,7 @@ from h2.errors import ErrorCodes
 from h2.frame_buffer import FrameBuffer
 from hyperframe.frame import ContinuationFrame, HeadersFrame
 
-from edge.http2 import Http2Connection, Http2Limits, request_head, response_headers
+from edge.http2 import Http2Connection, Http2Limits, request_head, response_headers, websocket_accept
 from edge.http2_guards import PREFACE, HeaderBlockMeter, HeaderBlockTooLarge, ResetRateGuard
 from shared.events import ResponseHead
 from tests.h2_client import Client
@@ -293,6 +294,31 @@ def test_request_with_content_length_zero_has_no_body_even_without_end_stream():
     base = ((b":method", b"POST"), (b":scheme", b"https"), (b":path", b"/"), (b":authority", b"a"))
     assert not request_head(base + ((b"content-length", b"0"),), True, b"https", Http2Limits())[0].has_body
     assert request_head(base, True, b"https", Http2Limits())[0].has_body
+
+
+def test_extended_connect_for_websocket_becomes_an_http1_upgrade_request():
+    base = ((b":method", b"CONNECT"), (b":scheme", b"https"), (b":path", b"/chat?x=1"), (b":authority", b"a.test"))
+    head, problem = request_head(
+        base + ((b":protocol", b"websocket"), (b"sec-websocket-version", b"13"), (b"sec-websocket-key", b"forged")),
+        True, b"https", Http2Limits(),
+    )
+    assert problem is None
+    assert (head.method, head.target, head.authority, head.has_body) == (b"GET", b"/chat?x=1", b"a.test", False)
+    assert (head.header(b"connection"), head.header(b"upgrade")) == (b"upgrade", b"websocket")
+    key = head.header(b"sec-websocket-key")
+    assert key != b"forged" and len(base64.b64decode(key)) == 16
+    assert [name for name, _ in head.headers].count(b"sec-websocket-key") == 1
+    assert request_head(base + ((b":protocol", b"chat"),), True, b"https", Http2Limits())[1][0] == 501
+    assert request_head(((b":method", b"CONNECT"), (b":authority", b"a:1")), True, b"https", Http2Limits())[1] == (
+        501, "CONNECT is not supported"
+    )
+    assert websocket_accept(b"dGhlIHNhbXBsZSBub25jZQ==") == b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="  # RFC 6455 §1.3
+
+
+async def test_the_edge_announces_extended_connect():
+    async with connect() as client:
+        assert (await client.request("/")).status == 200
+        assert client.h2.remote_settings.enable_connect_protocol == 1
 
 
 def test_response_headers_drop_connection_specific_fields():
