@@ -17,8 +17,8 @@ ws.example.test to the WebSocket port, and measures:
 * WebSocket round trips/s with the `websockets` sync client, K small messages, one in
   flight: wss:// through the edge vs. ws:// straight to the echo server.
 
-The edge answers at most 1,000 requests per h2 connection and h2load 1.52 does not
-reconnect after GOAWAY, so N must stay at or under 1,000 × C.
+The edge answers at most 10,000 requests per h2 connection and h2load 1.52 does not
+reconnect after GOAWAY, so N must stay at or under 10,000 × C.
 
     .venv/bin/python bench/proto_bench.py [--requests 2000] [--clients 10] [--streams 10] [--messages 2000]
 """
@@ -173,8 +173,8 @@ def ws_round_trips(uri: str, messages: int, **kwargs) -> float:
 def main(args: argparse.Namespace) -> None:
     if shutil.which("h2load") is None:
         sys.exit("h2load missing: `make system-deps` installs nghttp2-client")
-    if args.requests > 1000 * args.clients:
-        sys.exit("--requests must be at most 1000 × --clients (the edge's per-connection limit; h2load does not reconnect)")
+    if args.requests > 10_000 * args.clients:
+        sys.exit("--requests must be at most 10,000 × --clients (the edge's per-connection limit; h2load does not reconnect)")
     from tunnel_bench import (
         BIN,
         cli,

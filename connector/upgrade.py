@@ -53,6 +53,7 @@ async def serve_upgrade(stream: TunnelStream, rule: Rule, pool: OriginPool) -> N
             await _tcp(stream, rule)
         elif upgrade_token(stream.head) == TCP_UPGRADE:
             host = normalize_host(stream.head.authority.decode("latin-1"))
+            log.warning("upgrade.not_tcp host=%s rule=%d service=%s", host, rule.index, service)
             await _send_page(stream, 400, f"{host} is not a TCP route: ingress rule {rule.index} serves {service}")
         else:
             await _http(stream, rule, pool)
@@ -94,6 +95,10 @@ async def _http(stream: TunnelStream, rule: Rule, pool: OriginPool) -> None:
             data, _closed = connection.h11.trailing_data
             await _pipe(connection.stream, stream, bytes(data))
             return
+        log.warning(
+            "upgrade.refused rule=%d protocol=%s status=%d",
+            rule.index, upgrade_token(head).decode("latin-1"), response.status_code,
+        )
         has_body = head.method != b"HEAD" and response.status_code not in (204, 304)
         await stream.send_response(ResponseHead(response.status_code, _headers(response.headers), has_body=has_body))
         while has_body:

@@ -7,13 +7,21 @@ the same handler as HTTP/1.1 (`Proxy.handle`). Request-body credit goes back
 to the client only once the handler asks for the next chunk, i.e. after it
 passed the previous one on. A stream error resets that stream only; a
 connection error sends GOAWAY and closes.
+
+WebSocket over HTTP/2 (RFC 8441): the edge announces SETTINGS_ENABLE_CONNECT_PROTOCOL;
+a `CONNECT` with `:protocol websocket` becomes the HTTP/1.1 Upgrade request the
+tunnel and origin already speak, the origin's 101 becomes a 200 on the stream,
+and the stream's DATA frames carry the WebSocket bytes both ways.
 """
 
 from __future__ import annotations
 
+import base64
 import functools
+import hashlib
 import logging
 import math
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -27,7 +35,7 @@ from h2.settings import SettingCodes, Settings
 from hyperframe.frame import GoAwayFrame
 
 from edge.http2_guards import HeaderBlockMeter, HeaderBlockTooLarge, ResetRateGuard
-from shared.errors import BurrowError
+from shared.errors import BurrowError, ProtocolError
 from shared.events import Headers, RequestHead, ResponseHead
 from shared.pages import error_page
 
@@ -39,6 +47,8 @@ SEND_BATCH = 64 * 1024  # body bytes one stream queues (as several frames) per w
 # RFC 9113 §8.2.2: connection-specific fields have no place in HTTP/2 ("te" only as "trailers").
 CONNECTION_SPECIFIC = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"})
 NO_BODY_STATUSES = frozenset({204, 304})
+WEBSOCKET = b"websocket"
+WEBSOCKET_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
 _END = None  # marks the end of a request body in an exchange's queue
 
 
@@ -53,7 +63,7 @@ class Http2Limits:
     max_header_list_size: int = 64 * 1024  # advertised; a larger request gets 431
     max_header_fields: int = 100  # more get 431
     max_header_block: int = 128 * 1024  # encoded or decoded, beyond this: GOAWAY ENHANCE_YOUR_CALM
-    max_requests: int = 1000  # per connection, then a graceful GOAWAY
+    max_requests: int = 10_000  # per connection, then a graceful GOAWAY
     max_queued_control_frames: int = 1000  # PING/SETTINGS acks the peer has not read
     rapid_reset_streams: int = 100  # streams opened within the window before resets count
     rapid_reset_window: float = 1.0
@@ -96,13 +106,19 @@ class Http2Exchange:
         self.remote_closed = not head.has_body
         self.peer_reset = False
         self.request_trailers: Headers = ()  # set when the request body ended with trailers
+        # h2 refuses `upgrade` fields in HTTP/2 requests (RFC 9113 §8.2.2): only an
+        # extended CONNECT, translated by `request_head`, carries one.
+        self.upgrade = WEBSOCKET if head.header(b"upgrade") == WEBSOCKET else None
 
     async def receive_body(self) -> bytes:
+        return await self._receive(self._conn.limits.body_idle_timeout)
+
+    async def _receive(self, idle_timeout: float) -> bytes:
         await self._conn.acknowledge(self.stream_id, self._credit)
         self._credit = 0
         if self.remote_closed and self._body.statistics().current_buffer_used == 0:
             return b""
-        with trio.fail_after(self._conn.limits.body_idle_timeout):
+        with trio.fail_after(idle_timeout):
             item = await self._body.receive()
         if item is _END:
             return b""
@@ -158,6 +174,15 @@ class Http2Exchange:
         await self._conn.send(functools.partial(self._conn.h2.send_headers, self.stream_id, fields, end_stream=True))
         self.local_closed = True
 
+    async def switch_protocols(self, head: ResponseHead) -> tuple[trio.abc.Stream, bytes]:
+        """RFC 8441: answer the origin's 101 with 200; return this stream as a byte stream."""
+        if head.header(b"sec-websocket-accept") != websocket_accept(self.head.header(b"sec-websocket-key") or b""):
+            raise ProtocolError("the origin's Sec-WebSocket-Accept does not match the key")
+        headers = tuple((name, value) for name, value in head.headers if name != b"sec-websocket-accept")
+        await self.send_response(ResponseHead(200, headers))
+        log.info("http2.websocket client=%s host=%s", self.client[0], self.head.authority.decode("latin-1"))
+        return Http2ByteStream(self), b""
+
     # Called by the connection ---------------------------------------------------
 
     def deliver(self, data: bytes, flow_length: int) -> None:
@@ -181,6 +206,37 @@ class Http2Exchange:
                 return credit
             if item is not _END:
                 credit += item[1]
+
+
+class Http2ByteStream(trio.abc.HalfCloseableStream):
+    """An extended-CONNECT stream's DATA frames as a trio stream, for `relay`.
+
+    No idle timeout of its own (the relay has one); `aclose` leaves the stream to
+    its task, which resets it if either side is still open.
+    """
+
+    def __init__(self, exchange: Http2Exchange) -> None:
+        self._exchange = exchange
+        self._pending = b""  # received, beyond what the last caller asked for
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if not self._pending:
+            self._pending = await self._exchange._receive(math.inf)
+        size = len(self._pending) if max_bytes is None else max_bytes
+        data, self._pending = self._pending[:size], self._pending[size:]
+        return data
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._exchange.send_body(bytes(data))
+
+    async def wait_send_all_might_not_block(self) -> None:
+        pass
+
+    async def send_eof(self) -> None:
+        await self._exchange.end()
+
+    async def aclose(self) -> None:
+        pass
 
 
 Handler = Callable[[Http2Exchange], Awaitable[None]]
@@ -279,6 +335,7 @@ class Http2Connection:
                 SettingCodes.MAX_FRAME_SIZE: limits.max_frame_size,
                 SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_header_list_size,
                 SettingCodes.ENABLE_PUSH: 0,
+                SettingCodes.ENABLE_CONNECT_PROTOCOL: 1,  # RFC 8441: WebSocket over HTTP/2
             },
         )
         self.h2.initiate_connection()
@@ -323,6 +380,8 @@ class Http2Connection:
         self._requests += 1
         head, problem = request_head(event.headers, event.stream_ended is None, self.scheme, self.limits)
         exchange = Http2Exchange(self, stream_id, head)
+        if exchange.upgrade:  # the translated head has no body; the stream stays open for DATA
+            exchange.remote_closed = event.stream_ended is not None
         self._streams[stream_id] = exchange
         respond = functools.partial(_refuse, *problem) if problem else self._handle
         self._nursery.start_soon(self._serve_stream, exchange, respond)
@@ -549,8 +608,27 @@ def request_head(
     if size > limits.max_header_list_size:
         return head, (431, f"header list larger than {limits.max_header_list_size} bytes")
     if method == b"CONNECT":
-        return head, (501, "CONNECT is not supported")
+        protocol = pseudo.get(b":protocol")
+        if protocol is None:
+            return head, (501, "CONNECT is not supported")
+        if protocol.lower() != WEBSOCKET:
+            return head, (501, f"extended CONNECT for {protocol.decode('latin-1')!r} is not supported")
+        return websocket_upgrade(head), None
     return head, None
+
+
+def websocket_upgrade(head: RequestHead) -> RequestHead:
+    """An RFC 8441 CONNECT as the HTTP/1.1 Upgrade request the tunnel and origin speak
+    (RFC 6455 §4.1), with a fresh Sec-WebSocket-Key the edge checks the answer against."""
+    key = base64.b64encode(os.urandom(16))
+    headers = tuple((name, value) for name, value in head.headers if name != b"sec-websocket-key")
+    headers += ((b"connection", b"upgrade"), (b"upgrade", WEBSOCKET), (b"sec-websocket-key", key))
+    return RequestHead(b"GET", head.target, head.authority, head.scheme, headers, has_body=False)
+
+
+def websocket_accept(key: bytes) -> bytes:
+    """The Sec-WebSocket-Accept an origin must answer `key` with (RFC 6455 §4.2.2)."""
+    return base64.b64encode(hashlib.sha1(key + WEBSOCKET_GUID).digest())
 
 
 def response_headers(headers: Headers) -> Headers:

@@ -92,6 +92,7 @@ def test_http_route_is_a_clear_error(edge, routes):
     proc, port = start_access(edge, "web")
     log = read_error(proc, port)
     assert f"web.{ZONE} is not a TCP route (edge answered 400" in log
+    routes["connector"].wait_for_log(rf"upgrade\.not_tcp host=web\.{ZONE} rule=3", timeout=10)
     proc.stop()
     result = edge.cli("burrow", "access", "ssh", *access_args(edge, "web"), check=False, timeout=30)
     assert result.returncode != 0
@@ -109,6 +110,7 @@ def test_origin_down_is_a_clear_error_and_leaves_no_stream(edge, routes):
     assert result.returncode == 4, result.stderr
     assert "TCP origin is unavailable (edge answered 502" in result.stderr
     assert "unreachable" in result.stderr
+    routes["connector"].wait_for_log(r"origin\.failed rule=2 error=origin tcp://127\.0\.0\.1:\d+ is unreachable", timeout=10)
     # the edge and connector still serve the echo route afterwards
     proc, port = start_access(edge, "echo")
     assert echo_once(port, 7)

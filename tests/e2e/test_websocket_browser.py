@@ -1,7 +1,8 @@
 """WebSocket through the tunnel with a real browser: headless Chromium loads a page from
 the tunnelled echo origin's own hostname (https://ws.example.test:PORT/page, over the
 edge and connector), whose JavaScript opens wss://ws.example.test:PORT/echo, exchanges
-1,000 text and 1,000 binary messages (some of 1 MiB), checks every echo, closes with
+1,000 text and 1,000 binary messages (some of 1 MiB) over HTTP/2 (RFC 8441 extended
+CONNECT, which Chromium picks itself when the edge announces it), checks every echo, closes with
 code 4003 and writes the outcome into the DOM, which the test polls over Chromium's
 DevTools protocol (--dump-dom with --virtual-time-budget does not wait for WebSocket
 traffic: it dumped the page while still "running"); tests/e2e/browser.py drives Chromium.
@@ -165,6 +166,9 @@ def test_chromium_exchanges_messages_through_the_tunnel(edge, origin, browser_ho
     assert f"texts={MESSAGES} binaries={MESSAGES} " in result
     assert result.endswith(" close=4003"), result
     assert origin.page_requests >= 1
+    # The page came over HTTP/2, whose SETTINGS announce RFC 8441: Chromium opened the
+    # WebSocket as an extended CONNECT on that connection, not as an HTTP/1.1 Upgrade.
+    assert "http2.websocket client=127.0.0.1" in edge.proc.log()
     deadline = time.monotonic() + 10
     while 4003 not in origin.close_codes[before:] and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import logging
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 
 import h2.config
 import h2.connection
@@ -18,9 +18,10 @@ from h2.errors import ErrorCodes
 from h2.frame_buffer import FrameBuffer
 from hyperframe.frame import ContinuationFrame, HeadersFrame
 
-from edge.http2 import Http2Connection, Http2Limits, request_head, response_headers
+from edge.http2 import Http2Connection, Http2Limits, request_head, response_headers, websocket_accept
 from edge.http2_guards import PREFACE, HeaderBlockMeter, HeaderBlockTooLarge, ResetRateGuard
 from shared.events import ResponseHead
+from tests.h2_client import Client
 
 MIB = 1024 * 1024
 CLIENT = ("127.0.0.1", 5)
@@ -59,106 +60,6 @@ async def app(exchange):
     )
     await exchange.send_body(body)
     await exchange.end()
-
-
-@dataclass
-class Response:
-    status: int = 0
-    headers: list = field(default_factory=list)
-    body: bytearray = field(default_factory=bytearray)
-    reset: ErrorCodes | None = None
-    done: trio.Event = field(default_factory=trio.Event)
-
-    def json(self):
-        return json.loads(self.body)
-
-
-class Client:
-    """A small HTTP/2 client: one reader task, writes under a lock, per-stream responses."""
-
-    def __init__(self, stream: trio.abc.Stream) -> None:
-        self.stream = stream
-        self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
-        self.responses: dict[int, Response] = {}
-        self.goaway: h2.events.ConnectionTerminated | None = None
-        self.closed = trio.Event()
-        self._lock = trio.Lock()
-        self._window = trio.Event()
-
-    async def flush(self) -> None:
-        async with self._lock:
-            if data := self.h2.data_to_send():
-                await self.stream.send_all(data)
-
-    async def send_raw(self, data: bytes) -> None:
-        async with self._lock:
-            await self.stream.send_all(data)
-
-    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        self.h2.initiate_connection()
-        await self.flush()
-        task_status.started()
-        try:
-            while data := await self.stream.receive_some(65536):
-                for event in self.h2.receive_data(data):
-                    self._on(event)
-                await self.flush()
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        finally:
-            self.closed.set()
-            self._window.set()
-            for response in self.responses.values():
-                response.done.set()
-
-    def _on(self, event) -> None:
-        response = self.responses.get(getattr(event, "stream_id", 0))
-        if isinstance(event, h2.events.ResponseReceived):
-            response.headers = list(event.headers)
-            response.status = int(dict(event.headers)[b":status"])
-        elif isinstance(event, h2.events.DataReceived):
-            response.body += event.data
-            self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-        elif isinstance(event, h2.events.StreamEnded):
-            response.done.set()
-        elif isinstance(event, h2.events.StreamReset):
-            response.reset = event.error_code
-            response.done.set()
-        elif isinstance(event, (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged)):
-            self._window.set()
-            self._window = trio.Event()
-        elif isinstance(event, h2.events.ConnectionTerminated):
-            self.goaway = event
-
-    def start(self, path: str = "/", method: str = "GET", headers=(), end_stream: bool = True) -> int:
-        stream_id = self.h2.get_next_available_stream_id()
-        self.responses[stream_id] = Response()
-        request = [(":method", method), (":path", path), (":scheme", "https"), (":authority", "app.test"), *headers]
-        self.h2.send_headers(stream_id, [(k.encode(), v.encode()) for k, v in request], end_stream=end_stream)
-        return stream_id
-
-    async def send_body(self, stream_id: int, body: bytes) -> None:
-        offset = 0
-        while offset < len(body):
-            window = min(self.h2.local_flow_control_window(stream_id), self.h2.max_outbound_frame_size)
-            if window <= 0:
-                await self._window.wait()
-                continue
-            self.h2.send_data(stream_id, body[offset : offset + window])
-            offset += window
-            await self.flush()
-        self.h2.end_stream(stream_id)
-        await self.flush()
-
-    async def request(self, path: str = "/", method: str = "GET", headers=(), body: bytes | None = None) -> Response:
-        stream_id = self.start(path, method, headers, end_stream=body is None)
-        await self.flush()
-        if body is not None:
-            await self.send_body(stream_id, body)
-        response = self.responses[stream_id]
-        with trio.fail_after(30):
-            await response.done.wait()
-        return response
 
 
 @asynccontextmanager
@@ -393,6 +294,31 @@ def test_request_with_content_length_zero_has_no_body_even_without_end_stream():
     base = ((b":method", b"POST"), (b":scheme", b"https"), (b":path", b"/"), (b":authority", b"a"))
     assert not request_head(base + ((b"content-length", b"0"),), True, b"https", Http2Limits())[0].has_body
     assert request_head(base, True, b"https", Http2Limits())[0].has_body
+
+
+def test_extended_connect_for_websocket_becomes_an_http1_upgrade_request():
+    base = ((b":method", b"CONNECT"), (b":scheme", b"https"), (b":path", b"/chat?x=1"), (b":authority", b"a.test"))
+    head, problem = request_head(
+        base + ((b":protocol", b"websocket"), (b"sec-websocket-version", b"13"), (b"sec-websocket-key", b"forged")),
+        True, b"https", Http2Limits(),
+    )
+    assert problem is None
+    assert (head.method, head.target, head.authority, head.has_body) == (b"GET", b"/chat?x=1", b"a.test", False)
+    assert (head.header(b"connection"), head.header(b"upgrade")) == (b"upgrade", b"websocket")
+    key = head.header(b"sec-websocket-key")
+    assert key != b"forged" and len(base64.b64decode(key)) == 16
+    assert [name for name, _ in head.headers].count(b"sec-websocket-key") == 1
+    assert request_head(base + ((b":protocol", b"chat"),), True, b"https", Http2Limits())[1][0] == 501
+    assert request_head(((b":method", b"CONNECT"), (b":authority", b"a:1")), True, b"https", Http2Limits())[1] == (
+        501, "CONNECT is not supported"
+    )
+    assert websocket_accept(b"dGhlIHNhbXBsZSBub25jZQ==") == b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="  # RFC 6455 §1.3
+
+
+async def test_the_edge_announces_extended_connect():
+    async with connect() as client:
+        assert (await client.request("/")).status == 200
+        assert client.h2.remote_settings.enable_connect_protocol == 1
 
 
 def test_response_headers_drop_connection_specific_fields():
