@@ -59,6 +59,7 @@ DRAIN_PING = b"DRAIN\x00\x00\x00"
 # Error codes used on RST_STREAM and GOAWAY.
 NO_ERROR = h2.errors.ErrorCodes.NO_ERROR
 CANCEL = h2.errors.ErrorCodes.CANCEL
+REFUSED_STREAM = h2.errors.ErrorCodes.REFUSED_STREAM  # the stream was never processed: safe to retry
 INTERNAL_ERROR = h2.errors.ErrorCodes.INTERNAL_ERROR
 
 
