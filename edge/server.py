@@ -18,6 +18,7 @@ from edge.dns import DnsServer
 from edge.https import ALPN, HttpsFrontend
 from edge.metrics import EdgeMetrics
 from edge.proxy import Exchange, Proxy, send_page
+from edge.ratelimit import DEFAULT_BURST, DEFAULT_RATE, SourceLimiter
 from edge.registry import Registry
 from edge.router import Router
 from edge.sessions import SessionLimits, TunnelListener
@@ -152,6 +153,8 @@ async def serve(
     grace_period: float = DEFAULT_GRACE_PERIOD,
     heartbeat_interval: float = HEARTBEAT_INTERVAL,
     heartbeat_timeout: float = HEARTBEAT_TIMEOUT,
+    registration_rate: float = DEFAULT_RATE,
+    registration_burst: int = DEFAULT_BURST,
     metrics: EdgeMetrics | None = None,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -181,7 +184,8 @@ async def serve(
         in_flight = InFlight(proxy)
         frontend = HttpsFrontend(in_flight)
         limits = SessionLimits(ping_interval=heartbeat_interval, ping_timeout=heartbeat_timeout)
-        sessions = TunnelListener(registry, router, edge_id=edge_id, limits=limits, on_registration=metrics.registration)
+        limiter = SourceLimiter(registration_rate, registration_burst)
+        sessions = TunnelListener(registry, router, edge_id=edge_id, limits=limits, on_registration=metrics.registration, limiter=limiter)
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(refresher.run)
