@@ -68,12 +68,16 @@ class InFlight:
 
 
 async def drain(
-    listeners: list[trio.SSLListener], router: Router, in_flight: InFlight, grace: float
+    listeners: list[trio.SSLListener], router: Router, in_flight: InFlight, grace: float,
+    frontend: HttpsFrontend | None = None,
 ) -> None:
-    """Graceful stop: refuse new connections, announce the drain on every tunnel session,
-    and let in-flight requests finish for up to `grace` seconds."""
+    """Graceful stop: refuse new connections, tell visitors (`Connection: close`, GOAWAY),
+    announce the drain on every tunnel session, and let in-flight requests finish for up
+    to `grace` seconds."""
     for listener in listeners:
         await trio.aclose_forcefully(listener)
+    if frontend is not None:
+        frontend.drain()
     sessions = router.all_sessions()
     log.info("edge.draining grace=%gs sessions=%d requests=%d", grace, len(sessions), in_flight.count)
     in_flight.draining = True
@@ -201,7 +205,7 @@ async def serve(
             if shutdown is not None:
                 await shutdown.wait()
                 accepting.cancel()
-                await drain([*https_listeners, *tunnel_listeners], router, in_flight, grace_period)
+                await drain([*https_listeners, *tunnel_listeners], router, in_flight, grace_period, frontend)
                 nursery.cancel_scope.cancel()
     finally:
         registry.close()
