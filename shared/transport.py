@@ -284,9 +284,10 @@ class TunnelConnection:
                 await self._idle.wait()
         self.session.goaway()
         with trio.move_on_after(CLEANUP_TIMEOUT):
-            await self._flush()
-            while self._writing or self._writer_wake.is_set():
-                await self._written.wait()
+            if self._error is None:  # else the session ended meanwhile (the peer closed first): nothing to send
+                await self._flush()
+                while self._writing or self._writer_wake.is_set():
+                    await self._written.wait()
         await trio.aclose_forcefully(self.transport)
 
     # Reader ---------------------------------------------------------------------
