@@ -332,7 +332,8 @@ def test_chaos_every_request_completes_or_fails_cleanly(tmp_path):
         env = edge.login("chaos")
         edge.cli("burrow", "tunnel", "create", "chaos-tunnel", env=env)
         edge.cli("burrow", "tunnel", "route", "dns", "chaos-tunnel", HOST, env=env)
-        origin, port = start_origin(tmp_path, env)
+        receipts = tmp_path / "receipts.log"
+        origin, port = start_origin(tmp_path, {**env, "ORIGIN_RECEIPTS": str(receipts)})
         edge.procs.append(origin)
         port_file = tmp_path / "faultproxy.port"
         proxy = Proc(
@@ -352,8 +353,9 @@ def test_chaos_every_request_completes_or_fails_cleanly(tmp_path):
         for _ in range(20):  # warm up before the baseline: first requests allocate caches
             assert edge.curl(HOST, "/", "-o", "/dev/null", timeout=10).returncode == 0
         baseline = _resources(edge.proc.pid)
-        with netns.Load([], curl_args, f"https://{HOST}:{edge.https_port}/", workers=4,
-                        duration=CHAOS_SECONDS + 2, max_time=10, max_requests=3000) as load:
+        url = f"https://{HOST}:{edge.https_port}/"
+        posts = netns.Load([], [*curl_args, "--data", "once"], url, workers=1, duration=CHAOS_SECONDS + 2, max_time=10, max_requests=1000)
+        with posts, netns.Load([], curl_args, url, workers=3, duration=CHAOS_SECONDS + 2, max_time=10, max_requests=3000) as load:
             chaos_start = time.monotonic()
             for number, (how, at) in enumerate(RESTARTS, start=1):
                 time.sleep(max(0.0, chaos_start + at - time.monotonic()))
@@ -362,7 +364,11 @@ def test_chaos_every_request_completes_or_fails_cleanly(tmp_path):
                 connector = edge.start(run, f"connector-{number}", env)
                 connector.wait_for_log(r"tunnel\.registered index=", timeout=30)  # a loaded machine starts it slowly
             proxy.wait_for_log(r"chaos\.over", timeout=CHAOS_SECONDS + 10)
-            results = load.stop()
+            results = load.stop() + posts.stop()
+        seen = receipts.read_text().split()[1::2]  # request ids, one per arrival at the origin
+        _figure("chaos.origin_receipts", {"requests": len(seen), "posts": receipts.read_text().count("POST ")})
+        assert len(seen) == len(set(seen)), "the origin saw a request twice"
+        assert receipts.read_text().count("POST ") <= len(posts.results)
         faults = re.findall(r"fault kind=(\w+)", proxy.log())
         codes: dict = {}
         for r in results:
