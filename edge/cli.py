@@ -12,6 +12,7 @@ import typer
 from edge import server
 from edge.certs import create_dev_ca
 from edge.metrics import EdgeMetrics
+from edge.ratelimit import DEFAULT_BURST, DEFAULT_RATE
 from edge.registry import Registry
 from shared import logs
 from shared.commands import package_version, reported_errors
@@ -99,6 +100,10 @@ def serve(
     ),
     heartbeat_interval: str = typer.Option("10s", help="How often to PING each tunnel session (duration, e.g. 5s)."),
     heartbeat_timeout: str = typer.Option("15s", help="Drop a session whose PING is not answered within this."),
+    registration_burst: int = typer.Option(
+        DEFAULT_BURST, min=1, help="Tunnel registrations one source address may make at once before it is rate limited."
+    ),
+    registration_rate: float = typer.Option(DEFAULT_RATE, help="Then this many registrations per second per source address."),
     metrics: str = typer.Option(None, "--metrics", help="HOST:PORT to serve /metrics, /ready and /healthcheck on (off by default)."),
 ) -> None:
     """Run the edge until SIGINT or SIGTERM; then drain: refuse new connections, tell connectors,
@@ -109,9 +114,17 @@ def serve(
         heartbeat = {
             "heartbeat_interval": _positive_duration("--heartbeat-interval", heartbeat_interval),
             "heartbeat_timeout": _positive_duration("--heartbeat-timeout", heartbeat_timeout),
+            "registration_burst": registration_burst,
+            "registration_rate": _positive_rate("--registration-rate", registration_rate),
         }
         metrics_listen = parse_hostport(metrics) if metrics is not None else None
         trio.run(_serve_until_signalled, cfg, grace_period, heartbeat, metrics_listen)
+
+
+def _positive_rate(flag: str, rate: float) -> float:
+    if rate <= 0:
+        raise ConfigError(f"{flag} must be a positive number per second, not {rate:g}")
+    return rate
 
 
 def _positive_duration(flag: str, text: str) -> float:

@@ -57,6 +57,8 @@ class Http1Exchange:
 
     async def send_response(self, head: ResponseHead) -> None:
         headers = [(name, value) for name, value in end_to_end(head.headers)]
+        if self._conn.closing:
+            headers.append((b"connection", b"close"))
         try:
             response = h11.Response(status_code=head.status, headers=headers, reason=_reason(head.status))
         except h11.LocalProtocolError as exc:
@@ -110,6 +112,14 @@ class Http1Connection:
         self.scheme = scheme
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
         self.switched = False  # a 101 handed the socket to a byte relay
+        self.closing = False  # the edge drains: answer what is in progress with `Connection: close`
+        self._between_requests = trio.CancelScope()
+
+    def drain(self) -> None:
+        """The edge is shutting down: the response in progress carries `Connection: close`
+        (then the connection ends); a connection waiting for its next request closes now."""
+        self.closing = True
+        self._between_requests.cancel()
 
     async def serve(self, handle: Callable[[Http1Exchange], Awaitable[None]]) -> None:
         """Serve requests until the visitor or the protocol closes the connection."""
@@ -118,12 +128,16 @@ class Http1Connection:
             timeout = self.limits.request_head_timeout if first else self.limits.keepalive_timeout
             first = False
             try:
-                event = await self.next_event(timeout)
+                with self._between_requests:
+                    event = await self.next_event(timeout)
             except h11.RemoteProtocolError as exc:
                 await self._refuse(exc.error_status_hint, str(exc))
                 return
             except trio.TooSlowError:
                 return
+            if self._between_requests.cancelled_caught:
+                return
+            self._between_requests = trio.CancelScope()
             if not isinstance(event, h11.Request):
                 return
             if problem := self._oversized(event):

@@ -562,6 +562,21 @@ class Http2Connection:
             except ConnectionLost:
                 pass
 
+    def drain(self) -> None:
+        """The edge is shutting down: GOAWAY naming the last stream taken; those finish, then it closes."""
+        if self._last_stream is not None or self._lost or self._nursery is None:
+            return
+        self._last_stream = self.h2.highest_inbound_stream_id
+        self._injected += GoAwayFrame(0, last_stream_id=self._last_stream, error_code=ErrorCodes.NO_ERROR).serialize()
+        self._update_deadline()
+        self._nursery.start_soon(self._flush_quietly)
+
+    async def _flush_quietly(self) -> None:
+        try:
+            await self._flush()
+        except (ConnectionLost, trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
+            pass
+
     def _abort(self) -> None:
         """Stop everything: writes (the one in progress too) and every stream task."""
         self._lost = True

@@ -26,6 +26,12 @@ class HttpsFrontend:
         self.proxy = proxy
         self.limits = limits
         self.http2_limits = http2_limits
+        self.connections: set[Http1Connection | Http2Connection] = set()
+
+    def drain(self) -> None:
+        """Tell every visitor connection the edge is shutting down (`Connection: close` / GOAWAY)."""
+        for connection in list(self.connections):
+            connection.drain()
 
     async def handle(self, stream: trio.SSLStream) -> None:
         client = _address(stream, "getpeername")
@@ -37,7 +43,11 @@ class HttpsFrontend:
                 connection = Http2Connection(stream, client, server, self.http2_limits)
             else:
                 connection = Http1Connection(stream, client, server, self.limits)
-            await connection.serve(self.proxy.handle)
+            self.connections.add(connection)
+            try:
+                await connection.serve(self.proxy.handle)
+            finally:
+                self.connections.discard(connection)
         except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, ssl.SSLError) as exc:
             log.debug("https.connection_ended client=%s error=%r", client[0], exc)
         except Exception:  # one visitor's failure must never stop the listener

@@ -20,7 +20,7 @@ from edge.traffic import TrafficHistory
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 MAX_HOST_LABELS = 1000  # beyond this many distinct hostnames, requests count under OTHER_HOST
 OTHER_HOST = "other"
-REGISTRATION_RESULTS = ("accepted", "rejected")
+REGISTRATION_RESULTS = ("accepted", "rejected", "rate_limited")
 
 
 class LiveSessions(Collector):

@@ -22,13 +22,15 @@ from shared.errors import BurrowError, TunnelUnavailable
 from shared.events import Headers, RequestHead, ResponseHead
 from shared.pages import error_page
 from shared.protocol import KIND_UPGRADE
-from shared.transport import TunnelStream, relay
+from shared.transport import StreamRefused, TunnelStream, relay
 
 log = logging.getLogger(__name__)
 
 MAX_API_BODY = 64 * 1024
 REQUEST_ID = b"burrow-request-id"
 CONNECTING_IP = b"burrow-connecting-ip"
+RETRY_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE"})
+MAX_RETRIES = 2  # further sessions tried for a request no session took
 
 
 class Exchange(Protocol):
@@ -116,11 +118,8 @@ class Proxy:
         if (admitted := await self.gate.admit(exchange, host) if self.gate else _unchanged) is None:
             return  # the gate answered: refused, or its login pages
         try:
-            connection = self.router.pick(tunnel_id)
-            if getattr(exchange, "upgrade", None):
-                await forward_upgrade(exchange, connection, admitted(forwarded_head(exchange)))
-            else:
-                await forward(exchange, connection, admitted(forwarded_head(exchange)))
+            send = forward_upgrade if getattr(exchange, "upgrade", None) else forward
+            await pick_and_forward(exchange, self.router, tunnel_id, admitted(forwarded_head(exchange)), send)
         except TunnelUnavailable:
             await send_page(exchange, 502, "edge", f"the tunnel for {host} has no connector")
         except BurrowError as exc:
@@ -164,6 +163,30 @@ def forwarded_head(exchange: Exchange) -> RequestHead:
         (REQUEST_ID, uuid.uuid4().hex.encode()),
     )
     return RequestHead(head.method, head.target, head.authority, head.scheme, headers, head.has_body)
+
+
+async def pick_and_forward(exchange: Exchange, router: Router, tunnel_id: str, head: RequestHead, send) -> None:
+    """`send` the exchange over the tunnel's least-loaded session. A request that may be
+    replayed (`replayable`) whose stream the session provably never took is sent again on
+    another session, at most `MAX_RETRIES` times; everything else fails as it failed."""
+    tried: tuple = ()
+    while True:
+        connection = router.pick(tunnel_id, avoid=tried)
+        try:
+            await send(exchange, connection, head)
+            return
+        except StreamRefused as exc:
+            if not replayable(head) or exchange.response_started or len(tried) >= MAX_RETRIES:
+                raise
+            tried += (connection,)
+            log.info("request.retried host=%s attempt=%d error=%s", head.authority.decode("latin-1"), len(tried), exc)
+            if not any(conn not in tried and conn.accepting for conn in router.sessions(tunnel_id)):
+                raise
+
+
+def replayable(head: RequestHead) -> bool:
+    """DESIGN §6: only idempotent methods without a body are ever sent twice (never POST/PUT/PATCH)."""
+    return head.method in RETRY_METHODS and not head.has_body
 
 
 async def forward(exchange: Exchange, connection, head: RequestHead) -> None:

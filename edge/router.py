@@ -99,9 +99,9 @@ class Router:
     def all_sessions(self) -> list[TunnelConnection]:
         return [conn for sessions in self._sessions.values() for conn in sessions]
 
-    def pick(self, tunnel_id: str) -> TunnelConnection:
-        """The accepting session with the fewest open streams."""
-        candidates = [conn for conn in self._sessions.get(tunnel_id, ()) if conn.accepting]
+    def pick(self, tunnel_id: str, avoid: tuple[TunnelConnection, ...] = ()) -> TunnelConnection:
+        """The accepting session with the fewest open streams, other than those in `avoid`."""
+        candidates = [conn for conn in self._sessions.get(tunnel_id, ()) if conn.accepting and conn not in avoid]
         if not candidates:
             raise TunnelUnavailable(f"tunnel {tunnel_id} has no connector")
         return min(candidates, key=lambda conn: conn.active_streams)

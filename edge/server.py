@@ -20,6 +20,7 @@ from edge.dns import DnsServer
 from edge.https import ALPN, HttpsFrontend
 from edge.metrics import EdgeMetrics
 from edge.proxy import Exchange, Proxy, send_page
+from edge.ratelimit import DEFAULT_BURST, DEFAULT_RATE, SourceLimiter
 from edge.registry import Registry
 from edge.router import Router
 from edge.sessions import SessionLimits, TunnelListener
@@ -69,12 +70,16 @@ class InFlight:
 
 
 async def drain(
-    listeners: list[trio.SSLListener], router: Router, in_flight: InFlight, grace: float
+    listeners: list[trio.SSLListener], router: Router, in_flight: InFlight, grace: float,
+    frontend: HttpsFrontend | None = None,
 ) -> None:
-    """Graceful stop: refuse new connections, announce the drain on every tunnel session,
-    and let in-flight requests finish for up to `grace` seconds."""
+    """Graceful stop: refuse new connections, tell visitors (`Connection: close`, GOAWAY),
+    announce the drain on every tunnel session, and let in-flight requests finish for up
+    to `grace` seconds."""
     for listener in listeners:
         await trio.aclose_forcefully(listener)
+    if frontend is not None:
+        frontend.drain()
     sessions = router.all_sessions()
     log.info("edge.draining grace=%gs sessions=%d requests=%d", grace, len(sessions), in_flight.count)
     in_flight.draining = True
@@ -154,6 +159,8 @@ async def serve(
     grace_period: float = DEFAULT_GRACE_PERIOD,
     heartbeat_interval: float = HEARTBEAT_INTERVAL,
     heartbeat_timeout: float = HEARTBEAT_TIMEOUT,
+    registration_rate: float = DEFAULT_RATE,
+    registration_burst: int = DEFAULT_BURST,
     metrics: EdgeMetrics | None = None,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -186,7 +193,8 @@ async def serve(
         in_flight = InFlight(proxy)
         frontend = HttpsFrontend(in_flight)
         limits = SessionLimits(ping_interval=heartbeat_interval, ping_timeout=heartbeat_timeout)
-        sessions = TunnelListener(registry, router, edge_id=edge_id, limits=limits, on_registration=metrics.registration)
+        limiter = SourceLimiter(registration_rate, registration_burst)
+        sessions = TunnelListener(registry, router, edge_id=edge_id, limits=limits, on_registration=metrics.registration, limiter=limiter)
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(refresher.run)
@@ -203,7 +211,7 @@ async def serve(
             if shutdown is not None:
                 await shutdown.wait()
                 accepting.cancel()
-                await drain([*https_listeners, *tunnel_listeners], router, in_flight, grace_period)
+                await drain([*https_listeners, *tunnel_listeners], router, in_flight, grace_period, frontend)
                 nursery.cancel_scope.cancel()
     finally:
         registry.close()

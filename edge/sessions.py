@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 import trio
 
+from edge.ratelimit import SourceLimiter
 from edge.registry import Connection, Registry
 from edge.router import Router
 from shared import protocol
@@ -35,16 +36,21 @@ class TunnelListener:
     def __init__(
         self, registry: Registry, router: Router, edge_id: str, limits: SessionLimits = SessionLimits(),
         on_registration: Callable[[str], None] = lambda result: None,
+        limiter: SourceLimiter | None = None,
     ):
         self.registry = registry
+        self.limiter = limiter if limiter is not None else SourceLimiter()
         self.router = router
         self.edge_id = edge_id
         self.limits = limits
-        self.on_registration = on_registration  # "accepted" / "rejected" (metrics)
+        self.on_registration = on_registration  # "accepted" / "rejected" / "rate_limited" (metrics)
 
     async def handle(self, stream: trio.SSLStream) -> None:
         """Serve one connector connection until it ends."""
         peer = _peer(stream)
+        if not self._admit(peer):
+            await trio.aclose_forcefully(stream)  # before the handshake: a flood costs an accept each
+            return
         try:
             with trio.fail_after(self.limits.handshake_timeout):
                 await stream.do_handshake()
@@ -98,6 +104,19 @@ class TunnelListener:
         finally:
             self.router.remove(tunnel_id, connection)
             await self._forget(record)
+
+    def _admit(self, peer: str) -> bool:
+        """Take a token from the source address's bucket; log a refused flood once per interval."""
+        source = peer.rsplit(":", 1)[0]
+        allowed, refused = self.limiter.check(source, trio.current_time())
+        if not allowed:
+            self.on_registration("rate_limited")
+            if refused:
+                log.warning(
+                    "session.rate_limited source=%s refused=%d burst=%d rate=%g/s next_report_in=%gs",
+                    source, refused, self.limiter.burst, self.limiter.rate, self.limiter.report_interval,
+                )
+        return allowed
 
     async def _forget(self, record: Connection) -> None:
         """Delete the connection's row, even while being cancelled (bounded); a crash leaves it stale."""

@@ -59,6 +59,7 @@ DRAIN_PING = b"DRAIN\x00\x00\x00"
 # Error codes used on RST_STREAM and GOAWAY.
 NO_ERROR = h2.errors.ErrorCodes.NO_ERROR
 CANCEL = h2.errors.ErrorCodes.CANCEL
+REFUSED_STREAM = h2.errors.ErrorCodes.REFUSED_STREAM  # the stream was never processed: safe to retry
 INTERNAL_ERROR = h2.errors.ErrorCodes.INTERNAL_ERROR
 
 
@@ -356,6 +357,9 @@ class TunnelSession:
             h2_events = self._h2.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
             raise ProtocolError(f"tunnel peer broke HTTP/2: {exc}") from exc
+        pending = self._h2.incoming_buffer._data  # h2 checks a frame's size only once all of it arrived
+        if len(pending) >= 9 and int.from_bytes(pending[:3], "big") > self._h2.max_inbound_frame_size:
+            raise ProtocolError(f"tunnel peer broke HTTP/2: a frame of {int.from_bytes(pending[:3], 'big')} bytes")
         events: list[Event] = []
         for h2_event in h2_events:
             handler = self._handlers.get(type(h2_event))

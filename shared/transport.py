@@ -37,6 +37,11 @@ class StreamResetError(ProtocolError):
     """The peer reset the stream."""
 
 
+class StreamRefused(StreamResetError):
+    """The stream provably never reached the peer's handler (refused, beyond its GOAWAY,
+    or never written before the session ended): a request on it may be sent again."""
+
+
 class TunnelStream:
     """One request/response exchange inside a tunnel connection."""
 
@@ -57,6 +62,7 @@ class TunnelStream:
         self._response_event = trio.Event()
         self._window_event = trio.Event()
         self._error: BaseException | None = None
+        self.sent_from_batch = connection._batches_taken  # its HEADERS are in the next batch the writer takes
         self.local_closed = False
         self.remote_closed = False
         self.response_sent = False
@@ -189,6 +195,7 @@ class TunnelConnection:
         self._writer_wake = trio.Event()
         self._written = trio.Event()
         self._queued = 0
+        self._batches_taken = 0  # how many times the writer took bytes from the session
         self._writing = False
         self._error: BaseException | None = None
         self._pong = trio.Event()
@@ -243,6 +250,7 @@ class TunnelConnection:
             self._fail(exc if isinstance(exc, Exception) else ProtocolError("tunnel session cancelled"))
             raise
         finally:
+            self._fail(ProtocolError("tunnel session closed"))  # after a graceful end too: open no more streams
             self._drain_acked.set()  # a drain waiting on this session need not wait any longer
             self._idle.set()
             with trio.CancelScope(shield=True):
@@ -251,8 +259,11 @@ class TunnelConnection:
     async def open_stream(self, head: RequestHead, kind: bytes = protocol.KIND_HTTP) -> TunnelStream:
         """(edge) Open a stream carrying `head`."""
         if self._error is not None:
-            raise self._error
-        stream_id = self.session.open_stream(head, kind)
+            raise StreamRefused(f"tunnel session ended: {self._error}")
+        try:
+            stream_id = self.session.open_stream(head, kind)
+        except ProtocolError as exc:  # nothing was queued
+            raise StreamRefused(str(exc)) from exc
         stream = TunnelStream(self, stream_id, head, kind)
         stream.local_closed = not head.has_body and kind == protocol.KIND_HTTP
         self._streams[stream_id] = stream
@@ -273,9 +284,10 @@ class TunnelConnection:
                 await self._idle.wait()
         self.session.goaway()
         with trio.move_on_after(CLEANUP_TIMEOUT):
-            await self._flush()
-            while self._writing or self._writer_wake.is_set():
-                await self._written.wait()
+            if self._error is None:  # else the session ended meanwhile (the peer closed first): nothing to send
+                await self._flush()
+                while self._writing or self._writer_wake.is_set():
+                    await self._written.wait()
         await trio.aclose_forcefully(self.transport)
 
     # Reader ---------------------------------------------------------------------
@@ -301,15 +313,16 @@ class TunnelConnection:
                 raise ProtocolError("tunnel connection closed by the peer")
 
     def _on_stream_opened(self, event: protocol.StreamOpened) -> None:
+        if self._handler is None or self._handler_nursery is None or (self.draining and self._drain_acked.is_set()):
+            # no handler, or opened after the peer acknowledged our drain: refused, never processed
+            self.session.reset_stream(event.stream_id, protocol.REFUSED_STREAM)
+            return
         stream = TunnelStream(self, event.stream_id, event.head, event.kind)
         stream.remote_closed = not event.head.has_body and event.kind == protocol.KIND_HTTP
         if stream.remote_closed:
             stream._deliver(_END)
         self._streams[event.stream_id] = stream
         self._idle = trio.Event()
-        if self._handler is None or self._handler_nursery is None:
-            self.session.reset_stream(event.stream_id)
-            return
         self._handler_nursery.start_soon(self._run_handler, stream)
 
     async def _run_handler(self, stream: TunnelStream) -> None:
@@ -352,7 +365,8 @@ class TunnelConnection:
         stream = self._streams.pop(event.stream_id, None)
         if stream is None:
             return
-        stream._fail(StreamResetError(f"stream reset by the peer (code {event.error_code})"))
+        error = StreamRefused if event.error_code == protocol.REFUSED_STREAM else StreamResetError
+        stream._fail(error(f"stream reset by the peer (code {event.error_code})"))
         self._set_idle_if_empty()
 
     def _on_window(self, event: protocol.WindowOpened) -> None:
@@ -372,6 +386,9 @@ class TunnelConnection:
 
     def _on_goaway(self, event: protocol.GoAway) -> None:
         self.peer_draining = True
+        if self.session.role == "edge":  # the streams we opened that the peer never took
+            for stream_id in [sid for sid in self._streams if sid > event.last_stream_id]:
+                self._streams.pop(stream_id)._fail(StreamRefused("stream beyond the peer's GOAWAY"))
         if event.error_code != protocol.NO_ERROR:
             raise ProtocolError(f"tunnel peer closed the session (code {event.error_code})")
         self._fail(ProtocolError("tunnel peer closed the session"))
@@ -405,6 +422,7 @@ class TunnelConnection:
             self._writer_wake = trio.Event()
             self._writing = True
             while data := self.session.data_to_send():
+                self._batches_taken += 1
                 self._queued = 0
                 try:
                     await self.transport.send_all(data)
@@ -423,7 +441,8 @@ class TunnelConnection:
             self._error = error
         self._signal_written()
         for stream in self._streams.values():
-            stream._fail(self._error)
+            unsent = stream.sent_from_batch == self._batches_taken and self.session.role == "edge"
+            stream._fail(StreamRefused(f"never sent: {self._error}") if unsent else self._error)
         self._streams.clear()
         self._idle.set()
 

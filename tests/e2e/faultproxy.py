@@ -5,7 +5,9 @@
 It forwards every connection to 127.0.0.1:TARGET_PORT. For the first
 CHAOS_SECONDS it picks a random open connection every 1.5–3 s and either
 resets it (RST both ways), stalls it briefly (0.5 s: a session must survive),
-or stalls it for longer than any test heartbeat (4 s: both sides must notice).
+stalls it for longer than any test heartbeat (4 s: both sides must notice), or
+adds 200 ms of latency to every chunk on every connection for 3 s (a latency
+spike on the uplink).
 Afterwards it only forwards. Each fault is printed as `fault kind=… conn=…`.
 """
 
@@ -22,6 +24,7 @@ import trio
 READ_SIZE = 64 * 1024
 WARM_UP = 2.0
 STALLS = {"stall_short": 0.5, "stall_long": 4.0}
+LATENCY, LATENCY_SECONDS = 0.2, 3.0
 
 
 class Pipe:
@@ -31,12 +34,15 @@ class Pipe:
         self.upstream = upstream
         self.scope = trio.CancelScope()
         self.stalled_until = 0.0
+        self.slow_until = 0.0
 
     async def pump(self, source: trio.SocketStream, sink: trio.SocketStream) -> None:
         try:
             while data := await source.receive_some(READ_SIZE):
                 if trio.current_time() < self.stalled_until:
                     await trio.sleep_until(self.stalled_until)
+                if trio.current_time() < self.slow_until:
+                    await trio.sleep(LATENCY)
                 await sink.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
@@ -83,9 +89,12 @@ async def main(port_file: str, target_port: int, seed: int, chaos_seconds: float
             if not pipes:
                 continue
             pipe = pipes[rng.choice(sorted(pipes))]
-            kind = rng.choice(["reset", "stall_short", "stall_long"])
+            kind = rng.choice(["reset", "stall_short", "stall_long", "latency"])
             if kind == "reset":
                 pipe.reset()
+            elif kind == "latency":  # the whole uplink: every connection
+                for each in pipes.values():
+                    each.slow_until = trio.current_time() + LATENCY_SECONDS
             else:
                 pipe.stalled_until = trio.current_time() + STALLS[kind]
             print(f"fault kind={kind} conn={pipe.number} at={trio.current_time():.2f}", flush=True)

@@ -2,7 +2,8 @@
 
     python -m tests.e2e.origin PORT_FILE
 
-Routes:
+Routes (with ORIGIN_RECEIPTS=FILE, every request's method and burrow-request-id
+are appended to FILE as it arrives):
   /download?mb=N  N MiB of `pattern_block()` repeated
   /upload         reads the body; answers its sha256 and length
   ?delay=S        wait S seconds before answering (any route)
@@ -21,6 +22,7 @@ import h11
 import trio
 
 BLOCK = 64 * 1024
+RECEIPTS = os.environ.get("ORIGIN_RECEIPTS")  # a file to log every request to, for "seen at most once" checks
 
 
 def pattern_block() -> bytes:
@@ -59,6 +61,9 @@ async def handle(stream):
 async def respond(stream, conn, request):
     url = urlsplit(request.target.decode())
     query = parse_qs(url.query)
+    if RECEIPTS:  # one line per request that reached the origin: "METHOD burrow-request-id"
+        with open(RECEIPTS, "a") as receipts:
+            receipts.write(f"{request.method.decode()} {dict(request.headers).get(b'burrow-request-id', b'-').decode()}\n")
     digest, length = hashlib.sha256(), 0
     while isinstance(event := await next_event(stream, conn), h11.Data):
         digest.update(event.data)
