@@ -15,7 +15,8 @@ import trio
 from edge.api import create_api
 from edge.certs import CertStore
 from edge.dns import DnsServer
-from edge.https import ALPN, HttpsFrontend
+from edge.http1 import Http1Limits
+from edge.https import ALPN, FrontendOptions, HttpsFrontend, harden
 from edge.metrics import EdgeMetrics
 from edge.proxy import Exchange, Proxy, send_page
 from edge.registry import Registry
@@ -153,6 +154,8 @@ async def serve(
     heartbeat_interval: float = HEARTBEAT_INTERVAL,
     heartbeat_timeout: float = HEARTBEAT_TIMEOUT,
     metrics: EdgeMetrics | None = None,
+    http1_limits: Http1Limits = Http1Limits(),
+    frontend_options: FrontendOptions = FrontendOptions(),
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the edge until cancelled, or until `shutdown` is set: then drain for up to
@@ -166,8 +169,8 @@ async def serve(
         metrics = metrics if metrics is not None else EdgeMetrics()  # a throwaway registry unless served
         metrics.watch_router(router.live)
         refresher = ZoneRefresher(registry, router, list(cfg.zones))
-        https_listeners = await _open_tls_listeners("HTTPS", cfg.https_listen, certs.server_context(ALPN))
-        tunnel_context = certs.server_context([TUNNEL_ALPN])
+        https_listeners = await _open_tls_listeners("HTTPS", cfg.https_listen, harden(certs.server_context(ALPN)))
+        tunnel_context = harden(certs.server_context([TUNNEL_ALPN]))
         tunnel_context.minimum_version = ssl.TLSVersion.TLSv1_3
         tunnel_listeners = await _open_tls_listeners("tunnels", cfg.tunnel_listen, tunnel_context)
         addresses = {"https": _bound(https_listeners), "tunnel": _bound(tunnel_listeners)}
@@ -179,7 +182,7 @@ async def serve(
         api = create_api(registry, edge_info, refresher.refresh, live=router, edge_id=edge_id)
         proxy = Proxy(router, api, frozenset({*cfg.public_ips, *cfg.zones}), metrics)
         in_flight = InFlight(proxy)
-        frontend = HttpsFrontend(in_flight)
+        frontend = HttpsFrontend(in_flight, http1_limits, options=frontend_options)
         limits = SessionLimits(ping_interval=heartbeat_interval, ping_timeout=heartbeat_timeout)
         sessions = TunnelListener(registry, router, edge_id=edge_id, limits=limits, on_registration=metrics.registration)
 
