@@ -142,3 +142,18 @@ def test_a_valid_chunked_body_still_arrives_whole(edge, record):
     assert status_of(exchange(edge, raw)) == 200
     [received] = record.matching("/fine/chunked")
     assert received.complete and received.body == b"hello world"
+
+
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [
+        ("--header-timeout", "abc", "invalid duration 'abc'"),
+        ("--keepalive-timeout", "0s", "--keepalive-timeout must be a positive duration"),
+        ("--hsts-max-age", "-1", "invalid duration"),
+    ],
+)
+def test_bad_limit_flags_are_one_clear_line(edge, flag, value, message):
+    result = edge.cli("burrow-edge", "serve", "--home", edge.home, flag, value, check=False)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
