@@ -10,7 +10,7 @@ from http import HTTPStatus
 import h11
 import trio
 
-from edge.http1_guard import CheckedHead, HeadLimits, Refused, check_head, check_partial, head_length
+from edge.http1_guard import CheckedHead, HeadLimits, HeadScanner, Refused, check_head
 from edge.zone import normalize_host
 from shared.errors import ProtocolError
 from shared.events import RequestHead, ResponseHead, end_to_end
@@ -183,12 +183,14 @@ class Http1Connection:
             while not self.h11.trailing_data[0]:
                 if not await self._receive():
                     return None
+        scanner = HeadScanner(head_limits)
+        head = scanner.feed(self.h11.trailing_data[0])
         with trio.fail_after(self.limits.request_head_timeout):
-            while (length := head_length(buffered := self.h11.trailing_data[0])) is None:
-                check_partial(buffered, head_limits)
-                if not await self._receive():
+            while head is None:
+                if not (data := await self._receive()):
                     return None
-        checked = check_head(buffered[:length], head_limits)
+                head = scanner.feed(data)
+        checked = check_head(head, head_limits)
         if self.sni is not None and normalize_host(checked.host.decode("ascii")) != self.sni:
             raise Refused(421, "the Host does not match the TLS server name")
         try:
@@ -199,10 +201,10 @@ class Http1Connection:
             raise Refused(400, "malformed request head")
         return self._request_head(event, checked)
 
-    async def _receive(self) -> bool:
+    async def _receive(self) -> bytes:
         data = await self.stream.receive_some(self.limits.read_size)
         self.h11.receive_data(data)
-        return bool(data)
+        return data
 
     def _request_head(self, event: h11.Request, checked: CheckedHead) -> RequestHead:
         headers = tuple((bytes(name), bytes(value)) for name, value in event.headers)

@@ -18,6 +18,7 @@ REQUEST_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([\x21-\x7e]+) HTTP/
 BAD_VALUE_BYTE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # controls other than HTAB
 HOST = re.compile(rb"(?:[A-Za-z0-9\-._~!$&'()*+,;=%]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 DIGITS = re.compile(rb"[0-9]{1,18}")
+BARE_LF = re.compile(rb"(?<!\r)\n")
 
 
 class Refused(Exception):
@@ -44,29 +45,40 @@ class CheckedHead:
     target: bytes
 
 
-def head_length(buffer: bytes) -> int | None:
-    """The length of the complete head at the start of `buffer` (blank line included), or None."""
-    end = buffer.find(b"\r\n\r\n")
-    return None if end == -1 else end + 4
+class HeadScanner:
+    """Collects a request head as it arrives, checking each new piece once (a head dripped
+    a byte at a time costs linear, not quadratic, time)."""
 
+    def __init__(self, limits: HeadLimits) -> None:
+        self.limits = limits
+        self.buffer = bytearray()
+        self._line_end: int | None = None
 
-def check_partial(buffer: bytes, limits: HeadLimits) -> None:
-    """Refuse an incomplete head that can already not become valid."""
-    line_end = buffer.find(b"\r\n")
-    request_line = buffer if line_end == -1 else buffer[:line_end]
-    if len(request_line) > limits.max_request_line:
-        raise Refused(414, f"request line longer than {limits.max_request_line} bytes")
-    if len(buffer) > limits.max_header_bytes:
-        raise Refused(431, f"request head larger than {limits.max_header_bytes} bytes")
-    if b"\x00" in buffer:
-        raise Refused(400, "NUL byte in the request head")
-    if _bare_lf(buffer):
-        raise Refused(400, "bare LF line ending")
+    def feed(self, data: bytes) -> bytes | None:
+        """Add `data`; the complete head once its blank line arrived (checked with
+        `check_head` by the caller), else None. Raise `Refused` for a head that can no
+        longer become valid."""
+        start = len(self.buffer)
+        self.buffer += data
+        end = self.buffer.find(b"\r\n\r\n", max(0, start - 3))
+        stop = len(self.buffer) if end == -1 else end + 4  # bytes after the head are not checked
+        if self._line_end is None and (found := self.buffer.find(b"\r\n", max(0, start - 1), stop)) != -1:
+            self._line_end = found
+        if (self._line_end if self._line_end is not None else stop) > self.limits.max_request_line:
+            raise Refused(414, f"request line longer than {self.limits.max_request_line} bytes")
+        if stop > self.limits.max_header_bytes:
+            raise Refused(431, f"request head larger than {self.limits.max_header_bytes} bytes")
+        if self.buffer.find(b"\x00", start, stop) != -1:
+            raise Refused(400, "NUL byte in the request head")
+        if BARE_LF.search(self.buffer, start, stop):
+            raise Refused(400, "bare LF line ending")
+        return None if end == -1 else bytes(self.buffer[:stop])
 
 
 def check_head(head: bytes, limits: HeadLimits) -> CheckedHead:
-    """Validate a complete head (as `head_length` delimits it); raise `Refused` if it is unsafe."""
-    check_partial(head[:-2], limits)
+    """Validate a complete head (as `HeadScanner` delimits it); raise `Refused` if it is unsafe."""
+    if HeadScanner(limits).feed(head) != head:
+        raise Refused(400, "malformed request head")
     lines = head[:-4].split(b"\r\n")
     request_line, field_lines = lines[0], lines[1:]
     if b"\r" in head[:-4].replace(b"\r\n", b""):
@@ -90,10 +102,6 @@ def check_head(head: bytes, limits: HeadLimits) -> CheckedHead:
     if method == b"CONNECT":
         raise Refused(405, "CONNECT is not supported")
     return CheckedHead(host=host, target=_origin_form(target, host))
-
-
-def _bare_lf(buffer: bytes) -> bool:
-    return buffer.count(b"\n") != buffer.count(b"\r\n")
 
 
 def _field(line: bytes) -> tuple[bytes, bytes]:
