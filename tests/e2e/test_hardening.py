@@ -5,6 +5,7 @@ connection, and the origin's record shows that nothing reached it that should no
 from __future__ import annotations
 
 import socket
+import ssl
 
 import pytest
 
@@ -157,3 +158,25 @@ def test_bad_limit_flags_are_one_clear_line(edge, flag, value, message):
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def handshake(edge, port: int, *, version: ssl.TLSVersion, ciphers: str | None = None, alpn: str = "http/1.1") -> str | None:
+    """The negotiated TLS version, or None if the edge refused the handshake."""
+    context = ssl.create_default_context(cafile=str(edge.ca))
+    context.minimum_version = context.maximum_version = version
+    if ciphers:
+        context.set_ciphers(ciphers)
+    context.set_alpn_protocols([alpn])
+    try:
+        with context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10), server_hostname=HOST) as sock:
+            return sock.version()
+    except (ssl.SSLError, ConnectionResetError):
+        return None
+
+
+def test_tls_versions_and_suites_on_every_listener(edge):
+    assert handshake(edge, edge.https_port, version=ssl.TLSVersion.TLSv1_2) == "TLSv1.2"
+    assert handshake(edge, edge.https_port, version=ssl.TLSVersion.TLSv1_3) == "TLSv1.3"
+    cbc = "ECDHE-ECDSA-AES128-SHA256:ECDHE-ECDSA-AES256-SHA:ECDHE-RSA-AES128-SHA"
+    assert handshake(edge, edge.https_port, version=ssl.TLSVersion.TLSv1_2, ciphers=cbc) is None
+    assert handshake(edge, edge.tunnel_port, version=ssl.TLSVersion.TLSv1_2, alpn="burrow-tunnel/1") is None
