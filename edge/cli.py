@@ -11,6 +11,8 @@ import typer
 
 from edge import server
 from edge.certs import create_dev_ca
+from edge.http1 import Http1Limits
+from edge.https import DEFAULT_MAX_CONNECTIONS_PER_IP, FrontendOptions
 from edge.metrics import EdgeMetrics
 from edge.ratelimit import DEFAULT_BURST, DEFAULT_RATE
 from edge.registry import Registry
@@ -105,6 +107,10 @@ def serve(
     ),
     registration_rate: float = typer.Option(DEFAULT_RATE, help="Then this many registrations per second per source address."),
     metrics: str = typer.Option(None, "--metrics", help="HOST:PORT to serve /metrics, /ready and /healthcheck on (off by default)."),
+    header_timeout: str = typer.Option("10s", help="Close an HTTP/1.1 connection whose request head takes longer (slowloris)."),
+    keepalive_timeout: str = typer.Option("75s", help="Close an idle HTTP/1.1 keep-alive connection after this."),
+    max_connections_per_ip: int = typer.Option(DEFAULT_MAX_CONNECTIONS_PER_IP, min=1, help="Concurrent visitor connections one client IP may hold."),
+    hsts_max_age: str = typer.Option(None, help="Send Strict-Transport-Security with this max-age (seconds or a duration, e.g. 8760h) on every response."),
 ) -> None:
     """Run the edge until SIGINT or SIGTERM; then drain: refuse new connections, tell connectors,
     let in-flight requests finish within the grace period, exit 0. A second signal stops at once."""
@@ -116,6 +122,14 @@ def serve(
             "heartbeat_timeout": _positive_duration("--heartbeat-timeout", heartbeat_timeout),
             "registration_burst": registration_burst,
             "registration_rate": _positive_rate("--registration-rate", registration_rate),
+            "http1_limits": Http1Limits(
+                request_head_timeout=_positive_duration("--header-timeout", header_timeout),
+                keepalive_timeout=_positive_duration("--keepalive-timeout", keepalive_timeout),
+            ),
+            "frontend_options": FrontendOptions(
+                max_connections_per_ip=max_connections_per_ip,
+                hsts_max_age=None if hsts_max_age is None else int(_positive_duration("--hsts-max-age", hsts_max_age)),
+            ),
         }
         metrics_listen = parse_hostport(metrics) if metrics is not None else None
         trio.run(_serve_until_signalled, cfg, grace_period, heartbeat, metrics_listen)

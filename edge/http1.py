@@ -10,6 +10,8 @@ from http import HTTPStatus
 import h11
 import trio
 
+from edge.http1_guard import CheckedHead, HeadLimits, HeadScanner, Refused, check_head
+from edge.zone import normalize_host
 from shared.errors import ProtocolError
 from shared.events import RequestHead, ResponseHead, end_to_end
 from shared.pages import error_page
@@ -19,13 +21,22 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Http1Limits:
-    """Sizes and timers for visitor connections (seconds and bytes)."""
+    """Sizes and timers for visitor connections (seconds and bytes).
 
+    The head timeout runs from the first byte of a request to its blank line; the
+    keep-alive timeout is the wait for that first byte. A request body must average
+    `body_min_rate` bytes/s of the time the edge spends waiting for it, after
+    `body_rate_grace` seconds (slow-drip bodies), and no read may wait longer than
+    `body_idle_timeout`."""
+
+    max_request_line: int = 8 * 1024
     max_header_bytes: int = 64 * 1024
     max_header_fields: int = 100
     request_head_timeout: float = 10.0
     keepalive_timeout: float = 75.0
     body_idle_timeout: float = 60.0
+    body_min_rate: float = 240.0
+    body_rate_grace: float = 5.0
     send_timeout: float = 60.0
     read_size: int = 64 * 1024
     max_discard_bytes: int = 64 * 1024  # unread request body drained to keep a connection alive
@@ -41,6 +52,8 @@ class Http1Exchange:
         self.server = connection.server
         self.response_started = False
         self.upgrade = _upgrade_token(head)  # b"websocket", b"burrow-tcp", … or None
+        self._body_waited = 0.0  # seconds spent waiting for body bytes
+        self._body_bytes = 0
 
     async def receive_body(self) -> bytes:
         h11_conn = self._conn.h11
@@ -48,8 +61,15 @@ class Http1Exchange:
             return b""
         if h11_conn.they_are_waiting_for_100_continue:
             await self._conn.send(h11.InformationalResponse(status_code=100, headers=[]))
-        event = await self._conn.next_event(self._conn.limits.body_idle_timeout)
+        limits = self._conn.limits
+        allowed = limits.body_rate_grace + self._body_bytes / limits.body_min_rate - self._body_waited
+        started = trio.current_time()
+        try:
+            event = await self._conn.next_event(max(0.0, min(limits.body_idle_timeout, allowed)))
+        finally:
+            self._body_waited += trio.current_time() - started
         if isinstance(event, h11.Data):
+            self._body_bytes += len(event.data)
             return bytes(event.data)
         if isinstance(event, h11.EndOfMessage):
             return b""
@@ -104,12 +124,14 @@ class Http1Connection:
         server: tuple[str, int],
         limits: Http1Limits,
         scheme: bytes = b"https",
+        sni: str | None = None,
     ) -> None:
         self.stream = stream
         self.client = client
         self.server = server
         self.limits = limits
         self.scheme = scheme
+        self.sni = sni  # the TLS server name the visitor asked for; Host must match it
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
         self.switched = False  # a 101 handed the socket to a byte relay
         self.closing = False  # the edge drains: answer what is in progress with `Connection: close`
@@ -125,25 +147,24 @@ class Http1Connection:
         """Serve requests until the visitor or the protocol closes the connection."""
         first = True
         while True:
-            timeout = self.limits.request_head_timeout if first else self.limits.keepalive_timeout
+            idle_timeout = self.limits.request_head_timeout if first else self.limits.keepalive_timeout
             first = False
             try:
                 with self._between_requests:
-                    event = await self.next_event(timeout)
-            except h11.RemoteProtocolError as exc:
-                await self._refuse(exc.error_status_hint, str(exc))
+                    request = await self._next_request(idle_timeout)
+            except Refused as exc:
+                log.info("http1.refused client=%s status=%d reason=%s", self.client[0], exc.status, exc.reason)
+                await self._refuse(exc.status, exc.reason)
                 return
             except trio.TooSlowError:
+                log.debug("http1.head_timeout client=%s", self.client[0])
                 return
             if self._between_requests.cancelled_caught:
                 return
             self._between_requests = trio.CancelScope()
-            if not isinstance(event, h11.Request):
+            if request is None:
                 return
-            if problem := self._oversized(event):
-                await self._refuse(431, problem)
-                return
-            exchange = Http1Exchange(self, self._request_head(event))
+            exchange = Http1Exchange(self, request)
             try:
                 await handle(exchange)
                 await self._discard_unread_body(exchange)
@@ -167,24 +188,48 @@ class Http1Connection:
         while discarded <= self.limits.max_discard_bytes and self.h11.their_state is h11.SEND_BODY:
             discarded += len(await exchange.receive_body())
 
-    def _oversized(self, event: h11.Request) -> str | None:
-        if len(event.headers) > self.limits.max_header_fields:
-            return f"more than {self.limits.max_header_fields} header fields"
-        size = len(event.target) + sum(len(name) + len(value) + 4 for name, value in event.headers)
-        if size > self.limits.max_header_bytes:
-            return f"request head larger than {self.limits.max_header_bytes} bytes"
-        return None
+    async def _next_request(self, idle_timeout: float) -> RequestHead | None:
+        """The next request head: its first byte within `idle_timeout`, the rest within the
+        head timeout, checked by `http1_guard` before h11 parses it. None when the visitor
+        closed the connection."""
+        head_limits = HeadLimits(self.limits.max_request_line, self.limits.max_header_bytes, self.limits.max_header_fields)
+        with trio.fail_after(idle_timeout):
+            while not self.h11.trailing_data[0]:
+                if not await self._receive():
+                    return None
+        scanner = HeadScanner(head_limits)
+        head = scanner.feed(self.h11.trailing_data[0])
+        with trio.fail_after(self.limits.request_head_timeout):
+            while head is None:
+                if not (data := await self._receive()):
+                    return None
+                head = scanner.feed(data)
+        checked = check_head(head, head_limits)
+        if self.sni is not None and normalize_host(checked.host.decode("ascii")) != self.sni:
+            raise Refused(421, "the Host does not match the TLS server name")
+        try:
+            event = self.h11.next_event()
+        except h11.RemoteProtocolError as exc:
+            raise Refused(exc.error_status_hint, str(exc)) from exc
+        if not isinstance(event, h11.Request):
+            raise Refused(400, "malformed request head")
+        return self._request_head(event, checked)
 
-    def _request_head(self, event: h11.Request) -> RequestHead:
+    async def _receive(self) -> bytes:
+        data = await self.stream.receive_some(self.limits.read_size)
+        self.h11.receive_data(data)
+        return data
+
+    def _request_head(self, event: h11.Request, checked: CheckedHead) -> RequestHead:
         headers = tuple((bytes(name), bytes(value)) for name, value in event.headers)
-        host = next((value for name, value in headers if name == b"host"), b"")
+        host = checked.host
         has_body = any(
             (name == b"transfer-encoding") or (name == b"content-length" and value.strip() != b"0")
             for name, value in headers
         )
         return RequestHead(
             method=bytes(event.method),
-            target=bytes(event.target),
+            target=checked.target,
             authority=host,
             scheme=self.scheme,
             headers=headers,
@@ -197,8 +242,7 @@ class Http1Connection:
                 event = self.h11.next_event()
                 if event is not h11.NEED_DATA:
                     return event
-                data = await self.stream.receive_some(self.limits.read_size)
-                self.h11.receive_data(data)
+                await self._receive()
 
     async def send(self, event: h11.Event) -> None:
         data = self.h11.send(event)
@@ -207,15 +251,16 @@ class Http1Connection:
                 await self.stream.send_all(data)
 
     async def _refuse(self, status: int, reason: str) -> None:
-        """Answer a malformed request with a page, if the protocol still allows one."""
-        if self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
-            return
+        """Answer a refused request head with a page and `Connection: close`. Written
+        without h11, which has not (or not validly) parsed the request."""
         head, body = error_page(status, "edge", reason)
+        lines = [b"HTTP/1.1 %d %s" % (status, _reason(status))]
+        lines += [name + b": " + value for name, value in head.headers]
+        lines += [b"connection: close", b"", b""]
         try:
-            await self.send(h11.Response(status_code=status, headers=list(head.headers), reason=_reason(status)))
-            await self.send(h11.Data(data=body))
-            await self.send(h11.EndOfMessage())
-        except (h11.LocalProtocolError, trio.BrokenResourceError, trio.TooSlowError):
+            with trio.fail_after(self.limits.send_timeout):
+                await self.stream.send_all(b"\r\n".join(lines) + body)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
             pass
 
 

@@ -4,28 +4,67 @@ from __future__ import annotations
 
 import logging
 import ssl
+from collections import Counter
+from dataclasses import dataclass
 
 import trio
 
 from edge.http1 import Http1Connection, Http1Limits
 from edge.http2 import Http2Connection, Http2Limits
-from edge.proxy import Proxy
+from edge.proxy import Exchange, Proxy
+from shared.events import ResponseHead
 
 log = logging.getLogger(__name__)
 
 HANDSHAKE_TIMEOUT = 10.0
 ALPN = ["h2", "http/1.1"]
+# TLS 1.2 suites: forward-secret key exchange and AEAD only (TLS 1.3 suites are all such).
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+DEFAULT_MAX_CONNECTIONS_PER_IP = 256
+
+
+@dataclass(frozen=True)
+class FrontendOptions:
+    """Edge-wide visitor settings: `burrow-edge serve --max-connections-per-ip/--hsts-max-age`."""
+
+    max_connections_per_ip: int = DEFAULT_MAX_CONNECTIONS_PER_IP
+    hsts_max_age: int | None = None  # seconds; None: no Strict-Transport-Security header
+
+
+def harden(context: ssl.SSLContext) -> ssl.SSLContext:
+    """TLS 1.2 or newer, modern suites, the server's preference, no compression or renegotiation;
+    records the SNI server name on each connection's SSLObject (`.requested_server_name`)."""
+    context.minimum_version = max(context.minimum_version, ssl.TLSVersion.TLSv1_2)
+    context.set_ciphers(TLS12_CIPHERS)
+    context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
+    choose = context.sni_callback
+
+    def record(sock: ssl.SSLObject, server_name: str | None, ctx: ssl.SSLContext) -> None:
+        sock.requested_server_name = server_name.lower().rstrip(".") if server_name else None
+        if choose is not None:
+            choose(sock, server_name, ctx)
+
+    context.sni_callback = record
+    return context
 
 
 class HttpsFrontend:
     """Serves visitor connections accepted on the HTTPS listeners."""
 
     def __init__(
-        self, proxy: Proxy, limits: Http1Limits = Http1Limits(), http2_limits: Http2Limits = Http2Limits()
+        self,
+        proxy: Proxy,
+        limits: Http1Limits = Http1Limits(),
+        http2_limits: Http2Limits = Http2Limits(),
+        options: FrontendOptions = FrontendOptions(),
     ) -> None:
         self.proxy = proxy
         self.limits = limits
         self.http2_limits = http2_limits
+        self.options = options
+        self.connections_per_ip: Counter[str] = Counter()
+        hsts = options.hsts_max_age
+        self._handle = proxy.handle if hsts is None else _with_header(proxy.handle, _hsts_value(hsts))
         self.connections: set[Http1Connection | Http2Connection] = set()
 
     def drain(self) -> None:
@@ -35,6 +74,12 @@ class HttpsFrontend:
 
     async def handle(self, stream: trio.SSLStream) -> None:
         client = _address(stream, "getpeername")
+        ip = client[0]
+        if self.connections_per_ip[ip] >= self.options.max_connections_per_ip:
+            log.info("https.refused client=%s reason=too-many-connections", ip)
+            await trio.aclose_forcefully(stream)
+            return
+        self.connections_per_ip[ip] += 1
         try:
             with trio.fail_after(HANDSHAKE_TIMEOUT):
                 await stream.do_handshake()
@@ -42,18 +87,49 @@ class HttpsFrontend:
             if stream.selected_alpn_protocol() == "h2":
                 connection = Http2Connection(stream, client, server, self.http2_limits)
             else:
-                connection = Http1Connection(stream, client, server, self.limits)
+                sni = getattr(stream._ssl_object, "requested_server_name", None)  # trio exposes no getter
+                connection = Http1Connection(stream, client, server, self.limits, sni=sni)
             self.connections.add(connection)
             try:
-                await connection.serve(self.proxy.handle)
+                await connection.serve(self._handle)
             finally:
                 self.connections.discard(connection)
         except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, ssl.SSLError) as exc:
-            log.debug("https.connection_ended client=%s error=%r", client[0], exc)
+            log.debug("https.connection_ended client=%s error=%r", ip, exc)
         except Exception:  # one visitor's failure must never stop the listener
-            log.exception("https.connection_crashed client=%s", client[0])
+            log.exception("https.connection_crashed client=%s", ip)
         finally:
+            self.connections_per_ip[ip] -= 1
+            if not self.connections_per_ip[ip]:
+                del self.connections_per_ip[ip]
             await trio.aclose_forcefully(stream)
+
+
+def _hsts_value(max_age: int) -> bytes:
+    return b"max-age=%d" % max_age
+
+
+def _with_header(handle, value: bytes):
+    async def handle_with_hsts(exchange: Exchange) -> None:
+        await handle(_HstsExchange(exchange, value))
+
+    return handle_with_hsts
+
+
+class _HstsExchange:
+    """An exchange whose responses carry Strict-Transport-Security."""
+
+    def __init__(self, inner: Exchange, value: bytes) -> None:
+        self._inner = inner
+        self._value = value
+
+    def __getattr__(self, name: str):
+        return getattr(self._inner, name)
+
+    async def send_response(self, head: ResponseHead) -> None:
+        headers = tuple((k, v) for k, v in head.headers if k != b"strict-transport-security")
+        headers += ((b"strict-transport-security", self._value),)
+        await self._inner.send_response(ResponseHead(head.status, headers, head.has_body))
 
 
 def _address(stream: trio.SSLStream, which: str) -> tuple[str, int]:

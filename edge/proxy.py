@@ -16,6 +16,7 @@ import trio
 from edge.asgi import call_asgi
 from edge.metrics import EdgeMetrics
 from edge.router import Router
+from edge.visitor_headers import forwardable
 from edge.zone import normalize_host
 from shared.aio import single_errors
 from shared.errors import BurrowError, TunnelUnavailable
@@ -152,11 +153,7 @@ def forwarded_head(exchange: Exchange) -> RequestHead:
     """The request as the origin should see it: visitor identity added, spoofs dropped."""
     head = exchange.head
     client_ip = exchange.client[0].encode()
-    headers = tuple(
-        (name, value)
-        for name, value in head.headers
-        if not name.startswith(b"burrow-") and name not in (b"x-forwarded-for", b"x-forwarded-proto")
-    ) + (
+    headers = forwardable(head.headers, upgrade=bool(getattr(exchange, "upgrade", None))) + (
         (b"x-forwarded-for", client_ip),
         (b"x-forwarded-proto", head.scheme),
         (CONNECTING_IP, client_ip),

@@ -17,7 +17,8 @@ from edge.api import create_api
 from edge.certs import CertStore
 from edge.dashboard import create_dashboard
 from edge.dns import DnsServer
-from edge.https import ALPN, HttpsFrontend
+from edge.http1 import Http1Limits
+from edge.https import ALPN, FrontendOptions, HttpsFrontend, harden
 from edge.metrics import EdgeMetrics
 from edge.proxy import Exchange, Proxy, send_page
 from edge.ratelimit import DEFAULT_BURST, DEFAULT_RATE, SourceLimiter
@@ -162,6 +163,8 @@ async def serve(
     registration_rate: float = DEFAULT_RATE,
     registration_burst: int = DEFAULT_BURST,
     metrics: EdgeMetrics | None = None,
+    http1_limits: Http1Limits = Http1Limits(),
+    frontend_options: FrontendOptions = FrontendOptions(),
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the edge until cancelled, or until `shutdown` is set: then drain for up to
@@ -176,8 +179,8 @@ async def serve(
         metrics.watch_router(router.live)
         refresher = ZoneRefresher(registry, router, list(cfg.zones))
         gate = await open_gate(registry, cfg.home, f"https://{cfg.zone}")
-        https_listeners = await _open_tls_listeners("HTTPS", cfg.https_listen, certs.server_context(ALPN))
-        tunnel_context = certs.server_context([TUNNEL_ALPN])
+        https_listeners = await _open_tls_listeners("HTTPS", cfg.https_listen, harden(certs.server_context(ALPN)))
+        tunnel_context = harden(certs.server_context([TUNNEL_ALPN]))
         tunnel_context.minimum_version = ssl.TLSVersion.TLSv1_3
         tunnel_listeners = await _open_tls_listeners("tunnels", cfg.tunnel_listen, tunnel_context)
         addresses = {"https": _bound(https_listeners), "tunnel": _bound(tunnel_listeners)}
@@ -191,7 +194,7 @@ async def serve(
         api = create_api(registry, edge_info, refresh, live=router, edge_id=edge_id, extra_routes=[dashboard])
         proxy = Proxy(router, api, frozenset({*cfg.public_ips, *cfg.zones}), metrics, gate)
         in_flight = InFlight(proxy)
-        frontend = HttpsFrontend(in_flight)
+        frontend = HttpsFrontend(in_flight, http1_limits, options=frontend_options)
         limits = SessionLimits(ping_interval=heartbeat_interval, ping_timeout=heartbeat_timeout)
         limiter = SourceLimiter(registration_rate, registration_burst)
         sessions = TunnelListener(registry, router, edge_id=edge_id, limits=limits, on_registration=metrics.registration, limiter=limiter)

@@ -165,6 +165,8 @@ def _load_yaml(path: Path) -> dict:
         raise ConfigError(f"{where(str(path), mark.line + 1 if mark else None)}: {problem}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML: {' '.join(str(exc).split())}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: YAML nested too deeply") from None
     if data is None:
         return _Mapping()
     if not isinstance(data, dict):

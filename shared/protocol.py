@@ -168,7 +168,7 @@ def _parse_registration(body: bytes) -> Register | Registered | Rejected:
             return Registered(str(message["connection_id"]), str(message["edge_id"]))
         if kind == "rejected":
             return Rejected(str(message["reason"]), bool(message["retryable"]))
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, OverflowError, RecursionError) as exc:  # inf, deep nesting
         raise ProtocolError(f"malformed registration message: {exc}") from exc
     raise ProtocolError(f"unknown registration message type {kind!r}")
 

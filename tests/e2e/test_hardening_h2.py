@@ -1,0 +1,90 @@
+"""HTTP/2 pseudo-header abuse against a real edge, tunnel and recording origin: each request
+is refused (stream reset or GOAWAY) and never reaches the origin."""
+
+from __future__ import annotations
+
+import socket
+
+import h2.config
+import h2.connection
+import h2.events
+import pytest
+
+from tests.e2e.conftest import ZONE
+from tests.e2e.recording_origin import start_recording_origin
+from tests.e2e.tunnels import edge_context, run_tunnel
+
+HOST = f"hard2.{ZONE}"
+
+
+def base(path: str) -> list[tuple[bytes, bytes]]:
+    return [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", HOST.encode()), (b":path", path.encode())]
+
+
+def without(fields, name):
+    return [field for field in fields if field[0] != name]
+
+
+CASES = {
+    "missing-path": lambda p: without(base(p), b":path") + [(b"x-marker", p.encode())],
+    "missing-method": lambda p: without(base(p), b":method"),
+    "duplicate-method": lambda p: base(p) + [(b":method", b"POST")],
+    "duplicate-path": lambda p: base(p) + [(b":path", b"/smuggled")],
+    "unknown-pseudo": lambda p: base(p) + [(b":smuggle", b"1")],
+    "pseudo-after-regular": lambda p: base(p)[:3] + [(b"x-a", b"1"), base(p)[3]],
+    "response-pseudo": lambda p: base(p) + [(b":status", b"200")],
+    "connection-header": lambda p: base(p) + [(b"connection", b"keep-alive")],
+    "transfer-encoding": lambda p: base(p) + [(b"transfer-encoding", b"chunked")],
+    "te-not-trailers": lambda p: base(p) + [(b"te", b"gzip")],
+    "upper-case-name": lambda p: base(p) + [(b"X-Upper", b"1")],
+    "empty-path": lambda p: without(base(p), b":path") + [(b":path", b""), (b"x-marker", p.encode())],
+    "cr-lf-in-value": lambda p: base(p) + [(b"x-inject", b"a\r\nGET /smuggled HTTP/1.1")],
+}
+
+
+@pytest.fixture(scope="module")
+def record(edge):
+    server, record = start_recording_origin()
+    run_tunnel(edge, "hardening-h2", [("hard2", f"http://127.0.0.1:{server.server_address[1]}")])
+    yield record
+    server.shutdown()
+
+
+def send_raw(edge, fields) -> list:
+    """Send one HEADERS frame built without h2's own checks; the events until the stream or
+    connection ends."""
+    context = edge_context(edge)
+    context.set_alpn_protocols(["h2"])
+    with context.wrap_socket(socket.create_connection(("127.0.0.1", edge.https_port), timeout=10), server_hostname=HOST) as sock:
+        config = h2.config.H2Configuration(client_side=True, header_encoding=None, validate_outbound_headers=False, normalize_outbound_headers=False)
+        conn = h2.connection.H2Connection(config)
+        conn.initiate_connection()
+        conn.send_headers(1, fields, end_stream=True)
+        sock.sendall(conn.data_to_send())
+        events = []
+        while not any(isinstance(e, (h2.events.StreamReset, h2.events.ConnectionTerminated, h2.events.StreamEnded)) for e in events):
+            data = sock.recv(65536)
+            if not data:
+                break
+            events += conn.receive_data(data)
+            sock.sendall(conn.data_to_send())
+        return events
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_pseudo_header_abuse_is_refused(edge, record, case):
+    marker = f"/hostile-h2/{case}"
+    events = send_raw(edge, CASES[case](marker))
+    responses = [e for e in events if isinstance(e, h2.events.ResponseReceived)]
+    refused = any(isinstance(e, (h2.events.StreamReset, h2.events.ConnectionTerminated)) for e in events)
+    statuses = [dict(e.headers)[b":status"] for e in responses]
+    assert refused or (statuses and statuses[0].startswith(b"4")), events
+    assert not record.matching(marker)
+    assert not record.matching("/smuggled")
+
+
+def test_a_valid_request_passes(edge, record):
+    events = send_raw(edge, base("/fine-h2/ok"))
+    [response] = [e for e in events if isinstance(e, h2.events.ResponseReceived)]
+    assert dict(response.headers)[b":status"] == b"200"
+    assert record.matching("/fine-h2/ok")
