@@ -243,14 +243,16 @@ def run(
     grace_period: float = typer.Option(DEFAULT_GRACE_PERIOD, help="Seconds to let requests finish on SIGTERM."),
     heartbeat_interval: str = typer.Option("10s", help="How often to PING the edge on each connection (duration, e.g. 5s)."),
     heartbeat_timeout: str = typer.Option("15s", help="Replace a connection whose PING is not answered within this."),
-    log_level: str = typer.Option("info", "--loglevel", "--log-level", help="debug, info, warning or error."),
+    log_level: str = typer.Option("info", "--loglevel", "--log-level", help="debug, info, warning or error (debug logs every request)."),
+    logfile: Path = typer.Option(None, "--logfile", help="Append the log to this file instead of stderr."),
+    log_format: str = typer.Option("text", "--log-format", help="text (key=value lines) or json (one object a line)."),
     token: str = typer.Option(None, "--token", envvar="BURROW_TUNNEL_TOKEN", help="Tunnel token from `burrow tunnel token` (no files needed)."),
     url: str = typer.Option(None, "--url", help="Send every request to this origin (only without ingress rules)."),
     metrics: str = typer.Option(None, "--metrics", help="HOST:PORT to serve /metrics, /ready and /healthcheck on (off by default)."),
 ) -> None:
     """Run a tunnel: connect to the edge and serve requests until SIGINT/SIGTERM."""
-    logs.configure(log_level)
     with reported_errors():
+        logs.configure(log_level, logfile, log_format)
         metrics_listen = _listen_address(metrics) if metrics is not None else None
         token_creds = decode_token(token) if token is not None else None
         cfg = _load_config(config)
@@ -453,8 +455,8 @@ def access_tcp(
     log_level: str = typer.Option("info", "--loglevel", "--log-level", help="debug, info, warning or error."),
 ) -> None:
     """Listen locally; carry each connection to the TCP route HOSTNAME."""
-    logs.configure(log_level)
     with reported_errors():
+        logs.configure(log_level)
         target = _access_target(hostname, edge, ca_file)
         listen_host, listen_port = parse_hostport(url)
         trio.run(serve_tcp, target, listen_host, listen_port)
@@ -468,6 +470,6 @@ def access_ssh(
     log_level: str = typer.Option("warning", "--loglevel", "--log-level", help="debug, info, warning or error."),
 ) -> None:
     """stdin/stdout ⇄ the SSH route HOSTNAME (for `ssh -o ProxyCommand=…`)."""
-    logs.configure(log_level)
     with reported_errors():
+        logs.configure(log_level)
         trio.run(serve_stdio, _access_target(hostname, edge, ca_file))

@@ -93,7 +93,12 @@ def init(
 @app.command()
 def serve(
     home: Path = HomeOption,
-    log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+    log_level: str = typer.Option("info", "--loglevel", "--log-level", help="debug, info, warning or error."),
+    logfile: Path = typer.Option(None, "--logfile", help="Append the log to this file instead of stderr."),
+    log_format: str = typer.Option("text", "--log-format", help="text (key=value lines) or json (one object a line)."),
+    access_log: str = typer.Option(
+        None, "--access-log", help="Where the access log (one line a request) goes: off, or a file; default: with the log."
+    ),
     grace_period: float = typer.Option(
         server.DEFAULT_GRACE_PERIOD, min=0, help="Seconds to let in-flight requests finish on SIGTERM/SIGINT."
     ),
@@ -103,8 +108,8 @@ def serve(
 ) -> None:
     """Run the edge until SIGINT or SIGTERM; then drain: refuse new connections, tell connectors,
     let in-flight requests finish within the grace period, exit 0. A second signal stops at once."""
-    logs.configure(log_level)
     with reported_errors():
+        logs.configure(log_level, logfile, log_format, access_log)
         cfg = load_edge_config(home)
         heartbeat = {
             "heartbeat_interval": _positive_duration("--heartbeat-interval", heartbeat_interval),
