@@ -104,7 +104,7 @@ def login(
 
 
 @tunnel_app.command(epilog=examples("burrow tunnel create my-web-tunnel"))
-def create(name: str) -> None:
+def create(name: str = typer.Argument(..., help="A name for the tunnel, e.g. my-web-tunnel.")) -> None:
     """Create a tunnel; prints its UUID and writes NAME/credentials.json (0600)."""
     with reported_errors():
         cert = load_account_cert(_cert_path())
@@ -218,7 +218,7 @@ def ingress_validate(config: Path = typer.Option(None, help="config.yml to check
 
 
 @ingress_app.command("rule", epilog=examples("burrow tunnel ingress rule https://app.example.com/api/users"))
-def ingress_rule(url: str, config: Path = typer.Option(None, help="config.yml to check.")) -> None:
+def ingress_rule(url: str = typer.Argument(..., help="URL (or host/path) to match."), config: Path = typer.Option(None, help="config.yml to check.")) -> None:
     """Show which ingress rule a URL matches."""
     with reported_errors():
         cfg = _load_config(config)

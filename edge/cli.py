@@ -160,7 +160,7 @@ def _registry(home: Path) -> Registry:
 
 
 @account_app.command("create", epilog=examples("burrow-edge account create alice"))
-def account_create(name: str, home: Path = HomeOption) -> None:
+def account_create(name: str = typer.Argument(..., help="Account name, e.g. alice."), home: Path = HomeOption) -> None:
     """Create an account; its login token is printed once, alone on the last line."""
     with reported_errors():
         registry = _registry(home)
@@ -192,7 +192,7 @@ def account_list(
 
 
 @account_app.command("revoke", epilog=examples("burrow-edge account revoke alice"))
-def account_revoke(name: str, home: Path = HomeOption) -> None:
+def account_revoke(name: str = typer.Argument(..., help="Account name."), home: Path = HomeOption) -> None:
     """Revoke an account: its login token stops working at once and its tunnels can no longer
     (re)connect; connectors already connected keep serving until they disconnect."""
     with reported_errors():
