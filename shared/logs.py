@@ -69,7 +69,9 @@ class TextFormatter(logging.Formatter):
         line = super().formatMessage(record)
         fields = getattr(record, "fields", None)
         if fields:
-            line += " " + " ".join(f"{key}={safe(value)}" for key, value in fields.items())
+            line += " " + " ".join(
+                f"{key}={safe(value) if isinstance(value, str) else value}" for key, value in fields.items()
+            )
         return line
 
 
