@@ -19,6 +19,7 @@ from pathlib import Path
 from shared.errors import ConfigError
 
 LEVELS = ("debug", "info", "warning", "error")
+ALIASES = {"warn": "warning"}  # cloudflared's spelling
 FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 ACCESS_LOGGER = "edge.access"
@@ -29,9 +30,10 @@ _UNSAFE = re.compile(r"[\x00-\x20\x7f\"%]")
 
 
 def check_level(level: str) -> int:
-    if level.lower() not in LEVELS:
+    name = ALIASES.get(level.lower(), level.lower())
+    if name not in LEVELS:
         raise ConfigError(f"--loglevel must be one of {', '.join(LEVELS)}, not {level!r}")
-    return getattr(logging, level.upper())
+    return getattr(logging, name.upper())
 
 
 def check_format(fmt: str) -> str:

@@ -76,6 +76,11 @@ def test_access_log_own_file_off_or_with_the_rest_whatever_the_level(tmp_path):
     assert not logging.getLogger(logs.ACCESS_LOGGER).isEnabledFor(logging.INFO)
 
 
+def test_levels_accept_any_case_and_cloudflared_warn():
+    assert logs.check_level("DEBUG") == logging.DEBUG
+    assert logs.check_level("warn") == logs.check_level("warning") == logging.WARNING
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
