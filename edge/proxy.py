@@ -110,12 +110,15 @@ class Proxy:
                 self.metrics.observe_request(  # one label for unrouted hosts
                     host if tunnel_id else "", metered.status, duration, metered.bytes_in, metered.bytes_out
                 )
-            access_log.info("access", extra={"fields": {
-                "host": host, "method": exchange.head.method.decode("latin-1"),
-                "path": exchange.head.target.decode("latin-1"), "status": metered.status,
-                "bytes_in": metered.bytes_in, "bytes_out": metered.bytes_out, "duration_ms": round(duration * 1000, 1),
-                "client": exchange.client[0], "tunnel": tunnel_id or "-", "request_id": metered.request_id,
-            }})
+            if access_log.isEnabledFor(logging.INFO):
+                head = exchange.head
+                fields = {
+                    "host": host, "method": head.method.decode("latin-1"), "path": head.target.decode("latin-1"),
+                    "status": metered.status, "bytes_in": metered.bytes_in, "bytes_out": metered.bytes_out,
+                    "duration_ms": round(duration * 1000, 1), "client": exchange.client[0],
+                    "tunnel": tunnel_id or "-", "request_id": metered.request_id,
+                }
+                access_log.info("access", extra={"fields": fields})
 
     async def _route(self, exchange: Exchange) -> None:
         host = normalize_host(exchange.head.authority.decode("latin-1"))
