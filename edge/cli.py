@@ -91,7 +91,7 @@ def init(
             typer.echo(f"Put certificates as NAME.pem + NAME.key into {cfg.certs_dir}")
 
 
-@app.command(epilog=examples("burrow-edge serve", "burrow-edge serve --metrics 127.0.0.1:9100 --access-log /var/log/burrow/access.log", "burrow-edge serve --log-format json --access-log off"))
+@app.command(epilog=examples("burrow-edge serve", "burrow-edge serve --metrics 127.0.0.1:9100 --access-log /var/log/burrow-edge/access.log", "burrow-edge serve --log-format json --access-log off"))
 def serve(
     home: Path = HomeOption,
     log_level: str = typer.Option("info", "--loglevel", "--log-level", help="debug, info, warning or error."),
