@@ -8,7 +8,8 @@ edge + connector pairs in front of it:
 
 Then it runs the same bounded small-GET load (bench/loadgen.py, TLS + SNI) against each,
 alternating off/on for --rounds rounds so drift hits both alike, and reports the median
-requests/s of each and their ratio. Afterwards it checks the "on" side really did the work:
+requests/s of each, the CPU time the edge and connector spent per request (from /proc; it
+holds steady when other jobs compete for the CPUs, unlike requests/s) and the on/off ratios. Afterwards it checks the "on" side really did the work:
 one access log line and one metrics count per request sent.
 Each load stops after --requests requests or --duration-cap seconds (≤ 10 by default).
 
@@ -29,7 +30,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import trio
@@ -50,6 +51,7 @@ class Side:
 
     name: str
     target: Target
+    pids: tuple[int, ...]  # the edge and the connector, whose CPU time is counted
     access_log: Path | None = None
     edge_metrics: int | None = None
 
@@ -78,7 +80,7 @@ def start_side(stack: contextlib.ExitStack, root: Path, origin_port: int, observ
                f"{name} connector", connector, connector_log)
     tls = ssl.create_default_context(cafile=str(home / "ca.pem"))
     tls.set_alpn_protocols(["http/1.1"])
-    side = Side(name, Target("127.0.0.1", edge_port, "/small", HOSTNAME, tls))
+    side = Side(name, Target("127.0.0.1", edge_port, "/small", HOSTNAME, tls), (edge.pid, connector.pid))
     if observed:
         wait_until(lambda: METRICS_LINE.search(edge_log.read_text()), "edge metrics", edge, edge_log)
         side.access_log = access
@@ -94,23 +96,50 @@ def edge_requests(port: int) -> float:
                if line.startswith("burrow_edge_requests_total{"))
 
 
-def measure(sides: list[Side], args: argparse.Namespace) -> tuple[dict[str, list[float]], list[str], int]:
-    """Alternate the sides for `rounds` rounds; return req/s per side, notes, requests sent to "on"."""
-    rates: dict[str, list[float]] = {side.name: [] for side in sides}
-    notes, sent_on = [], 0
+def cpu_seconds(pids: tuple[int, ...]) -> float:
+    """User + system CPU time the processes have used so far (Linux /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
+@dataclass
+class Tally:
+    """What the loads against one side measured."""
+
+    rates: list[float] = field(default_factory=list)
+    completed: int = 0
+    sent: int = 0
+    cpu: float = 0.0
+
+    @property
+    def cpu_per_request_ms(self) -> float:
+        return self.cpu / self.completed * 1e3 if self.completed else float("nan")
+
+
+def measure(sides: list[Side], args: argparse.Namespace) -> tuple[dict[str, Tally], list[str]]:
+    """Alternate the sides for `rounds` rounds; return what each measured, and notes."""
+    tallies = {side.name: Tally() for side in sides}
+    notes = []
     for _ in range(args.rounds):
         for side in sides:
+            before = cpu_seconds(side.pids)
             result = trio.run(lambda: run_load(
                 side.target, requests=args.requests, connections=args.connections, time_cap=args.duration_cap
             ))
-            rates[side.name].append(result.rate)
-            if side.name == "on":
-                sent_on += result.completed + result.errors
+            tally = tallies[side.name]
+            tally.cpu += cpu_seconds(side.pids) - before
+            tally.rates.append(result.rate)
+            tally.completed += result.completed
+            tally.sent += result.completed + result.errors
             if result.errors:
                 notes.append(f"{side.name}: {result.errors} failed requests")
             if result.timed_out:
                 notes.append(f"{side.name}: hit the {args.duration_cap:g}s cap after {result.completed} requests")
-    return rates, notes, sent_on
+    return tallies, notes
 
 
 def check_work(on: Side, sent: int) -> list[str]:
@@ -145,25 +174,31 @@ def main() -> int:
             root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="burrow-obs-bench-")))
             origin_port = start_origin(stack, root, {**os.environ})
             sides = [start_side(stack, root, origin_port, observed) for observed in (False, True)]
-            rates, notes, sent = measure(sides, args)
-            notes += check_work(sides[1], sent)
+            tallies, notes = measure(sides, args)
+            notes += check_work(sides[1], tallies["on"].sent)
     except BenchError as exc:
         print(f"bench setup failed: {exc}", file=sys.stderr)
         return 1
-    off, on = statistics.median(rates["off"]), statistics.median(rates["on"])
-    notes.append(f"client, origin, 2 edges and 2 connectors share this machine's {os.cpu_count()} CPUs; the ratio is the figure")
-    print(f"{'configuration':<34} {'req/s (median)':>15}  rounds")
-    print(f"{'metrics + access log off':<34} {off:>15,.0f}  {', '.join(f'{r:,.0f}' for r in rates['off'])}")
-    print(f"{'metrics + access log on':<34} {on:>15,.0f}  {', '.join(f'{r:,.0f}' for r in rates['on'])}")
-    print(f"{'on/off':<34} {on / off if off else float('nan'):>15.3f}")
+    off, on = tallies["off"], tallies["on"]
+    rate = {name: statistics.median(t.rates) for name, t in tallies.items()}
+    notes.append(f"client, origin, 2 edges and 2 connectors share this machine's {os.cpu_count()} CPUs; "
+                 "CPU per request is the steadier figure when other jobs compete")
+    print(f"{'configuration':<28} {'req/s (median)':>15} {'CPU ms/request':>15}  req/s per round")
+    for name, label in (("off", "metrics + access log off"), ("on", "metrics + access log on")):
+        t = tallies[name]
+        print(f"{label:<28} {rate[name]:>15,.0f} {t.cpu_per_request_ms:>15.3f}  {', '.join(f'{r:,.0f}' for r in t.rates)}")
+    rate_ratio = rate["on"] / rate["off"] if rate["off"] else float("nan")
+    cpu_ratio = on.cpu_per_request_ms / off.cpu_per_request_ms
+    print(f"{'on/off':<28} {rate_ratio:>15.3f} {cpu_ratio:>15.3f}")
     for note in notes:
         print(f"note: {note}")
     line = json.dumps({
         "params": vars(args) | {"json": None},
         "cpus": os.cpu_count(),
-        "req_per_s": {"off": round(off, 1), "on": round(on, 1)},
-        "rounds": {name: [round(r, 1) for r in values] for name, values in rates.items()},
-        "ratio_on_off": round(on / off, 4) if off else None,
+        "req_per_s": {name: round(value, 1) for name, value in rate.items()},
+        "rounds": {name: [round(r, 1) for r in t.rates] for name, t in tallies.items()},
+        "cpu_ms_per_request": {name: round(t.cpu_per_request_ms, 4) for name, t in tallies.items()},
+        "ratio_on_off": {"req_per_s": round(rate_ratio, 4), "cpu_per_request": round(cpu_ratio, 4)},
         "notes": notes,
     })
     if args.json:
