@@ -26,7 +26,7 @@ from connector.supervisor import Supervisor
 from connector.tunnel import DialLimits
 from shared import logs
 from shared.aio import wait_for_signal
-from shared.commands import package_version, reported_errors
+from shared.commands import examples, package_version, reported_errors
 from shared.config import (
     AccountCert,
     ConnectorConfig,
@@ -83,7 +83,7 @@ def _api() -> EdgeAPI:
     return EdgeAPI(cert.edge_url, cert.api_token.value.decode(), cert.edge_ca)
 
 
-@tunnel_app.command()
+@tunnel_app.command(epilog=examples('burrow tunnel login https://edge.example.com --token "$TOKEN"', 'burrow tunnel login https://203.0.113.10 --token "$TOKEN" --ca-file ca.pem'))
 def login(
     edge_url: str = typer.Argument(..., help="The edge's URL, e.g. https://203.0.113.10"),
     token: str = typer.Option(..., envvar="BURROW_LOGIN_TOKEN", help="The token from `burrow-edge account create`."),
@@ -105,8 +105,8 @@ def login(
         typer.echo(f"Logged in to {edge_url} as {account['name']}; credential saved to {_cert_path()}")
 
 
-@tunnel_app.command()
-def create(name: str) -> None:
+@tunnel_app.command(epilog=examples("burrow tunnel create my-web-tunnel"))
+def create(name: str = typer.Argument(..., help="A name for the tunnel, e.g. my-web-tunnel.")) -> None:
     """Create a tunnel; prints its UUID and writes NAME/credentials.json (0600)."""
     with reported_errors():
         cert = load_account_cert(_cert_path())
@@ -125,7 +125,7 @@ def create(name: str) -> None:
         typer.echo(tunnel["id"])
 
 
-@tunnel_app.command("list")
+@tunnel_app.command("list", epilog=examples("burrow tunnel list", "burrow tunnel list --output json"))
 def list_tunnels(
     output: str = typer.Option("table", "--output", "-o", help="table, json or yaml."),
 ) -> None:
@@ -137,7 +137,7 @@ def list_tunnels(
         typer.echo(listing.render_list(tunnels, output))
 
 
-@tunnel_app.command()
+@tunnel_app.command(epilog=examples("burrow tunnel info my-web-tunnel", "burrow tunnel info my-web-tunnel -o yaml"))
 def info(
     tunnel: str = typer.Argument(..., help="Tunnel name or UUID."),
     output: str = typer.Option("table", "--output", "-o", help="table, json or yaml."),
@@ -151,7 +151,7 @@ def info(
         typer.echo(listing.render_info(details, connections, output))
 
 
-@tunnel_app.command()
+@tunnel_app.command(epilog=examples("burrow tunnel delete my-web-tunnel", "burrow tunnel delete --force my-web-tunnel"))
 def delete(
     tunnel: str = typer.Argument(..., help="Tunnel name or UUID."),
     force: bool = typer.Option(False, "--force", "-f", help="Delete even while connectors are connected; closes them."),
@@ -168,7 +168,7 @@ def delete(
             typer.echo(f"Removed {removed}")
 
 
-@tunnel_app.command()
+@tunnel_app.command(epilog=examples("burrow tunnel cleanup my-web-tunnel"))
 def cleanup(tunnel: str = typer.Argument(..., help="Tunnel name or UUID.")) -> None:
     """Remove a tunnel's stale connection records (left by an edge that stopped uncleanly)."""
     with reported_errors(), _api() as api:
@@ -176,7 +176,7 @@ def cleanup(tunnel: str = typer.Argument(..., help="Tunnel name or UUID.")) -> N
         typer.echo(f"Removed {result['removed']} stale connection record(s) of tunnel {result['name']}")
 
 
-@tunnel_app.command()
+@tunnel_app.command(epilog=examples("burrow tunnel token my-web-tunnel > my-web-tunnel.token"))
 def token(
     tunnel: str = typer.Argument(..., help="Tunnel name or UUID."),
     credentials_file: Path = typer.Option(None, help="credentials.json (default: $BURROW_HOME/NAME/credentials.json)."),
@@ -187,7 +187,7 @@ def token(
         typer.echo(encode_token(creds))
 
 
-@route_app.command("dns")
+@route_app.command("dns", epilog=examples("burrow tunnel route dns my-web-tunnel app.example.com"))
 def route_dns(
     tunnel: str = typer.Argument(..., help="Tunnel name or UUID."),
     hostname: str = typer.Argument(..., help="Hostname inside the edge's zone."),
@@ -199,7 +199,7 @@ def route_dns(
         typer.echo(f"Added CNAME {record['hostname']} → {record['target']} (tunnel {record['tunnel_id']})")
 
 
-@ingress_app.command("validate")
+@ingress_app.command("validate", epilog=examples("burrow tunnel ingress validate --config ~/.burrow/config.yml"))
 def ingress_validate(config: Path = typer.Option(None, help="config.yml to check.")) -> None:
     """Check the ingress rules of a config file."""
     with reported_errors():
@@ -219,8 +219,8 @@ def ingress_validate(config: Path = typer.Option(None, help="config.yml to check
         typer.echo("OK")
 
 
-@ingress_app.command("rule")
-def ingress_rule(url: str, config: Path = typer.Option(None, help="config.yml to check.")) -> None:
+@ingress_app.command("rule", epilog=examples("burrow tunnel ingress rule https://app.example.com/api/users"))
+def ingress_rule(url: str = typer.Argument(..., help="URL (or host/path) to match."), config: Path = typer.Option(None, help="config.yml to check.")) -> None:
     """Show which ingress rule a URL matches."""
     with reported_errors():
         cfg = _load_config(config)
@@ -236,7 +236,7 @@ def ingress_rule(url: str, config: Path = typer.Option(None, help="config.yml to
         typer.echo(f"\twhy: {rule.explain(host, path)}")
 
 
-@tunnel_app.command()
+@tunnel_app.command(epilog=examples("burrow tunnel run my-web-tunnel", "burrow tunnel run --url http://localhost:8080 my-web-tunnel", 'burrow tunnel run --token "$TUNNEL_TOKEN" --metrics 127.0.0.1:2000 --log-format json'))
 def run(
     tunnel: str = typer.Argument(None, help="Tunnel name or UUID (default: `tunnel` in config.yml)."),
     config: Path = typer.Option(None, help="config.yml (default: $BURROW_HOME/config.yml)."),
@@ -245,14 +245,16 @@ def run(
     grace_period: float = typer.Option(DEFAULT_GRACE_PERIOD, help="Seconds to let requests finish on SIGTERM."),
     heartbeat_interval: str = typer.Option("10s", help="How often to PING the edge on each connection (duration, e.g. 5s)."),
     heartbeat_timeout: str = typer.Option("15s", help="Replace a connection whose PING is not answered within this."),
-    log_level: str = typer.Option("info", "--loglevel", "--log-level", help="debug, info, warning or error."),
+    log_level: str = typer.Option("info", "--loglevel", "--log-level", help="debug, info, warning or error (debug logs every request)."),
+    logfile: Path = typer.Option(None, "--logfile", help="Append the log to this file instead of stderr."),
+    log_format: str = typer.Option("text", "--log-format", help="text (key=value lines) or json (one object a line)."),
     token: str = typer.Option(None, "--token", envvar="BURROW_TUNNEL_TOKEN", help="Tunnel token from `burrow tunnel token` (no files needed)."),
     url: str = typer.Option(None, "--url", help="Send every request to this origin (only without ingress rules)."),
     metrics: str = typer.Option(None, "--metrics", help="HOST:PORT to serve /metrics, /ready and /healthcheck on (off by default)."),
 ) -> None:
     """Run a tunnel: connect to the edge and serve requests until SIGINT/SIGTERM."""
-    logs.configure(log_level)
     with reported_errors():
+        logs.configure(log_level, logfile, log_format)
         metrics_listen = _listen_address(metrics) if metrics is not None else None
         token_creds = decode_token(token) if token is not None else None
         cfg = _load_config(config)
@@ -323,7 +325,7 @@ app.add_typer(service_app, name="service")
 RootOption = typer.Option(Path("/"), "--root", hidden=True, help="Install under this directory instead of / (tests).")
 
 
-@service_app.command("install")
+@service_app.command("install", epilog=examples("sudo burrow service install --config ~/.burrow/config.yml"))
 def service_install(
     config: Path = typer.Option(None, help="config.yml to install (default: $BURROW_HOME/config.yml)."),
     tunnel: str = typer.Option(None, "--tunnel", help="Tunnel name or UUID (default: `tunnel` in the config)."),
@@ -348,7 +350,7 @@ def service_install(
         _report_service(outcome, f"Installed burrow-tunnel@{name}")
 
 
-@service_app.command("uninstall")
+@service_app.command("uninstall", epilog=examples("sudo burrow service uninstall --tunnel my-web-tunnel"))
 def service_uninstall(
     tunnel: str = typer.Option(None, "--tunnel", help="Only this tunnel's service (default: every installed one)."),
     root: Path = RootOption,
@@ -447,7 +449,7 @@ def _access_target(hostname: str, edge: str | None, ca_file: Path | None) -> Tar
     return Target(hostname, edge_host, edge_port, str(ca_file) if ca_file else None)
 
 
-@access_app.command("tcp")
+@access_app.command("tcp", epilog=examples("burrow access tcp --hostname db.example.com --url 127.0.0.1:5432"))
 def access_tcp(
     hostname: str = typer.Option(..., "--hostname", help="The TCP route's hostname."),
     url: str = typer.Option(..., "--url", help="Local HOST:PORT to listen on, e.g. 127.0.0.1:2222."),
@@ -456,14 +458,14 @@ def access_tcp(
     log_level: str = typer.Option("info", "--loglevel", "--log-level", help="debug, info, warning or error."),
 ) -> None:
     """Listen locally; carry each connection to the TCP route HOSTNAME."""
-    logs.configure(log_level)
     with reported_errors():
+        logs.configure(log_level)
         target = _access_target(hostname, edge, ca_file)
         listen_host, listen_port = parse_hostport(url)
         trio.run(serve_tcp, target, listen_host, listen_port)
 
 
-@access_app.command("ssh")
+@access_app.command("ssh", epilog=examples('ssh -o ProxyCommand="burrow access ssh --hostname %h" user@ssh.example.com'))
 def access_ssh(
     hostname: str = typer.Option(..., "--hostname", help="The SSH route's hostname."),
     edge: str = typer.Option(None, "--edge", help="Edge HOST:PORT (default: HOSTNAME:443)."),
@@ -471,6 +473,6 @@ def access_ssh(
     log_level: str = typer.Option("warning", "--loglevel", "--log-level", help="debug, info, warning or error."),
 ) -> None:
     """stdin/stdout ⇄ the SSH route HOSTNAME (for `ssh -o ProxyCommand=…`)."""
-    logs.configure(log_level)
     with reported_errors():
+        logs.configure(log_level)
         trio.run(serve_stdio, _access_target(hostname, edge, ca_file))

@@ -2,36 +2,14 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
 from typing import Any
 
-import yaml
+from shared.output import OUTPUTS, check_output, structured, table
 
-from shared.errors import ConfigError
+__all__ = ["OUTPUTS", "check_output", "render_info", "render_list"]
 
-OUTPUTS = ("table", "json", "yaml")
 LIST_COLUMNS = ("NAME", "ID", "CREATED", "CONNECTIONS", "HOSTNAMES")
 CONNECTOR_COLUMNS = ("CONNECTOR ID", "VERSION", "SOURCE", "CONNECTIONS", "EDGE", "CONNECTED SINCE")
-
-
-def check_output(output: str) -> str:
-    if output not in OUTPUTS:
-        raise ConfigError(f"--output must be one of {', '.join(OUTPUTS)}, not {output!r}")
-    return output
-
-
-def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Left-aligned columns separated by two spaces, header first."""
-    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows]]
-    return "\n".join(lines)
-
-
-def structured(data: Any, output: str) -> str:
-    if output == "json":
-        return json.dumps(data, indent=2)
-    return yaml.safe_dump(data, sort_keys=False).rstrip("\n")
 
 
 def render_list(tunnels: list[dict[str, Any]], output: str) -> str:

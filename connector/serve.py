@@ -7,6 +7,7 @@ and requests in flight finish with the rules they started with.
 from __future__ import annotations
 
 import logging
+import time
 
 import trio
 
@@ -27,10 +28,12 @@ from connector.origin_h2 import forward_h2
 from connector.upgrade import serve_upgrade, wants_upgrade
 from shared.errors import BurrowError
 from shared.events import ResponseHead
+from shared.logs import safe
 from shared.pages import error_page
 from shared.transport import TunnelStream
 
 log = logging.getLogger(__name__)
+REQUEST_ID = b"burrow-request-id"
 
 
 class StreamServer:
@@ -44,8 +47,20 @@ class StreamServer:
     async def serve(self, stream: TunnelStream) -> None:
         head = stream.head
         rule = self.ingress.match(head.authority.decode("latin-1"), head.target.decode("latin-1"))
-        service = rule.service
-        log.debug("stream.routed host=%s rule=%d", head.authority.decode("latin-1"), rule.index)
+        started = time.monotonic()
+        try:
+            await self._answer(stream, rule)
+        finally:
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "request.done request_id=%s host=%s method=%s path=%s status=%d rule=%d origin=%s duration_ms=%.1f",
+                    request_id(stream), safe(head.authority.decode("latin-1")), safe(head.method.decode("latin-1")),
+                    safe(head.target.decode("latin-1")), stream.response_status, rule.index, rule.service,
+                    (time.monotonic() - started) * 1000,
+                )
+
+    async def _answer(self, stream: TunnelStream, rule: Rule) -> None:
+        head, service = stream.head, rule.service
         if rule.origin_request.access.required and not await access_admits(stream, rule, self.access):
             return
         if wants_upgrade(stream, service):
@@ -66,9 +81,14 @@ class StreamServer:
         except (BurrowError, OSError, trio.BrokenResourceError) as exc:
             if stream.response_sent:
                 raise
-            log.warning("origin.failed rule=%d error=%s", rule.index, exc)
+            log.warning("origin.failed request_id=%s rule=%d error=%s", request_id(stream), rule.index, exc)
             status = exc.http_status if isinstance(exc, BurrowError) else 502
             await _send_whole(stream, *error_page(status, "connector", str(exc)))
+
+
+def request_id(stream: TunnelStream) -> str:
+    """The edge's `Burrow-Request-Id` for this stream, as the origin receives it."""
+    return next((value.decode("latin-1") for name, value in stream.head.headers if name == REQUEST_ID), "-")
 
 
 def _needs_access(rule: Rule, authority: bytes) -> str:

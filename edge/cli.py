@@ -17,7 +17,7 @@ from edge.metrics import EdgeMetrics
 from edge.ratelimit import DEFAULT_BURST, DEFAULT_RATE
 from edge.registry import Registry
 from shared import logs
-from shared.commands import package_version, reported_errors
+from shared.commands import examples, package_version, reported_errors
 from shared.config import (
     DEFAULT_DNS_LISTEN,
     DEFAULT_HTTPS_LISTEN,
@@ -34,6 +34,7 @@ from shared.config import (
 )
 from shared.errors import ConfigError
 from shared.metrics import MetricsServer
+from shared.output import check_output, structured, table
 
 app = typer.Typer(help="Burrow edge: public HTTPS, DNS and tunnel endpoint.", pretty_exceptions_show_locals=False, no_args_is_help=True)
 account_app = typer.Typer(help="Manage accounts that may create tunnels.", no_args_is_help=True)
@@ -59,7 +60,7 @@ HomeOption = typer.Option(
 )
 
 
-@app.command()
+@app.command(epilog=examples("burrow-edge init --zone example.com --public-ip 203.0.113.10", "burrow-edge init --zone example.test --public-ip 127.0.0.1 --dev-ca --home ./edge-home"))
 def init(
     zone: list[str] = typer.Option(..., help="A DNS zone the edge serves, e.g. example.com (repeatable)."),
     public_ip: list[str] = typer.Option(..., help="An address visitors and connectors reach the edge on (repeatable: IPv4 and IPv6)."),
@@ -93,10 +94,15 @@ def init(
             typer.echo(f"Put certificates as NAME.pem + NAME.key into {cfg.certs_dir}")
 
 
-@app.command()
+@app.command(epilog=examples("burrow-edge serve", "burrow-edge serve --metrics 127.0.0.1:9100 --access-log /var/log/burrow-edge/access.log", "burrow-edge serve --log-format json --access-log off"))
 def serve(
     home: Path = HomeOption,
-    log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+    log_level: str = typer.Option("info", "--loglevel", "--log-level", help="debug, info, warning or error."),
+    logfile: Path = typer.Option(None, "--logfile", help="Append the log to this file instead of stderr."),
+    log_format: str = typer.Option("text", "--log-format", help="text (key=value lines) or json (one object a line)."),
+    access_log: str = typer.Option(
+        None, "--access-log", help="Where the access log (one line a request) goes: off, or a file; default: with the log."
+    ),
     grace_period: float = typer.Option(
         server.DEFAULT_GRACE_PERIOD, min=0, help="Seconds to let in-flight requests finish on SIGTERM/SIGINT."
     ),
@@ -114,8 +120,8 @@ def serve(
 ) -> None:
     """Run the edge until SIGINT or SIGTERM; then drain: refuse new connections, tell connectors,
     let in-flight requests finish within the grace period, exit 0. A second signal stops at once."""
-    logs.configure(log_level)
     with reported_errors():
+        logs.configure(log_level, logfile, log_format, access_log)
         cfg = load_edge_config(home)
         heartbeat = {
             "heartbeat_interval": _positive_duration("--heartbeat-interval", heartbeat_interval),
@@ -180,8 +186,8 @@ def _registry(home: Path) -> Registry:
     return Registry.open(load_edge_config(home).registry_path)
 
 
-@account_app.command("create")
-def account_create(name: str, home: Path = HomeOption) -> None:
+@account_app.command("create", epilog=examples("burrow-edge account create alice"))
+def account_create(name: str = typer.Argument(..., help="Account name, e.g. alice."), home: Path = HomeOption) -> None:
     """Create an account; its login token is printed once, alone on the last line."""
     with reported_errors():
         registry = _registry(home)
@@ -193,20 +199,27 @@ def account_create(name: str, home: Path = HomeOption) -> None:
         typer.echo(token)
 
 
-@account_app.command("list")
-def account_list(home: Path = HomeOption) -> None:
-    """List active accounts."""
+@account_app.command("list", epilog=examples("burrow-edge account list", "burrow-edge account list --output json"))
+def account_list(
+    home: Path = HomeOption,
+    output: str = typer.Option("table", "--output", "-o", help="table, json or yaml."),
+) -> None:
+    """List active accounts: id, name, creation time."""
     with reported_errors():
+        check_output(output)
         registry = _registry(home)
         try:
-            for account in registry.list_accounts():
-                typer.echo(f"{account.id}  {account.name}  {account.created_at}")
+            accounts = [{"id": a.id, "name": a.name, "created_at": a.created_at} for a in registry.list_accounts()]
         finally:
             registry.close()
+        if output == "table":
+            typer.echo(table(("ID", "NAME", "CREATED"), [tuple(a.values()) for a in accounts]))
+        else:
+            typer.echo(structured(accounts, output))
 
 
-@account_app.command("revoke")
-def account_revoke(name: str, home: Path = HomeOption) -> None:
+@account_app.command("revoke", epilog=examples("burrow-edge account revoke alice"))
+def account_revoke(name: str = typer.Argument(..., help="Account name."), home: Path = HomeOption) -> None:
     """Revoke an account: its login token stops working at once and its tunnels can no longer
     (re)connect; connectors already connected keep serving until they disconnect."""
     with reported_errors():

@@ -7,6 +7,7 @@ Eyeball adapters (HTTP/1.1 now, HTTP/2 later) present each request as an
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from typing import Protocol
@@ -21,17 +22,20 @@ from edge.zone import normalize_host
 from shared.aio import single_errors
 from shared.errors import BurrowError, TunnelUnavailable
 from shared.events import Headers, RequestHead, ResponseHead
+from shared.logs import ACCESS_LOGGER
 from shared.pages import error_page
 from shared.protocol import KIND_UPGRADE
 from shared.transport import StreamRefused, TunnelStream, relay
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger(ACCESS_LOGGER)  # one line a request; see shared/logs.py
 
 MAX_API_BODY = 64 * 1024
 REQUEST_ID = b"burrow-request-id"
 CONNECTING_IP = b"burrow-connecting-ip"
 RETRY_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE"})
 MAX_RETRIES = 2  # further sessions tried for a request no session took
+VISITOR_REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,64}")
 
 
 class Exchange(Protocol):
@@ -62,6 +66,7 @@ class MeteredExchange:
         self.status = 0
         self.bytes_in = 0
         self.bytes_out = 0
+        self.request_id = ""
 
     def __getattr__(self, name: str):
         return getattr(self._inner, name)
@@ -93,19 +98,31 @@ class Proxy:
         self.metrics = metrics
 
     async def handle(self, exchange: Exchange) -> None:
-        if self.metrics is None:
+        if self.metrics is None and not access_log.isEnabledFor(logging.INFO):
             await self._route(exchange)
             return
         started = time.monotonic()
         metered = MeteredExchange(exchange)
+        metered.request_id = request_id(exchange.head)
         try:
             await self._route(metered)
         finally:
+            duration = time.monotonic() - started
             host = normalize_host(exchange.head.authority.decode("latin-1"))
-            routed = host if self.router.zones.tunnel_for(host) else ""  # one label for unrouted hosts
-            self.metrics.observe_request(
-                routed, metered.status, time.monotonic() - started, metered.bytes_in, metered.bytes_out
-            )
+            tunnel_id = self.router.zones.tunnel_for(host)
+            if self.metrics is not None:
+                self.metrics.observe_request(  # one label for unrouted hosts
+                    host if tunnel_id else "", metered.status, duration, metered.bytes_in, metered.bytes_out
+                )
+            if access_log.isEnabledFor(logging.INFO):
+                head = exchange.head
+                fields = {
+                    "host": host, "method": head.method.decode("latin-1"), "path": head.target.decode("latin-1"),
+                    "status": metered.status, "bytes_in": metered.bytes_in, "bytes_out": metered.bytes_out,
+                    "duration_ms": round(duration * 1000, 1), "client": exchange.client[0],
+                    "tunnel": tunnel_id or "-", "request_id": metered.request_id,
+                }
+                access_log.info("access", extra={"fields": fields})
 
     async def _route(self, exchange: Exchange) -> None:
         host = normalize_host(exchange.head.authority.decode("latin-1"))
@@ -149,6 +166,12 @@ def _unchanged(head: RequestHead) -> RequestHead:
     return head
 
 
+def request_id(head: RequestHead) -> str:
+    """The visitor's `Burrow-Request-Id` if it is a plain token (≤ 64 of [A-Za-z0-9._-]), else a new one."""
+    sent = next((value for name, value in head.headers if name == REQUEST_ID), b"")
+    return sent.decode() if VISITOR_REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex
+
+
 def forwarded_head(exchange: Exchange) -> RequestHead:
     """The request as the origin should see it: visitor identity added, spoofs dropped."""
     head = exchange.head
@@ -157,7 +180,7 @@ def forwarded_head(exchange: Exchange) -> RequestHead:
         (b"x-forwarded-for", client_ip),
         (b"x-forwarded-proto", head.scheme),
         (CONNECTING_IP, client_ip),
-        (REQUEST_ID, uuid.uuid4().hex.encode()),
+        (REQUEST_ID, (getattr(exchange, "request_id", "") or request_id(head)).encode()),
     )
     return RequestHead(head.method, head.target, head.authority, head.scheme, headers, head.has_body)
 

@@ -33,3 +33,8 @@ def package_version() -> str:
         return importlib.metadata.version(DISTRIBUTION)
     except importlib.metadata.PackageNotFoundError:
         return "unknown"
+
+
+def examples(*commands: str) -> str:
+    """A command's help epilog: `Examples:` then each command line, shown as written."""
+    return "Examples:\n\n" + "\n\n".join(f"  $ {command}" for command in commands)

@@ -66,6 +66,7 @@ class TunnelStream:
         self.local_closed = False
         self.remote_closed = False
         self.response_sent = False
+        self.response_status = 0  # (connector) the status sent, for the request log
 
     # Called by the connection's reader ------------------------------------------
 
@@ -100,6 +101,7 @@ class TunnelStream:
         self._check()
         self.connection.session.send_response(self.stream_id, head)
         self.response_sent = True
+        self.response_status = head.status
         if not head.has_body:
             self.local_closed = True
         await self.connection._flush()

@@ -1,0 +1,94 @@
+"""shared/logs.py: levels, destinations, the text and JSON formats, the access log switch."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from shared import logs
+from shared.errors import ConfigError
+
+
+@pytest.fixture(autouse=True)
+def restore_logging():
+    root, access = logging.getLogger(), logging.getLogger(logs.ACCESS_LOGGER)
+    handlers, level = root.handlers[:], root.level
+    yield
+    for logger in (root, access):
+        for handler in logger.handlers[:]:
+            logger.removeHandler(handler)
+            handler.close()
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    access.setLevel(logging.NOTSET)
+    access.propagate = True
+
+
+def test_split_message_takes_event_then_values_until_the_next_key():
+    assert logs.split_message("request.failed host=a.test error=the origin refused it code=7") == {
+        "event": "request.failed", "host": "a.test", "error": "the origin refused it", "code": "7",
+    }
+    assert logs.split_message("plain words") == {"event": "plain words"}
+
+
+def test_safe_encodes_what_would_break_a_key_value_token():
+    assert logs.safe('/a b"c%\n') == "/a%20b%22c%25%0A"
+    assert logs.safe("") == "-"
+    assert logs.safe(200) == "200"
+
+
+def test_json_lines_to_a_file_with_typed_fields(tmp_path):
+    path = tmp_path / "burrow.log"
+    logs.configure("debug", path, "json")
+    logging.getLogger("connector.x").debug("stream.routed host=%s rule=%d", "a.test", 2)
+    logging.getLogger(logs.ACCESS_LOGGER).info("access", extra={"fields": {"status": 502, "path": "/a b"}})
+    first, second = (json.loads(line) for line in path.read_text().splitlines())
+    assert first["level"] == "debug" and first["logger"] == "connector.x"
+    assert (first["event"], first["host"], first["rule"]) == ("stream.routed", "a.test", "2")
+    assert first["time"].endswith("+00:00")
+    assert (second["event"], second["status"], second["path"]) == ("access", 502, "/a b")
+
+
+def test_text_lines_append_fields_safely(tmp_path):
+    path = tmp_path / "burrow.log"
+    path.write_text("older line\n")
+    logs.configure("info", path, "text")
+    logging.getLogger(logs.ACCESS_LOGGER).info("access", extra={"fields": {"host": "a.test", "path": "/a b"}})
+    logging.getLogger("edge.x").debug("hidden at info")
+    lines = path.read_text().splitlines()
+    assert lines[0] == "older line" and len(lines) == 2
+    assert lines[1].endswith(" INFO edge.access access host=a.test path=/a%20b")
+
+
+def test_access_log_own_file_off_or_with_the_rest_whatever_the_level(tmp_path):
+    main, access = tmp_path / "main.log", tmp_path / "access.log"
+    logs.configure("error", main, "text", str(access))
+    logging.getLogger(logs.ACCESS_LOGGER).info("access", extra={"fields": {"n": 1}})
+    assert "n=1" in access.read_text() and main.read_text() == ""
+
+    logs.configure("error", main, "text")
+    logging.getLogger(logs.ACCESS_LOGGER).info("access", extra={"fields": {"n": 2}})
+    assert "n=2" in main.read_text() and "n=2" not in access.read_text()
+
+    logs.configure("info", main, "text", logs.ACCESS_OFF)
+    assert not logging.getLogger(logs.ACCESS_LOGGER).isEnabledFor(logging.INFO)
+
+
+def test_levels_accept_any_case_and_cloudflared_warn():
+    assert logs.check_level("DEBUG") == logging.DEBUG
+    assert logs.check_level("warn") == logs.check_level("warning") == logging.WARNING
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"level": "loud"}, "--loglevel must be one of"),
+        ({"fmt": "xml"}, "--log-format must be one of"),
+        ({"logfile": "/nonexistent-dir/x.log"}, "cannot open log file /nonexistent-dir/x.log"),
+    ],
+)
+def test_bad_settings_are_config_errors(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        logs.configure(**kwargs)
