@@ -37,7 +37,7 @@ LISTEN_FILE = "listen.json"
 DEFAULT_GRACE_PERIOD = 30.0  # `burrow-edge serve --grace-period`
 HEARTBEAT_INTERVAL = 10.0
 HEARTBEAT_TIMEOUT = 15.0
-CERT_REFRESH_INTERVAL = 5.0  # picks up `burrow-edge cert add/remove` made while serving
+CERT_REFRESH_INTERVAL = 2.0  # picks up `burrow-edge cert add/remove` made while serving
 
 
 class InFlight:

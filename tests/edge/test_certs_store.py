@@ -2,6 +2,7 @@
 
 import datetime
 import random
+import re
 import ssl
 
 import httpx
@@ -15,6 +16,7 @@ from dnslib import QTYPE, DNSRecord
 
 from edge.acme import retry_delay
 from edge.acme_client import AcmeClient, AcmeError
+from edge.cert_cli import acme_settings
 from edge.cert_store import CertStore, remove_pair, write_pair
 from edge.certs import check_pair
 from edge.challenges import ACME_IDENTIFIER_OID, ACME_TLS_ALPN, Challenges, dns01_value
@@ -214,3 +216,30 @@ async def test_acme_client_reports_timeouts_and_rate_limits():
     with pytest.raises(AcmeError, match="429 rateLimited: too many certificates") as info:
         await client_for(limited).account()
     assert info.value.retry_after == 3600
+
+
+def test_expiry_gauge(store):
+    from prometheus_client import generate_latest
+
+    from edge.metrics import EdgeMetrics
+
+    metrics = EdgeMetrics()
+    metrics.watch_certificates(lambda: store.infos)
+    text = generate_latest(metrics.registry).decode()
+    days = re.search(r'burrow_edge_certificate_expiry_days\{certificate="alice.example.test"\} ([0-9.]+)', text)
+    assert days and 0 < float(days.group(1)) <= 3650
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((None, "https://ca.test/dir", None, None, False), "--acme-directory needs --acme-email"),
+        ((None, None, "ops@example.test", None, False), "need --acme-directory"),
+        ((None, "https://ca.test/dir", "ops@example.test", None, True), "choose --dev-ca or --acme-directory"),
+        ((None, "ftp://ca.test", "ops@example.test", None, False), "invalid ACME directory"),
+        ((None, "https://ca.test/dir", "not-an-address", None, False), "invalid e-mail address"),
+    ],
+)
+def test_init_acme_settings_refusals(args, message):
+    with pytest.raises(ConfigError, match=message):
+        acme_settings(*args)
