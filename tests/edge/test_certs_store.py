@@ -244,3 +244,35 @@ def test_expiry_gauge(store):
 def test_init_acme_settings_refusals(args, message):
     with pytest.raises(ConfigError, match=message):
         acme_settings(*args)
+
+
+def test_cert_add_command_refusals(tmp_path):
+    from typer.testing import CliRunner
+
+    from edge.cli import app
+
+    home = tmp_path / "edge"
+    runner = CliRunner()
+    init = ["init", "--home", home, "--zone", ZONE, "--public-ip", "127.0.0.1"]
+    assert runner.invoke(app, [str(arg) for arg in init]).exit_code == 0
+    ca = trustme.CA()
+    now = datetime.datetime.now(datetime.timezone.utc)
+    files = {
+        "shop.pem": pair(ca, f"shop.{ZONE}")[0],
+        "other.key": pair(ca, f"shop.{ZONE}")[1],
+        "junk.pem": b"not a certificate\n",
+    }
+    files["old.pem"], files["old.key"] = pair(ca, f"old.{ZONE}", not_before=now - datetime.timedelta(days=10), not_after=now - datetime.timedelta(days=1))
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    cases = [
+        ("shop.pem", "other.key", "other.key: this key does not match the certificate in"),
+        ("old.pem", "old.key", "the certificate expired on"),
+        ("junk.pem", "old.key", "junk.pem: not a PEM certificate file"),
+        ("missing.pem", "old.key", "missing.pem: cannot read: No such file"),
+    ]
+    for cert, key, message in cases:
+        result = runner.invoke(app, ["cert", "add", "--home", str(home), str(tmp_path / cert), str(tmp_path / key)])
+        assert result.exit_code != 0, result.output
+        assert f"error: {tmp_path}" in result.output and message in result.output and "Traceback" not in result.output
+    assert not list((home / "certs").glob("*.pem"))  # nothing stored
