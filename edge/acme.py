@@ -159,8 +159,8 @@ class AcmeManager:
                 chain = await client.issue(list(wanted.names), lambda name: wanted.challenge, self._answer, cert_key)
             checked = check_pair(chain, _key_pem(cert_key), f"the certificate the CA issued for {stem}", "its key", check_trust=False)
             write_pair(self.cfg.certs_dir, stem, chain, _key_pem(cert_key), "acme")
-        except (AcmeError, ConfigError, trio.TooSlowError) as exc:
-            reason = str(exc) if not isinstance(exc, trio.TooSlowError) else f"no certificate within {ISSUE_TIMEOUT:g}s"
+        except (AcmeError, ConfigError, trio.TooSlowError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            reason = _reason(exc)
             retry_after = getattr(exc, "retry_after", None)
             entry.failures += 1
             entry.last_failure, entry.last_failure_at = reason, _now()
@@ -192,6 +192,14 @@ class AcmeManager:
 
     def _answer(self, challenge: Challenge):
         return self.challenges.published(challenge.kind, challenge.name, challenge.token, challenge.key_authorization)
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, trio.TooSlowError):
+        return f"no certificate within {ISSUE_TIMEOUT:g}s"
+    if isinstance(exc, (AcmeError, ConfigError)):
+        return str(exc)
+    return f"the CA's answer is not what RFC 8555 describes ({type(exc).__name__}: {exc})"
 
 
 def _now() -> datetime.datetime:

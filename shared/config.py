@@ -285,6 +285,13 @@ def validate_email(raw: Any) -> str:
     return email
 
 
+def _acme_retry(raw: Any) -> float:
+    seconds = parse_duration(raw)
+    if seconds < 1:
+        raise ConfigError("must be at least 1s (retrying faster would hammer the CA)")
+    return seconds
+
+
 def validate_acme_challenges(raw: Any) -> dict[str, str]:
     """{hostname: challenge type}: how ACME validates each extra name the edge gets a certificate for."""
     if not isinstance(raw, dict):
@@ -333,7 +340,7 @@ def load_edge_config(home: Path) -> EdgeConfig:
         acme_email=value("acme-email", validate_email, None),
         acme_ca_file=value("acme-ca-file", lambda raw: Path(str(raw)), None),
         acme_challenges=value("acme-challenges", validate_acme_challenges, {}),
-        acme_retry=value("acme-retry", parse_duration, 300.0),
+        acme_retry=value("acme-retry", _acme_retry, 300.0),
     )
 
 

@@ -13,16 +13,22 @@ import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from dnslib import QTYPE, DNSRecord
+from prometheus_client import generate_latest
+from typer.testing import CliRunner
 
-from edge.acme import retry_delay
+from edge.acme import AcmeManager, retry_delay
+from edge.acme_state import load_state, save_state
 from edge.acme_client import AcmeClient, AcmeError
 from edge.cert_cli import acme_settings
 from edge.cert_store import CertStore, remove_pair, write_pair
 from edge.certs import check_pair
 from edge.challenges import ACME_IDENTIFIER_OID, ACME_TLS_ALPN, Challenges, dns01_value
 from edge.dns import answer
+from edge.cli import app
 from edge.http_redirect import respond
+from edge.metrics import EdgeMetrics
 from edge.zone import Zone, Zones
+from shared.config import EdgeConfig, load_edge_config
 from shared.errors import ConfigError
 
 ZONE = "example.test"
@@ -219,10 +225,6 @@ async def test_acme_client_reports_timeouts_and_rate_limits():
 
 
 def test_expiry_gauge(store):
-    from prometheus_client import generate_latest
-
-    from edge.metrics import EdgeMetrics
-
     metrics = EdgeMetrics()
     metrics.watch_certificates(lambda: store.infos)
     text = generate_latest(metrics.registry).decode()
@@ -247,10 +249,6 @@ def test_init_acme_settings_refusals(args, message):
 
 
 def test_cert_add_command_refusals(tmp_path):
-    from typer.testing import CliRunner
-
-    from edge.cli import app
-
     home = tmp_path / "edge"
     runner = CliRunner()
     init = ["init", "--home", home, "--zone", ZONE, "--public-ip", "127.0.0.1"]
@@ -276,3 +274,57 @@ def test_cert_add_command_refusals(tmp_path):
         assert result.exit_code != 0, result.output
         assert f"error: {tmp_path}" in result.output and message in result.output and "Traceback" not in result.output
     assert not list((home / "certs").glob("*.pem"))  # nothing stored
+
+
+def test_edge_config_acme_keys(tmp_path):
+    (tmp_path / "edge.yml").write_text(
+        "zone: example.test\npublic-ip: 127.0.0.1\nhttp-listen: 127.0.0.1:8080\n"
+        "acme-directory: https://ca.test/dir\nacme-email: ops@example.test\n"
+        "acme-challenges:\n  WWW.Example.org: http-01\nacme-retry: 2m\n"
+    )
+    cfg = load_edge_config(tmp_path)
+    assert cfg.http_listen == ("127.0.0.1", 8080) and cfg.acme_directory == "https://ca.test/dir"
+    assert cfg.acme_challenges == {"www.example.org": "http-01"} and cfg.acme_retry == 120
+    (tmp_path / "edge.yml").write_text("zone: example.test\npublic-ip: 127.0.0.1\nacme-challenges:\n  a.example.org: smtp-01\n")
+    with pytest.raises(ConfigError, match="edge.yml.*a.example.org: unknown challenge 'smtp-01'"):
+        load_edge_config(tmp_path)
+    (tmp_path / "edge.yml").write_text("zone: example.test\npublic-ip: 127.0.0.1\nacme-retry: 0s\n")
+    with pytest.raises(ConfigError, match="acme-retry: must be at least 1s"):
+        load_edge_config(tmp_path)
+
+
+def _fake_ca(order_answer):
+    def handler(request):
+        if request.url.path == "/directory":
+            return httpx.Response(200, json={"newNonce": "https://ca.test/nonce", "newAccount": "https://ca.test/acct", "newOrder": "https://ca.test/order"})
+        if request.method == "HEAD":
+            return httpx.Response(200, headers={"Replay-Nonce": "n"})
+        if request.url.path == "/acct":
+            return httpx.Response(201, json={"status": "valid"}, headers={"Location": "https://ca.test/acct/1", "Replay-Nonce": "n"})
+        return order_answer()
+
+    return handler
+
+
+@pytest.mark.parametrize(
+    ("order_answer", "reason", "at_least"),
+    [
+        (lambda: httpx.Response(201, json={"status": "pending"}, headers={"Replay-Nonce": "n"}), "not what RFC 8555 describes", 0),
+        (
+            lambda: httpx.Response(503, headers={"Retry-After": "900", "Replay-Nonce": "n"}, json={"type": "urn:ietf:params:acme:error:serverInternal", "detail": "down for maintenance"}),
+            "creating the order: the CA answered 503 serverInternal: down for maintenance", 900,
+        ),
+    ],
+)
+async def test_manager_records_failures_and_keeps_running(tmp_path, order_answer, reason, at_least):
+    cfg = EdgeConfig((ZONE,), ("127.0.0.1",), ("", 0), ("", 0), ("", 0), tmp_path, acme_directory="https://ca.test/directory", acme_email="ops@example.test", acme_retry=60)
+    manager = AcmeManager(cfg, CertStore(cfg.certs_dir, (ZONE,)), Challenges(), random.Random(0))
+    client = client_for(_fake_ca(order_answer))
+    await manager.attempt(client, ZONE)
+    entry = manager.entries[ZONE]
+    assert entry.failures == 1 and reason in entry.last_failure
+    wait = (entry.next_attempt - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
+    assert max(at_least, 60 * 0.8) - 5 <= wait <= max(at_least, 60 * 1.2)
+    assert not cfg.certs_dir.exists() or not list(cfg.certs_dir.glob("*.pem"))
+    save_state(tmp_path, manager.entries)
+    assert load_state(tmp_path)[ZONE].last_failure == entry.last_failure  # what `cert status` shows
