@@ -48,11 +48,12 @@ def cert_add(
     """Check a certificate and its key, then store them; the edge serves them by SNI."""
     with reported_errors():
         cfg = load_edge_config(home)
-        checked = check_pair(_read(cert, "certificate"), _read(key, "key"), str(cert), str(key))
+        chain_pem, key_pem = _read(cert, "certificate"), _read(key, "key")
+        checked = check_pair(chain_pem, key_pem, str(cert), str(key))
         stem = stem_for(checked.names[0]) if checked.names else "ip"
         if (cfg.certs_dir / f"{stem}.pem").exists():
             raise ConfigError(f"a certificate named {stem} is stored already; `burrow-edge cert remove {stem}` first")
-        write_pair(cfg.certs_dir, stem, cert.read_bytes(), key.read_bytes(), "file")
+        write_pair(cfg.certs_dir, stem, chain_pem, key_pem, "file")
         for warning in checked.warnings:
             typer.echo(f"warning: {warning}", err=True)
         typer.echo(f"Added {stem}: {', '.join(checked.names)}; expires {_when(checked.leaf.not_valid_after_utc)}")

@@ -96,7 +96,7 @@ def init(
         elif cfg.acme_directory:
             typer.echo(f"Certificates for {', '.join(f'*.{z} and {z}' for z in cfg.zones)} will come from {cfg.acme_directory} when the edge starts")
         else:
-            typer.echo(f"Put certificates as NAME.pem + NAME.key into {cfg.certs_dir}")
+            typer.echo(f"Add certificates with `burrow-edge cert add --home {home} CERT.pem KEY.pem` (docs/certificates.md)")
 
 
 @app.command()
