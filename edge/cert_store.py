@@ -164,6 +164,7 @@ class CertStore:
         self.certs_dir = Path(certs_dir)
         self.zones = zones  # the fallback for names no certificate covers
         self.infos: tuple[CertInfo, ...] = ()
+        self._by_name: dict[str, CertInfo] = {}  # every covered name (and wildcard) → its certificate
         self._signature: tuple | None = None
         self._contexts: dict[tuple[str, str, tuple[str, ...]], ssl.SSLContext] = {}
         self._alpns: set[tuple[str, ...]] = set()  # one per listener context handed out
@@ -212,6 +213,11 @@ class CertStore:
                 contexts.update({key: ctx for key, ctx in self._contexts.items() if key[0] == stem})
         old = {info.stem: info.fingerprint for info in self.infos}
         self.infos = tuple(sorted(loaded, key=lambda info: info.stem))
+        by_name: dict[str, CertInfo] = {}
+        for info in sorted(self.infos, key=lambda info: info.not_after, reverse=True):  # the later expiry wins
+            for name in info.names:
+                by_name.setdefault(name, info)
+        self._by_name = by_name
         self._contexts = contexts
         self._signature = signature
         if old != {info.stem: info.fingerprint for info in self.infos}:
@@ -230,13 +236,9 @@ class CertStore:
             return next((info for info in self.infos if info.has_ip), self.infos[0])
         name = server_name.lower().rstrip(".")
         parent = name.split(".", 1)[1] if "." in name else None
-        by_expiry = sorted(self.infos, key=lambda info: info.not_after, reverse=True)
-        zone = next((z for z in self.zones if name == z or name.endswith(f".{z}")), self.zones[0] if self.zones else None)
-        for wanted in (name, f"*.{parent}" if parent else None, zone):
-            for info in by_expiry:
-                if wanted and wanted in info.names:
-                    return info
-        return None
+        zone = next((z for z in self.zones if name == z or name.endswith(f".{z}")), self.zones[0] if self.zones else "")
+        by_name = self._by_name
+        return by_name.get(name) or (by_name.get(f"*.{parent}") if parent else None) or by_name.get(zone)
 
     def context_for(self, info: CertInfo, alpn: list[str]) -> ssl.SSLContext:
         key = (info.stem, info.fingerprint, tuple(alpn))
