@@ -41,7 +41,7 @@ RENEW_AT = 2 / 3  # of a certificate's lifetime
 RETRY_MAX = 6 * 3600.0
 JITTER = 0.2
 ISSUE_TIMEOUT = 300.0  # one whole order, from new-order to download
-MAX_SLEEP = 3600.0  # the manager wakes at least this often
+STORE_CHECK = 5.0  # how often the manager looks for a managed certificate gone from the store
 ACCOUNT_KEY = Path("acme") / "account.key"
 
 
@@ -136,12 +136,14 @@ class AcmeManager:
             client = AcmeClient(http, self.cfg.acme_directory, key, self.cfg.acme_email)
             while True:
                 for stem, entry in self.entries.items():
+                    if entry.failures == 0 and self._info(stem) is None:  # never issued, or removed with `cert remove`
+                        entry.next_attempt = _now()
                     if entry.next_attempt is not None and entry.next_attempt <= _now():
                         await self.attempt(client, stem)
                         save_state(self.cfg.home, self.entries)
                 upcoming = min((e.next_attempt for e in self.entries.values() if e.next_attempt), default=None)
-                wait = (upcoming - _now()).total_seconds() if upcoming else MAX_SLEEP
-                await trio.sleep(min(max(wait, 0.5), MAX_SLEEP))
+                wait = (upcoming - _now()).total_seconds() if upcoming else STORE_CHECK
+                await trio.sleep(min(max(wait, 0.5), STORE_CHECK))
 
     async def attempt(self, client: AcmeClient, stem: str) -> None:
         """One try at obtaining `stem`'s certificate; failures are recorded, never raised."""
