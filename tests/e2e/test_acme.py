@@ -275,6 +275,19 @@ def test_renewal_under_an_open_connection(acme, routed):
     assert "renewal=True" in edge.proc.log()
 
 
+def test_a_removed_acme_certificate_is_obtained_again(acme):
+    edge, _ = acme
+    before = fingerprint(peer_certificate(edge.https_port, TLSALPN_NAME, edge.root.read_text()))
+    removed = edge.cli("burrow-edge", "cert", "remove", "--home", edge.home, TLSALPN_NAME)
+    assert "ACME manages this certificate" in removed.stdout
+
+    def reissued():
+        der = peer_certificate(edge.https_port, TLSALPN_NAME)
+        return cert_names(der) == [TLSALPN_NAME] and fingerprint(der) != before
+
+    wait_until(reissued, 30, "the certificate to be obtained again")
+
+
 def test_pebble_stopped_keeps_serving_and_reports(acme, routed):
     edge, pebble = acme
     pebble.stop()
