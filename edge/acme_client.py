@@ -176,6 +176,8 @@ class AcmeClient:
             if response.status_code < 400:
                 return response
             error = _problem(response, what)
+            if "accountDoesNotExist" in str(error):
+                self._kid = None  # the CA forgot the account (a reset server): register again next time
             if "badNonce" not in str(error) or attempt == BAD_NONCE_RETRIES - 1:
                 raise error
         raise AssertionError("unreachable")
