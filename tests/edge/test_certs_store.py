@@ -248,7 +248,7 @@ def test_init_acme_settings_refusals(args, message):
         acme_settings(*args)
 
 
-def test_cert_add_command_refusals(tmp_path):
+def test_cert_add_command(tmp_path):
     home = tmp_path / "edge"
     runner = CliRunner()
     init = ["init", "--home", home, "--zone", ZONE, "--public-ip", "127.0.0.1"]
@@ -274,6 +274,15 @@ def test_cert_add_command_refusals(tmp_path):
         assert result.exit_code != 0, result.output
         assert f"error: {tmp_path}" in result.output and message in result.output and "Traceback" not in result.output
     assert not list((home / "certs").glob("*.pem"))  # nothing stored
+    chain, key = pair(ca, f"shop.{ZONE}")
+    (tmp_path / "good.pem").write_bytes(chain)
+    (tmp_path / "good.key").write_bytes(key)
+    added = runner.invoke(app, ["cert", "add", "--home", str(home), str(tmp_path / "good.pem"), str(tmp_path / "good.key")])
+    assert added.exit_code == 0 and f"Added shop.{ZONE}: shop.{ZONE}; expires" in added.output
+    assert (home / "certs" / f"shop.{ZONE}.key").stat().st_mode & 0o777 == 0o600
+    assert (home / "certs" / f"shop.{ZONE}.pem").read_bytes() == chain
+    again = runner.invoke(app, ["cert", "add", "--home", str(home), str(tmp_path / "good.pem"), str(tmp_path / "good.key")])
+    assert again.exit_code != 0 and f"a certificate named shop.{ZONE} is stored already" in again.output
 
 
 def test_edge_config_acme_keys(tmp_path):
