@@ -1,5 +1,5 @@
 """ACME against pebble on loopback: DNS-01 through the edge's own DNS, HTTP-01, TLS-ALPN-01,
-renewal under an open connection, and failures that keep the certificates in service.
+renewal under an open connection, and failures (CA stopped, TXT withheld, port 80 closed, not an ACME directory) that keep the certificates in service.
 
 Pebble issues 30-second certificates here, so the edge renews every 20 s (two thirds).
 """
@@ -21,7 +21,9 @@ from pathlib import Path
 import httpx
 import pytest
 import trustme
-from dnslib.server import BaseResolver, DNSServer
+from dnslib import QTYPE
+from dnslib.proxy import ProxyResolver
+from dnslib.server import DNSServer
 
 from tests.e2e.conftest import BIN, START_TIMEOUT, ZONE, Edge, Proc, free_port, start_origin, wait_until
 
@@ -302,16 +304,25 @@ def test_pebble_stopped_keeps_serving_and_reports(acme, routed):
     assert re.search(r"next renewal: \d{4}-", status)
 
 
-class Silent(BaseResolver):
-    """A DNS server that knows every name and has no records: the TXT answer never reaches the CA."""
+class WithholdTxt(ProxyResolver):
+    """Pebble's resolver: the edge's answers, except TXT (the DNS-01 answer never reaches the CA)."""
 
     def resolve(self, request, handler):
-        return request.reply()
+        if request.q.qtype == QTYPE.TXT:
+            return request.reply()
+        return super().resolve(request, handler)
 
 
-def test_unvalidatable_challenge_retries_with_backoff_and_keeps_other_certificates(tmp_path):
-    silent = DNSServer(Silent(), port=free_port(), address="127.0.0.1")
-    silent.start_thread()
+def test_unvalidatable_challenges_retry_with_backoff_and_keep_other_certificates(tmp_path):
+    """TXT withheld from the CA (DNS-01) and port 80 closed (HTTP-01): failures, backoff, status; a file certificate stays."""
+    resolvers = []
+
+    def withholding_pebble(dns, http, tls):
+        resolver = DNSServer(WithholdTxt("127.0.0.1", dns, timeout=2), port=free_port(), address="127.0.0.1")
+        resolver.start_thread()
+        resolvers.append(resolver)
+        return Pebble(tmp_path, resolver.server.server_address[1], free_port(), tls)  # nothing listens on its HTTP port
+
     ca = trustme.CA()
     leaf = ca.issue_cert(f"static.{ZONE}")
     leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "static.pem"))
@@ -320,24 +331,24 @@ def test_unvalidatable_challenge_retries_with_backoff_and_keeps_other_certificat
     def add_static(home):
         subprocess.run([BIN / "burrow-edge", "cert", "add", "--home", home, tmp_path / "static.pem", tmp_path / "static.key"], check=True, capture_output=True)
 
-    edge, pebble = start_acme_edge(
-        tmp_path, lambda dns, http, tls: Pebble(tmp_path, silent.server.server_address[1], http, tls), prepare=add_static
-    )
+    edge, pebble = start_acme_edge(tmp_path, withholding_pebble, challenges={HTTP01_NAME: "http-01"}, prepare=add_static)
     try:
         edge.proc.wait_for_log(rf"acme\.failed name={re.escape(ZONE)} failures=2 ", timeout=40)
+        edge.proc.wait_for_log(rf"acme\.failed name={re.escape(HTTP01_NAME)} failures=1 ", timeout=20)
         delays = re.findall(rf"acme\.failed name={re.escape(ZONE)} failures=\d retry_in=(\d+)s", edge.proc.log())
         assert delays[:2] == ["1", "2"]  # acme-retry 1 s, then doubled (±20 %, rounded)
-        assert "validating" in edge.proc.log()
         root = ca.cert_pem.bytes().decode()
         assert cert_names(peer_certificate(edge.https_port, f"static.{ZONE}", root)) == [f"static.{ZONE}"]
         status = edge.cli("burrow-edge", "cert", "status", "--home", edge.home).stdout
         assert re.search(rf"^{re.escape(ZONE)}  source=acme .*not issued yet", status, re.M)
         assert re.search(r"last failure: .*validating \S+ by dns-01 failed", status)
+        assert re.search(r"last failure: .*validating alt\.test by http-01 failed: .*(refused|connect)", status)
         assert re.search(r"^static\.example\.test  source=file", status, re.M)
     finally:
         edge.proc.stop()
         pebble.stop()
-        silent.stop()
+        for resolver in resolvers:
+            resolver.stop()
 
 
 def test_a_directory_that_is_not_acme(tmp_path):
