@@ -1,6 +1,6 @@
-"""Certificates for the edge's HTTPS listener: a dev CA, and a store picked by SNI.
+"""Certificates for the edge: the dev CA, and checking a certificate file before it is stored.
 
-The store is a directory of `NAME.pem` (certificate chain) + `NAME.key` pairs.
+The store itself (`certs/NAME.pem` + `NAME.key`, chosen by SNI) is `edge.cert_store`.
 """
 
 from __future__ import annotations
@@ -8,15 +8,18 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import ssl
-from dataclasses import dataclass
+import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from edge.cert_store import leaf_names, write_pair
 from shared.errors import ConfigError
 from shared.files import write_private
 
@@ -122,90 +125,76 @@ def create_dev_ca(home: Path, zones: Sequence[str], public_ips: Sequence[str]) -
 
     write_private(home / "ca-key.pem", _key_pem(ca_key))
     _write_public(home / "ca.pem", ca_cert.public_bytes(serialization.Encoding.PEM))
-    write_private(home / "certs" / f"{zone}.key", _key_pem(leaf_key))
-    _write_public(home / "certs" / f"{zone}.pem", leaf_cert.public_bytes(serialization.Encoding.PEM))
+    write_pair(home / "certs", zone, leaf_cert.public_bytes(serialization.Encoding.PEM), _key_pem(leaf_key), "dev-ca")
 
 
 @dataclass(frozen=True)
-class CertEntry:
-    """One certificate file pair and the names its leaf covers."""
+class CheckedPair:
+    """A certificate chain and key that passed `check_pair`."""
 
-    cert_file: Path
-    key_file: Path
-    dns_names: tuple[str, ...]
-    has_ip: bool
+    chain: tuple[x509.Certificate, ...]
+    names: tuple[str, ...]
+    warnings: tuple[str, ...]
 
-
-@dataclass(frozen=True)
-class CertStore:
-    """Every certificate in a directory; `server_context` serves the right one per SNI name."""
-
-    entries: tuple[CertEntry, ...]
-
-    @classmethod
-    def load(cls, certs_dir: Path) -> CertStore:
-        """Read every `NAME.pem` + `NAME.key` pair in `certs_dir` (checking that each pair matches)."""
-        certs_dir = Path(certs_dir)
-        cert_files = sorted(certs_dir.glob("*.pem")) if certs_dir.is_dir() else []
-        if not cert_files:
-            raise ConfigError(
-                f"{certs_dir}: no certificates (NAME.pem + NAME.key); run `burrow-edge init --dev-ca`"
-            )
-        entries = []
-        for cert_file in cert_files:
-            key_file = cert_file.with_suffix(".key")
-            if not key_file.exists():
-                raise ConfigError(f"{cert_file}: its key {key_file.name} is missing")
-            _server_context(cert_file, key_file, [])  # fails early on a bad or mismatched pair
-            try:
-                leaf = x509.load_pem_x509_certificate(cert_file.read_bytes())
-                sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-            except (ValueError, x509.ExtensionNotFound) as exc:
-                raise ConfigError(f"{cert_file}: cannot read its subject alternative names: {exc}") from None
-            dns_names = tuple(name.lower().rstrip(".") for name in sans.get_values_for_type(x509.DNSName))
-            has_ip = bool(sans.get_values_for_type(x509.IPAddress))
-            entries.append(CertEntry(cert_file, key_file, dns_names, has_ip))
-        return cls(tuple(entries))
-
-    def names(self) -> list[str]:
-        """Every DNS name (and wildcard) some certificate covers."""
-        return sorted({name for entry in self.entries for name in entry.dns_names})
-
-    def server_context(self, alpn: list[str]) -> ssl.SSLContext:
-        """A TLS ≥ 1.2 server context choosing the certificate by SNI: exact name, then a
-        one-label wildcard. No SNI (e.g. a connection by IP) or no match → the default
-        certificate: the first one covering an IP address, else the first file."""
-        contexts = [_server_context(entry.cert_file, entry.key_file, alpn) for entry in self.entries]
-        by_name: dict[str, ssl.SSLContext] = {}
-        for entry, context in zip(self.entries, contexts):
-            for name in entry.dns_names:
-                by_name.setdefault(name, context)
-        default = next((c for e, c in zip(self.entries, contexts) if e.has_ip), contexts[0])
-
-        def choose(sock: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext) -> None:
-            if not server_name:
-                return
-            name = server_name.lower().rstrip(".")
-            parent = name.split(".", 1)[1] if "." in name else ""
-            context = by_name.get(name) or by_name.get(f"*.{parent}")
-            if context is not None and context is not default:
-                sock.context = context
-
-        default.sni_callback = choose
-        return default
+    @property
+    def leaf(self) -> x509.Certificate:
+        return self.chain[0]
 
 
-def _server_context(cert_file: Path, key_file: Path, alpn: list[str]) -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
+def check_pair(cert_pem: bytes, key_pem: bytes, cert_label: str, key_label: str, *, check_trust: bool = True) -> CheckedPair:
+    """Check a chain file and a key file before they are stored; ConfigError says what is wrong.
+
+    Refused: not PEM, a key that does not match the leaf, an encrypted key, an expired
+    leaf, a chain out of order (each certificate must be issued by the next one).
+    Warned: a chain ending in a certificate this machine's trust store cannot complete.
+    """
     try:
-        context.load_cert_chain(cert_file, key_file)
-    except ssl.SSLError as exc:
-        if "KEY_VALUES_MISMATCH" in str(exc) or "key values mismatch" in str(exc):
-            raise ConfigError(f"{key_file}: does not match the certificate in {cert_file.name}") from None
-        raise ConfigError(f"{cert_file}: cannot load certificate and key: {exc.reason or exc}") from None
-    except OSError as exc:
-        raise ConfigError(f"{cert_file}: cannot read: {exc.strerror or exc}") from None
-    if alpn:
-        context.set_alpn_protocols(alpn)
-    return context
+        chain = tuple(x509.load_pem_x509_certificates(cert_pem))
+    except ValueError:
+        raise ConfigError(f"{cert_label}: not a PEM certificate file (expected -----BEGIN CERTIFICATE-----)") from None
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except TypeError:
+        raise ConfigError(f"{key_label}: the key is encrypted; store it without a passphrase") from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise ConfigError(f"{key_label}: not a PEM private key (expected -----BEGIN PRIVATE KEY-----)") from None
+    leaf = chain[0]
+    public = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    if key.public_key().public_bytes(*public) != leaf.public_key().public_bytes(*public):
+        raise ConfigError(f"{key_label}: this key does not match the certificate in {cert_label}")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    if leaf.not_valid_after_utc <= now:
+        raise ConfigError(f"{cert_label}: the certificate expired on {leaf.not_valid_after_utc:%Y-%m-%d %H:%M} UTC")
+    warnings = []
+    if leaf.not_valid_before_utc > now:
+        warnings.append(f"the certificate is not valid before {leaf.not_valid_before_utc:%Y-%m-%d %H:%M} UTC")
+    for position, (cert, issuer) in enumerate(zip(chain, chain[1:]), start=1):
+        try:
+            cert.verify_directly_issued_by(issuer)
+        except (ValueError, TypeError, InvalidSignature):
+            raise ConfigError(
+                f"{cert_label}: certificate {position} ({cert.subject.rfc4514_string()}) is not issued by "
+                f"certificate {position + 1} ({issuer.subject.rfc4514_string()}); order the file leaf first, then each issuer"
+            ) from None
+    last = chain[-1]
+    if check_trust and last.issuer != last.subject and not _trusted_issuer(last):
+        warnings.append(
+            f"the chain ends with a certificate issued by {last.issuer.rfc4514_string()}, which this machine "
+            "does not trust: clients need that CA (or add the intermediate certificates to the file)"
+        )
+    names, has_ip = leaf_names(leaf)
+    if not names and not has_ip:
+        raise ConfigError(f"{cert_label}: the certificate lists no DNS name (subject alternative name)")
+    return CheckedPair(chain, names, tuple(warnings))
+
+
+def _trusted_issuer(cert: x509.Certificate) -> bool:
+    """Whether the system trust store holds a CA named as `cert`'s issuer."""
+    context = ssl.create_default_context()
+    issuer = cert.issuer.public_bytes()
+    with warnings.catch_warnings():  # some system roots have serial numbers cryptography frowns upon
+        warnings.simplefilter("ignore")
+        return any(
+            x509.load_der_x509_certificate(der).subject.public_bytes() == issuer
+            for der in context.get_ca_certs(binary_form=True)
+        )

@@ -10,6 +10,7 @@ import trio
 import typer
 
 from edge import server
+from edge.cert_cli import acme_settings, cert_app
 from edge.certs import create_dev_ca
 from edge.http1 import Http1Limits
 from edge.https import DEFAULT_MAX_CONNECTIONS_PER_IP, FrontendOptions
@@ -39,6 +40,7 @@ from shared.output import check_output, structured, table
 app = typer.Typer(help="Burrow edge: public HTTPS, DNS and tunnel endpoint.", pretty_exceptions_show_locals=False, no_args_is_help=True)
 account_app = typer.Typer(help="Manage accounts that may create tunnels.", no_args_is_help=True)
 app.add_typer(account_app, name="account")
+app.add_typer(cert_app, name="cert")
 
 
 def _print_version(value: bool) -> None:
@@ -69,6 +71,10 @@ def init(
     tunnel_listen: str = typer.Option(format_hostport(DEFAULT_TUNNEL_LISTEN), help="HOST:PORT for connectors."),
     dns_listen: str = typer.Option(format_hostport(DEFAULT_DNS_LISTEN), help="HOST:PORT for DNS."),
     home: Path = HomeOption,
+    http_listen: str = typer.Option(None, help="HOST:PORT for plain HTTP: ACME HTTP-01 answers, else a redirect to HTTPS."),
+    acme_directory: str = typer.Option(None, help="ACME directory URL: get certificates from this CA (see docs/certificates.md)."),
+    acme_email: str = typer.Option(None, help="Contact e-mail for the ACME account."),
+    acme_ca_file: Path = typer.Option(None, help="PEM CA to trust for the ACME server's own TLS certificate."),
 ) -> None:
     """Create the edge's config, registry and (with --dev-ca) certificates."""
     with reported_errors():
@@ -81,6 +87,7 @@ def init(
             tunnel_listen=parse_hostport(tunnel_listen),
             dns_listen=parse_hostport(dns_listen),
             home=home,
+            **acme_settings(http_listen, acme_directory, acme_email, acme_ca_file, dev_ca),
         )
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
         if dev_ca:
@@ -90,8 +97,10 @@ def init(
         typer.echo(f"Initialized the edge for {', '.join(cfg.zones)} in {home}")
         if dev_ca:
             typer.echo(f"Dev CA certificate (give it to connectors and clients): {cfg.ca_path}")
+        elif cfg.acme_directory:
+            typer.echo(f"Certificates for {', '.join(f'*.{z} and {z}' for z in cfg.zones)} will come from {cfg.acme_directory} when the edge starts")
         else:
-            typer.echo(f"Put certificates as NAME.pem + NAME.key into {cfg.certs_dir}")
+            typer.echo(f"Add certificates with `burrow-edge cert add --home {home} CERT.pem KEY.pem` (docs/certificates.md)")
 
 
 @app.command(epilog=examples("burrow-edge serve", "burrow-edge serve --metrics 127.0.0.1:9100 --access-log /var/log/burrow-edge/access.log", "burrow-edge serve --log-format json --access-log off"))

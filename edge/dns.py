@@ -8,6 +8,8 @@ never disagree. Authoritative only: `aa` set, `ra` never, no recursion.
   CNAME `<uuid>.tunnels.<zone>`, plus the target's A/AAAA when A/AAAA was asked.
 * `<uuid>.tunnels.<zone>`: A/AAAA while the tunnel exists, NXDOMAIN otherwise.
 * TXT from the snapshot; ANY gets one RRset (RFC 8482).
+* pending ACME DNS-01 answers (`_acme-challenge.<name>` TXT, from `challenge_txt`)
+  come before every other record at that name.
 * no data of the type: NODATA; unknown name: NXDOMAIN; both with the SOA in
   authority. Outside every zone: REFUSED. Not a QUERY: NOTIMP. Unparseable: FORMERR.
 * over UDP an answer above 512 bytes (or the client's EDNS0 size, at most 1232)
@@ -20,7 +22,7 @@ import errno
 import logging
 import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import trio
 from dnslib import AAAA, CLASS, CNAME, EDNS0, NS, OPCODE, QTYPE, RCODE, RR, SOA, TXT, A, DNSError, DNSHeader, DNSLabel, DNSRecord
@@ -61,7 +63,9 @@ Node = dict[int, list]  # qtype → rdata at one name; {} is a name with no data
 # Pure core
 
 
-def answer(query: bytes, zones: Zones, addresses: tuple[str, ...], *, tcp: bool = False) -> bytes | None:
+def answer(
+    query: bytes, zones: Zones, addresses: tuple[str, ...], *, tcp: bool = False, challenge_txt: Mapping[str, list[str]] = {}
+) -> bytes | None:
     """The reply to one DNS message, or None when it deserves none (a response, or no header)."""
     if len(query) < HEADER_SIZE:
         return None
@@ -84,7 +88,7 @@ def answer(query: bytes, zones: Zones, addresses: tuple[str, ...], *, tcp: bool 
     if opts and (opts[0].ttl >> 16) & 0xFF:  # EDNS version above 0
         reply.add_ar(EDNS0(udp_len=MAX_UDP_SIZE, ext_rcode=BADVERS >> 4))
         return reply.pack()
-    _resolve(reply, zones, addresses)
+    _resolve(reply, zones, addresses, challenge_txt)
     if opts:
         reply.add_ar(EDNS0(udp_len=MAX_UDP_SIZE))
     data = reply.pack()
@@ -112,7 +116,7 @@ def _header_only(ident: int, opcode: int, rd: int, rcode: int) -> bytes:
     return DNSRecord(DNSHeader(id=ident, qr=1, opcode=opcode, rd=rd, rcode=rcode)).pack()
 
 
-def _resolve(reply: DNSRecord, zones: Zones, addresses: tuple[str, ...]) -> None:
+def _resolve(reply: DNSRecord, zones: Zones, addresses: tuple[str, ...], challenge_txt: Mapping[str, list[str]] = {}) -> None:
     """Fill `reply` (header, answer, authority, additional) for its one question."""
     question = reply.q
     qtype, owner, name = question.qtype, question.qname, _name(question.qname)
@@ -122,7 +126,7 @@ def _resolve(reply: DNSRecord, zones: Zones, addresses: tuple[str, ...]) -> None
         return
     reply.header.aa = 1
     for _ in range(MAX_CNAME_CHAIN):
-        node = _node(zone, name, addresses)
+        node = _challenge_node(challenge_txt, name) or _node(zone, name, addresses)
         if node is None:
             reply.header.rcode = RCODE.NXDOMAIN
             reply.add_auth(_soa_rr(zone, NEGATIVE_TTL))
@@ -170,6 +174,11 @@ def _node(zone: Zone, name: str, addresses: tuple[str, ...]) -> Node | None:
     return {} if name in zone.empty_non_terminals else None
 
 
+def _challenge_node(challenge_txt: Mapping[str, list[str]], name: str) -> Node | None:
+    values = challenge_txt.get(name)
+    return {QTYPE.TXT: [TXT(value.encode()) for value in values]} if values else None
+
+
 def _addresses(addresses: tuple[str, ...]) -> Node:
     node: Node = {}
     for address in addresses:
@@ -211,16 +220,21 @@ class DnsServer:
     """UDP and TCP listeners on one port, answering from `zones()` read per query."""
 
     def __init__(
-        self, zones: Callable[[], Zones], addresses: tuple[str, ...], on_reply: Callable[[str], None] | None = None
+        self,
+        zones: Callable[[], Zones],
+        addresses: tuple[str, ...],
+        on_reply: Callable[[str], None] | None = None,
+        challenge_txt: Mapping[str, list[str]] = {},
     ) -> None:
         self._zones = zones
+        self._challenge_txt = challenge_txt  # ACME DNS-01 answers, read per query
         self._addresses = tuple(addresses)
         self._tcp_slots = trio.CapacityLimiter(MAX_TCP_CONNECTIONS)
         self._on_reply = on_reply  # called with each reply's RCODE name (metrics)
 
     def _reply(self, query: bytes, *, tcp: bool) -> bytes | None:
         try:
-            reply = answer(query, self._zones(), self._addresses, tcp=tcp)
+            reply = answer(query, self._zones(), self._addresses, tcp=tcp, challenge_txt=self._challenge_txt)
         except Exception:  # a bug must not take the edge down with it; it is logged loudly
             log.exception("dns.internal_error size=%d", len(query))
             return None

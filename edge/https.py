@@ -12,14 +12,13 @@ import trio
 from edge.http1 import Http1Connection, Http1Limits
 from edge.http2 import Http2Connection, Http2Limits
 from edge.proxy import Exchange, Proxy
+from edge.tls_policy import apply_tls_policy
 from shared.events import ResponseHead
 
 log = logging.getLogger(__name__)
 
 HANDSHAKE_TIMEOUT = 10.0
 ALPN = ["h2", "http/1.1"]
-# TLS 1.2 suites: forward-secret key exchange and AEAD only (TLS 1.3 suites are all such).
-TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 DEFAULT_MAX_CONNECTIONS_PER_IP = 256
 
 
@@ -32,11 +31,9 @@ class FrontendOptions:
 
 
 def harden(context: ssl.SSLContext) -> ssl.SSLContext:
-    """TLS 1.2 or newer, modern suites, the server's preference, no compression or renegotiation;
-    records the SNI server name on each connection's SSLObject (`.requested_server_name`)."""
-    context.minimum_version = max(context.minimum_version, ssl.TLSVersion.TLSv1_2)
-    context.set_ciphers(TLS12_CIPHERS)
-    context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
+    """The edge's TLS policy (`apply_tls_policy`); also records the SNI server name on each
+    connection's SSLObject (`.requested_server_name`)."""
+    apply_tls_policy(context)
     choose = context.sni_callback
 
     def record(sock: ssl.SSLObject, server_name: str | None, ctx: ssl.SSLContext) -> None:

@@ -43,6 +43,19 @@ class LiveSessions(Collector):
         yield streams
 
 
+class CertificateExpiry(Collector):
+    """`burrow_edge_certificate_expiry_days` per stored certificate (`cert list` names), read when scraped."""
+
+    def __init__(self, infos: Callable[[], Iterable]) -> None:
+        self._infos = infos
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        days = GaugeMetricFamily("burrow_edge_certificate_expiry_days", "Days until each certificate expires.", labels=["certificate"])
+        for info in self._infos():
+            days.add_metric([info.stem], round(info.days_left(), 3))
+        yield days
+
+
 class EdgeMetrics:
     """Every edge metric, registered in `registry` (a fresh one by default)."""
 
@@ -70,6 +83,10 @@ class EdgeMetrics:
     def watch_router(self, live: Callable[[], dict[str, Iterable]]) -> None:
         """Report the sessions and open streams `live()` returns at each scrape."""
         self.registry.register(LiveSessions(live))
+
+    def watch_certificates(self, infos: Callable[[], Iterable]) -> None:
+        """Report `burrow_edge_certificate_expiry_days` for the certificates `infos()` returns."""
+        self.registry.register(CertificateExpiry(infos))
 
     def registration(self, result: str) -> None:
         self.registrations.labels(result).inc()

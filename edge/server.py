@@ -13,11 +13,14 @@ from functools import partial
 import trio
 
 from edge.access.gate import open_gate, refresh_all
+from edge.acme import AcmeManager
 from edge.api import create_api
-from edge.certs import CertStore
+from edge.cert_store import CertStore
+from edge.challenges import Challenges
 from edge.dashboard import create_dashboard
 from edge.dns import DnsServer
 from edge.http1 import Http1Limits
+from edge.http_redirect import HttpRedirect
 from edge.https import ALPN, FrontendOptions, HttpsFrontend, harden
 from edge.metrics import EdgeMetrics
 from edge.proxy import Exchange, Proxy, send_page
@@ -38,6 +41,7 @@ LISTEN_FILE = "listen.json"
 DEFAULT_GRACE_PERIOD = 30.0  # `burrow-edge serve --grace-period`
 HEARTBEAT_INTERVAL = 10.0
 HEARTBEAT_TIMEOUT = 15.0
+CERT_REFRESH_INTERVAL = 2.0  # picks up `burrow-edge cert add/remove` made while serving
 
 
 class InFlight:
@@ -106,6 +110,12 @@ async def _drain_session(connection, grace: float) -> None:
         await trio.aclose_forcefully(connection.transport)
 
 
+async def _refresh_certs(certs: CertStore) -> None:
+    while True:
+        await trio.sleep(CERT_REFRESH_INTERVAL)
+        certs.refresh()  # a few stat() calls; files are read only when they changed
+
+
 class ZoneRefresher:
     """Keeps the router's zone snapshot in step with the registry.
 
@@ -171,15 +181,18 @@ async def serve(
     `grace_period` seconds and return. `started()` reports the bound addresses."""
     registry = Registry.open(cfg.registry_path)
     try:
-        certs = CertStore.load(cfg.certs_dir)
+        challenges = Challenges()
+        certs = CertStore.load(cfg.certs_dir, cfg.zones, required=cfg.acme_directory is None)  # ACME fills an empty store
+        certs.challenge_context = challenges.tls_alpn_context
         edge_id = str(uuid.uuid4())
         stale = registry.cleanup_connections(edge_id)  # rows of earlier runs: their sessions are gone
         router = Router(registry.zones(list(cfg.zones)))
         metrics = metrics if metrics is not None else EdgeMetrics()  # a throwaway registry unless served
         metrics.watch_router(router.live)
+        metrics.watch_certificates(lambda: certs.infos)
         refresher = ZoneRefresher(registry, router, list(cfg.zones))
         gate = await open_gate(registry, cfg.home, f"https://{cfg.zone}")
-        https_listeners = await _open_tls_listeners("HTTPS", cfg.https_listen, harden(certs.server_context(ALPN)))
+        https_listeners = await _open_tls_listeners("HTTPS", cfg.https_listen, harden(certs.server_context(ALPN, acme_tls=True)))
         tunnel_context = harden(certs.server_context([TUNNEL_ALPN]))
         tunnel_context.minimum_version = ssl.TLSVersion.TLSv1_3
         tunnel_listeners = await _open_tls_listeners("tunnels", cfg.tunnel_listen, tunnel_context)
@@ -202,11 +215,17 @@ async def serve(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(refresher.run)
             nursery.start_soon(gate.run)
+            nursery.start_soon(_refresh_certs, certs)
             accepting = trio.CancelScope()  # cancelled on drain; the handlers live on in `nursery`
             nursery.start_soon(_accept, accepting, nursery, [(frontend.handle, https_listeners), (sessions.handle, tunnel_listeners)])
-            dns = DnsServer(lambda: router.zones, cfg.public_ips, metrics.dns_reply)  # the router's snapshot, read per query
+            dns = DnsServer(lambda: router.zones, cfg.public_ips, metrics.dns_reply, challenges.txt)  # the router's snapshot, read per query
             with _binding("DNS", cfg.dns_listen):
                 addresses["dns"] = await nursery.start(dns.serve, cfg.dns_listen)
+            if cfg.http_listen is not None:
+                with _binding("HTTP", cfg.http_listen):
+                    addresses["http"] = await nursery.start(HttpRedirect(challenges, addresses["https"][1]).serve, cfg.http_listen)
+            if cfg.acme_directory is not None:
+                nursery.start_soon(AcmeManager(cfg, certs, challenges).run)
             listening = {name: format_hostport(addr) for name, addr in addresses.items()}
             write_private(cfg.home / LISTEN_FILE, json.dumps(listening))
             log.info("edge.listening https=%s tunnel=%s zone=%s edge=%s stale_connections_removed=%d", listening["https"], listening["tunnel"], ",".join(cfg.zones), edge_id, stale)

@@ -207,6 +207,12 @@ class EdgeConfig:
     tunnel_listen: tuple[str, int]
     dns_listen: tuple[str, int]
     home: Path
+    http_listen: tuple[str, int] | None = None  # plain HTTP: ACME HTTP-01 answers, else a redirect to HTTPS
+    acme_directory: str | None = None  # an RFC 8555 directory URL: certificates from ACME
+    acme_email: str | None = None
+    acme_ca_file: Path | None = None  # trust this CA for the ACME server's own TLS certificate
+    acme_challenges: dict[str, str] = field(default_factory=dict)  # hostname → http-01 | tls-alpn-01 | dns-01
+    acme_retry: float = 300.0  # seconds before the first retry of a failed issuance; doubles up to 6 h
 
     @property
     def zone(self) -> str:
@@ -263,12 +269,52 @@ def _compact(values: tuple[str, ...]) -> str | list[str]:
     return values[0] if len(values) == 1 else list(values)
 
 
+ACME_KEYS = ("http-listen", "acme-directory", "acme-email", "acme-ca-file", "acme-challenges", "acme-retry")
+ACME_CHALLENGES = ("dns-01", "http-01", "tls-alpn-01")
+
+
+def validate_acme_directory(raw: Any) -> str:
+    url = str(raw).strip()
+    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", url):
+        raise ConfigError(f"invalid ACME directory {raw!r}: expected a URL like https://acme-v02.api.letsencrypt.org/directory")
+    return url
+
+
+def validate_email(raw: Any) -> str:
+    email = str(raw).strip()
+    if not re.fullmatch(r"[^@\s:]+@[^@\s:]+\.[^@\s:]+", email):
+        raise ConfigError(f"invalid e-mail address {raw!r}")
+    return email
+
+
+def _acme_retry(raw: Any) -> float:
+    seconds = parse_duration(raw)
+    if seconds < 1:
+        raise ConfigError("must be at least 1s (retrying faster would hammer the CA)")
+    return seconds
+
+
+def validate_acme_challenges(raw: Any) -> dict[str, str]:
+    """{hostname: challenge type}: how ACME validates each extra name the edge gets a certificate for."""
+    if not isinstance(raw, dict):
+        raise ConfigError("expected a mapping of hostname: http-01 | tls-alpn-01 | dns-01")
+    challenges = {}
+    for name, kind in raw.items():
+        host = str(name).strip().lower().rstrip(".")
+        if not is_dns_name(host):
+            raise ConfigError(f"invalid hostname {name!r}")
+        if kind not in ACME_CHALLENGES:
+            raise ConfigError(f"{host}: unknown challenge {kind!r}; expected one of {', '.join(ACME_CHALLENGES)}")
+        challenges[host] = kind
+    return challenges
+
+
 def load_edge_config(home: Path) -> EdgeConfig:
     """Read and validate `home/edge.yml`."""
     home = Path(home)
     path = home / EDGE_CONFIG_NAME
     data = _load_yaml(path)
-    known = {"zone", "public-ip", "https-listen", "tunnel-listen", "dns-listen"}
+    known = {"zone", "public-ip", "https-listen", "tunnel-listen", "dns-listen", *ACME_KEYS}
     for key in data:
         if key not in known:
             raise ConfigError(f"{where(str(path), line_of(data, key))}: unknown key {key!r}")
@@ -291,6 +337,12 @@ def load_edge_config(home: Path) -> EdgeConfig:
         tunnel_listen=value("tunnel-listen", parse_hostport, DEFAULT_TUNNEL_LISTEN),
         dns_listen=value("dns-listen", parse_hostport, DEFAULT_DNS_LISTEN),
         home=home,
+        http_listen=value("http-listen", parse_hostport, None),
+        acme_directory=value("acme-directory", validate_acme_directory, None),
+        acme_email=value("acme-email", validate_email, None),
+        acme_ca_file=value("acme-ca-file", lambda raw: Path(str(raw)), None),
+        acme_challenges=value("acme-challenges", validate_acme_challenges, {}),
+        acme_retry=value("acme-retry", _acme_retry, 300.0),
     )
 
 
@@ -303,6 +355,14 @@ def write_edge_config(cfg: EdgeConfig) -> None:
         "tunnel-listen": format_hostport(cfg.tunnel_listen),
         "dns-listen": format_hostport(cfg.dns_listen),
     }
+    optional = {
+        "http-listen": format_hostport(cfg.http_listen) if cfg.http_listen else None,
+        "acme-directory": cfg.acme_directory,
+        "acme-email": cfg.acme_email,
+        "acme-ca-file": str(cfg.acme_ca_file) if cfg.acme_ca_file else None,
+        "acme-challenges": dict(cfg.acme_challenges) or None,
+    }
+    data.update({key: value for key, value in optional.items() if value is not None})
     write_private(cfg.home / EDGE_CONFIG_NAME, yaml.safe_dump(data, sort_keys=False))
 
 

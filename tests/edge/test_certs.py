@@ -7,7 +7,8 @@ import trio.testing
 import trustme
 from cryptography import x509
 
-from edge.certs import CertStore, create_dev_ca
+from edge.cert_store import CertStore
+from edge.certs import create_dev_ca
 from shared.crypto import TUNNEL_ALPN, tunnel_client_context, tunnel_server_context
 from shared.errors import ConfigError
 
@@ -129,7 +130,7 @@ async def test_sni_selects_certificate(two_certs, server_hostname, which):
 
 def test_store_errors(home, tmp_path_factory):
     empty = tmp_path_factory.mktemp("empty")
-    with pytest.raises(ConfigError, match="no certificates"):
+    with pytest.raises(ConfigError, match="no usable certificate"):
         CertStore.load(empty)
     other = trustme.CA().issue_cert("other.test")
     other.private_key_pem.write_to_path(str(home / "certs" / f"{ZONE}.key"))
