@@ -10,7 +10,7 @@ import trio
 import typer
 
 from edge import server
-from edge.cert_cli import acme_settings, cert_app
+from edge.cert_admin.cli import acme_settings, cert_app
 from edge.certs import create_dev_ca
 from edge.http1 import Http1Limits
 from edge.https import DEFAULT_MAX_CONNECTIONS_PER_IP, FrontendOptions

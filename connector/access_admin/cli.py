@@ -11,7 +11,7 @@ from typing import Any
 import typer
 
 from connector.access_admin.client import AccessAPI
-from shared.commands import reported_errors
+from shared.commands import examples, reported_errors
 from shared.config import burrow_home, load_account_cert, parse_duration
 from shared.errors import ConfigError
 
@@ -25,7 +25,7 @@ def _api() -> AccessAPI:
     return AccessAPI(cert.edge_url, cert.api_token.value.decode(), cert.edge_ca)
 
 
-@token_app.command("create")
+@token_app.command("create", epilog=examples("burrow access token create ci"))
 def token_create(name: str = typer.Argument(..., help="A name for the token, e.g. ci.")) -> None:
     """Create a service token; prints its Client-Id and Client-Secret (the secret only now)."""
     with reported_errors(), _api() as api:
@@ -35,7 +35,7 @@ def token_create(name: str = typer.Argument(..., help="A name for the token, e.g
         typer.echo("Keep the secret now: the edge stores only its hash and cannot show it again.", err=True)
 
 
-@token_app.command("list")
+@token_app.command("list", epilog=examples("burrow access token list"))
 def token_list() -> None:
     """List this account's service tokens (names and client ids, never secrets)."""
     with reported_errors(), _api() as api:
@@ -46,7 +46,7 @@ def token_list() -> None:
             typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, width)).rstrip())
 
 
-@token_app.command("revoke")
+@token_app.command("revoke", epilog=examples("burrow access token revoke ci"))
 def token_revoke(name: str = typer.Argument(..., help="The token's name.")) -> None:
     """Revoke a service token: requests carrying it are refused."""
     with reported_errors(), _api() as api:
@@ -75,7 +75,7 @@ def _check_rate_limit(text: str | None) -> str | None:
     return text
 
 
-@policy_app.command("set")
+@policy_app.command("set", epilog=examples("burrow access policy set app.example.com --allow-token ci --allow-email ann@example.com", "burrow access policy set app.example.com --deny-ip 198.51.100.0/24 --rate-limit 100/60s"))
 def policy_set(
     hostname: str = typer.Argument(..., help="A hostname this account routes."),
     allow_token: list[str] = typer.Option([], "--allow-token", help="Service token NAME that passes Access (repeatable)."),
@@ -99,14 +99,14 @@ def policy_set(
         _print_policy(shown)
 
 
-@policy_app.command("show")
+@policy_app.command("show", epilog=examples("burrow access policy show app.example.com"))
 def policy_show(hostname: str = typer.Argument(..., help="A hostname this account routes.")) -> None:
     """Show HOSTNAME's policy."""
     with reported_errors(), _api() as api:
         _print_policy(api.policy(hostname))
 
 
-@policy_app.command("delete")
+@policy_app.command("delete", epilog=examples("burrow access policy delete app.example.com"))
 def policy_delete(hostname: str = typer.Argument(..., help="A hostname this account routes.")) -> None:
     """Remove HOSTNAME's policy: it is public again."""
     with reported_errors(), _api() as api:
@@ -129,7 +129,7 @@ def _print_policy(shown: dict[str, Any]) -> None:
         typer.echo(f"rate-limit: {policy['rate_limit']}")
 
 
-@user_app.command("add")
+@user_app.command("add", epilog=examples("burrow access user add ann@example.com", "printf '%s\\n' \"$PASSWORD\" | burrow access user add ann@example.com --password-stdin"))
 def user_add(
     email: str = typer.Argument(..., help="The person's email address."),
     password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password from stdin."),
@@ -145,7 +145,7 @@ def user_add(
         typer.echo(f"Access user {added['email']} can sign in on hostnames whose policy allows the email")
 
 
-@user_app.command("list")
+@user_app.command("list", epilog=examples("burrow access user list"))
 def user_list() -> None:
     """List this account's Access users."""
     with reported_errors(), _api() as api:
@@ -153,7 +153,7 @@ def user_list() -> None:
             typer.echo(email)
 
 
-@user_app.command("remove")
+@user_app.command("remove", epilog=examples("burrow access user remove ann@example.com"))
 def user_remove(email: str = typer.Argument(..., help="The person's email address.")) -> None:
     """Remove an Access user."""
     with reported_errors(), _api() as api:

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from edge.acme import AcmeManager, retry_delay
 from edge.acme_state import load_state, save_state
 from edge.acme_client import AcmeClient, AcmeError
-from edge.cert_cli import acme_settings
+from edge.cert_admin.cli import acme_settings
 from edge.cert_store import CertStore, remove_pair, write_pair
 from edge.certs import check_pair
 from edge.challenges import ACME_IDENTIFIER_OID, ACME_TLS_ALPN, Challenges, dns01_value

@@ -14,7 +14,7 @@ import typer
 from edge.acme_state import load_state
 from edge.cert_store import MAX_CERT_FILE_SIZE, CertStore, remove_pair, scan, stem_for, write_pair
 from edge.certs import check_pair
-from shared.commands import reported_errors
+from shared.commands import examples, reported_errors
 from shared.config import load_edge_config, parse_hostport, validate_acme_directory, validate_email
 from shared.errors import ConfigError
 
@@ -39,7 +39,7 @@ def _when(moment: datetime.datetime) -> str:
     return f"{moment:%Y-%m-%d %H:%M} UTC ({days:.1f} days)" if days >= 0 else f"{moment:%Y-%m-%d %H:%M} UTC (expired)"
 
 
-@cert_app.command("add")
+@cert_app.command("add", epilog=examples("burrow-edge cert add --home /var/lib/burrow-edge fullchain.pem privkey.pem"))
 def cert_add(
     cert: Path = typer.Argument(..., help="PEM file: the certificate, then its intermediates in order."),
     key: Path = typer.Argument(..., help="PEM file: the certificate's private key (unencrypted)."),
@@ -59,7 +59,7 @@ def cert_add(
         typer.echo(f"Added {stem}: {', '.join(checked.names)}; expires {_when(checked.leaf.not_valid_after_utc)}")
 
 
-@cert_app.command("list")
+@cert_app.command("list", epilog=examples("burrow-edge cert list --home /var/lib/burrow-edge"))
 def cert_list(home: Path = HomeOption) -> None:
     """List stored certificates: name, source, expiry, covered names."""
     with reported_errors():
@@ -73,7 +73,7 @@ def cert_list(home: Path = HomeOption) -> None:
             typer.echo(f"No certificates in {cfg.certs_dir}")
 
 
-@cert_app.command("remove")
+@cert_app.command("remove", epilog=examples("burrow-edge cert remove --home /var/lib/burrow-edge app.example.com"))
 def cert_remove(name: str = typer.Argument(..., help="A certificate's name as `cert list` shows it."), home: Path = HomeOption) -> None:
     """Remove a certificate; a running edge stops serving it within seconds."""
     with reported_errors():
@@ -87,7 +87,7 @@ def cert_remove(name: str = typer.Argument(..., help="A certificate's name as `c
             typer.echo("ACME manages this certificate: the running edge will obtain it again")
 
 
-@cert_app.command("status")
+@cert_app.command("status", epilog=examples("burrow-edge cert status --home /var/lib/burrow-edge"))
 def cert_status(home: Path = HomeOption) -> None:
     """Each certificate: source, expiry, next renewal and the last failure (ACME)."""
     with reported_errors():

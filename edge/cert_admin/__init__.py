@@ -1,0 +1,1 @@
+"""`burrow-edge cert …`: the certificate commands."""
