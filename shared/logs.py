@@ -22,7 +22,7 @@ LEVELS = ("debug", "info", "warning", "error")
 ALIASES = {"warn": "warning"}  # cloudflared's spelling
 FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
-ACCESS_LOGGER = "edge.access"
+ACCESS_LOGGER = "edge.access_log"
 ACCESS_OFF = "off"
 
 _PAIR = re.compile(r"(?:^|\s)([A-Za-z_][\w.]*)=")
@@ -119,7 +119,7 @@ def configure(
 ) -> None:
     """Send log records to stderr (or `logfile`, appended) in `fmt`.
 
-    `access_log` (the edge's request log, logger `edge.access`, written whatever the
+    `access_log` (the edge's request log, logger `edge.access_log`, written whatever the
     level): None → with the other records, "off" → nowhere, a path → that file only."""
     numeric = check_level(level)
     root_handler = _handler(logfile, fmt)

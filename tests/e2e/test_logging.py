@@ -69,7 +69,7 @@ def test_one_request_id_in_edge_access_log_connector_log_and_origin(logged):
         lambda: [e for e in access_entries(access) if e.get("request_id") == rid], 10, "the access log line"
     )
     [entry] = entries
-    assert entry["logger"] == "edge.access"
+    assert entry["logger"] == "edge.access_log"
     assert (entry["host"], entry["method"], entry["path"], entry["status"]) == (HOST, "GET", "/traced?x=1", 200)
     assert (entry["client"], entry["tunnel"], entry["bytes_in"]) == ("127.0.0.1", tunnel_id, 0)
     assert entry["bytes_out"] == len(body)
@@ -83,7 +83,7 @@ def test_one_request_id_in_edge_access_log_connector_log_and_origin(logged):
     assert "path=/traced?x=1" in line and "status=200" in line and "origin=http://127.0.0.1:" in line
     # the access log has its own file: nothing of it in the edge's main log, which is JSON lines
     main = [json.loads(ln) for ln in edge.proc.log().splitlines() if ln.startswith("{")]
-    assert main and not any(e["logger"] == "edge.access" for e in main)
+    assert main and not any(e["logger"] == "edge.access_log" for e in main)
     [listening] = [e for e in main if e.get("event") == "edge.listening"]
     assert listening["zone"] == ZONE and listening["https"] == f"127.0.0.1:{edge.https_port}"
 

@@ -59,7 +59,7 @@ def test_text_lines_append_fields_safely(tmp_path):
     logging.getLogger("edge.x").debug("hidden at info")
     lines = path.read_text().splitlines()
     assert lines[0] == "older line" and len(lines) == 2
-    assert lines[1].endswith(" INFO edge.access access host=a.test path=/a%20b")
+    assert lines[1].endswith(" INFO edge.access_log access host=a.test path=/a%20b")
 
 
 def test_access_log_own_file_off_or_with_the_rest_whatever_the_level(tmp_path):
