@@ -16,6 +16,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,10 @@ from tunnel_bench import BenchError, start, wait_until
 HOST = tunnel_bench.HOSTNAME
 SMALL_BODY = "0123456789abcdef" * 4  # 64 bytes
 PAGEKITE_SECRET = "bench-only-secret"
+
+
+class Unavailable(BenchError):
+    """The peer's programs are not installed."""
 
 
 @dataclass
@@ -104,7 +109,7 @@ http {{
     listen 127.0.0.1:{origin_h2c} http2;
     root {tmp}/www;
     location = /small {{ default_type text/plain; return 200 "{body}"; }}
-    location = /sink {{ return 200 "ok\\n"; }}
+    location = /sink {{ root {sink}; dav_methods PUT; client_body_temp_path {sink}/body; }}
   }}
   server {{ listen 127.0.0.1:{nginx_tls} ssl http2; location / {{ proxy_pass http://origin; }} }}
   server {{ listen 127.0.0.1:{ssh_front} ssl http2; location / {{ proxy_pass http://ssh_r; }} }}
@@ -128,12 +133,12 @@ AllowTcpForwarding yes
 
 
 class Peers:
-    """Starts every configuration it can; `fronts` maps a name to its Front, `skipped` to a reason."""
+    """nginx for the whole run; each tunnel peer started into a caller's stack and work dir
+    (every round starts it afresh); `fronts` maps a name to its current Front."""
 
     def __init__(self, stack: contextlib.ExitStack, tmp: Path, env: dict, blob_mb: int) -> None:
         self.stack, self.tmp, self.env, self.blob_mb = stack, tmp, env, blob_mb
         self.fronts: dict[str, Front] = {}
-        self.skipped: dict[str, str] = {}
         self.ports = {name: free_port() for name in (
             "origin", "origin_h2c", "nginx_tls", "ssh_front", "ssh_r", "pagekite_front", "pagekite")}
         self.origin_port = self.ports["origin"]
@@ -159,7 +164,11 @@ class Peers:
         with (www / "blob").open("wb") as blob:
             blob.truncate(self.blob_mb * tunnel_bench.MIB)
         conf = self.tmp / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(tmp=self.tmp, body=SMALL_BODY, **self.ports))
+        # /sink stores each upload (nginx reads the whole body before answering) in memory when it can
+        sink = Path(self.stack.enter_context(tempfile.TemporaryDirectory(
+            prefix="burrow-sink-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None)))
+        sink.chmod(0o777)  # nginx workers run as an unprivileged user when started as root
+        conf.write_text(NGINX_CONF.format(tmp=self.tmp, body=SMALL_BODY, sink=sink, **self.ports))
         log = self.tmp / "nginx.log"
         proc = start(self.stack, [nginx, "-c", str(conf), "-p", str(self.tmp)], log, self.env)
         wait_until(lambda: port_open(self.ports["nginx_tls"]), "nginx", proc, log)
@@ -170,44 +179,42 @@ class Peers:
 
     # ------------------------------------------------------------ ssh -R
 
-    def start_ssh_r(self) -> None:
+    def start_ssh_r(self, stack: contextlib.ExitStack, work: Path) -> None:
         sshd, ssh, keygen = shutil.which("sshd") or "/usr/sbin/sshd", shutil.which("ssh"), shutil.which("ssh-keygen")
         if not (Path(sshd).exists() and ssh and keygen):
-            self.skipped["ssh-R"] = "openssh-server/openssh-client not installed"
-            return
+            raise Unavailable("openssh-server/openssh-client not installed")
         for key in ("ssh_host_key", "client_key"):
-            subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-f", str(self.tmp / key)], check=True)
+            subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-f", str(work / key)], check=True)
         Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation directory
-        conf = self.tmp / "sshd_config"
-        conf.write_text(SSHD_CONF.format(port=free_port(), tmp=self.tmp))
+        conf = work / "sshd_config"
+        conf.write_text(SSHD_CONF.format(port=free_port(), tmp=work))
         sshd_port = int(conf.read_text().split()[1])
-        log = self.tmp / "sshd.log"
-        proc = start(self.stack, [sshd, "-D", "-e", "-f", str(conf)], log, self.env)
+        log = work / "sshd.log"
+        proc = start(stack, [sshd, "-D", "-e", "-f", str(conf)], log, self.env)
         wait_until(lambda: port_open(sshd_port), "sshd", proc, log)
         remote = f"127.0.0.1:{self.ports['ssh_r']}:127.0.0.1:{self.origin_port}"
-        cmd = [ssh, "-N", "-F", "/dev/null", "-i", str(self.tmp / "client_key"), "-p", str(sshd_port),
+        cmd = [ssh, "-N", "-F", "/dev/null", "-i", str(work / "client_key"), "-p", str(sshd_port),
                "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
                "-o", "ExitOnForwardFailure=yes", "-R", remote, f"{getpass.getuser()}@127.0.0.1"]
-        log = self.tmp / "ssh.log"
-        client = start(self.stack, cmd, log, self.env)
+        log = work / "ssh.log"
+        client = start(stack, cmd, log, self.env)
         wait_until(lambda: port_open(self.ports["ssh_r"]), "ssh -R", client, log)
         self.fronts["ssh-R"] = Front("ssh-R", self.ports["ssh_front"], ca_file=self.front_ca,
                                      watched={"back": client.pid})
 
     # ------------------------------------------------------------ pagekite
 
-    def start_pagekite(self) -> None:
+    def start_pagekite(self, stack: contextlib.ExitStack, work: Path) -> None:
         pagekite = shutil.which("pagekite") or shutil.which("pagekite.py")
         if pagekite is None:
-            self.skipped["pagekite"] = "pagekite not installed (`apt-get install -y pagekite`)"
-            return
+            raise Unavailable("pagekite not installed (`apt-get install -y pagekite`)")
         port = self.ports["pagekite"]
         common = ["--clean", "--nullui", "--logfile=stdio"]
-        fe_log, be_log = self.tmp / "pagekite-fe.log", self.tmp / "pagekite-be.log"
-        fe = start(self.stack, [pagekite, *common, "--isfrontend", f"--ports={port}", "--protos=http",
+        fe_log, be_log = work / "pagekite-fe.log", work / "pagekite-be.log"
+        fe = start(stack, [pagekite, *common, "--isfrontend", f"--ports={port}", "--protos=http",
                                 f"--domain=http:{HOST}:{PAGEKITE_SECRET}"], fe_log, self.env)
         wait_until(lambda: port_open(port), "pagekite front end", fe, fe_log)
-        be = start(self.stack, [pagekite, *common, f"--frontend=127.0.0.1:{port}",
+        be = start(stack, [pagekite, *common, f"--frontend=127.0.0.1:{port}",
                                 f"--service_on=http:{HOST}:127.0.0.1:{self.origin_port}:{PAGEKITE_SECRET}"],
                    be_log, self.env)
         front = Front("pagekite", self.ports["pagekite_front"], ca_file=self.front_ca,
@@ -217,12 +224,12 @@ class Peers:
 
     # ------------------------------------------------------------ burrow
 
-    def start_burrow(self) -> None:
-        home = self.tmp / "edge"
-        env = {**self.env, "BURROW_HOME": str(self.tmp / "connector")}
-        edge_port = tunnel_bench.start_edge(self.stack, home, env)
-        config = tunnel_bench.create_tunnel(self.tmp, home, edge_port, self.origin_port, env)
-        tunnel_bench.start_connector(self.stack, self.tmp, config, env)
+    def start_burrow(self, stack: contextlib.ExitStack, work: Path) -> None:
+        home = work / "edge"
+        env = {**self.env, "BURROW_HOME": str(work / "connector")}
+        edge_port = tunnel_bench.start_edge(stack, home, env)
+        config = tunnel_bench.create_tunnel(work, home, edge_port, self.origin_port, env)
+        tunnel_bench.start_connector(stack, work, config, env)
         front = Front("burrow", edge_port, ca_file=home / "ca.pem", max_requests_per_conn=1000,
                       watched={"front": _pid_of_cmd("burrow-edge serve"), "back": _pid_of_cmd("tunnel run")})
         deadline = time.monotonic() + tunnel_bench.SETUP_TIMEOUT

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import figures
 from figures import Params
-from peers import Front, Peers, answers, descendants
+from peers import Front, Peers, Unavailable, answers, descendants
 from tunnel_bench import MIB, BenchError
 
 CONFIGS = ("direct", "nginx-tls", "ssh-R", "pagekite", "burrow")
@@ -54,7 +54,7 @@ FIGURES = (
 )
 APT_PACKAGES = {"nginx": "nginx", "pagekite": "pagekite", "h2load": "nghttp2-client", "sshd": "openssh-server",
                 "ssh": "openssh-client", "curl": "curl"}
-RECOVERY_S = 10.0
+RECOVERY_S = 3.0
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -89,14 +89,17 @@ def measure(front: Front, p: Params) -> tuple[dict[str, float | None], list[str]
     notes: list[str] = []
     watched = list(front.watched.values())
     peaks: dict[str, float] = {}
+    broken: list[str] = []
 
     def run(function, *args):
-        dead = [label for label, pid in front.watched.items() if not figures.alive(pid)]
-        if dead:
-            notes.append(f"{front.name}: {function.__name__} not run, the {' and '.join(dead)} process exited")
+        if broken:
             return None
-        if not wait_answering(front):
-            notes.append(f"{front.name}: not answering before {function.__name__} (after {RECOVERY_S:.0f}s)")
+        dead = [label for label, pid in front.watched.items() if not figures.alive(pid)]
+        if dead or not wait_answering(front):
+            why = f"the {' and '.join(dead)} process exited" if dead else f"no answer for {RECOVERY_S:.0f}s"
+            notes.append(f"{front.name}: {why} before {function.__name__}; the remaining figures are not measured")
+            broken.append(function.__name__)
+            return None
         figures.reset_peak_rss(watched)
         value, note = function(front, p, *args)
         for label, pid in front.watched.items():
@@ -105,17 +108,18 @@ def measure(front: Front, p: Params) -> tuple[dict[str, float | None], list[str]
             notes.append(f"{front.name}: {note}")
         return value
 
+    # The heavy loads last: a peer they break (pagekite) still gets its other figures.
+    values["download_mbs"] = run(figures.download)
+    values["upload_mbs"] = run(figures.upload)
+    values["tls_cps"] = run(figures.new_tls_connections)
+    latency = run(figures.latency_at_rate)
+    values["p50_ms"], values["p99_ms"] = latency if latency else (None, None)
     servers = descendants()
     cpu_before = figures.cpu_seconds(servers)
     values["h1_rps"] = run(figures.small_get_h1)
     cpu = figures.cpu_seconds(servers) - cpu_before
     values["cpu_us"] = cpu / (values["h1_rps"] * p.load_s) * 1e6 if values["h1_rps"] else None
     values["h2_rps"] = run(figures.small_get_h2, values["h1_rps"])
-    latency = run(figures.latency_at_rate)
-    values["p50_ms"], values["p99_ms"] = latency if latency else (None, None)
-    values["download_mbs"] = run(figures.download)
-    values["upload_mbs"] = run(figures.upload)
-    values["tls_cps"] = run(figures.new_tls_connections)
     values["rss_front_mib"] = peaks.get("front")
     values["rss_back_mib"] = peaks.get("back")
     return values, notes
@@ -197,14 +201,8 @@ def run_suite(args: argparse.Namespace) -> dict:
         env = {key: value for key, value in os.environ.items() if not key.startswith("BURROW")}
         peers = Peers(stack, tmp, env, args.mb)
         peers.start_nginx()
+        # A tunnel peer runs only while it is measured: a stuck one (pagekite) must not eat the servers' core.
         starters = {"ssh-R": peers.start_ssh_r, "pagekite": peers.start_pagekite, "burrow": peers.start_burrow}
-        for config in selected:
-            if config in starters:
-                try:
-                    starters[config]()
-                except BenchError as exc:
-                    peers.skipped[config] = f"setup failed: {str(exc)[:500]}"
-        skipped.update(peers.skipped)
         upload_file = tmp / "upload.bin"
         with upload_file.open("wb") as f:
             f.truncate(args.mb * MIB)
@@ -214,9 +212,24 @@ def run_suite(args: argparse.Namespace) -> dict:
                 if config in skipped:
                     continue
                 print(f"round {round_index + 1}/{args.rounds}: {config} …", file=sys.stderr)
-                values, round_notes = measure(peers.fronts[config], p)
+                with contextlib.ExitStack() as peer_stack:
+                    if config in starters:
+                        work = tmp / f"{config}-{round_index + 1}"
+                        work.mkdir()
+                        try:
+                            starters[config](peer_stack, work)
+                        except Unavailable as exc:
+                            skipped[config] = str(exc)
+                            continue
+                        except BenchError as exc:
+                            notes.append(f"round {round_index + 1}: {config}: setup failed: {str(exc)[:500]}")
+                            continue
+                    values, round_notes = measure(peers.fronts[config], p)
                 runs[config].append(values)
                 notes += [f"round {round_index + 1}: {note}" for note in round_notes]
+    for config in selected:
+        if config not in skipped and not runs[config]:
+            skipped[config] = "setup failed in every round (see the notes)"
     medians = {config: {key: median([run[key] for run in runs[config]]) for key, _, _ in FIGURES}
                for config in selected if config not in skipped}
     return {
