@@ -71,7 +71,7 @@ def main() -> int:
         peers = Peers(stack, tmp, {k: v for k, v in os.environ.items() if not k.startswith("BURROW")}, 1)
         try:
             peers.start_nginx()
-            peers.start_burrow()
+            peers.start_burrow(stack, tmp)
         except BenchError as exc:
             print(f"setup failed: {exc}", file=sys.stderr)
             return 1
