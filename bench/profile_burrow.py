@@ -6,7 +6,7 @@ into --out, and prints each process's top functions by inclusive and by own time
 share of the samples and as CPU ms per request.
 
     .venv/bin/pip install py-spy
-    .venv/bin/python bench/profile_burrow.py [--seconds 8] [--h2] [--gil] [--svg] [--out DIR]
+    .venv/bin/python bench/profile_burrow.py [--seconds 8] [--h2 | --download] [--gil] [--svg] [--out DIR]
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 import figures
-from peers import Peers
+from peers import HOST, Peers
 from tunnel_bench import BenchError
 
 RATE_HZ = 250
@@ -55,6 +55,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=8, help="length of the load and of the profile (≤ 10)")
     parser.add_argument("--h2", action="store_true", help="HTTP/2, 10 connections × 10 streams, instead of HTTP/1.1 × 50")
+    parser.add_argument("--download", action="store_true", help="one curl download of a 256 MiB file instead (figures per MB)")
     parser.add_argument("--svg", action="store_true", help="also record flame graphs (a second, separate load)")
     parser.add_argument("--gil", action="store_true", help="sample only while holding the GIL (leaves out time in syscalls)")
     parser.add_argument("--top", type=int, default=25)
@@ -68,7 +69,7 @@ def main() -> int:
     os.sched_setaffinity(0, {0})
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="burrow-profile-")))
-        peers = Peers(stack, tmp, {k: v for k, v in os.environ.items() if not k.startswith("BURROW")}, 1)
+        peers = Peers(stack, tmp, {k: v for k, v in os.environ.items() if not k.startswith("BURROW")}, 256)
         try:
             peers.start_nginx()
             peers.start_burrow(stack, tmp)
@@ -85,17 +86,23 @@ def main() -> int:
                                        "-f", fmt, "-o", str(args.out / f"{name}.{ext}"), "--pid", str(pid)],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for name, pid in pids.items()]
             cpu_before = {name: figures.cpu_seconds([pid]) for name, pid in pids.items()}
-            done = subprocess.run(["taskset", "-c", "1", "h2load", "-t", "1", f"--connect-to=127.0.0.1:{front.port}",
-                                   *shape, front.url("/small", h2=args.h2)], capture_output=True, text=True,
-                                  timeout=args.seconds * 4 + 30)
+            client = ["curl", "-sS", "--max-time", str(args.seconds), "--cacert", str(front.ca_file), "-o", os.devnull,
+                      "-w", "finished, requests: %{size_download} done", "--resolve", f"{HOST}:{front.port}:127.0.0.1",
+                      front.url("/blob")] if args.download else \
+                ["h2load", "-t", "1", f"--connect-to=127.0.0.1:{front.port}", *shape, front.url("/small", h2=args.h2)]
+            done = subprocess.run(["taskset", "-c", "1", *client], capture_output=True, text=True, timeout=args.seconds * 4 + 30)
             cpu = {name: figures.cpu_seconds([pid]) - cpu_before[name] for name, pid in pids.items()}
             for spy in spies:
                 spy.wait(timeout=args.seconds + 30)
-            summary = [line for line in done.stdout.splitlines() if line.startswith(("finished", "requests:"))]
+            summary = [line for line in done.stdout.replace("finished, ", "finished\n").splitlines()
+                       if line.startswith(("finished", "requests:"))]
             print("\n".join(summary))
             if fmt != "raw":
                 continue
             requests = int(summary[1].split(" done")[0].rsplit(" ", 1)[1]) if len(summary) == 2 else 0
+            if args.download:
+                requests //= 1_000_000
+                print("(a 'request' below is one MB downloaded)")
             for name in pids:
                 print(f"{name}:")
                 print("\n".join(top(args.out / f"{name}.txt", requests, cpu[name], args.top)))
