@@ -86,7 +86,7 @@ def main() -> int:
                                        "-f", fmt, "-o", str(args.out / f"{name}.{ext}"), "--pid", str(pid)],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for name, pid in pids.items()]
             cpu_before = {name: figures.cpu_seconds([pid]) for name, pid in pids.items()}
-            client = ["curl", "-sS", "--max-time", str(args.seconds), "--cacert", str(front.ca_file), "-o", os.devnull,
+            client = ["curl", "-sS", "--http1.1", "--max-time", str(args.seconds), "--cacert", str(front.ca_file), "-o", os.devnull,
                       "-w", "finished, requests: %{size_download} done", "--resolve", f"{HOST}:{front.port}:127.0.0.1",
                       front.url("/blob")] if args.download else \
                 ["h2load", "-t", "1", f"--connect-to=127.0.0.1:{front.port}", *shape, front.url("/small", h2=args.h2)]
