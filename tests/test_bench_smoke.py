@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "bench"))
-import suite  # noqa: E402  (bench/suite.py)
+CONFIGS = ["direct", "nginx-tls", "ssh-R", "pagekite", "burrow"]
+FIGURES = ["h1_rps", "h2_rps", "p50_ms", "p99_ms", "download_mbs", "upload_mbs", "tls_cps", "cpu_us",
+           "rss_front_mib", "rss_back_mib"]
 
 pytestmark = pytest.mark.skipif(
     not (shutil.which("nginx") or Path("/usr/sbin/nginx").exists()) or not shutil.which("h2load"),
@@ -33,20 +34,21 @@ def test_tiny_run_writes_every_column_and_figure(tmp_path):
     table = (out / "results.md").read_text()
     assert table in done.stdout
     header = table.splitlines()[0]
-    assert [cell.strip() for cell in header.strip("|").split("|")] == ["figure", "unit", *suite.CONFIGS]
+    assert [cell.strip() for cell in header.strip("|").split("|")] == ["figure", "unit", *CONFIGS]
     rows = {line.split("|")[1].strip(): line for line in table.splitlines()[2:] if line.startswith("| ")}
-    for _, label, _ in suite.FIGURES:
-        row = rows[label.format(rate=50, mb=1)]
-        assert row.count("|") == len(suite.CONFIGS) + 3
-
     result = json.loads((out / "results.json").read_text())
+    assert [figure["key"] for figure in result["figures"]] == FIGURES
+    for figure in result["figures"]:
+        row = rows[figure["label"].format(rate=50, mb=1)]
+        assert row.count("|") == len(CONFIGS) + 3
+
     for config in ("direct", "nginx-tls", "burrow"):  # always started (nginx is required)
         assert config not in result["skipped"], result["skipped"]
         assert result["medians"][config]["h1_rps"] > 0, result["notes"]
     burrow = result["medians"]["burrow"]
     assert burrow["h2_rps"] > 0 and burrow["download_mbs"] > 0 and burrow["upload_mbs"] > 0, result["notes"]
     assert burrow["rss_front_mib"] > 0 and burrow["rss_back_mib"] > 0
-    assert set(result["medians"]) | set(result["skipped"]) == set(suite.CONFIGS)
+    assert set(result["medians"]) | set(result["skipped"]) == set(CONFIGS)
     # The ratios are printed next to every measured figure of the compared configurations.
     assert "× / " in rows["small GET, HTTP/1.1, 50 conns"]
 
