@@ -1,0 +1,62 @@
+"""The benchmark suite (bench/run) at tiny sizes, so it cannot rot: it must run every
+configuration it can start and write the table with every column and every figure.
+No timing is asserted; the figures themselves are not checked beyond being measured."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = ["direct", "nginx-tls", "ssh-R", "pagekite", "burrow"]
+FIGURES = ["h1_rps", "h2_rps", "p50_ms", "p99_ms", "download_mbs", "upload_mbs", "tls_cps", "cpu_us",
+           "rss_front_mib", "rss_back_mib"]
+
+pytestmark = pytest.mark.skipif(
+    not (shutil.which("nginx") or Path("/usr/sbin/nginx").exists()) or not shutil.which("h2load"),
+    reason="the bench needs nginx and h2load (apt-get install -y nginx nghttp2-client)",
+)
+
+
+def test_tiny_run_writes_every_column_and_figure(tmp_path):
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "suite.py"), "--no-install", "--rounds", "1", "--load-seconds", "1",
+         "--mb", "1", "--rate", "50", "--transfer-cap", "5", "--out", str(out)],
+        capture_output=True, text=True, timeout=240, cwd=REPO,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = (out / "results.md").read_text()
+    assert table in done.stdout
+    header = table.splitlines()[0]
+    assert [cell.strip() for cell in header.strip("|").split("|")] == ["figure", "unit", *CONFIGS]
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines()[2:] if line.startswith("| ")}
+    result = json.loads((out / "results.json").read_text())
+    assert [figure["key"] for figure in result["figures"]] == FIGURES
+    for figure in result["figures"]:
+        row = rows[figure["label"].format(rate=50, mb=1)]
+        assert row.count("|") == len(CONFIGS) + 3
+
+    for config in ("direct", "nginx-tls", "burrow"):  # always started (nginx is required)
+        assert config not in result["skipped"], result["skipped"]
+        assert result["medians"][config]["h1_rps"] > 0, result["notes"]
+    burrow = result["medians"]["burrow"]
+    assert burrow["h2_rps"] > 0 and burrow["download_mbs"] > 0 and burrow["upload_mbs"] > 0, result["notes"]
+    assert burrow["rss_front_mib"] > 0 and burrow["rss_back_mib"] > 0
+    assert set(result["medians"]) | set(result["skipped"]) == set(CONFIGS)
+    # The ratios are printed next to every measured figure of the compared configurations.
+    assert "× / " in rows["small GET, HTTP/1.1, 50 conns"]
+
+
+def test_bad_arguments_get_a_clear_error():
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "suite.py"), "--configs", "direct,frp"],
+        capture_output=True, text=True, timeout=30, cwd=REPO,
+    )
+    assert done.returncode == 2
+    assert "unknown --configs frp" in done.stderr and "Traceback" not in done.stderr
