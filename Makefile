@@ -21,7 +21,7 @@ demo: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash deploy/demo.sh
 
 test: $(STAMP) system-deps
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n 3 --dist loadfile
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/tunnel_bench.py
