@@ -163,6 +163,7 @@ class Peers:
             readable.chmod(0o755)
         with (www / "blob").open("wb") as blob:
             blob.truncate(self.blob_mb * tunnel_bench.MIB)
+        (www / "blob").chmod(0o644)  # whatever the umask
         conf = self.tmp / "nginx.conf"
         # /sink stores each upload (nginx reads the whole body before answering) in memory when it can
         sink = Path(self.stack.enter_context(tempfile.TemporaryDirectory(
