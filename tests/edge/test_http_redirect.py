@@ -9,7 +9,7 @@ import trio
 from edge.challenges import Challenges
 from edge.http1 import Http1Limits
 from edge.http_redirect import HttpRedirect, is_exempt
-from shared.config import ConfigError, load_edge_config
+from shared.config import ConfigError, load_edge_config, write_edge_config
 from shared.events import ResponseHead
 
 EXEMPT = ("plain.example.test", "*.open.example.test")
@@ -80,6 +80,13 @@ async def test_each_request_is_proxied_answered_or_redirected_by_its_host(nurser
         assert b"location: https://app.example.test:8443/x?y=2\r\n" in response.lower()
         response = await exchange(stream, get("x.open.example.test"))  # an API host is never proxied in plain text
         assert response.startswith(b"HTTP/1.1 308 ")
+        await stream.send_all(b"HEAD /h HTTP/1.1\r\nHost: app.example.test\r\n\r\n" + get("app.example.test", "/after-head"))
+        response = b""
+        with trio.fail_after(5):  # HEAD: a head only; the next response follows at once
+            while not response.endswith(b"use HTTPS\n"):
+                response += await stream.receive_some(65536)
+        assert response.startswith(b"HTTP/1.1 308 ") and response.count(b"HTTP/1.1 308 ") == 2
+        assert response.endswith(b"/after-head\r\ncontent-type: text/plain\r\ncontent-length: 10\r\n\r\nuse HTTPS\n")
     assert len(seen) == 1
 
 
@@ -107,7 +114,10 @@ def write(tmp_path, extra: str) -> None:
 
 def test_config_key(tmp_path):
     write(tmp_path, "http-listen: 127.0.0.1:8080\nhttp-redirect-exempt: [Plain.Example.Test., '*.open.example.test']\n")
-    assert load_edge_config(tmp_path).http_redirect_exempt == ("plain.example.test", "*.open.example.test")
+    cfg = load_edge_config(tmp_path)
+    assert cfg.http_redirect_exempt == ("plain.example.test", "*.open.example.test")
+    write_edge_config(cfg)
+    assert load_edge_config(tmp_path) == cfg
     write(tmp_path, "http-listen: 127.0.0.1:8080\n")
     assert load_edge_config(tmp_path).http_redirect_exempt == ()
 
