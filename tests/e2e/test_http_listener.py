@@ -5,15 +5,19 @@ HTTP-01 path answered by the edge for both."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 
 import pytest
+from websockets.sync.client import connect
 
 from tests.e2e.conftest import ZONE, free_port, start_edge, start_origin
+from tests.e2e.test_websocket import EchoOrigin
 from tests.e2e.tunnels import run_tunnel
 
 PLAIN = f"plain.{ZONE}"  # listed in http-redirect-exempt
 SECURE = f"secure.{ZONE}"  # not listed: redirected
+WS = f"ws.{ZONE}"  # listed, a WebSocket echo origin
 
 
 @pytest.fixture(scope="module")
@@ -22,14 +26,17 @@ def edge(tmp_path_factory):
 
     def prepare(home):
         with open(home / "edge.yml", "a") as config:
-            config.write(f"http-listen: 127.0.0.1:{http_port}\nhttp-redirect-exempt: [{PLAIN}]\n")
+            config.write(f"http-listen: 127.0.0.1:{http_port}\nhttp-redirect-exempt: [{PLAIN}, {WS}]\n")
 
     edge = start_edge(tmp_path_factory.mktemp("http-listener"), prepare)
     edge.http_port = http_port
     origin, origin_port = start_origin(edge.tmp, edge.env)
     edge.procs.append(origin)
-    run_tunnel(edge, "plain", [(label, f"http://127.0.0.1:{origin_port}") for label in ("plain", "secure")])
+    echo = EchoOrigin()
+    rules = [(label, f"http://127.0.0.1:{origin_port}") for label in ("plain", "secure")]
+    run_tunnel(edge, "plain", [*rules, ("ws", f"ws://127.0.0.1:{echo.port}")])
     yield edge
+    echo.server.shutdown()
     for proc in reversed(edge.procs):
         proc.stop()
 
@@ -73,3 +80,10 @@ def test_other_hosts_are_redirected_to_https(edge):
 def test_the_acme_path_is_answered_by_the_edge_for_both(edge, host):
     status, _headers, body = curl_http(edge, host, "/.well-known/acme-challenge/no-such-token")
     assert (status, body) == (404, b"no such ACME challenge\n")
+
+
+def test_a_listed_host_takes_websockets_over_plain_http(edge):
+    sock = socket.create_connection(("127.0.0.1", edge.http_port), timeout=20)
+    with connect(f"ws://{WS}:{edge.http_port}/", sock=sock, open_timeout=20) as ws:
+        ws.send("over plain http")
+        assert ws.recv(timeout=20) == "over plain http"
