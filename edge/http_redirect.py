@@ -1,25 +1,30 @@
-"""The plain-HTTP listener (`http-listen`, usually :80): ACME HTTP-01 answers, and a
-308 redirect to HTTPS for everything else. One request per connection."""
+"""The plain-HTTP listener (`http-listen`, usually :80): ACME HTTP-01 answers, a 308
+redirect to HTTPS for everything else, except hostnames in `http-redirect-exempt`:
+their requests go through the proxy as on HTTPS, with `X-Forwarded-Proto: http`.
+HTTP/1.1 with the HTTPS listener's limits (`Http1Limits`, connections per IP)."""
 
 from __future__ import annotations
 
 import logging
 import re
+from collections import Counter
+from collections.abc import Awaitable, Callable
 
-import h11
 import trio
 
 from edge.challenges import HTTP01_PREFIX, Challenges
+from edge.http1 import Http1Connection, Http1Exchange, Http1Limits
+from edge.https import DEFAULT_MAX_CONNECTIONS_PER_IP
+from edge.zone import normalize_host
+from shared.events import ResponseHead
 
 log = logging.getLogger(__name__)
 
-MAX_HEAD = 8192  # bytes of request line + headers
-REQUEST_TIMEOUT = 10.0  # to receive the request head
 HOST = re.compile(r"(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:\d{1,5})?")
 
 
 def respond(challenges: Challenges, target: str, host: str | None, https_port: int) -> tuple[int, list[tuple[str, str]], bytes]:
-    """Status, headers and body for one plain-HTTP request (pure)."""
+    """Status, headers and body for one plain-HTTP request that is not proxied (pure)."""
     path = target.split("?", 1)[0]
     if path.startswith(HTTP01_PREFIX):
         answer = challenges.http.get(path[len(HTTP01_PREFIX):])
@@ -35,10 +40,34 @@ def respond(challenges: Challenges, target: str, host: str | None, https_port: i
     return 308, [("location", f"https://{authority}{target}"), ("content-type", "text/plain")], b"use HTTPS\n"
 
 
+def is_exempt(host: str, patterns: tuple[str, ...]) -> bool:
+    """True if `host` is listed in `patterns`, or is one label under a listed `*.parent`."""
+    parent = host.partition(".")[2]
+    return host in patterns or (bool(parent) and f"*.{parent}" in patterns)
+
+
 class HttpRedirect:
-    def __init__(self, challenges: Challenges, https_port: int) -> None:
+    """Serves connections accepted on the plain-HTTP listener."""
+
+    def __init__(
+        self,
+        challenges: Challenges,
+        https_port: int,
+        *,
+        proxy: Callable[[Http1Exchange], Awaitable[None]] | None = None,
+        exempt: tuple[str, ...] = (),
+        api_hosts: frozenset[str] = frozenset(),
+        limits: Http1Limits = Http1Limits(),
+        max_connections_per_ip: int = DEFAULT_MAX_CONNECTIONS_PER_IP,
+    ) -> None:
         self.challenges = challenges
         self.https_port = https_port
+        self.proxy = proxy  # the HTTPS listener's request handler, for exempt hostnames
+        self.exempt = exempt if proxy is not None else ()
+        self.api_hosts = api_hosts  # the admin API is never served in plain text
+        self.limits = limits
+        self.max_connections_per_ip = max_connections_per_ip
+        self.connections_per_ip: Counter[str] = Counter()
 
     async def serve(self, listen: tuple[str, int], *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         host, port = listen
@@ -49,26 +78,47 @@ class HttpRedirect:
         await trio.serve_listeners(self.handle, listeners)
 
     async def handle(self, stream: trio.SocketStream) -> None:
-        connection = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
-        try:
-            with trio.move_on_after(REQUEST_TIMEOUT):
-                event = connection.next_event()
-                while event is h11.NEED_DATA:
-                    data = await stream.receive_some(MAX_HEAD)
-                    connection.receive_data(data)
-                    event = connection.next_event()
-                if not isinstance(event, h11.Request):
-                    return
-                host = dict(event.headers).get(b"host", b"").decode("latin-1")
-                status, headers, body = respond(self.challenges, event.target.decode("latin-1"), host, self.https_port)
-                if status == 200:
-                    log.info("http.acme_challenge_answered host=%s", host)
-                headers += [("content-length", str(len(body))), ("connection", "close")]
-                await stream.send_all(connection.send(h11.Response(status_code=status, headers=headers)))
-                if event.method != b"HEAD":
-                    await stream.send_all(connection.send(h11.Data(data=body)))
-                await stream.send_all(connection.send(h11.EndOfMessage()))
-        except (h11.RemoteProtocolError, h11.LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            log.debug("http.connection_ended error=%r", exc)
-        finally:
+        client, server = _address(stream, "getpeername"), _address(stream, "getsockname")
+        ip = client[0]
+        if self.connections_per_ip[ip] >= self.max_connections_per_ip:
+            log.info("http.refused client=%s reason=too-many-connections", ip)
             await trio.aclose_forcefully(stream)
+            return
+        self.connections_per_ip[ip] += 1
+        try:
+            await Http1Connection(stream, client, server, self.limits, scheme=b"http").serve(self.answer)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, OSError) as exc:
+            log.debug("http.connection_ended client=%s error=%r", ip, exc)
+        except Exception:  # one visitor's failure must never stop the listener
+            log.exception("http.connection_crashed client=%s", ip)
+        finally:
+            self.connections_per_ip[ip] -= 1
+            if not self.connections_per_ip[ip]:
+                del self.connections_per_ip[ip]
+            await trio.aclose_forcefully(stream)
+
+    async def answer(self, exchange: Http1Exchange) -> None:
+        """One request: proxied for an exempt hostname, else a challenge answer or a redirect."""
+        head = exchange.head
+        authority = head.authority.decode("latin-1")
+        target = head.target.decode("latin-1")
+        host = normalize_host(authority)
+        if not target.startswith(HTTP01_PREFIX) and host not in self.api_hosts and is_exempt(host, self.exempt):
+            await self.proxy(exchange)
+            return
+        status, headers, body = respond(self.challenges, target, authority, self.https_port)
+        if status == 200:
+            log.info("http.acme_challenge_answered host=%s", host)
+        fields = tuple((name.encode(), value.encode("latin-1")) for name, value in headers)
+        await exchange.send_response(ResponseHead(status, (*fields, (b"content-length", b"%d" % len(body)))))
+        if head.method != b"HEAD":
+            await exchange.send_body(body)
+        await exchange.end()
+
+
+def _address(stream: trio.SocketStream, which: str) -> tuple[str, int]:
+    try:
+        host, port, *_ = getattr(stream.socket, which)()
+    except OSError:
+        return ("0.0.0.0", 0)
+    return host, port

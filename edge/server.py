@@ -223,7 +223,11 @@ async def serve(
                 addresses["dns"] = await nursery.start(dns.serve, cfg.dns_listen)
             if cfg.http_listen is not None:
                 with _binding("HTTP", cfg.http_listen):
-                    addresses["http"] = await nursery.start(HttpRedirect(challenges, addresses["https"][1]).serve, cfg.http_listen)
+                    plain = HttpRedirect(
+                        challenges, addresses["https"][1], proxy=in_flight.handle, exempt=cfg.http_redirect_exempt,
+                        api_hosts=proxy.api_hosts, limits=http1_limits, max_connections_per_ip=frontend_options.max_connections_per_ip,
+                    )
+                    addresses["http"] = await nursery.start(plain.serve, cfg.http_listen)
             if cfg.acme_directory is not None:
                 nursery.start_soon(AcmeManager(cfg, certs, challenges).run)
             listening = {name: format_hostport(addr) for name, addr in addresses.items()}

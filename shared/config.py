@@ -213,6 +213,7 @@ class EdgeConfig:
     acme_ca_file: Path | None = None  # trust this CA for the ACME server's own TLS certificate
     acme_challenges: dict[str, str] = field(default_factory=dict)  # hostname → http-01 | tls-alpn-01 | dns-01
     acme_retry: float = 300.0  # seconds before the first retry of a failed issuance; doubles up to 6 h
+    http_redirect_exempt: tuple[str, ...] = ()  # hostnames / *.wildcards proxied on http-listen, not redirected
 
     @property
     def zone(self) -> str:
@@ -309,12 +310,26 @@ def validate_acme_challenges(raw: Any) -> dict[str, str]:
     return challenges
 
 
+def validate_redirect_exempt(raw: Any) -> tuple[str, ...]:
+    """Hostnames (`app.example.com`) and one-label wildcards (`*.example.com`) whose plain-HTTP
+    requests are proxied instead of redirected to HTTPS."""
+    if not isinstance(raw, list):
+        raise ConfigError("expected a list of hostnames or *.wildcards")
+    names = []
+    for item in raw:
+        name = item.strip().lower().rstrip(".") if isinstance(item, str) else ""
+        if not is_dns_name(name.removeprefix("*.")):
+            raise ConfigError(f"invalid hostname {item!r}: expected a name like app.example.com or *.example.com")
+        names.append(name)
+    return tuple(dict.fromkeys(names))
+
+
 def load_edge_config(home: Path) -> EdgeConfig:
     """Read and validate `home/edge.yml`."""
     home = Path(home)
     path = home / EDGE_CONFIG_NAME
     data = _load_yaml(path)
-    known = {"zone", "public-ip", "https-listen", "tunnel-listen", "dns-listen", *ACME_KEYS}
+    known = {"zone", "public-ip", "https-listen", "tunnel-listen", "dns-listen", *ACME_KEYS, "http-redirect-exempt"}
     for key in data:
         if key not in known:
             raise ConfigError(f"{where(str(path), line_of(data, key))}: unknown key {key!r}")
@@ -330,7 +345,7 @@ def load_edge_config(home: Path) -> EdgeConfig:
         except ConfigError as exc:
             raise ConfigError(f"{where(str(path), line_of(data, key))}: {key}: {exc}") from None
 
-    return EdgeConfig(
+    cfg = EdgeConfig(
         zones=value("zone", _one_or_more(validate_zone)),
         public_ips=value("public-ip", _one_or_more(validate_ip)),
         https_listen=value("https-listen", parse_hostport, DEFAULT_HTTPS_LISTEN),
@@ -343,7 +358,15 @@ def load_edge_config(home: Path) -> EdgeConfig:
         acme_ca_file=value("acme-ca-file", lambda raw: Path(str(raw)), None),
         acme_challenges=value("acme-challenges", validate_acme_challenges, {}),
         acme_retry=value("acme-retry", _acme_retry, 300.0),
+        http_redirect_exempt=value("http-redirect-exempt", validate_redirect_exempt, ()),
     )
+    if cfg.http_redirect_exempt:
+        here = f"{where(str(path), line_of(data, 'http-redirect-exempt'))}: http-redirect-exempt"
+        if cfg.http_listen is None:
+            raise ConfigError(f"{here}: needs http-listen (the plain-HTTP listener)")
+        if apex := set(cfg.zones) & set(cfg.http_redirect_exempt):
+            raise ConfigError(f"{here}: {min(apex)} is a zone apex, where the admin API is: it stays HTTPS-only")
+    return cfg
 
 
 def write_edge_config(cfg: EdgeConfig) -> None:
@@ -361,6 +384,7 @@ def write_edge_config(cfg: EdgeConfig) -> None:
         "acme-email": cfg.acme_email,
         "acme-ca-file": str(cfg.acme_ca_file) if cfg.acme_ca_file else None,
         "acme-challenges": dict(cfg.acme_challenges) or None,
+        "http-redirect-exempt": list(cfg.http_redirect_exempt) or None,
     }
     data.update({key: value for key, value in optional.items() if value is not None})
     write_private(cfg.home / EDGE_CONFIG_NAME, yaml.safe_dump(data, sort_keys=False))
