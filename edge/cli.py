@@ -9,7 +9,7 @@ from pathlib import Path
 import trio
 import typer
 
-from edge import server
+from edge import privileges, server
 from edge.cert_admin.cli import acme_settings, cert_app
 from edge.certs import create_dev_ca
 from edge.http1 import Http1Limits
@@ -29,6 +29,7 @@ from shared.config import (
     load_edge_config,
     parse_duration,
     parse_hostport,
+    parse_listen_or_off,
     validate_ip,
     validate_zone,
     write_edge_config,
@@ -69,7 +70,7 @@ def init(
     dev_ca: bool = typer.Option(False, "--dev-ca", help="Make a private CA and certificates for the zone."),
     https_listen: str = typer.Option(format_hostport(DEFAULT_HTTPS_LISTEN), help="HOST:PORT for HTTPS."),
     tunnel_listen: str = typer.Option(format_hostport(DEFAULT_TUNNEL_LISTEN), help="HOST:PORT for connectors."),
-    dns_listen: str = typer.Option(format_hostport(DEFAULT_DNS_LISTEN), help="HOST:PORT for DNS."),
+    dns_listen: str = typer.Option(format_hostport(DEFAULT_DNS_LISTEN), help="HOST:PORT for DNS, or off: no DNS server (the zone's DNS is hosted elsewhere)."),
     home: Path = HomeOption,
     http_listen: str = typer.Option(None, help="HOST:PORT for plain HTTP: ACME HTTP-01 answers, else a redirect to HTTPS."),
     acme_directory: str = typer.Option(None, help="ACME directory URL: get certificates from this CA (see docs/certificates.md)."),
@@ -85,7 +86,7 @@ def init(
             public_ips=tuple(dict.fromkeys(validate_ip(ip) for ip in public_ip)),
             https_listen=parse_hostport(https_listen),
             tunnel_listen=parse_hostport(tunnel_listen),
-            dns_listen=parse_hostport(dns_listen),
+            dns_listen=parse_listen_or_off(dns_listen),
             home=home,
             **acme_settings(http_listen, acme_directory, acme_email, acme_ca_file, dev_ca),
         )
@@ -126,6 +127,7 @@ def serve(
     keepalive_timeout: str = typer.Option("75s", help="Close an idle HTTP/1.1 keep-alive connection after this."),
     max_connections_per_ip: int = typer.Option(DEFAULT_MAX_CONNECTIONS_PER_IP, min=1, help="Concurrent visitor connections one client IP may hold."),
     hsts_max_age: str = typer.Option(None, help="Send Strict-Transport-Security with this max-age (seconds or a duration, e.g. 8760h) on every response."),
+    user: str = typer.Option(None, "--user", help="Start as root, bind every port, then run as this user (it must own --home, see docs/security.md)."),
 ) -> None:
     """Run the edge until SIGINT or SIGTERM; then drain: refuse new connections, tell connectors,
     let in-flight requests finish within the grace period, exit 0. A second signal stops at once."""
@@ -147,7 +149,8 @@ def serve(
             ),
         }
         metrics_listen = parse_hostport(metrics) if metrics is not None else None
-        trio.run(_serve_until_signalled, cfg, grace_period, heartbeat, metrics_listen)
+        run_as = privileges.target_user(user) if user is not None else None
+        trio.run(_serve_until_signalled, cfg, grace_period, heartbeat, metrics_listen, run_as)
 
 
 def _positive_rate(flag: str, rate: float) -> float:
@@ -164,7 +167,7 @@ def _positive_duration(flag: str, text: str) -> float:
 
 
 async def _serve_until_signalled(
-    cfg: EdgeConfig, grace: float = server.DEFAULT_GRACE_PERIOD, heartbeat=None, metrics_listen=None
+    cfg: EdgeConfig, grace: float = server.DEFAULT_GRACE_PERIOD, heartbeat=None, metrics_listen=None, run_as=None
 ) -> None:
     shutdown = trio.Event()
     metrics = EdgeMetrics()
@@ -182,6 +185,8 @@ async def _serve_until_signalled(
             nursery.cancel_scope.cancel()  # drained
 
         addresses = await nursery.start(edge)
+        if run_as is not None:  # every listener (metrics, HTTPS, tunnel, DNS, HTTP) is bound now
+            privileges.drop_to(run_as, cfg.home)
         listening.update({name: format_hostport(address) for name, address in addresses.items()})
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for _ in signals:

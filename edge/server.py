@@ -179,6 +179,8 @@ async def serve(
 ) -> None:
     """Run the edge until cancelled, or until `shutdown` is set: then drain for up to
     `grace_period` seconds and return. `started()` reports the bound addresses."""
+    if cfg.dns_listen is None and cfg.acme_directory is not None:
+        raise ConfigError("ACME needs the edge's DNS server (dns-01 for the zone's wildcard): dns-listen cannot be off")
     registry = Registry.open(cfg.registry_path)
     try:
         challenges = Challenges()
@@ -219,8 +221,9 @@ async def serve(
             accepting = trio.CancelScope()  # cancelled on drain; the handlers live on in `nursery`
             nursery.start_soon(_accept, accepting, nursery, [(frontend.handle, https_listeners), (sessions.handle, tunnel_listeners)])
             dns = DnsServer(lambda: router.zones, cfg.public_ips, metrics.dns_reply, challenges.txt)  # the router's snapshot, read per query
-            with _binding("DNS", cfg.dns_listen):
-                addresses["dns"] = await nursery.start(dns.serve, cfg.dns_listen)
+            if cfg.dns_listen is not None:  # `dns-listen: off`: the zone's DNS is served elsewhere
+                with _binding("DNS", cfg.dns_listen):
+                    addresses["dns"] = await nursery.start(dns.serve, cfg.dns_listen)
             if cfg.http_listen is not None:
                 with _binding("HTTP", cfg.http_listen):
                     addresses["http"] = await nursery.start(HttpRedirect(challenges, addresses["https"][1]).serve, cfg.http_listen)

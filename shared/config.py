@@ -80,6 +80,13 @@ def parse_hostport(text: str) -> tuple[str, int]:
     return host, port
 
 
+def parse_listen_or_off(text: Any) -> tuple[str, int] | None:
+    """HOST:PORT, or `off` (None: that listener is not opened). YAML's bare `off` reads as false."""
+    if text is False or (isinstance(text, str) and text.strip().lower() == "off"):
+        return None
+    return parse_hostport(text)
+
+
 def format_hostport(address: tuple[str, int]) -> str:
     host, port = address
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -205,7 +212,7 @@ class EdgeConfig:
     public_ips: tuple[str, ...]
     https_listen: tuple[str, int]
     tunnel_listen: tuple[str, int]
-    dns_listen: tuple[str, int]
+    dns_listen: tuple[str, int] | None  # None: no DNS server (`dns-listen: off`)
     home: Path
     http_listen: tuple[str, int] | None = None  # plain HTTP: ACME HTTP-01 answers, else a redirect to HTTPS
     acme_directory: str | None = None  # an RFC 8555 directory URL: certificates from ACME
@@ -335,7 +342,7 @@ def load_edge_config(home: Path) -> EdgeConfig:
         public_ips=value("public-ip", _one_or_more(validate_ip)),
         https_listen=value("https-listen", parse_hostport, DEFAULT_HTTPS_LISTEN),
         tunnel_listen=value("tunnel-listen", parse_hostport, DEFAULT_TUNNEL_LISTEN),
-        dns_listen=value("dns-listen", parse_hostport, DEFAULT_DNS_LISTEN),
+        dns_listen=value("dns-listen", parse_listen_or_off, DEFAULT_DNS_LISTEN),
         home=home,
         http_listen=value("http-listen", parse_hostport, None),
         acme_directory=value("acme-directory", validate_acme_directory, None),
@@ -353,7 +360,7 @@ def write_edge_config(cfg: EdgeConfig) -> None:
         "public-ip": _compact(cfg.public_ips),
         "https-listen": format_hostport(cfg.https_listen),
         "tunnel-listen": format_hostport(cfg.tunnel_listen),
-        "dns-listen": format_hostport(cfg.dns_listen),
+        "dns-listen": format_hostport(cfg.dns_listen) if cfg.dns_listen else "off",
     }
     optional = {
         "http-listen": format_hostport(cfg.http_listen) if cfg.http_listen else None,
