@@ -85,6 +85,34 @@ class MeteredExchange:
         self.bytes_out += len(data)
 
 
+class BodyTooLarge(BurrowError):
+    """The visitor's request body outgrew the hostname's `max_body`."""
+
+
+class LimitedBody:
+    """An exchange whose request body may not exceed `limit` bytes (the hostname's `--max-body`)."""
+
+    def __init__(self, inner: Exchange, limit: int) -> None:
+        self._inner = inner
+        self.limit = limit
+        self.received = 0
+
+    def __getattr__(self, name: str):
+        return getattr(self._inner, name)
+
+    async def receive_body(self) -> bytes:
+        data = await self._inner.receive_body()
+        self.received += len(data)
+        if self.received > self.limit:
+            raise BodyTooLarge(f"request body larger than {self.limit} bytes")
+        return data
+
+
+def declared_too_large(head: RequestHead, limit: int) -> bool:
+    length = head.header(b"content-length")
+    return length is not None and length.isdigit() and int(length) > limit
+
+
 class Proxy:
     """Routes visitor requests by Host."""
 
@@ -135,9 +163,19 @@ class Proxy:
             return
         if (admitted := await self.gate.admit(exchange, host) if self.gate else _unchanged) is None:
             return  # the gate answered: refused, or its login pages
+        if (max_body := self.gate.max_body(host) if self.gate else None) is not None:
+            if declared_too_large(exchange.head, max_body):
+                await send_page(exchange, 413, "edge", f"the request body is larger than {host} accepts ({max_body} bytes)")
+                return
+            exchange = LimitedBody(exchange, max_body)
         try:
             send = forward_upgrade if getattr(exchange, "upgrade", None) else forward
             await pick_and_forward(exchange, self.router, tunnel_id, admitted(forwarded_head(exchange)), send)
+        except BodyTooLarge:
+            log.info("request.body_too_large host=%s limit=%d", host, max_body)
+            if exchange.response_started:
+                raise  # the visitor's connection (HTTP/1.1) or stream (HTTP/2) is closed
+            await send_page(exchange, 413, "edge", f"the request body is larger than {host} accepts ({max_body} bytes)")
         except TunnelUnavailable:
             await send_page(exchange, 502, "edge", f"the tunnel for {host} has no connector")
         except BurrowError as exc:
