@@ -16,6 +16,7 @@ from edge.http1 import Http1Limits
 from edge.https import DEFAULT_MAX_CONNECTIONS_PER_IP, FrontendOptions
 from edge.metrics import EdgeMetrics
 from edge.ratelimit import DEFAULT_BURST, DEFAULT_RATE
+from edge.router import DEFAULT_MAX_STREAMS_PER_TUNNEL
 from edge.registry import Registry
 from shared import logs
 from shared.commands import examples, package_version, reported_errors
@@ -127,6 +128,7 @@ def serve(
     keepalive_timeout: str = typer.Option("75s", help="Close an idle HTTP/1.1 keep-alive connection after this."),
     max_connections_per_ip: int = typer.Option(DEFAULT_MAX_CONNECTIONS_PER_IP, min=1, help="Concurrent visitor connections one client IP may hold."),
     hsts_max_age: str = typer.Option(None, help="Send Strict-Transport-Security with this max-age (seconds or a duration, e.g. 8760h) on every response."),
+    max_streams_per_tunnel: int = typer.Option(DEFAULT_MAX_STREAMS_PER_TUNNEL, min=1, help="Concurrent requests one tunnel may carry (all its sessions); more get 503 with Retry-After."),
     user: str = typer.Option(None, "--user", help="Start as root, bind every port, then run as this user (it must own --home, see docs/security.md)."),
 ) -> None:
     """Run the edge until SIGINT or SIGTERM; then drain: refuse new connections, tell connectors,
@@ -138,6 +140,7 @@ def serve(
             "heartbeat_interval": _positive_duration("--heartbeat-interval", heartbeat_interval),
             "heartbeat_timeout": _positive_duration("--heartbeat-timeout", heartbeat_timeout),
             "registration_burst": registration_burst,
+            "max_streams_per_tunnel": max_streams_per_tunnel,
             "registration_rate": _positive_rate("--registration-rate", registration_rate),
             "http1_limits": Http1Limits(
                 request_head_timeout=_positive_duration("--header-timeout", header_timeout),

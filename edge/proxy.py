@@ -10,13 +10,14 @@ import logging
 import re
 import time
 import uuid
+from dataclasses import replace
 from typing import Protocol
 
 import trio
 
 from edge.asgi import call_asgi
 from edge.metrics import EdgeMetrics
-from edge.router import Router
+from edge.router import BUSY_RETRY_AFTER, Router, TunnelBusy
 from edge.visitor_headers import forwardable
 from edge.zone import normalize_host
 from shared.aio import single_errors
@@ -176,6 +177,9 @@ class Proxy:
             if exchange.response_started:
                 raise  # the visitor's connection (HTTP/1.1) or stream (HTTP/2) is closed
             await send_page(exchange, 413, "edge", f"the request body is larger than {host} accepts ({max_body} bytes)")
+        except TunnelBusy:
+            log.debug("request.busy host=%s", host)  # debug: a flood must not become a flood of log lines
+            await send_page(exchange, 503, "edge", f"the tunnel for {host} is busy; retry", ((b"retry-after", str(BUSY_RETRY_AFTER).encode()),))
         except TunnelUnavailable:
             await send_page(exchange, 502, "edge", f"the tunnel for {host} has no connector")
         except BurrowError as exc:
@@ -291,8 +295,8 @@ async def forward_upgrade(exchange: Exchange, connection, head: RequestHead) -> 
         await relay(raw, stream, first)
 
 
-async def send_page(exchange: Exchange, status: int, source: str, message: str) -> None:
+async def send_page(exchange: Exchange, status: int, source: str, message: str, headers: Headers = ()) -> None:
     head, body = error_page(status, source, message)
-    await exchange.send_response(head)
+    await exchange.send_response(replace(head, headers=head.headers + headers) if headers else head)
     await exchange.send_body(body)
     await exchange.end()

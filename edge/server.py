@@ -26,7 +26,7 @@ from edge.metrics import EdgeMetrics
 from edge.proxy import Exchange, Proxy, send_page
 from edge.ratelimit import DEFAULT_BURST, DEFAULT_RATE, SourceLimiter
 from edge.registry import Registry
-from edge.router import Router
+from edge.router import DEFAULT_MAX_STREAMS_PER_TUNNEL, Router
 from edge.sessions import SessionLimits, TunnelListener
 from shared.aio import single_errors
 from shared.config import EdgeConfig, format_hostport
@@ -175,6 +175,7 @@ async def serve(
     metrics: EdgeMetrics | None = None,
     http1_limits: Http1Limits = Http1Limits(),
     frontend_options: FrontendOptions = FrontendOptions(),
+    max_streams_per_tunnel: int = DEFAULT_MAX_STREAMS_PER_TUNNEL,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the edge until cancelled, or until `shutdown` is set: then drain for up to
@@ -188,7 +189,7 @@ async def serve(
         certs.challenge_context = challenges.tls_alpn_context
         edge_id = str(uuid.uuid4())
         stale = registry.cleanup_connections(edge_id)  # rows of earlier runs: their sessions are gone
-        router = Router(registry.zones(list(cfg.zones)))
+        router = Router(registry.zones(list(cfg.zones)), max_streams_per_tunnel)
         metrics = metrics if metrics is not None else EdgeMetrics()  # a throwaway registry unless served
         metrics.watch_router(router.live)
         metrics.watch_certificates(lambda: certs.infos)
