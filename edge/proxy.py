@@ -174,8 +174,8 @@ class Proxy:
             await pick_and_forward(exchange, self.router, tunnel_id, admitted(forwarded_head(exchange)), send)
         except BodyTooLarge:
             log.info("request.body_too_large host=%s limit=%d", host, max_body)
-            if exchange.response_started:
-                raise  # the visitor's connection (HTTP/1.1) or stream (HTTP/2) is closed
+            if exchange.response_started:  # too late for a 413: end the visitor's connection (HTTP/1.1) or stream (HTTP/2)
+                raise trio.BrokenResourceError(f"request body over the limit of {host}") from None
             await send_page(exchange, 413, "edge", f"the request body is larger than {host} accepts ({max_body} bytes)")
         except TunnelBusy:
             log.debug("request.busy host=%s", host)  # debug: a flood must not become a flood of log lines
