@@ -91,6 +91,7 @@ def init(
             home=home,
             **acme_settings(http_listen, acme_directory, acme_email, acme_ca_file, dev_ca),
         )
+        server.check_dns_off(cfg)
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
         if dev_ca:
             create_dev_ca(home, cfg.zones, cfg.public_ips)

@@ -163,6 +163,12 @@ def _bound(listeners: list[trio.SSLListener]) -> tuple[str, int]:
     return host, port
 
 
+def check_dns_off(cfg: EdgeConfig) -> None:
+    """`dns-listen: off` cannot go with ACME: the zone's wildcard certificate needs dns-01 answers."""
+    if cfg.dns_listen is None and cfg.acme_directory is not None:
+        raise ConfigError("ACME needs the edge's DNS server (dns-01 for the zone's wildcard): dns-listen cannot be off")
+
+
 async def serve(
     cfg: EdgeConfig,
     *,
@@ -180,8 +186,7 @@ async def serve(
 ) -> None:
     """Run the edge until cancelled, or until `shutdown` is set: then drain for up to
     `grace_period` seconds and return. `started()` reports the bound addresses."""
-    if cfg.dns_listen is None and cfg.acme_directory is not None:
-        raise ConfigError("ACME needs the edge's DNS server (dns-01 for the zone's wildcard): dns-listen cannot be off")
+    check_dns_off(cfg)
     registry = Registry.open(cfg.registry_path)
     try:
         challenges = Challenges()

@@ -84,7 +84,10 @@ def parse_listen_or_off(text: Any) -> tuple[str, int] | None:
     """HOST:PORT, or `off` (None: that listener is not opened). YAML's bare `off` reads as false."""
     if text is False or (isinstance(text, str) and text.strip().lower() == "off"):
         return None
-    return parse_hostport(text)
+    try:
+        return parse_hostport(text)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} or off") from None
 
 
 def format_hostport(address: tuple[str, int]) -> str:

@@ -77,6 +77,10 @@ def test_dns_listen_off(world_tmp):
     edge.cli("burrow-edge", "init", "--home", home, "--zone", ZONE, "--public-ip", "127.0.0.1", "--dev-ca",
              "--https-listen", "127.0.0.1:0", "--tunnel-listen", "127.0.0.1:0", "--dns-listen", "off")
     assert "dns-listen: 'off'" in (home / "edge.yml").read_text()
+    init = ("burrow-edge", "init", "--zone", ZONE, "--public-ip", "127.0.0.1", "--home", world_tmp / "other")
+    one_line_error(edge.cli(*init, "--dns-listen", "53", check=False), "invalid address '53': expected HOST:PORT or off", 2)
+    acme = ("--acme-directory", "https://127.0.0.1:14000/dir", "--acme-email", "ops@example.test", "--dns-listen", "off")
+    one_line_error(edge.cli(*init, *acme, check=False), "ACME needs the edge's DNS server", 2)
     proc = edge.start(["burrow-edge", "serve", "--home", home], "edge", env)
     try:
         proc.wait_for_log(r"edge\.listening")
