@@ -130,7 +130,7 @@ def serve(
     max_connections_per_ip: int = typer.Option(DEFAULT_MAX_CONNECTIONS_PER_IP, min=1, help="Concurrent visitor connections one client IP may hold."),
     hsts_max_age: str = typer.Option(None, help="Send Strict-Transport-Security with this max-age (seconds or a duration, e.g. 8760h) on every response."),
     max_streams_per_tunnel: int = typer.Option(DEFAULT_MAX_STREAMS_PER_TUNNEL, min=1, help="Concurrent requests one tunnel may carry (all its sessions); more get 503 with Retry-After."),
-    user: str = typer.Option(None, "--user", help="Start as root, bind every port, then run as this user (it must own --home, see docs/security.md)."),
+    user: str = typer.Option(None, "--user", help="Start as root, bind every port, then run as this user (default: user in edge.yml; see docs/security.md)."),
 ) -> None:
     """Run the edge until SIGINT or SIGTERM; then drain: refuse new connections, tell connectors,
     let in-flight requests finish within the grace period, exit 0. A second signal stops at once."""
@@ -153,6 +153,7 @@ def serve(
             ),
         }
         metrics_listen = parse_hostport(metrics) if metrics is not None else None
+        user = user if user is not None else cfg.user
         run_as = privileges.target_user(user) if user is not None else None
         trio.run(_serve_until_signalled, cfg, grace_period, heartbeat, metrics_listen, run_as)
 

@@ -1,4 +1,4 @@
-"""`burrow-edge serve --user`: give up root once every port is bound.
+"""`burrow-edge serve --user` (or `user:` in edge.yml): give up root once every port is bound.
 
 `target_user` checks the request before anything is bound (clear errors, no
 traceback); `drop_to` hands the edge home to the user and switches the process
@@ -31,11 +31,11 @@ def target_user(name: str) -> User:
     try:
         entry = pwd.getpwnam(name)
     except KeyError:
-        raise ConfigError(f"--user {name}: no such user on this system") from None
+        raise ConfigError(f"user {name!r} (--user or user: in edge.yml): no such user on this system") from None
     if os.geteuid() != 0:
-        raise ConfigError(f"--user {name} needs the edge to start as root (it binds its ports, then drops root)")
+        raise ConfigError(f"running as user {name!r} needs the edge to start as root (it binds its ports, then drops root)")
     if entry.pw_uid == 0:
-        raise ConfigError(f"--user {name} is root: name an unprivileged user")
+        raise ConfigError(f"user {name!r} is root: name an unprivileged user")
     return User(name, entry.pw_uid, entry.pw_gid)
 
 

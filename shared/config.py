@@ -223,6 +223,7 @@ class EdgeConfig:
     acme_ca_file: Path | None = None  # trust this CA for the ACME server's own TLS certificate
     acme_challenges: dict[str, str] = field(default_factory=dict)  # hostname → http-01 | tls-alpn-01 | dns-01
     acme_retry: float = 300.0  # seconds before the first retry of a failed issuance; doubles up to 6 h
+    user: str | None = None  # `serve` binds as root, then runs as this user (`--user`)
 
     @property
     def zone(self) -> str:
@@ -319,12 +320,18 @@ def validate_acme_challenges(raw: Any) -> dict[str, str]:
     return challenges
 
 
+def _user_name(raw: Any) -> str:
+    if not isinstance(raw, str) or not raw.strip():
+        raise ConfigError("expected a user name")
+    return raw.strip()
+
+
 def load_edge_config(home: Path) -> EdgeConfig:
     """Read and validate `home/edge.yml`."""
     home = Path(home)
     path = home / EDGE_CONFIG_NAME
     data = _load_yaml(path)
-    known = {"zone", "public-ip", "https-listen", "tunnel-listen", "dns-listen", *ACME_KEYS}
+    known = {"zone", "public-ip", "https-listen", "tunnel-listen", "dns-listen", "user", *ACME_KEYS}
     for key in data:
         if key not in known:
             raise ConfigError(f"{where(str(path), line_of(data, key))}: unknown key {key!r}")
@@ -353,6 +360,7 @@ def load_edge_config(home: Path) -> EdgeConfig:
         acme_ca_file=value("acme-ca-file", lambda raw: Path(str(raw)), None),
         acme_challenges=value("acme-challenges", validate_acme_challenges, {}),
         acme_retry=value("acme-retry", _acme_retry, 300.0),
+        user=value("user", _user_name, None),
     )
 
 
@@ -371,6 +379,7 @@ def write_edge_config(cfg: EdgeConfig) -> None:
         "acme-email": cfg.acme_email,
         "acme-ca-file": str(cfg.acme_ca_file) if cfg.acme_ca_file else None,
         "acme-challenges": dict(cfg.acme_challenges) or None,
+        "user": cfg.user,
     }
     data.update({key: value for key, value in optional.items() if value is not None})
     write_private(cfg.home / EDGE_CONFIG_NAME, yaml.safe_dump(data, sort_keys=False))

@@ -65,9 +65,10 @@ def test_user_refused_clearly(tmp_path):
     edge.cli("burrow-edge", "init", "--home", home, "--zone", ZONE, "--public-ip", "127.0.0.1", "--dev-ca",
              "--https-listen", "127.0.0.1:0", "--tunnel-listen", "127.0.0.1:0", "--dns-listen", "127.0.0.1:0")
     one_line_error(edge.cli("burrow-edge", "serve", "--home", home, "--user", "no-such-user-x", check=False),
-                   "--user no-such-user-x: no such user", 2)
-    one_line_error(edge.cli("burrow-edge", "serve", "--home", home, "--user", "root", check=False),
-                   "--user root is root", 2)
+                   "user 'no-such-user-x' (--user or user: in edge.yml): no such user", 2)
+    with open(home / "edge.yml", "a") as config:
+        config.write("user: root\n")
+    one_line_error(edge.cli("burrow-edge", "serve", "--home", home, check=False), "user 'root' is root", 2)
 
 
 def test_dns_listen_off(world_tmp):
