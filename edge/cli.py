@@ -9,13 +9,14 @@ from pathlib import Path
 import trio
 import typer
 
-from edge import server
+from edge import privileges, server
 from edge.cert_admin.cli import acme_settings, cert_app
 from edge.certs import create_dev_ca
 from edge.http1 import Http1Limits
 from edge.https import DEFAULT_MAX_CONNECTIONS_PER_IP, FrontendOptions
 from edge.metrics import EdgeMetrics
 from edge.ratelimit import DEFAULT_BURST, DEFAULT_RATE
+from edge.router import DEFAULT_MAX_STREAMS_PER_TUNNEL
 from edge.registry import Registry
 from shared import logs
 from shared.commands import examples, package_version, reported_errors
@@ -29,6 +30,7 @@ from shared.config import (
     load_edge_config,
     parse_duration,
     parse_hostport,
+    parse_listen_or_off,
     validate_ip,
     validate_zone,
     write_edge_config,
@@ -69,7 +71,7 @@ def init(
     dev_ca: bool = typer.Option(False, "--dev-ca", help="Make a private CA and certificates for the zone."),
     https_listen: str = typer.Option(format_hostport(DEFAULT_HTTPS_LISTEN), help="HOST:PORT for HTTPS."),
     tunnel_listen: str = typer.Option(format_hostport(DEFAULT_TUNNEL_LISTEN), help="HOST:PORT for connectors."),
-    dns_listen: str = typer.Option(format_hostport(DEFAULT_DNS_LISTEN), help="HOST:PORT for DNS."),
+    dns_listen: str = typer.Option(format_hostport(DEFAULT_DNS_LISTEN), help="HOST:PORT for DNS, or off: no DNS server (the zone's DNS is hosted elsewhere)."),
     home: Path = HomeOption,
     http_listen: str = typer.Option(None, help="HOST:PORT for plain HTTP: ACME HTTP-01 answers, else a redirect to HTTPS."),
     acme_directory: str = typer.Option(None, help="ACME directory URL: get certificates from this CA (see docs/certificates.md)."),
@@ -85,10 +87,11 @@ def init(
             public_ips=tuple(dict.fromkeys(validate_ip(ip) for ip in public_ip)),
             https_listen=parse_hostport(https_listen),
             tunnel_listen=parse_hostport(tunnel_listen),
-            dns_listen=parse_hostport(dns_listen),
+            dns_listen=parse_listen_or_off(dns_listen),
             home=home,
             **acme_settings(http_listen, acme_directory, acme_email, acme_ca_file, dev_ca),
         )
+        server.check_dns_off(cfg)
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
         if dev_ca:
             create_dev_ca(home, cfg.zones, cfg.public_ips)
@@ -126,6 +129,8 @@ def serve(
     keepalive_timeout: str = typer.Option("75s", help="Close an idle HTTP/1.1 keep-alive connection after this."),
     max_connections_per_ip: int = typer.Option(DEFAULT_MAX_CONNECTIONS_PER_IP, min=1, help="Concurrent visitor connections one client IP may hold."),
     hsts_max_age: str = typer.Option(None, help="Send Strict-Transport-Security with this max-age (seconds or a duration, e.g. 8760h) on every response."),
+    max_streams_per_tunnel: int = typer.Option(DEFAULT_MAX_STREAMS_PER_TUNNEL, min=1, help="Concurrent requests one tunnel may carry (all its sessions); more get 503 with Retry-After."),
+    user: str = typer.Option(None, "--user", help="Start as root, bind every port, then run as this user (default: user in edge.yml; see docs/security.md)."),
 ) -> None:
     """Run the edge until SIGINT or SIGTERM; then drain: refuse new connections, tell connectors,
     let in-flight requests finish within the grace period, exit 0. A second signal stops at once."""
@@ -136,6 +141,7 @@ def serve(
             "heartbeat_interval": _positive_duration("--heartbeat-interval", heartbeat_interval),
             "heartbeat_timeout": _positive_duration("--heartbeat-timeout", heartbeat_timeout),
             "registration_burst": registration_burst,
+            "max_streams_per_tunnel": max_streams_per_tunnel,
             "registration_rate": _positive_rate("--registration-rate", registration_rate),
             "http1_limits": Http1Limits(
                 request_head_timeout=_positive_duration("--header-timeout", header_timeout),
@@ -147,7 +153,9 @@ def serve(
             ),
         }
         metrics_listen = parse_hostport(metrics) if metrics is not None else None
-        trio.run(_serve_until_signalled, cfg, grace_period, heartbeat, metrics_listen)
+        user = user if user is not None else cfg.user
+        run_as = privileges.target_user(user) if user is not None else None
+        trio.run(_serve_until_signalled, cfg, grace_period, heartbeat, metrics_listen, run_as)
 
 
 def _positive_rate(flag: str, rate: float) -> float:
@@ -164,7 +172,7 @@ def _positive_duration(flag: str, text: str) -> float:
 
 
 async def _serve_until_signalled(
-    cfg: EdgeConfig, grace: float = server.DEFAULT_GRACE_PERIOD, heartbeat=None, metrics_listen=None
+    cfg: EdgeConfig, grace: float = server.DEFAULT_GRACE_PERIOD, heartbeat=None, metrics_listen=None, run_as=None
 ) -> None:
     shutdown = trio.Event()
     metrics = EdgeMetrics()
@@ -182,6 +190,8 @@ async def _serve_until_signalled(
             nursery.cancel_scope.cancel()  # drained
 
         addresses = await nursery.start(edge)
+        if run_as is not None:  # every listener (metrics, HTTPS, tunnel, DNS, HTTP) is bound now
+            privileges.drop_to(run_as, cfg.home)
         listening.update({name: format_hostport(address) for name, address in addresses.items()})
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for _ in signals:

@@ -35,6 +35,7 @@ from h2.settings import SettingCodes, Settings
 from hyperframe.frame import GoAwayFrame
 
 from edge.http2_guards import HeaderBlockMeter, HeaderBlockTooLarge, ResetRateGuard
+from edge.zone import normalize_host
 from shared.errors import BurrowError, ProtocolError
 from shared.events import Headers, RequestHead, ResponseHead
 from shared.pages import error_page
@@ -262,12 +263,14 @@ class Http2Connection:
         server: tuple[str, int],
         limits: Http2Limits = Http2Limits(),
         scheme: bytes = b"https",
+        sni: str | None = None,
     ) -> None:
         self.stream = stream
         self.client = client
         self.server = server
         self.limits = limits
         self.scheme = scheme
+        self.sni = sni  # the TLS server name the visitor asked for; each :authority must match it
         self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding=None))
         self._handle: Handler | None = None
         self._nursery: trio.Nursery | None = None
@@ -379,6 +382,8 @@ class Http2Connection:
         self._resets.opened(trio.current_time())
         self._requests += 1
         head, problem = request_head(event.headers, event.stream_ended is None, self.scheme, self.limits)
+        if problem is None and self.sni is not None and normalize_host(head.authority.decode("latin-1")) != self.sni:
+            problem = (421, "the :authority does not match the TLS server name")  # a coalesced connection: retry on a new one
         exchange = Http2Exchange(self, stream_id, head)
         if exchange.upgrade:  # the translated head has no body; the stream stays open for DATA
             exchange.remote_closed = event.stream_ended is not None

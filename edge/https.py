@@ -81,10 +81,10 @@ class HttpsFrontend:
             with trio.fail_after(HANDSHAKE_TIMEOUT):
                 await stream.do_handshake()
             server = _address(stream, "getsockname")
+            sni = getattr(stream._ssl_object, "requested_server_name", None)  # trio exposes no getter
             if stream.selected_alpn_protocol() == "h2":
-                connection = Http2Connection(stream, client, server, self.http2_limits)
+                connection = Http2Connection(stream, client, server, self.http2_limits, sni=sni)
             else:
-                sni = getattr(stream._ssl_object, "requested_server_name", None)  # trio exposes no getter
                 connection = Http1Connection(stream, client, server, self.limits, sni=sni)
             self.connections.add(connection)
             try:

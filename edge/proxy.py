@@ -10,13 +10,14 @@ import logging
 import re
 import time
 import uuid
+from dataclasses import replace
 from typing import Protocol
 
 import trio
 
 from edge.asgi import call_asgi
 from edge.metrics import EdgeMetrics
-from edge.router import Router
+from edge.router import BUSY_RETRY_AFTER, Router, TunnelBusy
 from edge.visitor_headers import forwardable
 from edge.zone import normalize_host
 from shared.aio import single_errors
@@ -85,6 +86,34 @@ class MeteredExchange:
         self.bytes_out += len(data)
 
 
+class BodyTooLarge(BurrowError):
+    """The visitor's request body outgrew the hostname's `max_body`."""
+
+
+class LimitedBody:
+    """An exchange whose request body may not exceed `limit` bytes (the hostname's `--max-body`)."""
+
+    def __init__(self, inner: Exchange, limit: int) -> None:
+        self._inner = inner
+        self.limit = limit
+        self.received = 0
+
+    def __getattr__(self, name: str):
+        return getattr(self._inner, name)
+
+    async def receive_body(self) -> bytes:
+        data = await self._inner.receive_body()
+        self.received += len(data)
+        if self.received > self.limit:
+            raise BodyTooLarge(f"request body larger than {self.limit} bytes")
+        return data
+
+
+def declared_too_large(head: RequestHead, limit: int) -> bool:
+    length = head.header(b"content-length")
+    return length is not None and length.isdigit() and int(length) > limit
+
+
 class Proxy:
     """Routes visitor requests by Host."""
 
@@ -135,9 +164,22 @@ class Proxy:
             return
         if (admitted := await self.gate.admit(exchange, host) if self.gate else _unchanged) is None:
             return  # the gate answered: refused, or its login pages
+        if (max_body := self.gate.max_body(host) if self.gate else None) is not None:
+            if declared_too_large(exchange.head, max_body):
+                await send_page(exchange, 413, "edge", f"the request body is larger than {host} accepts ({max_body} bytes)")
+                return
+            exchange = LimitedBody(exchange, max_body)
         try:
             send = forward_upgrade if getattr(exchange, "upgrade", None) else forward
             await pick_and_forward(exchange, self.router, tunnel_id, admitted(forwarded_head(exchange)), send)
+        except BodyTooLarge:
+            log.info("request.body_too_large host=%s limit=%d", host, max_body)
+            if exchange.response_started:  # too late for a 413: end the visitor's connection (HTTP/1.1) or stream (HTTP/2)
+                raise trio.BrokenResourceError(f"request body over the limit of {host}") from None
+            await send_page(exchange, 413, "edge", f"the request body is larger than {host} accepts ({max_body} bytes)")
+        except TunnelBusy:
+            log.debug("request.busy host=%s", host)  # debug: a flood must not become a flood of log lines
+            await send_page(exchange, 503, "edge", f"the tunnel for {host} is busy; retry", ((b"retry-after", str(BUSY_RETRY_AFTER).encode()),))
         except TunnelUnavailable:
             await send_page(exchange, 502, "edge", f"the tunnel for {host} has no connector")
         except BurrowError as exc:
@@ -253,8 +295,8 @@ async def forward_upgrade(exchange: Exchange, connection, head: RequestHead) -> 
         await relay(raw, stream, first)
 
 
-async def send_page(exchange: Exchange, status: int, source: str, message: str) -> None:
+async def send_page(exchange: Exchange, status: int, source: str, message: str, headers: Headers = ()) -> None:
     head, body = error_page(status, source, message)
-    await exchange.send_response(head)
+    await exchange.send_response(replace(head, headers=head.headers + headers) if headers else head)
     await exchange.send_body(body)
     await exchange.end()

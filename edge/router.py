@@ -18,12 +18,20 @@ from shared.transport import TunnelConnection
 
 log = logging.getLogger(__name__)
 
+DEFAULT_MAX_STREAMS_PER_TUNNEL = 1000  # `burrow-edge serve --max-streams-per-tunnel`
+BUSY_RETRY_AFTER = 1  # seconds, in the 503 a visitor gets when the tunnel is at its limit
+
+
+class TunnelBusy(BurrowError):
+    """The tunnel already carries its maximum of concurrent streams."""
+
 
 class Router:
     """Hostname → tunnel → live sessions."""
 
-    def __init__(self, zones: Zones) -> None:
+    def __init__(self, zones: Zones, max_streams_per_tunnel: int = DEFAULT_MAX_STREAMS_PER_TUNNEL) -> None:
         self.zones = zones
+        self.max_streams_per_tunnel = max_streams_per_tunnel
         self._sessions: dict[str, list[TunnelConnection]] = {}
         self._info: dict[TunnelConnection, Any] = {}
         self._dropped: set[str] = set()
@@ -101,9 +109,12 @@ class Router:
 
     def pick(self, tunnel_id: str, avoid: tuple[TunnelConnection, ...] = ()) -> TunnelConnection:
         """The accepting session with the fewest open streams, other than those in `avoid`."""
-        candidates = [conn for conn in self._sessions.get(tunnel_id, ()) if conn.accepting and conn not in avoid]
+        sessions = self._sessions.get(tunnel_id, ())
+        candidates = [conn for conn in sessions if conn.accepting and conn not in avoid]
         if not candidates:
             raise TunnelUnavailable(f"tunnel {tunnel_id} has no connector")
+        if sum(conn.active_streams for conn in sessions) >= self.max_streams_per_tunnel:
+            raise TunnelBusy(f"tunnel {tunnel_id} carries {self.max_streams_per_tunnel} requests already")
         return min(candidates, key=lambda conn: conn.active_streams)
 
 

@@ -26,7 +26,7 @@ from edge.metrics import EdgeMetrics
 from edge.proxy import Exchange, Proxy, send_page
 from edge.ratelimit import DEFAULT_BURST, DEFAULT_RATE, SourceLimiter
 from edge.registry import Registry
-from edge.router import Router
+from edge.router import DEFAULT_MAX_STREAMS_PER_TUNNEL, Router
 from edge.sessions import SessionLimits, TunnelListener
 from shared.aio import single_errors
 from shared.config import EdgeConfig, format_hostport
@@ -163,6 +163,12 @@ def _bound(listeners: list[trio.SSLListener]) -> tuple[str, int]:
     return host, port
 
 
+def check_dns_off(cfg: EdgeConfig) -> None:
+    """`dns-listen: off` cannot go with ACME: the zone's wildcard certificate needs dns-01 answers."""
+    if cfg.dns_listen is None and cfg.acme_directory is not None:
+        raise ConfigError("ACME needs the edge's DNS server (dns-01 for the zone's wildcard): dns-listen cannot be off")
+
+
 async def serve(
     cfg: EdgeConfig,
     *,
@@ -175,10 +181,12 @@ async def serve(
     metrics: EdgeMetrics | None = None,
     http1_limits: Http1Limits = Http1Limits(),
     frontend_options: FrontendOptions = FrontendOptions(),
+    max_streams_per_tunnel: int = DEFAULT_MAX_STREAMS_PER_TUNNEL,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the edge until cancelled, or until `shutdown` is set: then drain for up to
     `grace_period` seconds and return. `started()` reports the bound addresses."""
+    check_dns_off(cfg)
     registry = Registry.open(cfg.registry_path)
     try:
         challenges = Challenges()
@@ -186,7 +194,7 @@ async def serve(
         certs.challenge_context = challenges.tls_alpn_context
         edge_id = str(uuid.uuid4())
         stale = registry.cleanup_connections(edge_id)  # rows of earlier runs: their sessions are gone
-        router = Router(registry.zones(list(cfg.zones)))
+        router = Router(registry.zones(list(cfg.zones)), max_streams_per_tunnel)
         metrics = metrics if metrics is not None else EdgeMetrics()  # a throwaway registry unless served
         metrics.watch_router(router.live)
         metrics.watch_certificates(lambda: certs.infos)
@@ -219,8 +227,9 @@ async def serve(
             accepting = trio.CancelScope()  # cancelled on drain; the handlers live on in `nursery`
             nursery.start_soon(_accept, accepting, nursery, [(frontend.handle, https_listeners), (sessions.handle, tunnel_listeners)])
             dns = DnsServer(lambda: router.zones, cfg.public_ips, metrics.dns_reply, challenges.txt)  # the router's snapshot, read per query
-            with _binding("DNS", cfg.dns_listen):
-                addresses["dns"] = await nursery.start(dns.serve, cfg.dns_listen)
+            if cfg.dns_listen is not None:  # `dns-listen: off`: the zone's DNS is served elsewhere
+                with _binding("DNS", cfg.dns_listen):
+                    addresses["dns"] = await nursery.start(dns.serve, cfg.dns_listen)
             if cfg.http_listen is not None:
                 with _binding("HTTP", cfg.http_listen):
                     plain = HttpRedirect(

@@ -80,6 +80,16 @@ def parse_hostport(text: str) -> tuple[str, int]:
     return host, port
 
 
+def parse_listen_or_off(text: Any) -> tuple[str, int] | None:
+    """HOST:PORT, or `off` (None: that listener is not opened). YAML's bare `off` reads as false."""
+    if text is False or (isinstance(text, str) and text.strip().lower() == "off"):
+        return None
+    try:
+        return parse_hostport(text)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} or off") from None
+
+
 def format_hostport(address: tuple[str, int]) -> str:
     host, port = address
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -205,7 +215,7 @@ class EdgeConfig:
     public_ips: tuple[str, ...]
     https_listen: tuple[str, int]
     tunnel_listen: tuple[str, int]
-    dns_listen: tuple[str, int]
+    dns_listen: tuple[str, int] | None  # None: no DNS server (`dns-listen: off`)
     home: Path
     http_listen: tuple[str, int] | None = None  # plain HTTP: ACME HTTP-01 answers, else a redirect to HTTPS
     acme_directory: str | None = None  # an RFC 8555 directory URL: certificates from ACME
@@ -214,6 +224,7 @@ class EdgeConfig:
     acme_challenges: dict[str, str] = field(default_factory=dict)  # hostname → http-01 | tls-alpn-01 | dns-01
     acme_retry: float = 300.0  # seconds before the first retry of a failed issuance; doubles up to 6 h
     http_redirect_exempt: tuple[str, ...] = ()  # hostnames / *.wildcards proxied on http-listen, not redirected
+    user: str | None = None  # `serve` binds as root, then runs as this user (`--user`)
 
     @property
     def zone(self) -> str:
@@ -324,12 +335,18 @@ def validate_redirect_exempt(raw: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+def _user_name(raw: Any) -> str:
+    if not isinstance(raw, str) or not raw.strip():
+        raise ConfigError("expected a user name")
+    return raw.strip()
+
+
 def load_edge_config(home: Path) -> EdgeConfig:
     """Read and validate `home/edge.yml`."""
     home = Path(home)
     path = home / EDGE_CONFIG_NAME
     data = _load_yaml(path)
-    known = {"zone", "public-ip", "https-listen", "tunnel-listen", "dns-listen", *ACME_KEYS, "http-redirect-exempt"}
+    known = {"zone", "public-ip", "https-listen", "tunnel-listen", "dns-listen", "user", *ACME_KEYS, "http-redirect-exempt"}
     for key in data:
         if key not in known:
             raise ConfigError(f"{where(str(path), line_of(data, key))}: unknown key {key!r}")
@@ -350,7 +367,7 @@ def load_edge_config(home: Path) -> EdgeConfig:
         public_ips=value("public-ip", _one_or_more(validate_ip)),
         https_listen=value("https-listen", parse_hostport, DEFAULT_HTTPS_LISTEN),
         tunnel_listen=value("tunnel-listen", parse_hostport, DEFAULT_TUNNEL_LISTEN),
-        dns_listen=value("dns-listen", parse_hostport, DEFAULT_DNS_LISTEN),
+        dns_listen=value("dns-listen", parse_listen_or_off, DEFAULT_DNS_LISTEN),
         home=home,
         http_listen=value("http-listen", parse_hostport, None),
         acme_directory=value("acme-directory", validate_acme_directory, None),
@@ -359,6 +376,7 @@ def load_edge_config(home: Path) -> EdgeConfig:
         acme_challenges=value("acme-challenges", validate_acme_challenges, {}),
         acme_retry=value("acme-retry", _acme_retry, 300.0),
         http_redirect_exempt=value("http-redirect-exempt", validate_redirect_exempt, ()),
+        user=value("user", _user_name, None),
     )
     if cfg.http_redirect_exempt:
         here = f"{where(str(path), line_of(data, 'http-redirect-exempt'))}: http-redirect-exempt"
@@ -376,7 +394,7 @@ def write_edge_config(cfg: EdgeConfig) -> None:
         "public-ip": _compact(cfg.public_ips),
         "https-listen": format_hostport(cfg.https_listen),
         "tunnel-listen": format_hostport(cfg.tunnel_listen),
-        "dns-listen": format_hostport(cfg.dns_listen),
+        "dns-listen": format_hostport(cfg.dns_listen) if cfg.dns_listen else "off",
     }
     optional = {
         "http-listen": format_hostport(cfg.http_listen) if cfg.http_listen else None,
@@ -385,6 +403,7 @@ def write_edge_config(cfg: EdgeConfig) -> None:
         "acme-ca-file": str(cfg.acme_ca_file) if cfg.acme_ca_file else None,
         "acme-challenges": dict(cfg.acme_challenges) or None,
         "http-redirect-exempt": list(cfg.http_redirect_exempt) or None,
+        "user": cfg.user,
     }
     data.update({key: value for key, value in optional.items() if value is not None})
     write_private(cfg.home / EDGE_CONFIG_NAME, yaml.safe_dump(data, sort_keys=False))

@@ -75,7 +75,7 @@ def _check_rate_limit(text: str | None) -> str | None:
     return text
 
 
-@policy_app.command("set", epilog=examples("burrow access policy set app.example.com --allow-token ci --allow-email ann@example.com", "burrow access policy set app.example.com --deny-ip 198.51.100.0/24 --rate-limit 100/60s"))
+@policy_app.command("set", epilog=examples("burrow access policy set app.example.com --allow-token ci --allow-email ann@example.com", "burrow access policy set app.example.com --deny-ip 198.51.100.0/24 --rate-limit 100/60s", "burrow access policy set files.example.com --max-body 1g"))
 def policy_set(
     hostname: str = typer.Argument(..., help="A hostname this account routes."),
     allow_token: list[str] = typer.Option([], "--allow-token", help="Service token NAME that passes Access (repeatable)."),
@@ -83,6 +83,7 @@ def policy_set(
     allow_ip: list[str] = typer.Option([], "--allow-ip", help="Only these client CIDRs get in (repeatable)."),
     deny_ip: list[str] = typer.Option([], "--deny-ip", help="These client CIDRs are refused (repeatable)."),
     rate_limit: str = typer.Option(None, "--rate-limit", help="N/WINDOW requests per client IP, e.g. 100/60s."),
+    max_body: str = typer.Option(None, "--max-body", help="Largest request body the edge lets through, e.g. 10m or 1g (bytes, k, m, g); larger gets 413."),
 ) -> None:
     """Replace HOSTNAME's policy. Any --allow-token/--allow-email makes it require Access."""
     with reported_errors():
@@ -92,6 +93,7 @@ def policy_set(
             "allow_ips": _check_cidrs(allow_ip),
             "deny_ips": _check_cidrs(deny_ip),
             "rate_limit": _check_rate_limit(rate_limit),
+            "max_body": max_body,  # checked by the edge
         }
         with _api() as api:
             shown = api.policy(hostname, "PUT", body)
@@ -127,6 +129,8 @@ def _print_policy(shown: dict[str, Any]) -> None:
             typer.echo(f"{label}: {value}")
     if policy["rate_limit"]:
         typer.echo(f"rate-limit: {policy['rate_limit']}")
+    if policy.get("max_body"):
+        typer.echo(f"max-body: {policy['max_body']}")
 
 
 @user_app.command("add", epilog=examples("burrow access user add ann@example.com", "printf '%s\\n' \"$PASSWORD\" | burrow access user add ann@example.com --password-stdin"))

@@ -178,6 +178,11 @@ class Gate:
                 await self.publish_key()
                 published = time.monotonic()
 
+    def max_body(self, host: str) -> int | None:
+        """The request body limit of `host`'s policy, if any."""
+        found = policy_for(self.snapshot, host)
+        return found[1].max_body if found is not None else None
+
     async def admit(self, exchange: Exchange, host: str) -> Callable[[RequestHead], RequestHead] | None:
         """What to do to the forwarded head (add the assertion when Access passed the request),
         or None once the gate has answered the visitor itself (a refusal, or the login pages)."""

@@ -19,6 +19,9 @@ IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 MAX_ENTRIES = 256  # per list in one policy
 MAX_RATE_WINDOW = 86400.0  # seconds
 RATE_LIMIT_RE = re.compile(r"(\d+)/(.+)")
+SIZE_RE = re.compile(r"(\d+)\s*([kmg]?)(?:i?b)?", re.IGNORECASE)
+SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+MAX_BODY_LIMIT = 1024**4  # the largest --max-body accepted: 1 TiB
 EMAIL_RE = re.compile(r"[^@\s|]+@[^@\s|]+\.[^@\s|]+")
 
 
@@ -48,6 +51,27 @@ class RateLimit:
         return f"{self.requests}/{self.window:g}s"
 
 
+def parse_size(text: Any) -> int:
+    """Bytes from `1048576`, `512k`, `10m`, `1g` (binary units; `10MiB`, `10MB` read the same)."""
+    match = SIZE_RE.fullmatch(text.strip()) if isinstance(text, str) else None
+    if isinstance(text, int) and not isinstance(text, bool):
+        size = text
+    elif match is not None:
+        size = int(match.group(1)) * SIZE_UNITS[match.group(2).lower()]
+    else:
+        raise ConfigError(f"invalid size {text!r}: use bytes or a number with k, m or g, e.g. 10m")
+    if not 1 <= size <= MAX_BODY_LIMIT:
+        raise ConfigError(f"invalid size {text!r}: from 1 byte to 1 TiB")
+    return size
+
+
+def format_size(size: int) -> str:
+    for unit in ("g", "m", "k"):
+        if size % SIZE_UNITS[unit] == 0:
+            return f"{size // SIZE_UNITS[unit]}{unit}"
+    return str(size)
+
+
 @dataclass(frozen=True)
 class Policy:
     allow_tokens: tuple[str, ...] = ()
@@ -55,6 +79,7 @@ class Policy:
     allow_ips: tuple[IpNetwork, ...] = ()
     deny_ips: tuple[IpNetwork, ...] = ()
     rate_limit: RateLimit | None = None
+    max_body: int | None = None  # request body bytes; larger bodies get 413
 
     @property
     def requires_access(self) -> bool:
@@ -65,16 +90,18 @@ class Policy:
         """A policy from its JSON form (the API body and the stored value); ConfigError if invalid."""
         if not isinstance(raw, dict):
             raise ConfigError("a policy must be a JSON object")
-        unknown = set(raw) - {"allow_tokens", "allow_emails", "allow_ips", "deny_ips", "rate_limit"}
+        unknown = set(raw) - {"allow_tokens", "allow_emails", "allow_ips", "deny_ips", "rate_limit", "max_body"}
         if unknown:
             raise ConfigError(f"unknown policy field {sorted(unknown)[0]!r}")
         rate = raw.get("rate_limit")
+        max_body = raw.get("max_body")
         return cls(
             allow_tokens=tuple(_strings(raw, "allow_tokens")),
             allow_emails=tuple(_email(e) for e in _strings(raw, "allow_emails")),
             allow_ips=tuple(_cidr(c) for c in _strings(raw, "allow_ips")),
             deny_ips=tuple(_cidr(c) for c in _strings(raw, "deny_ips")),
             rate_limit=RateLimit.parse(rate) if rate is not None else None,
+            max_body=parse_size(max_body) if max_body is not None else None,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -84,6 +111,7 @@ class Policy:
             "allow_ips": [str(n) for n in self.allow_ips],
             "deny_ips": [str(n) for n in self.deny_ips],
             "rate_limit": str(self.rate_limit) if self.rate_limit else None,
+            "max_body": format_size(self.max_body) if self.max_body else None,
         }
 
 

@@ -13,6 +13,7 @@ import pytest
 from tests.e2e.conftest import ZONE
 from tests.e2e.recording_origin import start_recording_origin
 from tests.e2e.tunnels import edge_context, run_tunnel
+from tests.h2_client import visitor
 
 HOST = f"hard2.{ZONE}"
 
@@ -88,3 +89,16 @@ def test_a_valid_request_passes(edge, record):
     [response] = [e for e in events if isinstance(e, h2.events.ResponseReceived)]
     assert dict(response.headers)[b":status"] == b"200"
     assert record.matching("/fine-h2/ok")
+
+
+async def test_authority_other_than_sni_gets_421(edge, record):
+    """A connection opened for HOST (TLS SNI) may not carry requests for another hostname the
+    certificate also covers (connection coalescing): 421, and the client retries elsewhere."""
+    async with visitor(edge.https_port, edge.ca, HOST) as client:
+        assert (await client.request("/sni-same")).status == 200
+        client.authority = f"other.{ZONE}:{edge.https_port}"
+        response = await client.request("/sni-other")
+        assert response.status == 421 and b"TLS server name" in response.body
+        client.authority = f"{HOST.upper()}.:{edge.https_port}"  # the same name, spelled differently
+        assert (await client.request("/sni-spelled")).status == 200
+    assert record.matching("/sni-same") and record.matching("/sni-spelled") and not record.matching("/sni-other")

@@ -72,7 +72,7 @@ async def test_accounts_see_and_change_only_their_own(client, registry: Registry
         r = await api_a.put(f"/api/v1/access/policies/a.{ZONE}", json={"allow_tokens": ["ci"], "rate_limit": "5/1m"})
         assert r.json() == {
             "hostname": f"a.{ZONE}", "access_required": True,
-            "policy": {"allow_tokens": ["ci"], "allow_emails": [], "allow_ips": [], "deny_ips": [], "rate_limit": "5/60s"},
+            "policy": {"allow_tokens": ["ci"], "allow_emails": [], "allow_ips": [], "deny_ips": [], "rate_limit": "5/60s", "max_body": None},
         }
         for method in ("GET", "PUT", "DELETE"):
             r = await api_b.request(method, f"/api/v1/access/policies/a.{ZONE}", json={})

@@ -40,6 +40,10 @@ def verdict(policy: Policy, ip: str = "127.0.0.2", *headers, limiter=None, now=1
         ({"rate_limit": "100/2d"}, "invalid rate limit window"),
         ({"rate_limit": "10/500ms"}, "1s-24h window"),
         ({"allow_emails": ["nobody"]}, "invalid email address"),
+        ({"max_body": "ten"}, "invalid size 'ten'"),
+        ({"max_body": "0"}, "from 1 byte to 1 TiB"),
+        ({"max_body": "2048g"}, "from 1 byte to 1 TiB"),
+        ({"max_body": True}, "invalid size"),
         ({"allow": []}, "unknown policy field 'allow'"),
         ([], "must be a JSON object"),
     ],
@@ -55,6 +59,11 @@ def test_policy_round_trips_and_access_follows_tokens_or_emails():
     assert policy.to_json()["allow_ips"] == ["10.1.2.3/32"] and str(policy.rate_limit) == "100/60s"
     assert policy.allow_emails == ("ann@example.test",) and policy.requires_access
     assert not Policy.parse({"deny_ips": ["::1"]}).requires_access
+    sized = Policy.parse({"max_body": "10M"})
+    assert sized.max_body == 10 * 1024**2 and sized.to_json()["max_body"] == "10m"
+    assert Policy.parse(sized.to_json()) == sized and not sized.requires_access
+    assert Policy.parse({"max_body": "1500"}).to_json()["max_body"] == "1500"
+    assert Policy.parse({"max_body": "1GiB"}).max_body == Policy.parse({"max_body": "1g"}).max_body == 1024**3
 
 
 def test_ip_lists_come_first():

@@ -106,6 +106,14 @@ def test_edge_config_roundtrip(tmp_path):
     assert cfg.ca_path == tmp_path / "ca.pem"
 
 
+def test_edge_config_dns_off_and_user_roundtrip(tmp_path):
+    cfg = EdgeConfig(("example.com",), ("203.0.113.10",), ("", 443), ("", 7844), None, tmp_path, user="burrow-edge")
+    write_edge_config(cfg)
+    assert load_edge_config(tmp_path) == cfg
+    (tmp_path / "edge.yml").write_text("zone: example.com\npublic-ip: ::1\ndns-listen: off\n")  # YAML's bare off is false
+    assert load_edge_config(tmp_path).dns_listen is None
+
+
 def test_edge_config_defaults_and_canonical_zone(tmp_path):
     (tmp_path / "edge.yml").write_text("zone: Example.COM.\npublic-ip: 203.0.113.10\n")
     cfg = load_edge_config(tmp_path)
@@ -121,6 +129,8 @@ EDGE_ERRORS = [
     ("unknown-key", "zone: example.com\npublic-ip: ::1\nzones: x\n", "edge.yml line 3: unknown key 'zones'"),
     ("repeated-zone", "zone: [a.com, a.com]\npublic-ip: ::1\n", "edge.yml line 1: zone: a value is listed twice"),
     ("not-a-mapping", "- zone\n", "edge.yml: expected a mapping"),
+    ("bad-dns-listen", "zone: example.com\npublic-ip: ::1\ndns-listen: on\n", "edge.yml line 3: dns-listen: invalid address True"),
+    ("empty-user", "zone: example.com\npublic-ip: ::1\nuser: ''\n", "edge.yml line 3: user: expected a user name"),
 ]
 
 
