@@ -5,11 +5,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test bench clean system-deps
 
-# Real peers the tests drive (dig, h2load, nft for the HA tests' NAT, sshd, headless chromium + certutil, testssl, pebble); installed when missing and we may use apt.
+# Real peers the tests drive (dig, h2load, nft for the HA tests' NAT, sshd, headless chromium + certutil, testssl, pebble, nginx + pagekite for the benchmark smoke run); installed when missing and we may use apt.
 system-deps:
-	@{ command -v dig && command -v h2load && command -v nft && { command -v sshd || test -x /usr/sbin/sshd; } && command -v chromium && command -v certutil && command -v testssl && command -v pebble; } >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bind9-dnsutils nghttp2-client nftables openssh-server chromium libnss3-tools testssl.sh pebble >/dev/null; } || \
-		echo "note: install bind9-dnsutils (dig), nghttp2-client (h2load), nftables (nft), openssh-server (sshd), chromium, libnss3-tools (certutil), testssl.sh and pebble for the DNS, HTTP/2, HA, SSH, browser, TLS and ACME tests" >&2
+	@{ command -v dig && command -v h2load && command -v nft && { command -v sshd || test -x /usr/sbin/sshd; } && command -v chromium && command -v certutil && command -v testssl && command -v pebble && { command -v nginx || test -x /usr/sbin/nginx; } && command -v pagekite; } >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bind9-dnsutils nghttp2-client nftables openssh-server chromium libnss3-tools testssl.sh pebble nginx pagekite >/dev/null; } || \
+		echo "note: install bind9-dnsutils (dig), nghttp2-client (h2load), nftables (nft), openssh-server (sshd), chromium, libnss3-tools (certutil), testssl.sh, pebble, nginx and pagekite for the DNS, HTTP/2, HA, SSH, browser, TLS, ACME and benchmark tests" >&2
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIGS = ["direct", "nginx-tls", "ssh-R", "pagekite", "burrow"]
 FIGURES = ["h1_rps", "h2_rps", "p50_ms", "p99_ms", "download_mbs", "upload_mbs", "tls_cps", "cpu_us",
            "rss_front_mib", "rss_back_mib"]
