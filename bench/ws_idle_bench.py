@@ -20,6 +20,7 @@ rather than raising that limit the client spreads its connections over the sourc
 addresses 127.0.0.2-127.0.0.5, so the edge runs with its defaults as a user gets it.
 1,000 is also the edge's default --max-streams-per-tunnel, so every connection fits.
 
+The client is asyncio + `websockets` ≥ 15 (for proxy=None: environment proxies are ignored).
 Exits 1 if any connection fails or either process reaches the 150 MiB bound of issue 9.
 Bounded: each connection must open within 20 s, the whole opening phase within 60 s;
 a default run takes about 30 s on a busy 2-core machine, --cycles 3 about 70 s.
@@ -53,6 +54,7 @@ from tunnel_bench import (
     start_edge,
     wait_until,
 )
+from websockets.asyncio.client import ClientConnection, connect
 
 SOURCES = ("127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5")
 PER_SOURCE_LIMIT = 256  # the edge's default --max-connections-per-ip
@@ -88,23 +90,21 @@ def raise_fd_limit(needed: int) -> None:
 # ---------------------------------------------------------------- the client (asyncio + websockets)
 
 
-async def open_live(index: int, uri: str, edge_port: int, tls: ssl.SSLContext):
+async def open_live(index: int, uri: str, edge_port: int, tls: ssl.SSLContext) -> ClientConnection:
     """One connection from SOURCES[index % 4] through the edge, proven live by one echo."""
-    from websockets.asyncio.client import connect
-
     ws = await connect(
         uri, ssl=tls, host="127.0.0.1", port=edge_port, local_addr=(SOURCES[index % len(SOURCES)], 0),
         proxy=None, compression=None, ping_interval=None, open_timeout=OPEN_TIMEOUT,
     )
     try:
         await echo(ws, f"hello {index}")
-    except BaseException:
+    except Exception:
         await ws.close()
         raise
     return ws
 
 
-async def echo(ws, message: str) -> None:
+async def echo(ws: ClientConnection, message: str) -> None:
     await ws.send(message)
     answer = await asyncio.wait_for(ws.recv(), ECHO_TIMEOUT)
     if answer != message:
