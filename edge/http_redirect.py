@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import logging
 import re
-from collections import Counter
 from collections.abc import Awaitable, Callable
 
 import trio
 
 from edge.challenges import HTTP01_PREFIX, Challenges
 from edge.http1 import Http1Connection, Http1Exchange, Http1Limits
-from edge.https import DEFAULT_MAX_CONNECTIONS_PER_IP
+from edge.visitor_connections import (
+    DEFAULT_MAX_CONNECTIONS_PER_IP,
+    ConnectionsPerIp,
+    socket_address,
+)
 from edge.zone import normalize_host
 from shared.events import ResponseHead
 
@@ -66,8 +69,7 @@ class HttpRedirect:
         self.exempt = exempt if proxy is not None else ()
         self.api_hosts = api_hosts  # the admin API is never served in plain text
         self.limits = limits
-        self.max_connections_per_ip = max_connections_per_ip
-        self.connections_per_ip: Counter[str] = Counter()
+        self.connections_per_ip = ConnectionsPerIp(max_connections_per_ip)
 
     async def serve(self, listen: tuple[str, int], *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         host, port = listen
@@ -78,13 +80,12 @@ class HttpRedirect:
         await trio.serve_listeners(self.handle, listeners)
 
     async def handle(self, stream: trio.SocketStream) -> None:
-        client, server = _address(stream, "getpeername"), _address(stream, "getsockname")
+        client, server = socket_address(stream, "getpeername"), socket_address(stream, "getsockname")
         ip = client[0]
-        if self.connections_per_ip[ip] >= self.max_connections_per_ip:
+        if not self.connections_per_ip.admit(ip):
             log.info("http.refused client=%s reason=too-many-connections", ip)
             await trio.aclose_forcefully(stream)
             return
-        self.connections_per_ip[ip] += 1
         try:
             await Http1Connection(stream, client, server, self.limits, scheme=b"http").serve(self.answer)
         except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, OSError) as exc:
@@ -92,9 +93,7 @@ class HttpRedirect:
         except Exception:  # one visitor's failure must never stop the listener
             log.exception("http.connection_crashed client=%s", ip)
         finally:
-            self.connections_per_ip[ip] -= 1
-            if not self.connections_per_ip[ip]:
-                del self.connections_per_ip[ip]
+            self.connections_per_ip.release(ip)
             await trio.aclose_forcefully(stream)
 
     async def answer(self, exchange: Http1Exchange) -> None:
@@ -114,11 +113,3 @@ class HttpRedirect:
         if head.method != b"HEAD":
             await exchange.send_body(body)
         await exchange.end()
-
-
-def _address(stream: trio.SocketStream, which: str) -> tuple[str, int]:
-    try:
-        host, port, *_ = getattr(stream.socket, which)()
-    except OSError:
-        return ("0.0.0.0", 0)
-    return host, port

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections import Counter
 from dataclasses import dataclass
 
 import trio
@@ -13,13 +12,17 @@ from edge.http1 import Http1Connection, Http1Limits
 from edge.http2 import Http2Connection, Http2Limits
 from edge.proxy import Exchange, Proxy
 from edge.tls_policy import apply_tls_policy
+from edge.visitor_connections import (
+    DEFAULT_MAX_CONNECTIONS_PER_IP,
+    ConnectionsPerIp,
+    socket_address,
+)
 from shared.events import ResponseHead
 
 log = logging.getLogger(__name__)
 
 HANDSHAKE_TIMEOUT = 10.0
 ALPN = ["h2", "http/1.1"]
-DEFAULT_MAX_CONNECTIONS_PER_IP = 256
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,7 @@ class HttpsFrontend:
         self.limits = limits
         self.http2_limits = http2_limits
         self.options = options
-        self.connections_per_ip: Counter[str] = Counter()
+        self.connections_per_ip = ConnectionsPerIp(options.max_connections_per_ip)
         hsts = options.hsts_max_age
         self._handle = proxy.handle if hsts is None else _with_header(proxy.handle, _hsts_value(hsts))
         self.connections: set[Http1Connection | Http2Connection] = set()
@@ -70,17 +73,16 @@ class HttpsFrontend:
             connection.drain()
 
     async def handle(self, stream: trio.SSLStream) -> None:
-        client = _address(stream, "getpeername")
+        client = socket_address(stream, "getpeername")
         ip = client[0]
-        if self.connections_per_ip[ip] >= self.options.max_connections_per_ip:
+        if not self.connections_per_ip.admit(ip):
             log.info("https.refused client=%s reason=too-many-connections", ip)
             await trio.aclose_forcefully(stream)
             return
-        self.connections_per_ip[ip] += 1
         try:
             with trio.fail_after(HANDSHAKE_TIMEOUT):
                 await stream.do_handshake()
-            server = _address(stream, "getsockname")
+            server = socket_address(stream, "getsockname")
             sni = getattr(stream._ssl_object, "requested_server_name", None)  # trio exposes no getter
             if stream.selected_alpn_protocol() == "h2":
                 connection = Http2Connection(stream, client, server, self.http2_limits, sni=sni)
@@ -96,9 +98,7 @@ class HttpsFrontend:
         except Exception:  # one visitor's failure must never stop the listener
             log.exception("https.connection_crashed client=%s", ip)
         finally:
-            self.connections_per_ip[ip] -= 1
-            if not self.connections_per_ip[ip]:
-                del self.connections_per_ip[ip]
+            self.connections_per_ip.release(ip)
             await trio.aclose_forcefully(stream)
 
 
@@ -127,11 +127,3 @@ class _HstsExchange:
         headers = tuple((k, v) for k, v in head.headers if k != b"strict-transport-security")
         headers += ((b"strict-transport-security", self._value),)
         await self._inner.send_response(ResponseHead(head.status, headers, head.has_body))
-
-
-def _address(stream: trio.SSLStream, which: str) -> tuple[str, int]:
-    try:
-        host, port, *_ = getattr(stream.transport_stream.socket, which)()
-    except (AttributeError, OSError):
-        return ("0.0.0.0", 0)
-    return host, port
