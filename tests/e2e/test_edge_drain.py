@@ -14,7 +14,8 @@ import h2.connection
 import hpack
 from hyperframe.frame import DataFrame, Frame, GoAwayFrame, HeadersFrame
 
-from tests.e2e.conftest import ZONE, start_edge, start_origin
+from tests.e2e.conftest import ZONE
+from tests.e2e.tunnels import edge_with_origin_tunnel
 
 HOST = f"app.{ZONE}"
 SLOW = "/?delay=3"
@@ -98,16 +99,7 @@ class Http2Client:
 
 
 def test_visitors_are_told_the_edge_is_draining(tmp_path):
-    edge = start_edge(tmp_path, serve_args=("--grace-period", "10"))
-    try:
-        env = edge.login("drain")
-        edge.cli("burrow", "tunnel", "create", "drain-tunnel", env=env)
-        edge.cli("burrow", "tunnel", "route", "dns", "drain-tunnel", HOST, env=env)
-        origin, port = start_origin(tmp_path, env)
-        edge.procs.append(origin)
-        connector = edge.start(["burrow", "tunnel", "run", "--url", f"http://127.0.0.1:{port}", "drain-tunnel"], "connector", env)
-        connector.wait_for_log(r"tunnel\.registered index=", count=4)
-
+    with edge_with_origin_tunnel(tmp_path, HOST, ("--grace-period", "10")) as (edge, _connector):
         idle = connect(edge, "http/1.1")
         get_http1(idle, "/")
         status, headers = read_http1_response(idle)
@@ -143,6 +135,4 @@ def test_visitors_are_told_the_edge_is_draining(tmp_path):
 
         assert edge.proc.popen.wait(timeout=15) == 0
         assert "edge.drained timed_out=False requests_cut=0" in edge.proc.log()
-    finally:
-        for proc in reversed(edge.procs):
-            proc.stop()
+

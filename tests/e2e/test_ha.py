@@ -21,7 +21,17 @@ from pathlib import Path
 import pytest
 
 from tests.e2e import netns
-from tests.e2e.conftest import BIN, REPO, START_TIMEOUT, ZONE, Proc, start_edge, start_origin, wait_until
+from tests.e2e.conftest import (
+    BIN,
+    REPO,
+    START_TIMEOUT,
+    ZONE,
+    Proc,
+    start_edge,
+    start_origin,
+    wait_until,
+)
+from tests.e2e.tunnels import edge_with_origin_tunnel
 
 HOST = f"app.{ZONE}"
 HEARTBEAT = ["--heartbeat-interval", "1s", "--heartbeat-timeout", "2s"]  # dead after ≤ 3 s
@@ -37,15 +47,7 @@ def _figure(name: str, value) -> None:
 
 
 def test_edge_sigterm_lets_in_flight_requests_finish(tmp_path):
-    edge = start_edge(tmp_path)
-    try:
-        env = edge.login("drainer")
-        edge.cli("burrow", "tunnel", "create", "drain-tunnel", env=env)
-        edge.cli("burrow", "tunnel", "route", "dns", "drain-tunnel", HOST, env=env)
-        origin, port = start_origin(tmp_path, env)
-        edge.procs.append(origin)
-        connector = edge.start(["burrow", "tunnel", "run", "--url", f"http://127.0.0.1:{port}", "drain-tunnel"], "connector", env)
-        connector.wait_for_log(r"tunnel\.registered index=", count=4)
+    with edge_with_origin_tunnel(tmp_path, HOST) as (edge, connector):
         assert edge.curl(HOST, "/").returncode == 0
 
         slow: dict = {}
@@ -61,9 +63,6 @@ def test_edge_sigterm_lets_in_flight_requests_finish(tmp_path):
         assert edge.proc.popen.wait(timeout=15) == 0
         assert "edge.drained timed_out=False requests_cut=0" in edge.proc.log()
         connector.wait_for_log(r"tunnel\.retrying", timeout=10)  # it noticed and keeps trying
-    finally:
-        for proc in reversed(edge.procs):
-            proc.stop()
 
 
 # Network namespaces: home behind NAT, edge on a VPS -------------------------------

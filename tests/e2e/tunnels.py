@@ -7,9 +7,10 @@ import socket
 import socketserver
 import ssl
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
-from tests.e2e.conftest import ZONE
+from tests.e2e.conftest import ZONE, start_edge, start_origin
 
 
 def run_tunnel(edge, name: str, rules: list[tuple[str, str]], connections: int = 2):
@@ -28,6 +29,25 @@ def run_tunnel(edge, name: str, rules: list[tuple[str, str]], connections: int =
     )
     proc.wait_for_log(r"tunnel\.registered index=", count=connections)
     return proc
+
+
+@contextmanager
+def edge_with_origin_tunnel(tmp: Path, host: str, serve_args: tuple = ()):
+    """A fresh edge (for tests that stop it) with one tunnel routing `host` to the test origin
+    through `tunnel run --url`, 4 sessions registered; yields (edge, connector), stops all after."""
+    edge = start_edge(tmp, serve_args=serve_args)
+    try:
+        env = edge.login("drainer")
+        edge.cli("burrow", "tunnel", "create", "drain-tunnel", env=env)
+        edge.cli("burrow", "tunnel", "route", "dns", "drain-tunnel", host, env=env)
+        origin, port = start_origin(tmp, env)
+        edge.procs.append(origin)
+        connector = edge.start(["burrow", "tunnel", "run", "--url", f"http://127.0.0.1:{port}", "drain-tunnel"], "connector", env)
+        connector.wait_for_log(r"tunnel\.registered index=", count=4)
+        yield edge, connector
+    finally:
+        for proc in reversed(edge.procs):
+            proc.stop()
 
 
 def edge_context(edge) -> ssl.SSLContext:

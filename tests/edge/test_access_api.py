@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import httpx
 import pytest
@@ -12,13 +11,6 @@ from edge.registry import Registry
 from shared.crypto import mint_secret
 
 ZONE = "example.test"
-
-
-@pytest.fixture
-def registry(tmp_path: Path):
-    reg = Registry.open(tmp_path / "edge.db")
-    yield reg
-    reg.close()
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import httpx
 import pytest
@@ -15,13 +14,6 @@ from shared.events import RequestHead
 
 ZONE = "example.test"
 EDGE_INFO = {"zone": ZONE, "tunnel_endpoint": "127.0.0.1:7844"}
-
-
-@pytest.fixture
-def registry(tmp_path: Path):
-    reg = Registry.open(tmp_path / "edge.db")
-    yield reg
-    reg.close()
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import httpx
 import pytest
@@ -36,13 +35,6 @@ class FakeSessions:
 
 def row(tunnel_id: str, index: int, edge: str = EDGE_ID) -> Connection:
     return Connection(f"{edge}-{index}", tunnel_id, "conn-a", index, edge, "burrow/0.1.0", "192.0.2.1:4000", "2026-01-01T00:00:00+00:00")
-
-
-@pytest.fixture
-def registry(tmp_path: Path):
-    reg = Registry.open(tmp_path / "edge.db")
-    yield reg
-    reg.close()
 
 
 @pytest.fixture

@@ -15,13 +15,6 @@ from shared.errors import ConflictError, NotFoundError
 ZONE = "example.test"
 
 
-@pytest.fixture
-def registry(tmp_path: Path):
-    reg = Registry.open(tmp_path / "edge.db")
-    yield reg
-    reg.close()
-
-
 def account_with_route(registry: Registry, name: str, host: str) -> tuple[str, str]:
     account, _ = registry.create_account(name)
     tunnel = registry.create_tunnel(account.id, name, mint_secret())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
@@ -12,13 +11,6 @@ from shared.errors import AuthError, ConfigError, ConflictError, NotFoundError
 
 ZONE = "example.test"
 ZONES = [ZONE, "sub.example.test"]
-
-
-@pytest.fixture
-def registry(tmp_path: Path):
-    reg = Registry.open(tmp_path / "edge.db")
-    yield reg
-    reg.close()
 
 
 @pytest.fixture
