@@ -471,6 +471,11 @@ class TunnelSession:
         """Return credit for bytes that were passed on."""
         self._h2.acknowledge_received_data(flow_length, stream_id)
 
+    @property
+    def closed(self) -> bool:
+        """A GOAWAY was sent or received: no frame may be sent any more."""
+        return self._h2.state_machine.state is h2.connection.ConnectionState.CLOSED
+
     def ping(self, payload: bytes) -> None:
         self._h2.ping(payload)
 

@@ -454,6 +454,8 @@ class TunnelConnection:
         counter = 0
         while True:
             await trio.sleep(self._ping_interval)
+            if self.session.closed:  # GOAWAY: the session is ending, the reader sees it out
+                return
             counter += 1
             self._pong = trio.Event()
             self.session.ping(struct.pack("!Q", counter))

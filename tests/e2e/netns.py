@@ -106,14 +106,14 @@ table inet burrow_filter {{
 """)
 
     def destroy(self) -> None:
-        """Kill whatever still runs inside the namespaces (only our test processes), then delete them."""
+        """Kill whatever this test process started that still runs inside the namespaces, then delete them."""
         for ns in self.names:
-            pids = sh("ip", "netns", "pids", ns, check=False).stdout.split()
-            for pid in pids:
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except (ProcessLookupError, ValueError):
-                    pass
+            for pid in sh("ip", "netns", "pids", ns, check=False).stdout.split():
+                if pid.isdigit() and _descends_from_us(int(pid)):
+                    try:
+                        os.kill(int(pid), signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
         for ns in self.names:
             sh("ip", "netns", "del", ns, check=False)
 
@@ -194,3 +194,16 @@ class Load:
     def count(self) -> int:
         with self._lock:
             return len(self.results)
+
+
+def _descends_from_us(pid: int) -> bool:
+    """True if `pid` is a descendant of this process: never kill another test's processes."""
+    while pid > 1:
+        if pid == os.getpid():
+            return True
+        try:
+            stat = open(f"/proc/{pid}/stat").read()
+        except OSError:
+            return False
+        pid = int(stat.rsplit(")", 1)[1].split()[1])  # the field after the state: the parent pid
+    return False

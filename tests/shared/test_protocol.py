@@ -91,3 +91,12 @@ def test_garbage_after_preface_is_a_protocol_error():
     connector = protocol.TunnelSession("connector")
     with pytest.raises(ProtocolError):
         connector.receive_data(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x01\x09\x00\x00\x00\x00\x00x")
+
+
+def test_a_session_is_closed_once_the_peer_sent_goaway():
+    edge, connector = protocol.TunnelSession("edge"), protocol.TunnelSession("connector")
+    shuttle(edge, connector)
+    assert not connector.closed
+    edge.goaway()
+    shuttle(edge, connector)
+    assert edge.closed and connector.closed  # so the keepalive sends no PING (h2 would raise)
