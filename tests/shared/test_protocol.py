@@ -378,3 +378,34 @@ def test_sending_out_of_turn_is_refused_locally():
     shuttle(fresh_edge, fresh_connector)
     with pytest.raises(ProtocolError, match="before its head"):
         fresh_connector.send_data(other, b"x")
+
+
+@given(st.lists(st.integers(1, 300), max_size=40), header_lists, st.binary(max_size=3000))
+def test_any_split_of_the_byte_stream_gives_the_same_events(cuts, headers, body):
+    edge, connector = pair()
+    stream_id = edge.open_stream(RequestHead(b"PUT", b"/u", b"h", headers=headers, has_body=True))
+    for start in range(0, len(body), 1000):
+        edge.send_data(stream_id, body[start : start + 1000])
+    edge.send_trailers(stream_id, headers)
+    edge.ping(b"pingpong")
+    wire = edge.data_to_send()
+    whole = protocol.TunnelSession("connector").receive_data(wire)
+    events, start = [], 0
+    for cut in cuts:
+        events += connector.receive_data(wire[start : start + cut])
+        start += cut
+    events += connector.receive_data(wire[start:])
+    assert events == whole
+    assert b"".join(e.data for e in of(events, protocol.DataReceived)) == body
+    assert of(events, protocol.TrailersReceived) == [protocol.TrailersReceived(stream_id, headers)]
+
+
+@given(st.sampled_from(["edge", "connector"]), st.lists(st.tuples(st.integers(0, 9), st.integers(0, 1), st.integers(0, 5), st.binary(max_size=40))))
+def test_arbitrary_frames_give_events_or_a_protocol_error_only(role, frames):
+    session = protocol.TunnelSession(role)
+    if role == "edge":
+        session.open_stream(RequestHead(b"GET", b"/", b"h", has_body=True))
+    try:
+        session.receive_data(b"".join(frame(kind, stream_id, payload, flags) for kind, flags, stream_id, payload in frames))
+    except ProtocolError as exc:
+        assert str(exc).startswith("tunnel peer broke the protocol: ")
