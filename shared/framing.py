@@ -53,10 +53,6 @@ def _lengths(count: int) -> struct.Struct:
     return layout
 
 
-def frame_header(length: int, kind: int, flags: int, stream_id: int) -> bytes:
-    return HEADER.pack(length, kind, flags, stream_id)
-
-
 # --- Heads ----------------------------------------------------------------------
 
 
