@@ -313,6 +313,7 @@ class TunnelSession:
         self.role = role
         self._is_edge = role == "edge"
         self._streams: dict[int, _Stream] = {}
+        self._finished_unacked: dict[int, int] = {}  # streams done on the wire whose bytes are not all acknowledged
         self._last_stream_id = 0  # the highest stream id opened so far (only the edge opens)
         self._send_credit = CONNECTION_WINDOW
         self._receive_credit = CONNECTION_WINDOW
@@ -448,14 +449,22 @@ class TunnelSession:
         stream.remote_closed = True
         events.append(StreamEnded(stream_id))
         if stream.local_closed:
-            del self._streams[stream_id]
+            self._forget(stream_id, stream)
+
+    def _forget(self, stream_id: int, stream: _Stream) -> None:
+        """A stream finished both ways; bytes not yet acknowledged keep their credit owed."""
+        del self._streams[stream_id]
+        if stream.unacked:
+            self._finished_unacked[stream_id] = stream.unacked
 
     def _on_reset(self, events: list, buf: bytes, start: int, end: int, flags: int, stream_id: int) -> None:
         if end - start != 4:
             raise ProtocolError(f"a RESET of {end - start} bytes")
-        if self._stream(stream_id, "RESET") is None:
+        if (stream := self._stream(stream_id, "RESET")) is None:
             return
         del self._streams[stream_id]
+        if stream.unacked:  # bytes the consumer will now drop: their connection credit is returned
+            self._grant_connection(stream.unacked)
         events.append(StreamReset(stream_id, U32.unpack_from(buf, start)[0]))
 
     def _on_window(self, events: list, buf: bytes, start: int, end: int, flags: int, stream_id: int) -> None:
@@ -578,31 +587,37 @@ class TunnelSession:
     def _local_end(self, stream_id: int, stream: _Stream) -> None:
         stream.local_closed = True
         if stream.remote_closed:
-            del self._streams[stream_id]
+            self._forget(stream_id, stream)
 
     def _check_open(self) -> None:
         if self._closed:
             raise ProtocolError("tunnel session is closed (GOAWAY)")
 
     def reset_stream(self, stream_id: int, error_code: int = CANCEL) -> None:
-        """Abort `stream_id`; a no-op when it is already closed. Bytes received on it and
-        not yet acknowledged will never be: their connection credit is returned now."""
+        """Abort `stream_id` (no frame when it already finished on the wire). Bytes received
+        on it and not yet acknowledged will never be: their connection credit is returned now."""
         stream = self._streams.pop(stream_id, None)
-        if stream is None or self._closed:
+        unacked = stream.unacked if stream is not None else self._finished_unacked.pop(stream_id, 0)
+        if self._closed:
             return
-        self._out += (HEADER.pack(4, RESET, 0, stream_id), U32.pack(error_code))
-        if stream.unacked:
-            self._grant_connection(stream.unacked)
+        if stream is not None:
+            self._out += (HEADER.pack(4, RESET, 0, stream_id), U32.pack(error_code))
+        if unacked:
+            self._grant_connection(unacked)
 
     def acknowledge(self, stream_id: int, flow_length: int) -> None:
         """Return credit for bytes that were passed on. WINDOW frames are batched: one goes
         out once half a window is consumed, or at once while the peer is nearly blocked."""
         if flow_length <= 0 or self._closed:
             return
-        self._grant_connection(flow_length)
         stream = self._streams.get(stream_id)
-        if stream is None:
+        if stream is None:  # finished: what it still owes, once; reset: returned already
+            owed = self._finished_unacked.pop(stream_id, 0)
+            if owed > flow_length:
+                self._finished_unacked[stream_id] = owed - flow_length
+            self._grant_connection(min(owed, flow_length))
             return
+        self._grant_connection(flow_length)
         stream.unacked -= flow_length
         if stream.remote_closed:
             return

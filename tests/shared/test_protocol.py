@@ -333,6 +333,32 @@ def test_frames_for_a_locally_reset_stream_are_ignored_and_their_credit_returned
     assert edge.receive_data(frame(framing.TRAILERS, stream_id, framing.pack_trailers(()), framing.END_STREAM)) == []
 
 
+def test_a_peer_reset_returns_the_credit_of_bytes_never_consumed():
+    edge, connector, stream_id = body_pair()
+    send_frames(connector, edge, stream_id, 8)  # half a MiB received, never acknowledged
+    connector.reset_stream(stream_id)
+    assert of(edge.receive_data(connector.data_to_send()), protocol.StreamReset)
+    edge.acknowledge(stream_id, protocol.MAX_FRAME_SIZE)  # a late acknowledgement counts nothing twice
+    assert edge._receive_credit + edge._unreported == protocol.CONNECTION_WINDOW
+
+
+def test_a_finished_stream_owes_its_unconsumed_credit_until_acknowledged_or_released():
+    edge, connector, stream_id = body_pair()
+    edge.end_stream(stream_id)
+    connector.receive_data(edge.data_to_send())
+    events = send_frames(connector, edge, stream_id, 8)
+    connector.end_stream(stream_id)
+    edge.receive_data(connector.data_to_send())
+    assert edge.open_streams == 0  # finished on the wire, its bytes still queued for the consumer
+    edge.acknowledge(stream_id, events[0].flow_length)
+    edge.acknowledge(stream_id, events[0].flow_length)
+    assert edge._receive_credit + edge._unreported == protocol.CONNECTION_WINDOW - 6 * protocol.MAX_FRAME_SIZE
+    edge.reset_stream(stream_id)  # the consumer dropped the rest: released without a frame
+    assert edge._receive_credit + edge._unreported == protocol.CONNECTION_WINDOW
+    edge.acknowledge(stream_id, events[2].flow_length)  # nothing owed any more
+    assert edge._receive_credit + edge._unreported == protocol.CONNECTION_WINDOW
+
+
 def test_ping_is_acked_and_a_drain_ping_announces_a_drain():
     edge, connector = pair()
     edge.ping(b"\x00" * 7 + b"\x01")
