@@ -211,12 +211,21 @@ async def _buffered_body(stream: TunnelStream) -> bytes:
 
 
 async def _read_response_head(connection: OriginConnection) -> h11.Response:
+    """The response head, skipping 1xx; `_StaleConnection` if the origin closed before sending a byte
+    (h11 would call that end of file a protocol error)."""
+    answered = False
     try:
         while True:
-            event = await connection.next_event()
-            if isinstance(event, h11.Response):
+            event = connection.h11.next_event()
+            if event is h11.NEED_DATA:
+                data = await connection.stream.receive_some(READ_SIZE)
+                if not data and not answered:
+                    raise _StaleConnection("closed before responding")
+                answered = True
+                connection.h11.receive_data(data)
+            elif type(event) is h11.Response:
                 return event
-            if isinstance(event, h11.ConnectionClosed):
+            elif type(event) is h11.ConnectionClosed:
                 raise _StaleConnection("closed before responding")
     except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
         raise _StaleConnection(str(exc)) from exc
