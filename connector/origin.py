@@ -57,8 +57,7 @@ class OriginConnection:
         self.idle_since = time.monotonic()
 
     async def send(self, event: h11.Event) -> None:
-        parts = self.h11.send_with_data_passthrough(event)
-        await self.stream.send_all(parts[0] if len(parts) == 1 else b"".join(parts))  # a body chunk is not copied
+        await self.stream.send_all(self.h11.send(event))
 
     async def send_request(self, request: h11.Request, ended: bool) -> None:
         """The request head and, when `ended`, its end (bodiless requests), in one write."""
