@@ -37,3 +37,26 @@ async def wait_for_signal(*signals: int) -> None:
     with trio.open_signal_receiver(*signals) as received:
         async for _ in received:
             return
+
+
+class Signal:
+    """Wakes the tasks waiting on it each time it fires, then re-arms.
+
+    Unlike a fresh `trio.Event` per wait, it allocates nothing while nobody
+    waits, so firing it is nearly free on hot paths.
+    """
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event: trio.Event | None = None
+
+    async def wait(self) -> None:
+        if self._event is None:
+            self._event = trio.Event()
+        await self._event.wait()
+
+    def fire(self) -> None:
+        if self._event is not None:
+            self._event.set()
+            self._event = None
