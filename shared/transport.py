@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from shared import protocol
-from shared.aio import Signal, single_errors
+from shared.aio import Signal, receive_records, single_errors
 from shared.errors import ProtocolError
 from shared.events import Headers, RequestHead, ResponseHead
 
@@ -307,7 +307,7 @@ class TunnelConnection:
             if self.peer_draining and not self._streams:
                 return
             try:
-                data = await self.transport.receive_some(READ_SIZE)
+                data = await receive_records(self.transport, READ_SIZE)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 if self.draining:
                     return
