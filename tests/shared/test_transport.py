@@ -145,6 +145,25 @@ async def test_handler_failure_resets_only_its_stream():
         nursery.cancel_scope.cancel()
 
 
+async def test_body_that_arrived_before_a_reset_is_received_first():
+    async def partial(stream):
+        await stream.send_response(ResponseHead(200))
+        await stream.send(b"partial")
+        raise ProtocolError("origin went away mid-body")
+
+    edge, connector = connection_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(edge.serve)
+        nursery.start_soon(connector.serve, partial)
+        async with await edge.open_stream(head(has_body=False)) as stream:
+            assert (await stream.receive_response()).status == 200
+            await trio.testing.wait_all_tasks_blocked()  # the body and the reset both arrived
+            assert await stream.receive() == b"partial"
+            with pytest.raises(StreamResetError):
+                await stream.receive()
+        nursery.cancel_scope.cancel()
+
+
 async def test_silent_peer_fails_the_session_after_ping_timeout(autojump_clock):
     edge_side, _silent = trio.testing.memory_stream_pair()
     edge = TunnelConnection(edge_side, protocol.TunnelSession("edge"), ping_interval=1, ping_timeout=2)
