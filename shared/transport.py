@@ -8,7 +8,8 @@ bytes. A session that fails once is finished: the first error is raised to
 every waiter.
 
 Hot paths avoid the scheduler: a call that finds what it needs returns without
-yielding, and the writer is woken only when there are bytes to send.
+yielding, and the writer is woken only when there are bytes to send, then lets
+the other tasks of that scheduling round add theirs, so they share one write.
 """
 
 from __future__ import annotations
@@ -427,6 +428,7 @@ class TunnelConnection:
         while True:
             if not outbox:
                 await self._outbox_filled.wait()
+                await trio.lowlevel.checkpoint()  # senders woken with the one that woke us add theirs: one write
                 continue
             data = outbox[0] if len(outbox) == 1 else b"".join(outbox)
             outbox.clear()
