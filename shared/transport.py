@@ -6,19 +6,23 @@ stream half-written. Each stream has its own inbound queue, bounded by HTTP/2
 flow control because credit is returned only after the consumer took the
 bytes. A session that fails once is finished: the first error is raised to
 every waiter.
+
+Hot paths avoid the scheduler: a call that finds what it needs returns without
+yielding, and the writer is woken only when there are bytes to send, then lets
+the other tasks of that scheduling round add theirs, so they share one write.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import struct
+from collections import deque
 from collections.abc import Awaitable, Callable
 
 import trio
 
 from shared import protocol
-from shared.aio import single_errors
+from shared.aio import Signal, receive_records, single_errors
 from shared.errors import ProtocolError
 from shared.events import Headers, RequestHead, ResponseHead
 
@@ -31,8 +35,6 @@ WRITE_HIGH_WATER = 1024 * 1024  # queued body bytes before senders wait for the 
 PING_INTERVAL = 10.0
 PING_TIMEOUT = 15.0
 CLEANUP_TIMEOUT = 1.0
-
-_END = object()
 
 
 class StreamResetError(ProtocolError):
@@ -47,6 +49,12 @@ class StreamRefused(StreamResetError):
 class TunnelStream:
     """One request/response exchange inside a tunnel connection."""
 
+    __slots__ = (
+        "connection", "stream_id", "head", "kind", "trailers", "sent_from_batch", "local_closed",
+        "remote_closed", "response_sent", "response_status", "_inbound", "_readable", "_writable",
+        "_response", "_error",
+    )  # fmt: skip
+
     def __init__(
         self,
         connection: TunnelConnection,
@@ -59,10 +67,10 @@ class TunnelStream:
         self.head = head
         self.kind = kind
         self.trailers: Headers = ()
-        self._inbound_send, self._inbound = trio.open_memory_channel(math.inf)
+        self._inbound: deque[tuple[bytes, int]] = deque()  # (data, flow-controlled length)
+        self._readable = Signal()  # a chunk, the end, the response head or an error arrived
+        self._writable = Signal()  # send credit grew, or an error
         self._response: ResponseHead | None = None
-        self._response_event = trio.Event()
-        self._window_event = trio.Event()
         self._error: BaseException | None = None
         self.sent_from_batch = connection._batches_taken  # its HEADERS are in the next batch the writer takes
         self.local_closed = False
@@ -72,30 +80,21 @@ class TunnelStream:
 
     # Called by the connection's reader ------------------------------------------
 
-    def _deliver(self, item: object) -> None:
-        try:
-            self._inbound_send.send_nowait(item)
-        except trio.ClosedResourceError:
-            pass
-
     def _fail(self, error: BaseException) -> None:
         if self._error is None:
             self._error = error
-        self._deliver(error)
-        self._response_event.set()
-        self._window_opened()
-
-    def _window_opened(self) -> None:
-        self._window_event.set()
-        self._window_event = trio.Event()
+        self._readable.fire()
+        self._writable.fire()
 
     # Public API -------------------------------------------------------------------
 
     async def receive_response(self) -> ResponseHead:
         """(edge) Wait for the response head."""
-        await self._response_event.wait()
-        if self._response is None:
-            raise self._error or ProtocolError("stream ended without a response")
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while self._response is None:
+            if self._error is not None:
+                raise self._error
+            await self._readable.wait()
         return self._response
 
     async def send_response(self, head: ResponseHead) -> None:
@@ -111,16 +110,19 @@ class TunnelStream:
 
     async def receive(self) -> bytes:
         """The next body chunk, or b"" at the end of the body."""
-        if self.remote_closed and self._inbound.statistics().current_buffer_used == 0:
-            return b""
-        item = await self._inbound.receive()
-        if item is _END:
-            return b""
-        if isinstance(item, BaseException):
-            raise item
-        data, flow_length = item
-        self.connection.session.acknowledge(self.stream_id, flow_length)
-        await self.connection._flush()
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while not self._inbound:
+            if self.remote_closed:
+                return b""
+            if self._error is not None:
+                raise self._error
+            await self._readable.wait()
+        data, flow_length = self._inbound.popleft()
+        connection = self.connection
+        connection.session.acknowledge(self.stream_id, flow_length)
+        connection._take_output()  # credit goes out only once enough was acknowledged
+        if connection._error is not None:
+            raise connection._error
         return data
 
     async def send(self, data: bytes) -> None:
@@ -131,7 +133,7 @@ class TunnelStream:
             self._check()
             window = session.send_window(self.stream_id)
             if window <= 0:
-                await self._window_event.wait()
+                await self._writable.wait()
                 continue
             chunk = data[offset : offset + window]
             session.send_data(self.stream_id, chunk)
@@ -160,7 +162,7 @@ class TunnelStream:
         if not (self.local_closed and self.remote_closed) and self._error is None:
             self._error = StreamResetError("stream cancelled locally")
             self.connection.session.reset_stream(self.stream_id)
-            self.connection._wake_writer()
+            self.connection._take_output()
         self.local_closed = self.remote_closed = True
         self.connection._forget_if_done(self)
 
@@ -196,14 +198,15 @@ class TunnelConnection:
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
         self._streams: dict[int, TunnelStream] = {}
-        self._writer_wake = trio.Event()
-        self._written = trio.Event()
+        self._outbox: list[bytes] = []  # taken from the session, not yet taken by the writer
+        self._outbox_filled = Signal()
+        self._written = Signal()
         self._queued = 0
-        self._batches_taken = 0  # how many times the writer took bytes from the session
+        self._batches_taken = 0  # how many times the writer took bytes from the outbox
         self._writing = False
         self._error: BaseException | None = None
         self._pong = trio.Event()
-        self._idle = trio.Event()
+        self._idle = Signal()
         self._drain_acked = trio.Event()
         self.draining = False
         self.peer_draining = False
@@ -256,7 +259,6 @@ class TunnelConnection:
         finally:
             self._fail(ProtocolError("tunnel session closed"))  # after a graceful end too: open no more streams
             self._drain_acked.set()  # a drain waiting on this session need not wait any longer
-            self._idle.set()
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(self.transport)
 
@@ -271,7 +273,6 @@ class TunnelConnection:
         stream = TunnelStream(self, stream_id, head, kind)
         stream.local_closed = not head.has_body and kind == protocol.KIND_HTTP
         self._streams[stream_id] = stream
-        self._idle = trio.Event()
         await self._flush()
         return stream
 
@@ -284,13 +285,13 @@ class TunnelConnection:
             # Streams the peer opened before it saw the drain arrive ahead of the PING ACK
             # (one TCP stream, in order): once it is here, `_streams` holds all of them.
             await self._drain_acked.wait()
-            if self._streams:
+            while self._streams:
                 await self._idle.wait()
         self.session.goaway()
         with trio.move_on_after(CLEANUP_TIMEOUT):
             if self._error is None:  # else the session ended meanwhile (the peer closed first): nothing to send
                 await self._flush()
-                while self._writing or self._writer_wake.is_set():
+                while (self._writing or self._outbox) and self._error is None:
                     await self._written.wait()
         await trio.aclose_forcefully(self.transport)
 
@@ -298,15 +299,16 @@ class TunnelConnection:
 
     async def _read_loop(self) -> None:
         data = self._initial_data
+        dispatch = self._dispatch
         while True:
             if data:
                 for event in self.session.receive_data(data):
-                    self._dispatch[type(event)](event)
-                self._wake_writer()
+                    dispatch[type(event)](event)
+                self._take_output()
             if self.peer_draining and not self._streams:
                 return
             try:
-                data = await self.transport.receive_some(READ_SIZE)
+                data = await receive_records(self.transport, READ_SIZE)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 if self.draining:
                     return
@@ -323,10 +325,7 @@ class TunnelConnection:
             return
         stream = TunnelStream(self, event.stream_id, event.head, event.kind)
         stream.remote_closed = not event.head.has_body and event.kind == protocol.KIND_HTTP
-        if stream.remote_closed:
-            stream._deliver(_END)
         self._streams[event.stream_id] = stream
-        self._idle = trio.Event()
         self._handler_nursery.start_soon(self._run_handler, stream)
 
     async def _run_handler(self, stream: TunnelStream) -> None:
@@ -344,14 +343,15 @@ class TunnelConnection:
         if stream is None:
             return
         stream._response = event.head
-        stream._response_event.set()
+        stream._readable.fire()
 
     def _on_data(self, event: protocol.DataReceived) -> None:
         stream = self._streams.get(event.stream_id)
         if stream is None:
             self.session.acknowledge(event.stream_id, event.flow_length)
             return
-        stream._deliver((event.data, event.flow_length))
+        stream._inbound.append((event.data, event.flow_length))
+        stream._readable.fire()
 
     def _on_trailers(self, event: protocol.TrailersReceived) -> None:
         if (stream := self._streams.get(event.stream_id)) is not None:
@@ -362,7 +362,7 @@ class TunnelConnection:
         if stream is None:
             return
         stream.remote_closed = True
-        stream._deliver(_END)
+        stream._readable.fire()
         self._forget_if_done(stream)
 
     def _on_stream_reset(self, event: protocol.StreamReset) -> None:
@@ -376,9 +376,9 @@ class TunnelConnection:
     def _on_window(self, event: protocol.WindowOpened) -> None:
         if event.stream_id == 0:
             for stream in self._streams.values():
-                stream._window_opened()
+                stream._writable.fire()
         elif (stream := self._streams.get(event.stream_id)) is not None:
-            stream._window_opened()
+            stream._writable.fire()
 
     def _on_ping_ack(self, event: protocol.PingAcked) -> None:
         if event.payload == protocol.DRAIN_PING:
@@ -406,49 +406,51 @@ class TunnelConnection:
 
     def _set_idle_if_empty(self) -> None:
         if not self._streams:
-            self._idle.set()
+            self._idle.fire()
 
-    def _wake_writer(self) -> None:
-        self._writer_wake.set()
+    def _take_output(self) -> None:
+        """Move what the session queued to the outbox, waking the writer if there was any."""
+        if self._error is None and (data := self.session.data_to_send()):
+            self._outbox.append(data)
+            self._outbox_filled.fire()
 
     async def _flush(self, queued: int = 0) -> None:
         """Have the writer send what the session queued; wait if too much is pending."""
         if self._error is not None:
             raise self._error
         self._queued += queued
-        self._writer_wake.set()
+        self._take_output()
         while self._queued > WRITE_HIGH_WATER and self._error is None:
             await self._written.wait()
 
     async def _writer(self) -> None:
+        outbox = self._outbox
         while True:
-            await self._writer_wake.wait()
-            self._writer_wake = trio.Event()
+            if not outbox:
+                await self._outbox_filled.wait()
+                await trio.lowlevel.checkpoint()  # senders woken with the one that woke us add theirs: one write
+                continue
+            data = outbox[0] if len(outbox) == 1 else b"".join(outbox)
+            outbox.clear()
+            self._batches_taken += 1
+            self._queued = 0
             self._writing = True
-            while data := self.session.data_to_send():
-                self._batches_taken += 1
-                self._queued = 0
-                try:
-                    await self.transport.send_all(data)
-                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                    raise ProtocolError(f"tunnel connection lost: {exc or 'closed'}") from exc
-                self._signal_written()
+            try:
+                await self.transport.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise ProtocolError(f"tunnel connection lost: {exc or 'closed'}") from exc
             self._writing = False
-            self._signal_written()
-
-    def _signal_written(self) -> None:
-        self._written.set()
-        self._written = trio.Event()
+            self._written.fire()
 
     def _fail(self, error: BaseException) -> None:
         if self._error is None:
             self._error = error
-        self._signal_written()
+        self._written.fire()
         for stream in self._streams.values():
             unsent = stream.sent_from_batch == self._batches_taken and self.session.role == "edge"
             stream._fail(StreamRefused(f"never sent: {self._error}") if unsent else self._error)
         self._streams.clear()
-        self._idle.set()
+        self._idle.fire()
 
     async def _keepalive(self) -> None:
         counter = 0

@@ -2,13 +2,15 @@
 
 import hashlib
 import os
+import ssl
 
 import pytest
 import trio
 import trio.testing
+import trustme
 
 from shared import protocol
-from shared.aio import single_errors
+from shared.aio import receive_records, single_errors
 from shared.errors import ProtocolError
 from shared.events import RequestHead, ResponseHead
 from shared.transport import StreamResetError, TunnelConnection, relay
@@ -22,8 +24,24 @@ async def echo_handler(stream):
     await stream.end()
 
 
-def connection_pair(**kwargs):
-    edge_side, connector_side = trio.testing.memory_stream_pair()
+async def tls_stream_pair() -> tuple[trio.SSLStream, trio.SSLStream]:
+    """A TLS client and server over an in-memory byte pipe, handshake done."""
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("tunnel.example.test").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    client_side, server_side = trio.testing.memory_stream_pair()
+    client = trio.SSLStream(client_side, client_context, server_hostname="tunnel.example.test")
+    server = trio.SSLStream(server_side, server_context, server_side=True)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client.do_handshake)
+        nursery.start_soon(server.do_handshake)
+    return client, server
+
+
+def connection_pair(stream_pair=trio.testing.memory_stream_pair, **kwargs):
+    edge_side, connector_side = stream_pair()
     edge = TunnelConnection(edge_side, protocol.TunnelSession("edge"), **kwargs)
     connector = TunnelConnection(connector_side, protocol.TunnelSession("connector"), **kwargs)
     return edge, connector
@@ -64,6 +82,34 @@ async def test_request_and_body_echo_through_flow_control():
         nursery.cancel_scope.cancel()
 
 
+async def test_a_tunnel_over_tls_carries_bodies_and_answers():
+    client, server = await tls_stream_pair()
+    edge, connector = connection_pair(lambda: (client, server))
+    body = os.urandom(3 * 1024 * 1024)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(edge.serve)
+        nursery.start_soon(connector.serve, echo_handler)
+        async with trio.open_nursery() as clients:
+            for i in range(20):
+                clients.start_soon(exchange, edge, f"/{i}".encode(), f"id={i}".encode())
+        response, received = await exchange(edge, b"/big", body)
+        assert response.header(b"x-path") == b"/big" and received == body
+        nursery.cancel_scope.cancel()
+
+
+async def test_receive_records_takes_every_tls_record_already_received():
+    client, server = await tls_stream_pair()
+    records = [bytes([i]) * 16384 for i in range(3)]
+    for record in records:
+        await client.send_all(record)  # one record each, all in the pipe before the read
+    assert await receive_records(server, 64 * 1024) == b"".join(records)
+    await client.send_all(b"x" * 40000)
+    assert await receive_records(server, 20000) == b"x" * 20000  # never more than asked
+    assert await receive_records(server, 64 * 1024) == b"x" * 20000
+    await client.aclose()  # close_notify: the end reads as usual
+    assert await receive_records(server, 64 * 1024) == b""
+
+
 async def test_many_concurrent_streams_get_their_own_answers():
     edge, connector = connection_pair()
     results = {}
@@ -96,6 +142,25 @@ async def test_handler_failure_resets_only_its_stream():
             await exchange(edge, b"/boom", b"x")
         response, body = await exchange(edge, b"/ok", b"fine")
         assert (response.status, body) == (200, b"fine")
+        nursery.cancel_scope.cancel()
+
+
+async def test_body_that_arrived_before_a_reset_is_received_first():
+    async def partial(stream):
+        await stream.send_response(ResponseHead(200))
+        await stream.send(b"partial")
+        raise ProtocolError("origin went away mid-body")
+
+    edge, connector = connection_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(edge.serve)
+        nursery.start_soon(connector.serve, partial)
+        async with await edge.open_stream(head(has_body=False)) as stream:
+            assert (await stream.receive_response()).status == 200
+            await trio.testing.wait_all_tasks_blocked()  # the body and the reset both arrived
+            assert await stream.receive() == b"partial"
+            with pytest.raises(StreamResetError):
+                await stream.receive()
         nursery.cancel_scope.cancel()
 
 
