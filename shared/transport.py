@@ -158,11 +158,16 @@ class TunnelStream:
         self.connection._forget_if_done(self)
 
     async def aclose(self) -> None:
-        """Reset the stream unless both directions finished cleanly."""
+        """Reset the stream unless both directions finished cleanly; body bytes that
+        arrived and were never read give their flow-control credit back either way."""
         if not (self.local_closed and self.remote_closed) and self._error is None:
             self._error = StreamResetError("stream cancelled locally")
             self.connection.session.reset_stream(self.stream_id)
             self.connection._take_output()
+        elif self._inbound and self._error is None:  # finished on the wire: no frame, only the credit
+            self.connection.session.reset_stream(self.stream_id)
+            self.connection._take_output()
+        self._inbound.clear()
         self.local_closed = self.remote_closed = True
         self.connection._forget_if_done(self)
 

@@ -164,6 +164,29 @@ async def test_body_that_arrived_before_a_reset_is_received_first():
         nursery.cancel_scope.cancel()
 
 
+async def test_bodies_delivered_whole_and_never_read_give_their_credit_back():
+    body = b"x" * (3 * 1024 * 1024)
+
+    async def download(stream):
+        await stream.send_response(ResponseHead(200))
+        await stream.send(body[: protocol.STREAM_WINDOW])  # a whole stream window, then the end
+        await stream.end()
+
+    edge, connector = connection_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(edge.serve)
+        nursery.start_soon(connector.serve, download)
+        for i in range(2 * protocol.CONNECTION_WINDOW // protocol.STREAM_WINDOW):  # twice the session's window
+            with trio.fail_after(5):
+                async with await edge.open_stream(head(f"/{i}".encode(), has_body=False)) as stream:
+                    await stream.receive_response()
+                    while not stream.remote_closed:
+                        await trio.testing.wait_all_tasks_blocked()
+        response, received = await exchange(edge, b"/last", b"")  # the session still carries bodies
+        assert response.status == 200 and received == body[: protocol.STREAM_WINDOW]
+        nursery.cancel_scope.cancel()
+
+
 async def test_silent_peer_fails_the_session_after_ping_timeout(autojump_clock):
     edge_side, _silent = trio.testing.memory_stream_pair()
     edge = TunnelConnection(edge_side, protocol.TunnelSession("edge"), ping_interval=1, ping_timeout=2)
