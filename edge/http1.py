@@ -10,7 +10,7 @@ from http import HTTPStatus
 import h11
 import trio
 
-from edge.http1_guard import CheckedHead, HeadLimits, HeadScanner, Refused, check_head
+from edge.http1_guard import CheckedHead, HeadLimits, HeadScanner, Refused, check_scanned_head
 from edge.zone import normalize_host
 from shared.errors import ProtocolError
 from shared.events import RequestHead, ResponseHead, end_to_end
@@ -136,6 +136,7 @@ class Http1Connection:
         self.switched = False  # a 101 handed the socket to a byte relay
         self.closing = False  # the edge drains: answer what is in progress with `Connection: close`
         self._between_requests = trio.CancelScope()
+        self._head_limits = HeadLimits(limits.max_request_line, limits.max_header_bytes, limits.max_header_fields)
 
     def drain(self) -> None:
         """The edge is shutting down: the response in progress carries `Connection: close`
@@ -192,19 +193,25 @@ class Http1Connection:
         """The next request head: its first byte within `idle_timeout`, the rest within the
         head timeout, checked by `http1_guard` before h11 parses it. None when the visitor
         closed the connection."""
-        head_limits = HeadLimits(self.limits.max_request_line, self.limits.max_header_bytes, self.limits.max_header_fields)
-        with trio.fail_after(idle_timeout):
-            while not self.h11.trailing_data[0]:
-                if not await self._receive():
-                    return None
+        head_limits = self._head_limits
+        if not self.h11.trailing_data[0]:
+            with _deadline(idle_timeout) as scope:
+                while not self.h11.trailing_data[0]:
+                    if not await self._receive():
+                        return None
+            if scope.cancelled_caught:
+                raise trio.TooSlowError
         scanner = HeadScanner(head_limits)
         head = scanner.feed(self.h11.trailing_data[0])
-        with trio.fail_after(self.limits.request_head_timeout):
-            while head is None:
-                if not (data := await self._receive()):
-                    return None
-                head = scanner.feed(data)
-        checked = check_head(head, head_limits)
+        if head is None:
+            with _deadline(self.limits.request_head_timeout) as scope:
+                while head is None:
+                    if not (data := await self._receive()):
+                        return None
+                    head = scanner.feed(data)
+            if scope.cancelled_caught:
+                raise trio.TooSlowError
+        checked = check_scanned_head(head, head_limits)
         if self.sni is not None and normalize_host(checked.host.decode("ascii")) != self.sni:
             raise Refused(421, "the Host does not match the TLS server name")
         try:
@@ -237,18 +244,23 @@ class Http1Connection:
         )
 
     async def next_event(self, timeout: float) -> h11.Event:
-        with trio.fail_after(timeout):
-            while True:
-                event = self.h11.next_event()
-                if event is not h11.NEED_DATA:
-                    return event
+        event = self.h11.next_event()  # often already parsed: no deadline to set up
+        if event is not h11.NEED_DATA:
+            return event
+        with _deadline(timeout):  # returns unless the deadline passed
+            while event is h11.NEED_DATA:
                 await self._receive()
+                event = self.h11.next_event()
+            return event
+        raise trio.TooSlowError
 
     async def send(self, event: h11.Event) -> None:
         data = self.h11.send(event)
         if data:
-            with trio.fail_after(self.limits.send_timeout):
+            with _deadline(self.limits.send_timeout) as scope:
                 await self.stream.send_all(data)
+            if scope.cancelled_caught:
+                raise trio.TooSlowError
 
     async def _refuse(self, status: int, reason: str) -> None:
         """Answer a refused request head with a page and `Connection: close`. Written
@@ -262,6 +274,12 @@ class Http1Connection:
                 await self.stream.send_all(b"\r\n".join(lines) + body)
         except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
             pass
+
+
+def _deadline(seconds: float) -> trio.CancelScope:
+    """`trio.fail_after` without its generator (it runs several times per request): the
+    caller raises `trio.TooSlowError` when the scope's `cancelled_caught`."""
+    return trio.CancelScope(relative_deadline=seconds)
 
 
 _NOT_IN_101 = frozenset({b"content-length", b"transfer-encoding", b"keep-alive"})

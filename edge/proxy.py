@@ -7,9 +7,9 @@ Eyeball adapters (HTTP/1.1 now, HTTP/2 later) present each request as an
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
 from dataclasses import replace
 from typing import Protocol
 
@@ -127,18 +127,18 @@ class Proxy:
         self.metrics = metrics
 
     async def handle(self, exchange: Exchange) -> None:
+        host = normalize_host(exchange.head.authority.decode("latin-1"))
         if self.metrics is None and not access_log.isEnabledFor(logging.INFO):
-            await self._route(exchange)
+            await self._route(exchange, host)
             return
         started = time.monotonic()
         metered = MeteredExchange(exchange)
         metered.request_id = request_id(exchange.head)
         try:
-            await self._route(metered)
+            await self._route(metered, host)
         finally:
             duration = time.monotonic() - started
-            host = normalize_host(exchange.head.authority.decode("latin-1"))
-            tunnel_id = self.router.zones.tunnel_for(host)
+            tunnel_id = self.router.tunnel_for(host)  # after the request: the routes may have changed
             if self.metrics is not None:
                 self.metrics.observe_request(  # one label for unrouted hosts
                     host if tunnel_id else "", metered.status, duration, metered.bytes_in, metered.bytes_out
@@ -153,12 +153,11 @@ class Proxy:
                 }
                 access_log.info("access", extra={"fields": fields})
 
-    async def _route(self, exchange: Exchange) -> None:
-        host = normalize_host(exchange.head.authority.decode("latin-1"))
+    async def _route(self, exchange: Exchange, host: str) -> None:
         if host in self.api_hosts:
             await self._serve_api(exchange)
             return
-        tunnel_id = self.router.zones.tunnel_for(host)
+        tunnel_id = self.router.tunnel_for(host)
         if tunnel_id is None:
             await send_page(exchange, 404, "edge", f"no tunnel serves {host}")
             return
@@ -211,7 +210,7 @@ def _unchanged(head: RequestHead) -> RequestHead:
 def request_id(head: RequestHead) -> str:
     """The visitor's `Burrow-Request-Id` if it is a plain token (≤ 64 of [A-Za-z0-9._-]), else a new one."""
     sent = next((value for name, value in head.headers if name == REQUEST_ID), b"")
-    return sent.decode() if VISITOR_REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex
+    return sent.decode() if VISITOR_REQUEST_ID.fullmatch(sent) else os.urandom(16).hex()
 
 
 def forwarded_head(exchange: Exchange) -> RequestHead:
@@ -254,19 +253,25 @@ def replayable(head: RequestHead) -> bool:
 async def forward(exchange: Exchange, connection, head: RequestHead) -> None:
     """Carry one exchange over a new tunnel stream, bodies streamed both ways."""
     async with await connection.open_stream(head) as stream:
+        if not head.has_body:  # no upload to run beside the download: no nursery
+            await _download(exchange, stream)
+            return
         with single_errors():
             async with trio.open_nursery() as nursery:
-                if head.has_body:
-                    nursery.start_soon(_upload, exchange, stream)
-                response = await stream.receive_response()
-                await exchange.send_response(response)
-                while chunk := await stream.receive():
-                    await exchange.send_body(chunk)
-                if stream.trailers:
-                    await exchange.send_trailers(stream.trailers)
-                else:
-                    await exchange.end()
+                nursery.start_soon(_upload, exchange, stream)
+                await _download(exchange, stream)
                 nursery.cancel_scope.cancel()
+
+
+async def _download(exchange: Exchange, stream: TunnelStream) -> None:
+    response = await stream.receive_response()
+    await exchange.send_response(response)
+    while chunk := await stream.receive():
+        await exchange.send_body(chunk)
+    if stream.trailers:
+        await exchange.send_trailers(stream.trailers)
+    else:
+        await exchange.end()
 
 
 async def _upload(exchange: Exchange, stream: TunnelStream) -> None:
