@@ -54,6 +54,12 @@ class Http1Exchange:
         self.upgrade = _upgrade_token(head)  # b"websocket", b"burrow-tcp", … or None
         self._body_waited = 0.0  # seconds spent waiting for body bytes
         self._body_bytes = 0
+        self._held: list[bytes] | None = None  # the response so far, while `hold()` is in effect
+
+    def hold(self) -> None:
+        """Keep the response in memory until `end()` sends it in one write (for a caller
+        that has all of it at hand: no wait between its pieces)."""
+        self._held = []
 
     async def receive_body(self) -> bytes:
         h11_conn = self._conn.h11
@@ -84,14 +90,23 @@ class Http1Exchange:
         except h11.LocalProtocolError as exc:
             raise ProtocolError(f"invalid response head from the tunnel: {exc}") from exc
         self.response_started = True
-        await self._conn.send(response)
+        await self._send(response)
 
     async def send_body(self, data: bytes) -> None:
         if data:
-            await self._conn.send(h11.Data(data=data))
+            await self._send(h11.Data(data=data))
 
     async def end(self) -> None:
-        await self._conn.send(h11.EndOfMessage())
+        await self._send(h11.EndOfMessage())
+        if self._held is not None:
+            data, self._held = b"".join(self._held), None
+            await self._conn.send_bytes(data)
+
+    async def _send(self, event: h11.Event) -> None:
+        if self._held is None:
+            await self._conn.send(event)
+        elif data := self._conn.h11.send(event):
+            self._held.append(data)
 
     async def switch_protocols(self, head: ResponseHead) -> tuple[trio.abc.Stream, bytes]:
         """Answer 101 with `head`'s headers (Upgrade and Connection kept); return the raw
@@ -255,7 +270,10 @@ class Http1Connection:
         raise trio.TooSlowError
 
     async def send(self, event: h11.Event) -> None:
-        data = self.h11.send(event)
+        await self.send_bytes(self.h11.send(event))
+
+    async def send_bytes(self, data: bytes | None) -> None:
+        """Write what h11 produced (nothing for None or b"")."""
         if data:
             with _deadline(self.limits.send_timeout) as scope:
                 await self.stream.send_all(data)

@@ -265,6 +265,8 @@ async def forward(exchange: Exchange, connection, head: RequestHead) -> None:
 
 async def _download(exchange: Exchange, stream: TunnelStream) -> None:
     response = await stream.receive_response()
+    if stream.remote_closed and (hold := getattr(exchange, "hold", None)):
+        hold()  # the whole response is queued: the visitor gets it in one write
     await exchange.send_response(response)
     while chunk := await stream.receive():
         await exchange.send_body(chunk)
