@@ -150,7 +150,7 @@ class Http1Connection:
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
         self.switched = False  # a 101 handed the socket to a byte relay
         self.closing = False  # the edge drains: answer what is in progress with `Connection: close`
-        self._between_requests = trio.CancelScope()
+        self._between_requests = trio.CancelScope(relative_deadline=limits.request_head_timeout)
         self._head_limits = HeadLimits(limits.max_request_line, limits.max_header_bytes, limits.max_header_fields)
 
     def drain(self) -> None:
@@ -161,23 +161,19 @@ class Http1Connection:
 
     async def serve(self, handle: Callable[[Http1Exchange], Awaitable[None]]) -> None:
         """Serve requests until the visitor or the protocol closes the connection."""
-        first = True
         while True:
-            idle_timeout = self.limits.request_head_timeout if first else self.limits.keepalive_timeout
-            first = False
             try:
-                with self._between_requests:
-                    request = await self._next_request(idle_timeout)
+                with self._between_requests as waiting:  # the idle deadline; a drain cancels it
+                    request = await self._next_request(waiting)
             except Refused as exc:
                 log.info("http1.refused client=%s status=%d reason=%s", self.client[0], exc.status, exc.reason)
                 await self._refuse(exc.status, exc.reason)
                 return
-            except trio.TooSlowError:
-                log.debug("http1.head_timeout client=%s", self.client[0])
+            if waiting.cancelled_caught:
+                if not self.closing:
+                    log.debug("http1.head_timeout client=%s", self.client[0])
                 return
-            if self._between_requests.cancelled_caught:
-                return
-            self._between_requests = trio.CancelScope()
+            self._between_requests = trio.CancelScope(relative_deadline=self.limits.keepalive_timeout)
             if request is None:
                 return
             exchange = Http1Exchange(self, request)
@@ -204,28 +200,22 @@ class Http1Connection:
         while discarded <= self.limits.max_discard_bytes and self.h11.their_state is h11.SEND_BODY:
             discarded += len(await exchange.receive_body())
 
-    async def _next_request(self, idle_timeout: float) -> RequestHead | None:
-        """The next request head: its first byte within `idle_timeout`, the rest within the
-        head timeout, checked by `http1_guard` before h11 parses it. None when the visitor
-        closed the connection."""
+    async def _next_request(self, waiting: trio.CancelScope) -> RequestHead | None:
+        """The next request head: its first byte within the deadline of `waiting` (the
+        idle timeout), the rest within the head timeout, checked by `http1_guard` before
+        h11 parses it. None when the visitor closed the connection."""
         head_limits = self._head_limits
-        if not self.h11.trailing_data[0]:
-            with _deadline(idle_timeout) as scope:
-                while not self.h11.trailing_data[0]:
-                    if not await self._receive():
-                        return None
-            if scope.cancelled_caught:
-                raise trio.TooSlowError
+        while not self.h11.trailing_data[0]:
+            if not await self._receive():
+                return None
         scanner = HeadScanner(head_limits)
         head = scanner.feed(self.h11.trailing_data[0])
         if head is None:
-            with _deadline(self.limits.request_head_timeout) as scope:
-                while head is None:
-                    if not (data := await self._receive()):
-                        return None
-                    head = scanner.feed(data)
-            if scope.cancelled_caught:
-                raise trio.TooSlowError
+            waiting.deadline = trio.current_time() + self.limits.request_head_timeout
+            while head is None:
+                if not (data := await self._receive()):
+                    return None
+                head = scanner.feed(data)
         checked = check_scanned_head(head, head_limits)
         if self.sni is not None and normalize_host(checked.host.decode("ascii")) != self.sni:
             raise Refused(421, "the Host does not match the TLS server name")
