@@ -42,6 +42,9 @@ class Http1Limits:
     max_discard_bytes: int = 64 * 1024  # unread request body drained to keep a connection alive
 
 
+MAX_HELD = 64 * 1024  # response bytes `Http1Exchange.hold()` keeps back at most
+
+
 class Http1Exchange:
     """One request on an HTTP/1.1 connection."""
 
@@ -55,6 +58,7 @@ class Http1Exchange:
         self._body_waited = 0.0  # seconds spent waiting for body bytes
         self._body_bytes = 0
         self._held: list[bytes] | None = None  # the response so far, while `hold()` is in effect
+        self._held_size = 0
 
     def hold(self) -> None:
         """Keep the response in memory until `end()` sends it in one write (for a caller
@@ -107,6 +111,10 @@ class Http1Exchange:
             await self._conn.send(event)
         elif data := self._conn.h11.send(event):
             self._held.append(data)
+            self._held_size += len(data)
+            if self._held_size > MAX_HELD:  # a large response is written as it comes
+                data, self._held = b"".join(self._held), None
+                await self._conn.send_bytes(data)
 
     async def switch_protocols(self, head: ResponseHead) -> tuple[trio.abc.Stream, bytes]:
         """Answer 101 with `head`'s headers (Upgrade and Connection kept); return the raw
