@@ -102,6 +102,10 @@ class Http1Exchange:
 
     async def end(self) -> None:
         await self._send(h11.EndOfMessage())
+        await self.release()
+
+    async def release(self) -> None:
+        """Write what `hold()` kept back, and hold no more."""
         if self._held is not None:
             data, self._held = b"".join(self._held), None
             await self._conn.send_bytes(data)
@@ -113,8 +117,7 @@ class Http1Exchange:
             self._held.append(data)
             self._held_size += len(data)
             if self._held_size > MAX_HELD:  # a large response is written as it comes
-                data, self._held = b"".join(self._held), None
-                await self._conn.send_bytes(data)
+                await self.release()
 
     async def switch_protocols(self, head: ResponseHead) -> tuple[trio.abc.Stream, bytes]:
         """Answer 101 with `head`'s headers (Upgrade and Connection kept); return the raw

@@ -124,8 +124,8 @@ class Http2Exchange:
         else:
             await self._conn.send(action)
 
-    async def _release(self) -> None:
-        """Write what `hold()` kept back."""
+    async def release(self) -> None:
+        """Write what `hold()` kept back, and hold no more."""
         if self._held:
             self._held = False
             await self._conn._flush()
@@ -172,7 +172,7 @@ class Http2Exchange:
         if self._held:
             self._held_size += len(data)
             if self._held_size > SEND_BATCH:  # a large body is written as it comes
-                await self._release()
+                await self.release()
         # The chunk completing a content-length carries END_STREAM: a client that stops
         # at the length (curl does) has nothing to reset, and a frame is saved.
         last = self._unsent is not None and len(data) >= self._unsent
@@ -188,7 +188,7 @@ class Http2Exchange:
         if not self.local_closed:
             await self._send(functools.partial(self._conn.h2.end_stream, self.stream_id))
             self.local_closed = True
-        await self._release()
+        await self.release()
 
     async def send_trailers(self, headers: Headers) -> None:
         """End the response with trailing fields (gRPC's grpc-status); without any, just end."""
@@ -198,7 +198,7 @@ class Http2Exchange:
             return
         await self._send(functools.partial(self._conn.h2.send_headers, self.stream_id, fields, end_stream=True))
         self.local_closed = True
-        await self._release()
+        await self.release()
 
     async def switch_protocols(self, head: ResponseHead) -> tuple[trio.abc.Stream, bytes]:
         """RFC 8441: answer the origin's 101 with 200; return this stream as a byte stream."""
@@ -488,7 +488,7 @@ class Http2Connection:
         finally:
             del self._streams[exchange.stream_id]
             self._update_deadline()
-            with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT):
+            with trio.CancelScope(shield=True, relative_deadline=CLEANUP_TIMEOUT):
                 await self._finish(exchange)
 
     async def _finish(self, exchange: Http2Exchange) -> None:
@@ -592,7 +592,7 @@ class Http2Connection:
         """Send the final GOAWAY (if any) and whatever is queued, briefly."""
         if self._lost:
             return
-        with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT):
+        with trio.CancelScope(shield=True, relative_deadline=CLEANUP_TIMEOUT):
             if error_code is not None:
                 self.h2.close_connection(error_code, last_stream_id=self._last_stream)
             try:

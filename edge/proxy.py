@@ -268,6 +268,16 @@ async def _download(exchange: Exchange, stream: TunnelStream) -> None:
     response = await stream.receive_response()
     if stream.remote_closed and (hold := getattr(exchange, "hold", None)):
         hold()  # the whole response is queued: the visitor gets it in one write
+        try:
+            await _pass_on(exchange, stream, response)
+        except Exception:
+            await exchange.release()  # as without `hold`: the response up to the failure
+            raise
+    else:
+        await _pass_on(exchange, stream, response)
+
+
+async def _pass_on(exchange: Exchange, stream: TunnelStream, response: ResponseHead) -> None:
     await exchange.send_response(response)
     while chunk := await stream.receive():
         await exchange.send_body(chunk)

@@ -125,13 +125,17 @@ class Router:
 
     def pick(self, tunnel_id: str, avoid: tuple[TunnelConnection, ...] = ()) -> TunnelConnection:
         """The accepting session with the fewest open streams, other than those in `avoid`."""
-        sessions = self._sessions.get(tunnel_id, ())
-        candidates = [conn for conn in sessions if conn.accepting and conn not in avoid]
-        if not candidates:
+        best, fewest, total = None, 0, 0
+        for conn in self._sessions.get(tunnel_id, ()):  # one pass: this runs for every request
+            streams = conn.active_streams
+            total += streams
+            if (best is None or streams < fewest) and conn.accepting and conn not in avoid:
+                best, fewest = conn, streams
+        if best is None:
             raise TunnelUnavailable(f"tunnel {tunnel_id} has no connector")
-        if sum(conn.active_streams for conn in sessions) >= self.max_streams_per_tunnel:
+        if total >= self.max_streams_per_tunnel:
             raise TunnelBusy(f"tunnel {tunnel_id} carries {self.max_streams_per_tunnel} requests already")
-        return min(candidates, key=lambda conn: conn.active_streams)
+        return best
 
 
 async def _close(conn: TunnelConnection, grace: float) -> None:
