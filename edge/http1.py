@@ -71,13 +71,15 @@ class Http1Exchange:
             return b""
         if h11_conn.they_are_waiting_for_100_continue:
             await self._conn.send(h11.InformationalResponse(status_code=100, headers=[]))
-        limits = self._conn.limits
-        allowed = limits.body_rate_grace + self._body_bytes / limits.body_min_rate - self._body_waited
-        started = trio.current_time()
-        try:
-            event = await self._conn.next_event(max(0.0, min(limits.body_idle_timeout, allowed)))
-        finally:
-            self._body_waited += trio.current_time() - started
+        event = h11_conn.next_event()  # e.g. the end of a bodyless request: no wait to time
+        if event is h11.NEED_DATA:
+            limits = self._conn.limits
+            allowed = limits.body_rate_grace + self._body_bytes / limits.body_min_rate - self._body_waited
+            started = trio.current_time()
+            try:
+                event = await self._conn.next_event(max(0.0, min(limits.body_idle_timeout, allowed)))
+            finally:
+                self._body_waited += trio.current_time() - started
         if isinstance(event, h11.Data):
             self._body_bytes += len(event.data)
             return bytes(event.data)
@@ -216,11 +218,11 @@ class Http1Connection:
         idle timeout), the rest within the head timeout, checked by `http1_guard` before
         h11 parses it. None when the visitor closed the connection."""
         head_limits = self._head_limits
-        while not self.h11.trailing_data[0]:
+        while not (buffered := self.h11.trailing_data[0]):  # (a copy of h11's buffer)
             if not await self._receive():
                 return None
         scanner = HeadScanner(head_limits)
-        head = scanner.feed(self.h11.trailing_data[0])
+        head = scanner.feed(buffered)
         if head is None:
             waiting.deadline = trio.current_time() + self.limits.request_head_timeout
             while head is None:
