@@ -40,7 +40,10 @@ VISITOR_REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,64}")
 
 
 class Exchange(Protocol):
-    """One visitor request as an eyeball adapter presents it."""
+    """One visitor request as an eyeball adapter presents it.
+
+    An adapter may also offer `hold()` (keep the response back until `end()`, for a
+    caller that has all of it at hand) and `release()` (write what is held now)."""
 
     head: RequestHead
     client: tuple[str, int]
@@ -198,10 +201,18 @@ class Proxy:
         head, data = await call_asgi(
             self.api_app, exchange.head, bytes(body), exchange.client, exchange.server
         )
+        _hold(exchange)
         await exchange.send_response(head)
         if data:
             await exchange.send_body(data)
         await exchange.end()
+
+
+def _hold(exchange: Exchange) -> bool:
+    """Have the exchange write the response in one go, if it can (the caller has all of it)."""
+    if hold := getattr(exchange, "hold", None):
+        hold()
+    return hold is not None
 
 
 def _unchanged(head: RequestHead) -> RequestHead:
@@ -266,8 +277,7 @@ async def forward(exchange: Exchange, connection, head: RequestHead) -> None:
 
 async def _download(exchange: Exchange, stream: TunnelStream) -> None:
     response = await stream.receive_response()
-    if stream.remote_closed and (hold := getattr(exchange, "hold", None)):
-        hold()  # the whole response is queued: the visitor gets it in one write
+    if stream.remote_closed and _hold(exchange):  # the whole response is queued: one write
         try:
             await _pass_on(exchange, stream, response)
         except Exception:
@@ -315,6 +325,7 @@ async def forward_upgrade(exchange: Exchange, connection, head: RequestHead) -> 
 
 async def send_page(exchange: Exchange, status: int, source: str, message: str, headers: Headers = ()) -> None:
     head, body = error_page(status, source, message)
+    _hold(exchange)
     await exchange.send_response(replace(head, headers=head.headers + headers) if headers else head)
     await exchange.send_body(body)
     await exchange.end()
