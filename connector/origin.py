@@ -33,6 +33,7 @@ MAX_BUFFERED_BODY = 16 * 1024 * 1024  # disableChunkedEncoding buffers a body of
 HAPPY_EYEBALLS_DELAY = 0.25
 UNIX_TLS_SERVER_NAME = "localhost"  # unix+tls: without originServerName
 SAFE_TO_RETRY = frozenset({b"GET", b"HEAD", b"OPTIONS"})
+END = h11.EndOfMessage()
 
 
 class OriginTimeout(OriginError):
@@ -57,6 +58,13 @@ class OriginConnection:
 
     async def send(self, event: h11.Event) -> None:
         await self.stream.send_all(self.h11.send(event))
+
+    async def send_request(self, request: h11.Request, ended: bool) -> None:
+        """The request head and, when `ended`, its end (bodiless requests), in one write."""
+        data = self.h11.send(request)
+        if ended:
+            data += self.h11.send(END)
+        await self.stream.send_all(data)
 
     async def next_event(self) -> h11.Event:
         while True:
@@ -139,33 +147,35 @@ class OriginPool:
     async def _exchange(
         self, stream: TunnelStream, connection: OriginConnection, request: h11.Request, body: bytes | None
     ) -> None:
-        try:
-            await connection.send(request)
-            if not stream.head.has_body:  # now, not in a task the response could overtake
-                await connection.send(h11.EndOfMessage())
+        has_body = stream.head.has_body
+        try:  # a bodiless request ends now, not in a task the response could overtake
+            await connection.send_request(request, ended=not has_body)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise _StaleConnection(str(exc)) from exc
+        if not has_body:
+            return await _relay_response(stream, connection)
         with single_errors():
             async with trio.open_nursery() as nursery:
-                if stream.head.has_body:
-                    nursery.start_soon(_upload, stream, connection, body)
-                response = await _read_response_head(connection)
-                has_body = stream.head.method != b"HEAD" and response.status_code not in (204, 304)
-                await stream.send_response(
-                    ResponseHead(response.status_code, _headers(response.headers), has_body=has_body)
-                )
-                while has_body:
-                    event = await connection.next_event()
-                    if isinstance(event, h11.Data):
-                        await stream.send(bytes(event.data))
-                    elif isinstance(event, h11.EndOfMessage):
-                        break  # the stream is ended by _finish
-                    else:
-                        raise OriginError("origin closed the connection in the middle of the response")
-                if not has_body:
-                    await connection.next_event()  # EndOfMessage
+                nursery.start_soon(_upload, stream, connection, body)
+                await _relay_response(stream, connection)
                 if connection.h11.our_state is not h11.DONE:
                     nursery.cancel_scope.cancel()
+
+
+async def _relay_response(stream: TunnelStream, connection: OriginConnection) -> None:
+    """The origin's response, head and body, into the tunnel stream (which `_finish` ends)."""
+    response = await _read_response_head(connection)
+    has_body = stream.head.method != b"HEAD" and response.status_code not in (204, 304)
+    await stream.send_response(ResponseHead(response.status_code, tuple(response.headers), has_body=has_body))
+    while has_body:
+        event = await connection.next_event()
+        if type(event) is h11.Data:
+            await stream.send(bytes(event.data))
+        elif type(event) is h11.EndOfMessage:
+            return
+        else:
+            raise OriginError("origin closed the connection in the middle of the response")
+    await connection.next_event()  # EndOfMessage
 
 
 class _StaleConnection(Exception):
@@ -179,7 +189,7 @@ async def _upload(stream: TunnelStream, connection: OriginConnection, body: byte
     else:
         while chunk := await stream.receive():
             await connection.send(h11.Data(data=chunk))
-    await connection.send(h11.EndOfMessage())
+    await connection.send(END)
 
 
 def _must_buffer(head: RequestHead, options: OriginRequest) -> bool:
@@ -200,12 +210,21 @@ async def _buffered_body(stream: TunnelStream) -> bytes:
 
 
 async def _read_response_head(connection: OriginConnection) -> h11.Response:
+    """The response head, skipping 1xx; `_StaleConnection` if the origin closed before sending a byte
+    (h11 would call that end of file a protocol error)."""
+    answered = False
     try:
         while True:
-            event = await connection.next_event()
-            if isinstance(event, h11.Response):
+            event = connection.h11.next_event()
+            if event is h11.NEED_DATA:
+                data = await connection.stream.receive_some(READ_SIZE)
+                if not data and not answered:
+                    raise _StaleConnection("closed before responding")
+                answered = True
+                connection.h11.receive_data(data)
+            elif type(event) is h11.Response:
                 return event
-            if isinstance(event, h11.ConnectionClosed):
+            elif type(event) is h11.ConnectionClosed:
                 raise _StaleConnection("closed before responding")
     except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
         raise _StaleConnection(str(exc)) from exc
@@ -223,10 +242,6 @@ def _origin_request(head: RequestHead, options: OriginRequest, body: bytes | Non
     elif head.has_body and not any(k == b"content-length" for k, _ in headers):
         headers.append((b"transfer-encoding", b"chunked"))
     return h11.Request(method=head.method, target=head.target, headers=headers)
-
-
-def _headers(raw: list) -> tuple[tuple[bytes, bytes], ...]:
-    return tuple((bytes(name), bytes(value)) for name, value in raw)
 
 
 async def _open_stream(service: Origin, options: OriginRequest) -> trio.abc.Stream:

@@ -18,7 +18,6 @@ from connector.origin import (
     OriginPool,
     _close_quietly,
     _connect_reason,
-    _headers,
     _server_name,
     _uses_tls,
 )
@@ -91,7 +90,7 @@ async def _http(stream: TunnelStream, rule: Rule, pool: OriginPool) -> None:
         await connection.send(h11.EndOfMessage())
         response = await _response_head(connection)
         if response.status_code == 101:
-            await stream.send_response(ResponseHead(101, _headers(response.headers)))
+            await stream.send_response(ResponseHead(101, tuple(response.headers)))
             data, _closed = connection.h11.trailing_data
             await _pipe(connection.stream, stream, bytes(data))
             return
@@ -100,7 +99,7 @@ async def _http(stream: TunnelStream, rule: Rule, pool: OriginPool) -> None:
             rule.index, upgrade_token(head).decode("latin-1"), response.status_code,
         )
         has_body = head.method != b"HEAD" and response.status_code not in (204, 304)
-        await stream.send_response(ResponseHead(response.status_code, _headers(response.headers), has_body=has_body))
+        await stream.send_response(ResponseHead(response.status_code, tuple(response.headers), has_body=has_body))
         while has_body:
             event = await connection.next_event()
             if isinstance(event, h11.Data):

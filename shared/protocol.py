@@ -4,10 +4,10 @@ A tunnel connection is TLS from the connector to the edge carrying two phases:
 
 1. Registration: the connector sends `MAGIC` and one framed JSON `register`
    message; the edge answers with one framed `registered` or `rejected`.
-2. A multiplexed session in HTTP/2 framing (h2): the edge is the HTTP/2
-   client and opens one stream per visitor request; the connector serves it.
-   User headers travel packed in one `burrow-headers` field so that names,
-   order and duplicates survive unchanged.
+2. A multiplexed session in Burrow's own binary framing (`shared.framing`):
+   the edge opens one stream per visitor request; the connector serves it.
+   Heads travel as length-prefixed fields, so names, order and duplicates of
+   headers survive unchanged.
 
 Nothing here awaits or touches a socket; `shared.transport` drives it.
 See docs/protocol.md.
@@ -20,47 +20,53 @@ import json
 import struct
 from dataclasses import dataclass
 
-import h2.config
-import h2.connection
-import h2.errors
-import h2.events
-import h2.exceptions
-import h2.settings
-import hpack
-
+from shared import framing
 from shared.errors import ProtocolError
 from shared.events import Headers, RequestHead, ResponseHead
+from shared.framing import (
+    DATA,
+    END_STREAM,
+    GOAWAY,
+    HEADER,
+    HEADER_SIZE,
+    PAYLOAD_LIMITS,
+    PING,
+    PING_ACK,
+    REQUEST,
+    RESET,
+    RESPONSE,
+    TRAILERS,
+    U32,
+    U32_PAIR,
+    WINDOW,
+)
 
-PROTOCOL_VERSION = 1
-MAGIC = b"BURROW-TUNNEL/1\n"
+PROTOCOL_VERSION = 2
+MAGIC = b"BURROW-TUNNEL/2\n"
+_MAGIC_NAME = b"BURROW-TUNNEL/"  # the part every protocol version shares
 MAX_REGISTRATION_BYTES = 16 * 1024
 _LENGTH = struct.Struct("!I")
 
-# Session limits; the edge sizes its stream use by the connector's settings.
+# Session limits: constants of protocol version 2, the same on both sides.
 MAX_CONCURRENT_STREAMS = 1000
 STREAM_WINDOW = 1024 * 1024
 CONNECTION_WINDOW = 16 * 1024 * 1024
-MAX_FRAME_SIZE = 64 * 1024
-MAX_HEADER_LIST_SIZE = 256 * 1024
+MAX_FRAME_SIZE = framing.MAX_FRAME_SIZE  # DATA payload
+MAX_HEADER_LIST_SIZE = framing.MAX_HEADER_LIST_SIZE  # a head's payload
 
-PACKED_HEADERS = b"burrow-headers"
-# HTTP/2 has no final 1xx response: a 101 Switching Protocols travels as
-# `:status 200` with the real status here.
-FINAL_STATUS = b"burrow-status"
-STREAM_KIND = b"burrow-kind"
 KIND_HTTP = b"http"  # a request and its response
 KIND_UPGRADE = b"upgrade"  # a request whose 101 answer turns the stream into a byte pipe
 STREAM_KINDS = frozenset({KIND_HTTP, KIND_UPGRADE})
 
 # A PING with this payload announces a graceful drain: open no new streams.
-# (h2 moves to CLOSED on GOAWAY, so GOAWAY is only sent once streams are done.)
+# (GOAWAY closes the session at once, so it is only sent once streams are done.)
 DRAIN_PING = b"DRAIN\x00\x00\x00"
 
-# Error codes used on RST_STREAM and GOAWAY.
-NO_ERROR = h2.errors.ErrorCodes.NO_ERROR
-CANCEL = h2.errors.ErrorCodes.CANCEL
-REFUSED_STREAM = h2.errors.ErrorCodes.REFUSED_STREAM  # the stream was never processed: safe to retry
-INTERNAL_ERROR = h2.errors.ErrorCodes.INTERNAL_ERROR
+# Error codes used on RESET and GOAWAY (the HTTP/2 values).
+NO_ERROR = 0x0
+INTERNAL_ERROR = 0x2
+REFUSED_STREAM = 0x7  # the stream was never processed: safe to retry
+CANCEL = 0x8
 
 
 # --- Registration -----------------------------------------------------------
@@ -133,8 +139,11 @@ class RegistrationReader:
             raise ProtocolError("registration message too large")
         start = 0
         if self._expect_magic:
-            if not MAGIC.startswith(bytes(self._buffer[: len(MAGIC)])):
-                raise ProtocolError("not a Burrow tunnel client, or an unsupported protocol version")
+            received = bytes(self._buffer[: len(MAGIC)])
+            if not MAGIC.startswith(received):
+                if len(received) < len(MAGIC) and received.startswith(_MAGIC_NAME):
+                    return None, b""  # another version: wait for all of it, to name it
+                raise ProtocolError(_wrong_magic(received))
             if len(self._buffer) < len(MAGIC):
                 return None, b""
             start = len(MAGIC)
@@ -148,6 +157,16 @@ class RegistrationReader:
             return None, b""
         message = _parse_registration(bytes(self._buffer[start + _LENGTH.size : end]))
         return message, bytes(self._buffer[end:])
+
+
+def _wrong_magic(received: bytes) -> str:
+    if received.startswith(_MAGIC_NAME) and received.endswith(b"\n"):
+        version = received[len(_MAGIC_NAME) : -1].decode("ascii", "replace")
+        return (
+            f"unsupported tunnel protocol version {version} (this edge speaks {PROTOCOL_VERSION}):"
+            " upgrade the connector"
+        )
+    return "not a Burrow tunnel client, or an unsupported protocol version"
 
 
 def _parse_registration(body: bytes) -> Register | Registered | Rejected:
@@ -171,28 +190,6 @@ def _parse_registration(body: bytes) -> Register | Registered | Rejected:
     except (ValueError, KeyError, TypeError, OverflowError, RecursionError) as exc:  # inf, deep nesting
         raise ProtocolError(f"malformed registration message: {exc}") from exc
     raise ProtocolError(f"unknown registration message type {kind!r}")
-
-
-# --- Header packing -----------------------------------------------------------
-
-
-def pack_headers(headers: Headers) -> bytes:
-    """Headers as one field value: `b64(name):b64(value)` joined by `;`."""
-    encode = base64.b64encode
-    return b";".join(encode(name) + b":" + encode(value) for name, value in headers)
-
-
-def unpack_headers(packed: bytes) -> Headers:
-    if not packed:
-        return ()
-    decode = base64.b64decode
-    try:
-        return tuple(
-            (decode(name, validate=True), decode(value, validate=True))
-            for name, _, value in (item.partition(b":") for item in packed.split(b";"))
-        )
-    except ValueError as exc:
-        raise ProtocolError("malformed packed headers") from exc
 
 
 # --- Session events -----------------------------------------------------------
@@ -285,213 +282,388 @@ Event = (
 # --- The session ----------------------------------------------------------------
 
 
-class _PlainEncoder(hpack.Encoder):
-    """HPACK without Huffman coding: the packed header values are base64, which
-    Huffman barely shrinks, and coding them in pure Python costs more than it saves."""
+class _Stream:
+    """What the session tracks for one open stream."""
 
-    def encode(self, headers, huffman=False):  # noqa: ARG002 - h2 passes no argument
-        return super().encode(headers, huffman=False)
+    __slots__ = ("head_received", "head_sent", "local_closed", "receive", "remote_closed", "send", "unacked", "unreported")
 
+    def __init__(self) -> None:
+        self.send = STREAM_WINDOW  # DATA bytes this side may still send
+        self.receive = STREAM_WINDOW  # DATA bytes the peer may still send
+        self.unreported = 0  # acknowledged bytes not yet granted back with WINDOW
+        self.unacked = 0  # received bytes not yet acknowledged
+        self.head_sent = False
+        self.head_received = False
+        self.local_closed = False
+        self.remote_closed = False
+
+
+_VIOLATION = "tunnel peer broke the protocol: "
 
 
 class TunnelSession:
-    """One multiplexed tunnel session over h2: bytes in, events out, bytes to send.
+    """One multiplexed tunnel session: bytes in, events out, bytes to send.
 
-    `role` is "edge" (opens streams, HTTP/2 client side) or "connector"
-    (serves streams, HTTP/2 server side).
+    `role` is "edge" (opens streams, with odd ids) or "connector" (serves them).
     """
 
     def __init__(self, role: str) -> None:
         if role not in ("edge", "connector"):
             raise ValueError(f"unknown role {role!r}")
         self.role = role
-        # Both ends are Burrow: header validation is skipped (user headers travel
-        # packed and are validated where they re-enter HTTP/1.1 or HTTP/2).
-        config = h2.config.H2Configuration(
-            client_side=role == "edge",
-            header_encoding=None,
-            validate_outbound_headers=False,
-            normalize_outbound_headers=False,
-            validate_inbound_headers=False,
-            normalize_inbound_headers=False,
-        )
-        self._h2 = h2.connection.H2Connection(config=config)
-        self._h2.encoder = _PlainEncoder()
-        self._h2.local_settings = h2.settings.Settings(
-            client=role == "edge",
-            initial_values={
-                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
-                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
-                h2.settings.SettingCodes.MAX_FRAME_SIZE: MAX_FRAME_SIZE,
-                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST_SIZE,
-                h2.settings.SettingCodes.ENABLE_PUSH: 0,
-            },
-        )
-        self._h2.max_inbound_frame_size = MAX_FRAME_SIZE
-        self._h2.decoder.max_header_list_size = MAX_HEADER_LIST_SIZE
-        self._h2.initiate_connection()
-        self._h2.increment_flow_control_window(CONNECTION_WINDOW - 65535)
-        self._handlers = {
-            h2.events.RequestReceived: self._on_request,
-            h2.events.ResponseReceived: self._on_response,
-            h2.events.DataReceived: self._on_data,
-            h2.events.TrailersReceived: lambda e: [
-                TrailersReceived(e.stream_id, unpack_headers(dict(e.headers).get(PACKED_HEADERS, b"")))
-            ],
-            h2.events.StreamEnded: lambda e: [StreamEnded(e.stream_id)],
-            h2.events.StreamReset: lambda e: [StreamReset(e.stream_id, int(e.error_code))],
-            h2.events.WindowUpdated: lambda e: [WindowOpened(e.stream_id)],
-            h2.events.RemoteSettingsChanged: lambda e: [WindowOpened(0)],
-            h2.events.PingAckReceived: lambda e: [PingAcked(e.ping_data)],
-            h2.events.PingReceived: lambda e: [DrainRequested()] if e.ping_data == DRAIN_PING else [],
-            h2.events.ConnectionTerminated: lambda e: [
-                GoAway(int(e.error_code), e.last_stream_id or 0)
-            ],
-        }
+        self._is_edge = role == "edge"
+        self._streams: dict[int, _Stream] = {}
+        self._finished_unacked: dict[int, int] = {}  # streams done on the wire whose bytes are not all acknowledged
+        self._last_stream_id = 0  # the highest stream id opened so far (only the edge opens)
+        self._send_credit = CONNECTION_WINDOW
+        self._receive_credit = CONNECTION_WINDOW
+        self._unreported = 0  # connection-level: acknowledged bytes not yet granted back
+        self._out: list[bytes] = []
+        self._buffer = bytearray()  # an incomplete frame
+        self._needed = HEADER_SIZE  # bytes the buffered frame needs before it can be parsed
+        self._closed = False
+        self._handlers = (
+            self._on_data, self._on_request, self._on_response, self._on_trailers, self._on_reset,
+            self._on_window, self._on_ping, self._on_ping_ack, self._on_goaway,
+        )  # fmt: skip
 
     # Input ---------------------------------------------------------------------
 
     def receive_data(self, data: bytes) -> list[Event]:
         """Feed bytes read from the peer; return the events they complete."""
-        try:
-            h2_events = self._h2.receive_data(data)
-        except h2.exceptions.ProtocolError as exc:
-            raise ProtocolError(f"tunnel peer broke HTTP/2: {exc}") from exc
-        pending = self._h2.incoming_buffer._data  # h2 checks a frame's size only once all of it arrived
-        if len(pending) >= 9 and int.from_bytes(pending[:3], "big") > self._h2.max_inbound_frame_size:
-            raise ProtocolError(f"tunnel peer broke HTTP/2: a frame of {int.from_bytes(pending[:3], 'big')} bytes")
+        buffer = self._buffer
+        if buffer:
+            buffer += data
+            if len(buffer) < self._needed:
+                return []
+            data = bytes(buffer)
+            buffer.clear()
+        elif type(data) is not bytes:  # slices must be bytes (a TLS read already is)
+            data = bytes(data)
         events: list[Event] = []
-        for h2_event in h2_events:
-            handler = self._handlers.get(type(h2_event))
-            if handler is not None:
-                events.extend(handler(h2_event))
+        size = len(data)
+        pos = 0
+        handlers = self._handlers
+        unpack = HEADER.unpack_from
+        try:
+            while size - pos >= HEADER_SIZE:
+                length, kind, flags, stream_id = unpack(data, pos)
+                if kind > GOAWAY:
+                    raise ProtocolError(f"unknown frame type {kind}")
+                if length > PAYLOAD_LIMITS[kind]:
+                    raise ProtocolError(
+                        f"a frame of {length} bytes ({framing.TYPE_NAMES[kind]}, limit {PAYLOAD_LIMITS[kind]})"
+                    )
+                end = pos + HEADER_SIZE + length
+                if end > size:
+                    self._needed = HEADER_SIZE + length
+                    break
+                if flags and (flags != END_STREAM or kind > TRAILERS):
+                    raise ProtocolError(f"flags {flags:#x} on a {framing.TYPE_NAMES[kind]} frame")
+                if not self._closed:  # after GOAWAY, frames still in flight are ignored
+                    handlers[kind](events, data, pos + HEADER_SIZE, end, flags, stream_id)
+                pos = end
+            else:
+                self._needed = HEADER_SIZE
+        except ProtocolError as exc:
+            raise ProtocolError(_VIOLATION + str(exc)) from None
+        if pos < size:
+            buffer += memoryview(data)[pos:]
         return events
 
-    def _on_request(self, event: h2.events.RequestReceived) -> list[Event]:
-        fields = dict(event.headers)
-        try:
-            head = RequestHead(
-                method=fields[b":method"],
-                target=fields[b":path"],
-                authority=fields[b":authority"],
-                scheme=fields[b":scheme"],
-                headers=unpack_headers(fields.get(PACKED_HEADERS, b"")),
-                has_body=event.stream_ended is None,
-            )
-        except KeyError as exc:
-            raise ProtocolError(f"tunnel stream without {exc.args[0]!r}") from exc
-        kind = fields.get(STREAM_KIND, KIND_HTTP)
+    def _stream(self, stream_id: int, kind: str) -> _Stream | None:
+        """The open stream a frame is for; None when it is finished or was reset (ignore the frame)."""
+        stream = self._streams.get(stream_id)
+        if stream is None and (stream_id > self._last_stream_id or stream_id == 0):
+            raise ProtocolError(f"{kind} frame for stream {stream_id}, which was never opened")
+        return stream
+
+    def _on_data(self, events: list, buf: bytes, start: int, end: int, flags: int, stream_id: int) -> None:
+        length = end - start
+        if length > self._receive_credit:
+            raise ProtocolError(f"DATA of {length} bytes beyond the connection's flow-control window")
+        self._receive_credit -= length
+        stream = self._stream(stream_id, "DATA")
+        if stream is None:  # finished or reset here: its bytes are dropped, their credit returned
+            self._grant_connection(length)
+            return
+        if not stream.head_received or stream.remote_closed:
+            raise ProtocolError(f"DATA on stream {stream_id} outside its body")
+        if length > stream.receive:
+            raise ProtocolError(f"DATA of {length} bytes beyond stream {stream_id}'s flow-control window")
+        stream.receive -= length
+        if length:
+            stream.unacked += length
+            events.append(DataReceived(stream_id, buf[start:end], length))
+            if self._receive_credit < MAX_FRAME_SIZE and self._unreported:
+                self._grant_connection(0)  # the peer is nearly blocked: return what was consumed now
+        if flags:
+            self._remote_end(events, stream_id, stream)
+
+    def _on_request(self, events: list, buf: bytes, start: int, end: int, flags: int, stream_id: int) -> None:
+        if self._is_edge:
+            raise ProtocolError("the connector opened a stream")
+        if stream_id <= self._last_stream_id or not stream_id & 1:
+            raise ProtocolError(f"stream {stream_id} opened out of order (after {self._last_stream_id})")
+        self._last_stream_id = stream_id
+        method, scheme, authority, target, kind, headers = framing.unpack_request(buf, start, end)
         if kind not in STREAM_KINDS:
-            raise ProtocolError(f"unknown tunnel stream kind {kind!r}")
-        return [StreamOpened(event.stream_id, head, kind)]
+            raise ProtocolError(f"unknown stream kind {kind!r}")
+        if len(self._streams) >= MAX_CONCURRENT_STREAMS:
+            self._out += (HEADER.pack(4, RESET, 0, stream_id), U32.pack(REFUSED_STREAM))
+            return
+        stream = self._streams[stream_id] = _Stream()
+        stream.head_received = True
+        head = RequestHead(method, target, authority, scheme, headers, not flags)
+        events.append(StreamOpened(stream_id, head, kind))
+        if flags:
+            self._remote_end(events, stream_id, stream)
 
-    def _on_response(self, event: h2.events.ResponseReceived) -> list[Event]:
-        fields = dict(event.headers)
-        try:
-            status = int(fields.get(FINAL_STATUS) or fields[b":status"])
-        except (KeyError, ValueError) as exc:
-            raise ProtocolError("tunnel response without a valid :status") from exc
-        if not 100 <= status <= 999:
-            raise ProtocolError(f"tunnel response with status {status}")
-        head = ResponseHead(status, unpack_headers(fields.get(PACKED_HEADERS, b"")), event.stream_ended is None)
-        return [ResponseStarted(event.stream_id, head)]
+    def _on_response(self, events: list, buf: bytes, start: int, end: int, flags: int, stream_id: int) -> None:
+        if not self._is_edge:
+            raise ProtocolError("the edge sent a RESPONSE")
+        status, headers = framing.unpack_response(buf, start, end)
+        stream = self._stream(stream_id, "RESPONSE")
+        if stream is None:
+            return
+        if stream.head_received:
+            raise ProtocolError(f"a second RESPONSE on stream {stream_id}")
+        stream.head_received = True
+        events.append(ResponseStarted(stream_id, ResponseHead(status, headers, not flags)))
+        if flags:
+            self._remote_end(events, stream_id, stream)
 
-    def _on_data(self, event: h2.events.DataReceived) -> list[Event]:
-        return [DataReceived(event.stream_id, event.data, event.flow_controlled_length)]
+    def _on_trailers(self, events: list, buf: bytes, start: int, end: int, flags: int, stream_id: int) -> None:
+        headers = framing.unpack_trailers(buf, start, end)
+        if not flags:
+            raise ProtocolError(f"TRAILERS without END_STREAM on stream {stream_id}")
+        stream = self._stream(stream_id, "TRAILERS")
+        if stream is None:
+            return
+        if not stream.head_received or stream.remote_closed:
+            raise ProtocolError(f"TRAILERS on stream {stream_id} outside its body")
+        events.append(TrailersReceived(stream_id, headers))
+        self._remote_end(events, stream_id, stream)
+
+    def _remote_end(self, events: list, stream_id: int, stream: _Stream) -> None:
+        stream.remote_closed = True
+        events.append(StreamEnded(stream_id))
+        if stream.local_closed:
+            self._forget(stream_id, stream)
+
+    def _forget(self, stream_id: int, stream: _Stream) -> None:
+        """A stream finished both ways; bytes not yet acknowledged keep their credit owed."""
+        del self._streams[stream_id]
+        if stream.unacked:
+            self._finished_unacked[stream_id] = stream.unacked
+
+    def _on_reset(self, events: list, buf: bytes, start: int, end: int, flags: int, stream_id: int) -> None:
+        if end - start != 4:
+            raise ProtocolError(f"a RESET of {end - start} bytes")
+        if (stream := self._stream(stream_id, "RESET")) is None:
+            return
+        del self._streams[stream_id]
+        if stream.unacked:  # bytes the consumer will now drop: their connection credit is returned
+            self._grant_connection(stream.unacked)
+        events.append(StreamReset(stream_id, U32.unpack_from(buf, start)[0]))
+
+    def _on_window(self, events: list, buf: bytes, start: int, end: int, flags: int, stream_id: int) -> None:
+        if end - start != 4:
+            raise ProtocolError(f"a WINDOW of {end - start} bytes")
+        (increment,) = U32.unpack_from(buf, start)
+        if not increment:
+            raise ProtocolError("a WINDOW of 0")
+        if stream_id == 0:
+            self._send_credit += increment
+            if self._send_credit > framing.MAX_WINDOW:
+                raise ProtocolError("the connection's flow-control window overflowed")
+        else:
+            stream = self._stream(stream_id, "WINDOW")
+            if stream is None:
+                return
+            stream.send += increment
+            if stream.send > framing.MAX_WINDOW:
+                raise ProtocolError(f"stream {stream_id}'s flow-control window overflowed")
+        events.append(WindowOpened(stream_id))
+
+    def _on_ping(self, events: list, buf: bytes, start: int, end: int, flags: int, stream_id: int) -> None:
+        payload = self._control_payload(buf, start, end, stream_id, "PING")
+        self._out += (HEADER.pack(8, PING_ACK, 0, 0), payload)
+        if payload == DRAIN_PING:
+            events.append(DrainRequested())
+
+    def _on_ping_ack(self, events: list, buf: bytes, start: int, end: int, flags: int, stream_id: int) -> None:
+        events.append(PingAcked(self._control_payload(buf, start, end, stream_id, "PING_ACK")))
+
+    def _on_goaway(self, events: list, buf: bytes, start: int, end: int, flags: int, stream_id: int) -> None:
+        error_code, last_stream_id = U32_PAIR.unpack(self._control_payload(buf, start, end, stream_id, "GOAWAY"))
+        self._closed = True
+        events.append(GoAway(error_code, last_stream_id))
+
+    @staticmethod
+    def _control_payload(buf: bytes, start: int, end: int, stream_id: int, kind: str) -> bytes:
+        if stream_id or end - start != 8:
+            raise ProtocolError(f"a {kind} of {end - start} bytes on stream {stream_id}")
+        return buf[start:end]
 
     # Output --------------------------------------------------------------------
 
     def data_to_send(self) -> bytes:
-        return self._h2.data_to_send()
+        out = self._out
+        if not out:
+            return b""
+        self._out = []
+        return b"".join(out)
 
     def open_stream(self, head: RequestHead, kind: bytes = KIND_HTTP) -> int:
         """(edge) Start a stream carrying `head`; end it at once when there is no body
         (an upgrade stream stays open: its bytes flow after the 101)."""
-        stream_id = self._h2.get_next_available_stream_id()
-        fields = [
-            (b":method", head.method),
-            (b":scheme", head.scheme),
-            (b":authority", head.authority),
-            (b":path", head.target),
-            (STREAM_KIND, kind),
-            (PACKED_HEADERS, pack_headers(head.headers)),
-        ]
-        self._send_headers(stream_id, fields, end_stream=not head.has_body and kind == KIND_HTTP)
+        if not self._is_edge:
+            raise ProtocolError("only the edge opens streams")
+        self._check_open()
+        stream_id = self._last_stream_id + 2 if self._last_stream_id else 1
+        if len(self._streams) >= MAX_CONCURRENT_STREAMS or stream_id > framing.MAX_STREAM_ID:
+            raise ProtocolError("tunnel session has no free stream")
+        payload = framing.pack_request(head.method, head.scheme, head.authority, head.target, kind, head.headers)
+        end_stream = not head.has_body and kind == KIND_HTTP
+        self._last_stream_id = stream_id
+        stream = self._streams[stream_id] = _Stream()
+        stream.head_sent = True
+        stream.local_closed = end_stream
+        self._out += (HEADER.pack(len(payload), REQUEST, END_STREAM if end_stream else 0, stream_id), payload)
         return stream_id
 
     def send_response(self, stream_id: int, head: ResponseHead) -> None:
-        """(connector) Answer stream `stream_id` with `head`."""
-        status = str(head.status).encode()
-        fields = [(b":status", status), (PACKED_HEADERS, pack_headers(head.headers))]
-        if head.status < 200:
-            fields = [(b":status", b"200"), (FINAL_STATUS, status), fields[1]]
-        self._send_headers(stream_id, fields, end_stream=not head.has_body)
-
-    def _send_headers(self, stream_id: int, fields: list, *, end_stream: bool) -> None:
-        try:
-            self._h2.send_headers(stream_id, fields, end_stream=end_stream)
-        except h2.exceptions.TooManyStreamsError as exc:
-            raise ProtocolError("tunnel session has no free stream") from exc
-        except h2.exceptions.ProtocolError as exc:
-            raise ProtocolError(f"cannot send headers on stream {stream_id}: {exc}") from exc
+        """(connector) Answer stream `stream_id` with `head` (any status 100-999, 101 included)."""
+        stream = self._sendable(stream_id)
+        if stream.head_sent:
+            raise ProtocolError(f"cannot send a second response on stream {stream_id}")
+        payload = framing.pack_response(head.status, head.headers)
+        stream.head_sent = True
+        self._out += (HEADER.pack(len(payload), RESPONSE, 0 if head.has_body else END_STREAM, stream_id), payload)
+        if not head.has_body:
+            self._local_end(stream_id, stream)
 
     def send_trailers(self, stream_id: int, headers: Headers) -> None:
         """Send trailing headers, ending the stream in this direction."""
-        self._send_headers(stream_id, [(PACKED_HEADERS, pack_headers(headers))], end_stream=True)
+        stream = self._sendable(stream_id, body=True)
+        payload = framing.pack_trailers(headers)
+        self._out += (HEADER.pack(len(payload), TRAILERS, END_STREAM, stream_id), payload)
+        self._local_end(stream_id, stream)
 
     def send_window(self, stream_id: int) -> int:
         """How many body bytes may be sent on `stream_id` right now."""
-        try:
-            window = self._h2.local_flow_control_window(stream_id)
-        except h2.exceptions.StreamClosedError:
+        stream = self._streams.get(stream_id)
+        if stream is None or stream.local_closed or self._closed:
             return 0
-        return min(window, self._h2.max_outbound_frame_size)
+        return min(stream.send, self._send_credit, MAX_FRAME_SIZE)
 
     def send_data(self, stream_id: int, data: bytes, *, end_stream: bool = False) -> None:
         """Send `data` (at most `send_window(stream_id)` bytes)."""
-        try:
-            self._h2.send_data(stream_id, data, end_stream=end_stream)
-        except h2.exceptions.ProtocolError as exc:
-            raise ProtocolError(f"cannot send data on stream {stream_id}: {exc}") from exc
+        stream = self._sendable(stream_id, body=True)
+        length = len(data)
+        if length > min(stream.send, self._send_credit, MAX_FRAME_SIZE):
+            raise ProtocolError(f"cannot send {length} bytes on stream {stream_id}: beyond its send window")
+        stream.send -= length
+        self._send_credit -= length
+        self._out += (HEADER.pack(length, DATA, END_STREAM if end_stream else 0, stream_id), bytes(data))
+        if end_stream:
+            self._local_end(stream_id, stream)
 
     def end_stream(self, stream_id: int) -> None:
-        try:
-            self._h2.end_stream(stream_id)
-        except h2.exceptions.ProtocolError as exc:
-            raise ProtocolError(f"cannot end stream {stream_id}: {exc}") from exc
+        stream = self._sendable(stream_id, body=True)
+        self._out.append(HEADER.pack(0, DATA, END_STREAM, stream_id))
+        self._local_end(stream_id, stream)
+
+    def _sendable(self, stream_id: int, *, body: bool = False) -> _Stream:
+        self._check_open()
+        stream = self._streams.get(stream_id)
+        if stream is None or stream.local_closed:
+            raise ProtocolError(f"cannot send on stream {stream_id}: it is closed")
+        if body and not stream.head_sent:
+            raise ProtocolError(f"cannot send a body on stream {stream_id} before its head")
+        return stream
+
+    def _local_end(self, stream_id: int, stream: _Stream) -> None:
+        stream.local_closed = True
+        if stream.remote_closed:
+            self._forget(stream_id, stream)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ProtocolError("tunnel session is closed (GOAWAY)")
 
     def reset_stream(self, stream_id: int, error_code: int = CANCEL) -> None:
-        """Abort `stream_id`; a no-op when it is already closed."""
-        try:
-            self._h2.reset_stream(stream_id, error_code)
-        except h2.exceptions.StreamClosedError:
-            pass
+        """Abort `stream_id` (no frame when it already finished on the wire). Bytes received
+        on it and not yet acknowledged will never be: their connection credit is returned now."""
+        stream = self._streams.pop(stream_id, None)
+        unacked = stream.unacked if stream is not None else self._finished_unacked.pop(stream_id, 0)
+        if self._closed:
+            return
+        if stream is not None:
+            self._out += (HEADER.pack(4, RESET, 0, stream_id), U32.pack(error_code))
+        if unacked:
+            self._grant_connection(unacked)
 
     def acknowledge(self, stream_id: int, flow_length: int) -> None:
-        """Return credit for bytes that were passed on."""
-        self._h2.acknowledge_received_data(flow_length, stream_id)
+        """Return credit for bytes that were passed on. WINDOW frames are batched: one goes
+        out once half a window is consumed, or at once while the peer is nearly blocked."""
+        if flow_length <= 0 or self._closed:
+            return
+        stream = self._streams.get(stream_id)
+        if stream is None:  # finished: what it still owes, once; reset: returned already
+            owed = self._finished_unacked.pop(stream_id, 0)
+            if owed > flow_length:
+                self._finished_unacked[stream_id] = owed - flow_length
+            self._grant_connection(min(owed, flow_length))
+            return
+        self._grant_connection(flow_length)
+        stream.unacked -= flow_length
+        if stream.remote_closed:
+            return
+        stream.unreported += flow_length
+        if stream.unreported >= STREAM_WINDOW // 2 or stream.receive < MAX_FRAME_SIZE:
+            stream.receive += stream.unreported
+            self._out += (HEADER.pack(4, WINDOW, 0, stream_id), U32.pack(stream.unreported))
+            stream.unreported = 0
+
+    def _grant_connection(self, consumed: int) -> None:
+        self._unreported += consumed
+        if self._unreported and (
+            self._unreported >= CONNECTION_WINDOW // 2 or self._receive_credit < MAX_FRAME_SIZE
+        ):
+            self._receive_credit += self._unreported
+            self._out += (HEADER.pack(4, WINDOW, 0, 0), U32.pack(self._unreported))
+            self._unreported = 0
 
     @property
     def closed(self) -> bool:
         """A GOAWAY was sent or received: no frame may be sent any more."""
-        return self._h2.state_machine.state is h2.connection.ConnectionState.CLOSED
+        return self._closed
 
     def ping(self, payload: bytes) -> None:
-        self._h2.ping(payload)
+        self._check_open()
+        if len(payload) != 8:
+            raise ProtocolError("a PING payload is 8 bytes")
+        self._out += (HEADER.pack(8, PING, 0, 0), payload)
 
     def announce_drain(self) -> None:
         """Tell the peer to open no new streams on this session."""
-        self._h2.ping(DRAIN_PING)
+        self.ping(DRAIN_PING)
 
     def goaway(self, error_code: int = NO_ERROR) -> None:
-        """Close the session; no frame may be sent after this."""
-        self._h2.close_connection(error_code)
+        """Close the session; no frame may be sent after this. A no-op once closed."""
+        if self._closed:
+            return
+        self._closed = True
+        last = 0 if self._is_edge else self._last_stream_id  # the last stream this side took
+        self._out += (HEADER.pack(8, GOAWAY, 0, 0), U32_PAIR.pack(error_code, last))
 
     @property
     def open_streams(self) -> int:
-        return self._h2.open_outbound_streams + self._h2.open_inbound_streams
+        return len(self._streams)
 
     @property
     def max_streams(self) -> int:
-        """How many streams this side may have open (the peer's limit)."""
-        return self._h2.remote_settings.max_concurrent_streams
+        """How many streams this side may have open (a constant of the protocol)."""
+        return MAX_CONCURRENT_STREAMS

@@ -104,9 +104,9 @@ def test_a_registration_flood_from_one_source_is_limited_and_others_are_not(setu
 def test_garbage_after_registration_closes_the_session_with_a_reason(setup):
     edge, _, creds, _ = setup
     tls = register(edge, creds, "127.0.0.4")
-    tls.sendall(b"GET / HTTP/1.1\r\nHost: not-http2\r\n\r\n" * 4)
+    tls.sendall(b"GET / HTTP/1.1\r\nHost: not-a-tunnel-frame\r\n\r\n" * 4)
     assert closed_by_edge(tls, 10)
-    log = edge.proc.wait_for_log(r"session\.lost .* error=tunnel peer broke HTTP/2", timeout=5)
+    log = edge.proc.wait_for_log(r"session\.lost .* error=tunnel peer broke the protocol", timeout=5)
     assert "connector=raw-client" in log
 
 

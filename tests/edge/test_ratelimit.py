@@ -36,4 +36,4 @@ def test_limits_must_be_positive():
 def test_an_oversized_frame_header_fails_before_its_body_is_buffered():
     session = protocol.TunnelSession("edge")
     with pytest.raises(ProtocolError, match="a frame of"):
-        session.receive_data(b"\xff\xff\xff\x04\x00\x00\x00\x00\x00")  # a SETTINGS frame of 16 MiB
+        session.receive_data(b"\x01\x00\x00\x00\x00\x00\x00\x00\x00\x01")  # a DATA frame of 16 MiB
