@@ -63,7 +63,7 @@ class Http1Exchange:
     def hold(self) -> None:
         """Keep the response in memory until `end()` sends it in one write (for a caller
         that has all of it at hand: no wait between its pieces)."""
-        self._held = []
+        self._held, self._held_size = [], 0
 
     async def receive_body(self) -> bytes:
         h11_conn = self._conn.h11
