@@ -10,7 +10,7 @@ from http import HTTPStatus
 import h11
 import trio
 
-from edge.http1_guard import CheckedHead, HeadLimits, HeadScanner, Refused, check_head
+from edge.http1_guard import CheckedHead, HeadLimits, HeadScanner, Refused, check_scanned_head
 from edge.zone import normalize_host
 from shared.errors import ProtocolError
 from shared.events import RequestHead, ResponseHead, end_to_end
@@ -42,6 +42,9 @@ class Http1Limits:
     max_discard_bytes: int = 64 * 1024  # unread request body drained to keep a connection alive
 
 
+MAX_HELD = 64 * 1024  # response bytes `Http1Exchange.hold()` keeps back at most
+
+
 class Http1Exchange:
     """One request on an HTTP/1.1 connection."""
 
@@ -54,6 +57,13 @@ class Http1Exchange:
         self.upgrade = _upgrade_token(head)  # b"websocket", b"burrow-tcp", … or None
         self._body_waited = 0.0  # seconds spent waiting for body bytes
         self._body_bytes = 0
+        self._held: list[bytes] | None = None  # the response so far, while `hold()` is in effect
+        self._held_size = 0
+
+    def hold(self) -> None:
+        """Keep the response in memory until `end()` sends it in one write (for a caller
+        that has all of it at hand: no wait between its pieces)."""
+        self._held, self._held_size = [], 0
 
     async def receive_body(self) -> bytes:
         h11_conn = self._conn.h11
@@ -61,13 +71,15 @@ class Http1Exchange:
             return b""
         if h11_conn.they_are_waiting_for_100_continue:
             await self._conn.send(h11.InformationalResponse(status_code=100, headers=[]))
-        limits = self._conn.limits
-        allowed = limits.body_rate_grace + self._body_bytes / limits.body_min_rate - self._body_waited
-        started = trio.current_time()
-        try:
-            event = await self._conn.next_event(max(0.0, min(limits.body_idle_timeout, allowed)))
-        finally:
-            self._body_waited += trio.current_time() - started
+        event = h11_conn.next_event()  # e.g. the end of a bodyless request: no wait to time
+        if event is h11.NEED_DATA:
+            limits = self._conn.limits
+            allowed = limits.body_rate_grace + self._body_bytes / limits.body_min_rate - self._body_waited
+            started = trio.current_time()
+            try:
+                event = await self._conn.next_event(max(0.0, min(limits.body_idle_timeout, allowed)))
+            finally:
+                self._body_waited += trio.current_time() - started
         if isinstance(event, h11.Data):
             self._body_bytes += len(event.data)
             return bytes(event.data)
@@ -84,14 +96,30 @@ class Http1Exchange:
         except h11.LocalProtocolError as exc:
             raise ProtocolError(f"invalid response head from the tunnel: {exc}") from exc
         self.response_started = True
-        await self._conn.send(response)
+        await self._send(response)
 
     async def send_body(self, data: bytes) -> None:
         if data:
-            await self._conn.send(h11.Data(data=data))
+            await self._send(h11.Data(data=data))
 
     async def end(self) -> None:
-        await self._conn.send(h11.EndOfMessage())
+        await self._send(h11.EndOfMessage())
+        await self.release()
+
+    async def release(self) -> None:
+        """Write what `hold()` kept back, and hold no more."""
+        if self._held is not None:
+            data, self._held = b"".join(self._held), None
+            await self._conn.send_bytes(data)
+
+    async def _send(self, event: h11.Event) -> None:
+        if self._held is None:
+            await self._conn.send(event)
+        elif data := self._conn.h11.send(event):
+            self._held.append(data)
+            self._held_size += len(data)
+            if self._held_size > MAX_HELD:  # a large response is written as it comes
+                await self.release()
 
     async def switch_protocols(self, head: ResponseHead) -> tuple[trio.abc.Stream, bytes]:
         """Answer 101 with `head`'s headers (Upgrade and Connection kept); return the raw
@@ -135,7 +163,8 @@ class Http1Connection:
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
         self.switched = False  # a 101 handed the socket to a byte relay
         self.closing = False  # the edge drains: answer what is in progress with `Connection: close`
-        self._between_requests = trio.CancelScope()
+        self._between_requests = trio.CancelScope(relative_deadline=limits.request_head_timeout)
+        self._head_limits = HeadLimits(limits.max_request_line, limits.max_header_bytes, limits.max_header_fields)
 
     def drain(self) -> None:
         """The edge is shutting down: the response in progress carries `Connection: close`
@@ -145,23 +174,19 @@ class Http1Connection:
 
     async def serve(self, handle: Callable[[Http1Exchange], Awaitable[None]]) -> None:
         """Serve requests until the visitor or the protocol closes the connection."""
-        first = True
         while True:
-            idle_timeout = self.limits.request_head_timeout if first else self.limits.keepalive_timeout
-            first = False
             try:
-                with self._between_requests:
-                    request = await self._next_request(idle_timeout)
+                with self._between_requests as waiting:  # the idle deadline; a drain cancels it
+                    request = await self._next_request(waiting)
             except Refused as exc:
                 log.info("http1.refused client=%s status=%d reason=%s", self.client[0], exc.status, exc.reason)
                 await self._refuse(exc.status, exc.reason)
                 return
-            except trio.TooSlowError:
-                log.debug("http1.head_timeout client=%s", self.client[0])
+            if waiting.cancelled_caught:
+                if not self.closing:
+                    log.debug("http1.head_timeout client=%s", self.client[0])
                 return
-            if self._between_requests.cancelled_caught:
-                return
-            self._between_requests = trio.CancelScope()
+            self._between_requests = trio.CancelScope(relative_deadline=self.limits.keepalive_timeout)
             if request is None:
                 return
             exchange = Http1Exchange(self, request)
@@ -188,23 +213,23 @@ class Http1Connection:
         while discarded <= self.limits.max_discard_bytes and self.h11.their_state is h11.SEND_BODY:
             discarded += len(await exchange.receive_body())
 
-    async def _next_request(self, idle_timeout: float) -> RequestHead | None:
-        """The next request head: its first byte within `idle_timeout`, the rest within the
-        head timeout, checked by `http1_guard` before h11 parses it. None when the visitor
-        closed the connection."""
-        head_limits = HeadLimits(self.limits.max_request_line, self.limits.max_header_bytes, self.limits.max_header_fields)
-        with trio.fail_after(idle_timeout):
-            while not self.h11.trailing_data[0]:
-                if not await self._receive():
-                    return None
+    async def _next_request(self, waiting: trio.CancelScope) -> RequestHead | None:
+        """The next request head: its first byte within the deadline of `waiting` (the
+        idle timeout), the rest within the head timeout, checked by `http1_guard` before
+        h11 parses it. None when the visitor closed the connection."""
+        head_limits = self._head_limits
+        while not (buffered := self.h11.trailing_data[0]):  # (a copy of h11's buffer)
+            if not await self._receive():
+                return None
         scanner = HeadScanner(head_limits)
-        head = scanner.feed(self.h11.trailing_data[0])
-        with trio.fail_after(self.limits.request_head_timeout):
+        head = scanner.feed(buffered)
+        if head is None:
+            waiting.deadline = trio.current_time() + self.limits.request_head_timeout
             while head is None:
                 if not (data := await self._receive()):
                     return None
                 head = scanner.feed(data)
-        checked = check_head(head, head_limits)
+        checked = check_scanned_head(head, head_limits)
         if self.sni is not None and normalize_host(checked.host.decode("ascii")) != self.sni:
             raise Refused(421, "the Host does not match the TLS server name")
         try:
@@ -237,18 +262,26 @@ class Http1Connection:
         )
 
     async def next_event(self, timeout: float) -> h11.Event:
-        with trio.fail_after(timeout):
-            while True:
-                event = self.h11.next_event()
-                if event is not h11.NEED_DATA:
-                    return event
+        event = self.h11.next_event()  # often already parsed: no deadline to set up
+        if event is not h11.NEED_DATA:
+            return event
+        with _deadline(timeout):  # returns unless the deadline passed
+            while event is h11.NEED_DATA:
                 await self._receive()
+                event = self.h11.next_event()
+            return event
+        raise trio.TooSlowError
 
     async def send(self, event: h11.Event) -> None:
-        data = self.h11.send(event)
+        await self.send_bytes(self.h11.send(event))
+
+    async def send_bytes(self, data: bytes | None) -> None:
+        """Write what h11 produced (nothing for None or b"")."""
         if data:
-            with trio.fail_after(self.limits.send_timeout):
+            with _deadline(self.limits.send_timeout) as scope:
                 await self.stream.send_all(data)
+            if scope.cancelled_caught:
+                raise trio.TooSlowError
 
     async def _refuse(self, status: int, reason: str) -> None:
         """Answer a refused request head with a page and `Connection: close`. Written
@@ -262,6 +295,12 @@ class Http1Connection:
                 await self.stream.send_all(b"\r\n".join(lines) + body)
         except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
             pass
+
+
+def _deadline(seconds: float) -> trio.CancelScope:
+    """`trio.fail_after` without its generator (it runs several times per request): the
+    caller raises `trio.TooSlowError` when the scope's `cancelled_caught`."""
+    return trio.CancelScope(relative_deadline=seconds)
 
 
 _NOT_IN_101 = frozenset({b"content-length", b"transfer-encoding", b"keep-alive"})

@@ -79,6 +79,12 @@ def check_head(head: bytes, limits: HeadLimits) -> CheckedHead:
     """Validate a complete head (as `HeadScanner` delimits it); raise `Refused` if it is unsafe."""
     if HeadScanner(limits).feed(head) != head:
         raise Refused(400, "malformed request head")
+    return check_scanned_head(head, limits)
+
+
+def check_scanned_head(head: bytes, limits: HeadLimits) -> CheckedHead:
+    """`check_head` for a head exactly as `HeadScanner.feed` returned it (its byte checks
+    already passed)."""
     lines = head[:-4].split(b"\r\n")
     request_line, field_lines = lines[0], lines[1:]
     if b"\r" in head[:-4].replace(b"\r\n", b""):

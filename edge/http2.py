@@ -110,6 +110,25 @@ class Http2Exchange:
         # h2 refuses `upgrade` fields in HTTP/2 requests (RFC 9113 §8.2.2): only an
         # extended CONNECT, translated by `request_head`, carries one.
         self.upgrade = WEBSOCKET if head.header(b"upgrade") == WEBSOCKET else None
+        self._held = False  # frames are queued, not written, until the response ends (`hold()`)
+        self._held_size = 0  # body bytes queued meanwhile
+
+    def hold(self) -> None:
+        """Queue the response's frames until it ends, then write them at once (for a caller
+        that has all of it at hand: no wait between its pieces)."""
+        self._held = True
+
+    async def _send(self, action: Callable[[], None]) -> None:
+        if self._held:
+            action()
+        else:
+            await self._conn.send(action)
+
+    async def release(self) -> None:
+        """Write what `hold()` kept back, and hold no more."""
+        if self._held:
+            self._held = False
+            await self._conn._flush()
 
     async def receive_body(self) -> bytes:
         return await self._receive(self._conn.limits.body_idle_timeout)
@@ -141,7 +160,7 @@ class Http2Exchange:
         headers = [(b":status", str(head.status).encode()), *response_headers(head.headers)]
         length = head.header(b"content-length")
         self._unsent = int(length) if length and length.isdigit() else None
-        await self._conn.send(
+        await self._send(
             functools.partial(self._conn.h2.send_headers, self.stream_id, headers, end_stream=not self._body_allowed)
         )
         self.response_started = True
@@ -150,12 +169,16 @@ class Http2Exchange:
     async def send_body(self, data: bytes) -> None:
         if not self._body_allowed or self.local_closed:
             return
+        if self._held:
+            self._held_size += len(data)
+            if self._held_size > SEND_BATCH:  # a large body is written as it comes
+                await self.release()
         # The chunk completing a content-length carries END_STREAM: a client that stops
         # at the length (curl does) has nothing to reset, and a frame is saved.
         last = self._unsent is not None and len(data) >= self._unsent
         offset = 0
         while offset < len(data):
-            offset += await self._conn.send_data(self.stream_id, data[offset:], end_stream=last)
+            offset += await self._conn.send_data(self.stream_id, data[offset:], end_stream=last, flush=not self._held)
         if self._unsent is not None:
             self._unsent -= len(data)
         if last:
@@ -163,8 +186,9 @@ class Http2Exchange:
 
     async def end(self) -> None:
         if not self.local_closed:
-            await self._conn.send(functools.partial(self._conn.h2.end_stream, self.stream_id))
+            await self._send(functools.partial(self._conn.h2.end_stream, self.stream_id))
             self.local_closed = True
+        await self.release()
 
     async def send_trailers(self, headers: Headers) -> None:
         """End the response with trailing fields (gRPC's grpc-status); without any, just end."""
@@ -172,8 +196,9 @@ class Http2Exchange:
         if not fields or not self._body_allowed or self.local_closed:
             await self.end()
             return
-        await self._conn.send(functools.partial(self._conn.h2.send_headers, self.stream_id, fields, end_stream=True))
+        await self._send(functools.partial(self._conn.h2.send_headers, self.stream_id, fields, end_stream=True))
         self.local_closed = True
+        await self.release()
 
     async def switch_protocols(self, head: ResponseHead) -> tuple[trio.abc.Stream, bytes]:
         """RFC 8441: answer the origin's 101 with 200; return this stream as a byte stream."""
@@ -463,7 +488,7 @@ class Http2Connection:
         finally:
             del self._streams[exchange.stream_id]
             self._update_deadline()
-            with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT):
+            with trio.CancelScope(shield=True, relative_deadline=CLEANUP_TIMEOUT):
                 await self._finish(exchange)
 
     async def _finish(self, exchange: Http2Exchange) -> None:
@@ -491,10 +516,11 @@ class Http2Connection:
         action()
         await self._flush()
 
-    async def send_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> int:
+    async def send_data(self, stream_id: int, data: bytes, end_stream: bool = False, flush: bool = True) -> int:
         """Send as much of `data` as the windows allow, waiting for credit; returns the count sent.
 
-        With `end_stream`, the frame carrying the last byte of `data` ends the stream.
+        With `end_stream`, the frame carrying the last byte of `data` ends the stream;
+        without `flush`, the frames are only queued (unless it must wait for credit).
         Each stream queues at most SEND_BATCH bytes before waiting for the write, so
         the unsent backlog stays under max_concurrent_streams × SEND_BATCH.
         """
@@ -507,9 +533,12 @@ class Http2Connection:
                     self.h2.send_data(
                         stream_id, data[offset : min(offset + frame, size)], end_stream=end_stream and last and size == len(data)
                     )
-                await self._flush()
+                if flush:
+                    await self._flush()
                 return size
             opened = self._window_opened
+            if not flush:
+                await self._flush()  # what the caller queued: the client makes room only for what it got
             with trio.fail_after(self.limits.send_timeout):
                 await opened.wait()
 
@@ -537,17 +566,21 @@ class Http2Connection:
         if self._lost:
             raise ConnectionLost("connection closed")
         while data := self._take():
-            scope = self._write_scope = trio.CancelScope(shield=True)
+            # Shielded, so only its own deadline (the send timeout) or `_abort` cancels it.
+            scope = self._write_scope = trio.CancelScope(shield=True, relative_deadline=self.limits.send_timeout)
             try:
-                with scope, trio.fail_after(self.limits.send_timeout):
+                with scope:
                     await self.stream.send_all(data)
-            except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 self._abort()
                 raise ConnectionLost(f"write failed: {exc!r}") from exc
             finally:
                 self._write_scope = None
             if scope.cancelled_caught:
-                raise ConnectionLost("connection aborted during a write")
+                if self._lost:
+                    raise ConnectionLost("connection aborted during a write")
+                self._abort()
+                raise ConnectionLost(f"write failed: {trio.TooSlowError()!r}")
         self._queued_control = 0
 
     def _take(self) -> bytes:
@@ -559,7 +592,7 @@ class Http2Connection:
         """Send the final GOAWAY (if any) and whatever is queued, briefly."""
         if self._lost:
             return
-        with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT):
+        with trio.CancelScope(shield=True, relative_deadline=CLEANUP_TIMEOUT):
             if error_code is not None:
                 self.h2.close_connection(error_code, last_stream_id=self._last_stream)
             try:

@@ -78,6 +78,7 @@ class EdgeMetrics:
         self.request_bytes = Counter("burrow_edge_request_bytes", "Request body bytes received from visitors, by hostname.", ["host"], registry=self.registry)
         self.response_bytes = Counter("burrow_edge_response_bytes", "Response body bytes sent to visitors, by hostname.", ["host"], registry=self.registry)
         self._hosts: set[str] = set()
+        self._children: dict[tuple[str, int], tuple] = {}  # (host label, status // 100) → its metric children
         self.traffic = TrafficHistory()  # the dashboard's last hour per hostname, kept even when not served
 
     def watch_router(self, live: Callable[[], dict[str, Iterable]]) -> None:
@@ -97,11 +98,19 @@ class EdgeMetrics:
     def observe_request(self, host: str, status: int, seconds: float, bytes_in: int, bytes_out: int) -> None:
         """Count one finished request to `host` (a routed hostname; pass "" for unknown ones)."""
         self.traffic.record(host, status)
-        host = self._host_label(host)
-        self.requests.labels(host, f"{status // 100}xx").inc()
-        self.request_duration.labels(host).observe(seconds)
-        self.request_bytes.labels(host).inc(bytes_in)
-        self.response_bytes.labels(host).inc(bytes_out)
+        key = (self._host_label(host), status // 100)
+        children = self._children.get(key)
+        if children is None:  # bounded: at most MAX_HOST_LABELS + 1 labels, a few status classes
+            label = key[0]
+            children = self._children[key] = (
+                self.requests.labels(label, f"{key[1]}xx"), self.request_duration.labels(label),
+                self.request_bytes.labels(label), self.response_bytes.labels(label),
+            )
+        requests, duration, received, sent = children
+        requests.inc()
+        duration.observe(seconds)
+        received.inc(bytes_in)
+        sent.inc(bytes_out)
 
     def _host_label(self, host: str) -> str:
         """Bound the label set: visitors choose Host headers, Prometheus must not grow with them."""

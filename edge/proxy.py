@@ -7,9 +7,9 @@ Eyeball adapters (HTTP/1.1 now, HTTP/2 later) present each request as an
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
 from dataclasses import replace
 from typing import Protocol
 
@@ -40,7 +40,10 @@ VISITOR_REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,64}")
 
 
 class Exchange(Protocol):
-    """One visitor request as an eyeball adapter presents it."""
+    """One visitor request as an eyeball adapter presents it.
+
+    An adapter may also offer `hold()` (keep the response back until `end()`, for a
+    caller that has all of it at hand) and `release()` (write what is held now)."""
 
     head: RequestHead
     client: tuple[str, int]
@@ -127,18 +130,18 @@ class Proxy:
         self.metrics = metrics
 
     async def handle(self, exchange: Exchange) -> None:
+        host = normalize_host(exchange.head.authority.decode("latin-1"))
         if self.metrics is None and not access_log.isEnabledFor(logging.INFO):
-            await self._route(exchange)
+            await self._route(exchange, host)
             return
         started = time.monotonic()
         metered = MeteredExchange(exchange)
         metered.request_id = request_id(exchange.head)
         try:
-            await self._route(metered)
+            await self._route(metered, host)
         finally:
             duration = time.monotonic() - started
-            host = normalize_host(exchange.head.authority.decode("latin-1"))
-            tunnel_id = self.router.zones.tunnel_for(host)
+            tunnel_id = self.router.tunnel_for(host)  # after the request: the routes may have changed
             if self.metrics is not None:
                 self.metrics.observe_request(  # one label for unrouted hosts
                     host if tunnel_id else "", metered.status, duration, metered.bytes_in, metered.bytes_out
@@ -151,14 +154,14 @@ class Proxy:
                     "duration_ms": round(duration * 1000, 1), "client": exchange.client[0],
                     "tunnel": tunnel_id or "-", "request_id": metered.request_id,
                 }
-                access_log.info("access", extra={"fields": fields})
+                # `access_log.info` without its search of the stack for the caller's file and line
+                access_log.handle(access_log.makeRecord(ACCESS_LOGGER, logging.INFO, "", 0, "access", (), None, extra={"fields": fields}))
 
-    async def _route(self, exchange: Exchange) -> None:
-        host = normalize_host(exchange.head.authority.decode("latin-1"))
+    async def _route(self, exchange: Exchange, host: str) -> None:
         if host in self.api_hosts:
             await self._serve_api(exchange)
             return
-        tunnel_id = self.router.zones.tunnel_for(host)
+        tunnel_id = self.router.tunnel_for(host)
         if tunnel_id is None:
             await send_page(exchange, 404, "edge", f"no tunnel serves {host}")
             return
@@ -198,10 +201,18 @@ class Proxy:
         head, data = await call_asgi(
             self.api_app, exchange.head, bytes(body), exchange.client, exchange.server
         )
+        _hold(exchange)
         await exchange.send_response(head)
         if data:
             await exchange.send_body(data)
         await exchange.end()
+
+
+def _hold(exchange: Exchange) -> bool:
+    """Have the exchange write the response in one go, if it can (the caller has all of it)."""
+    if hold := getattr(exchange, "hold", None):
+        hold()
+    return hold is not None
 
 
 def _unchanged(head: RequestHead) -> RequestHead:
@@ -211,7 +222,7 @@ def _unchanged(head: RequestHead) -> RequestHead:
 def request_id(head: RequestHead) -> str:
     """The visitor's `Burrow-Request-Id` if it is a plain token (≤ 64 of [A-Za-z0-9._-]), else a new one."""
     sent = next((value for name, value in head.headers if name == REQUEST_ID), b"")
-    return sent.decode() if VISITOR_REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex
+    return sent.decode() if VISITOR_REQUEST_ID.fullmatch(sent) else os.urandom(16).hex()
 
 
 def forwarded_head(exchange: Exchange) -> RequestHead:
@@ -254,19 +265,36 @@ def replayable(head: RequestHead) -> bool:
 async def forward(exchange: Exchange, connection, head: RequestHead) -> None:
     """Carry one exchange over a new tunnel stream, bodies streamed both ways."""
     async with await connection.open_stream(head) as stream:
+        if not head.has_body:  # no upload to run beside the download: no nursery
+            await _download(exchange, stream)
+            return
         with single_errors():
             async with trio.open_nursery() as nursery:
-                if head.has_body:
-                    nursery.start_soon(_upload, exchange, stream)
-                response = await stream.receive_response()
-                await exchange.send_response(response)
-                while chunk := await stream.receive():
-                    await exchange.send_body(chunk)
-                if stream.trailers:
-                    await exchange.send_trailers(stream.trailers)
-                else:
-                    await exchange.end()
+                nursery.start_soon(_upload, exchange, stream)
+                await _download(exchange, stream)
                 nursery.cancel_scope.cancel()
+
+
+async def _download(exchange: Exchange, stream: TunnelStream) -> None:
+    response = await stream.receive_response()
+    if stream.remote_closed and _hold(exchange):  # the whole response is queued: one write
+        try:
+            await _pass_on(exchange, stream, response)
+        except Exception:
+            await exchange.release()  # as without `hold`: the response up to the failure
+            raise
+    else:
+        await _pass_on(exchange, stream, response)
+
+
+async def _pass_on(exchange: Exchange, stream: TunnelStream, response: ResponseHead) -> None:
+    await exchange.send_response(response)
+    while chunk := await stream.receive():
+        await exchange.send_body(chunk)
+    if stream.trailers:
+        await exchange.send_trailers(stream.trailers)
+    else:
+        await exchange.end()
 
 
 async def _upload(exchange: Exchange, stream: TunnelStream) -> None:
@@ -297,6 +325,7 @@ async def forward_upgrade(exchange: Exchange, connection, head: RequestHead) -> 
 
 async def send_page(exchange: Exchange, status: int, source: str, message: str, headers: Headers = ()) -> None:
     head, body = error_page(status, source, message)
+    _hold(exchange)
     await exchange.send_response(replace(head, headers=head.headers + headers) if headers else head)
     await exchange.send_body(body)
     await exchange.end()

@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_STREAMS_PER_TUNNEL = 1000  # `burrow-edge serve --max-streams-per-tunnel`
 BUSY_RETRY_AFTER = 1  # seconds, in the 503 a visitor gets when the tunnel is at its limit
+MAX_CACHED_HOSTS = 4096  # `tunnel_for` answers kept per zone snapshot (visitors choose Host headers)
+_UNCACHED = object()
 
 
 class TunnelBusy(BurrowError):
@@ -35,6 +37,20 @@ class Router:
         self._sessions: dict[str, list[TunnelConnection]] = {}
         self._info: dict[TunnelConnection, Any] = {}
         self._dropped: set[str] = set()
+        self._tunnels: dict[str, str | None] = {}  # `tunnel_for` answers for `_tunnels_of`
+        self._tunnels_of: Zones | None = None
+
+    def tunnel_for(self, host: str) -> str | None:
+        """`self.zones.tunnel_for(host)` for a normalized `host`, remembered until the zone
+        snapshot is replaced."""
+        if self._tunnels_of is not self.zones:
+            self._tunnels, self._tunnels_of = {}, self.zones
+        tunnel_id = self._tunnels.get(host, _UNCACHED)
+        if tunnel_id is _UNCACHED:
+            if len(self._tunnels) >= MAX_CACHED_HOSTS:
+                self._tunnels.clear()
+            tunnel_id = self._tunnels[host] = self.zones.tunnel_for(host)
+        return tunnel_id
 
     def update_zones(self, zones: Zones) -> None:
         """Swap in a fresh registry snapshot."""
@@ -109,13 +125,17 @@ class Router:
 
     def pick(self, tunnel_id: str, avoid: tuple[TunnelConnection, ...] = ()) -> TunnelConnection:
         """The accepting session with the fewest open streams, other than those in `avoid`."""
-        sessions = self._sessions.get(tunnel_id, ())
-        candidates = [conn for conn in sessions if conn.accepting and conn not in avoid]
-        if not candidates:
+        best, fewest, total = None, 0, 0
+        for conn in self._sessions.get(tunnel_id, ()):  # one pass: this runs for every request
+            streams = conn.active_streams
+            total += streams
+            if (best is None or streams < fewest) and conn.accepting and conn not in avoid:
+                best, fewest = conn, streams
+        if best is None:
             raise TunnelUnavailable(f"tunnel {tunnel_id} has no connector")
-        if sum(conn.active_streams for conn in sessions) >= self.max_streams_per_tunnel:
+        if total >= self.max_streams_per_tunnel:
             raise TunnelBusy(f"tunnel {tunnel_id} carries {self.max_streams_per_tunnel} requests already")
-        return min(candidates, key=lambda conn: conn.active_streams)
+        return best
 
 
 async def _close(conn: TunnelConnection, grace: float) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import ssl
@@ -243,10 +244,13 @@ async def serve(
             write_private(cfg.home / LISTEN_FILE, json.dumps(listening))
             log.info("edge.listening https=%s tunnel=%s zone=%s edge=%s stale_connections_removed=%d", listening["https"], listening["tunnel"], ",".join(cfg.zones), edge_id, stale)
             task_status.started(addresses)
+            gc.collect()
+            gc.freeze()  # what start-up built lives as long as the edge: full collections skip it (shorter pauses)
             if shutdown is not None:
                 await shutdown.wait()
                 accepting.cancel()
                 await drain([*https_listeners, *tunnel_listeners], router, in_flight, grace_period, frontend)
                 nursery.cancel_scope.cancel()
     finally:
+        gc.unfreeze()
         registry.close()

@@ -146,3 +146,66 @@ async def test_upgrade_answered_normally_keeps_http():
             received += await client.receive_some(65536)
         assert received.startswith(b"HTTP/1.1 403 ")
         nursery.cancel_scope.cancel()
+
+
+class CountedWrites(trio.abc.Stream):
+    """A stream that records each `send_all`."""
+
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        self.inner = inner
+        self.writes: list[bytes] = []
+
+    async def send_all(self, data) -> None:
+        self.writes.append(bytes(data))
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes=None) -> bytes:
+        return await self.inner.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def held_conversation(handler) -> tuple[list[bytes], bytes]:
+    """One GET answered by `handler`: the server's writes, and what the visitor received."""
+    client, server = trio.testing.memory_stream_pair()
+    counted = CountedWrites(server)
+    connection = Http1Connection(counted, ("127.0.0.1", 5), ("127.0.0.1", 443), Http1Limits())
+    received = bytearray()
+
+    async def run_server():
+        await connection.serve(handler)
+        await counted.aclose()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run_server)
+        await client.send_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        while data := await client.receive_some(65536):
+            received += data
+    return counted.writes, bytes(received)
+
+
+async def test_a_held_response_is_written_once_at_its_end():
+    async def held(exchange):
+        exchange.hold()
+        await exchange.send_response(ResponseHead(200, ((b"content-length", b"4"),)))
+        await exchange.send_body(b"ab")
+        await exchange.send_body(b"cd")
+        await exchange.end()
+
+    writes, received = await held_conversation(held)
+    assert len(writes) == 1 and received.startswith(b"HTTP/1.1 200 ") and received.endswith(b"\r\n\r\nabcd")
+
+
+async def test_a_released_response_is_written_as_far_as_it_got():
+    async def gives_up(exchange):  # as the proxy does when the tunnel fails midway
+        exchange.hold()
+        await exchange.send_response(ResponseHead(200, ((b"content-length", b"4"),)))
+        await exchange.send_body(b"ab")
+        await exchange.release()
+
+    writes, received = await held_conversation(gives_up)
+    assert len(writes) == 1 and received.startswith(b"HTTP/1.1 200 ") and received.endswith(b"\r\n\r\nab")

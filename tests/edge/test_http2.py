@@ -355,3 +355,15 @@ def test_header_block_meter_sums_continuations_across_reads(step):
     feed(meter, PREFACE + fits)
     with pytest.raises(HeaderBlockTooLarge):
         feed(meter, HeadersFrame(5, data=b"c" * 60).serialize() + ContinuationFrame(5, data=b"d" * 50).serialize())
+
+
+async def test_held_responses_arrive_whole_small_or_beyond_the_flow_control_window():
+    async def held(exchange):
+        exchange.hold()  # as the proxy does when the tunnel delivered the whole response
+        await app(exchange)
+
+    async with connect(handler=held) as client:
+        small = await client.request("/small")
+        large = await client.request(f"/download?{MIB}")
+    assert small.status == 200 and small.json()["target"] == "/small"
+    assert large.body == (bytes(range(256)) * 256 * 16)[:MIB]

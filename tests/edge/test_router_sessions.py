@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from edge.router import Router
-from edge.zone import Zones
+from edge.router import Router, TunnelBusy
+from edge.zone import Zone, Zones
 from shared.errors import TunnelUnavailable
 
 
@@ -37,3 +37,26 @@ async def test_drop_closes_every_session_and_refuses_new_ones() -> None:
     with pytest.raises(TunnelUnavailable):
         router.pick("t1")
     assert router.pick("t2") is other and other.drained_with is None
+
+
+def test_pick_takes_the_least_loaded_accepting_session_and_counts_every_stream() -> None:
+    router = Router(Zones(), max_streams_per_tunnel=10)
+    busy, idle, closing = FakeConnection(), FakeConnection(), FakeConnection()
+    busy.active_streams, idle.active_streams, closing.accepting = 5, 1, False
+    for conn in (busy, idle, closing):
+        router.add("t", conn)
+    assert router.pick("t") is idle
+    assert router.pick("t", avoid=(idle,)) is busy
+    with pytest.raises(TunnelUnavailable):
+        router.pick("t", avoid=(idle, busy))
+    closing.active_streams = 4  # a draining session's streams count towards the limit too
+    with pytest.raises(TunnelBusy):
+        router.pick("t")
+
+
+def test_tunnel_for_follows_each_new_zone_snapshot() -> None:
+    zone = Zone("example.test", {"app.example.test": "t1.tunnels.example.test"}, frozenset({"t1"}))
+    router = Router(Zones((zone,)))
+    assert router.tunnel_for("app.example.test") == "t1" and router.tunnel_for("nope.example.test") is None
+    router.update_zones(Zones((Zone("example.test", {"nope.example.test": "t1.tunnels.example.test"}, frozenset({"t1"})),)))
+    assert router.tunnel_for("app.example.test") is None and router.tunnel_for("nope.example.test") == "t1"
