@@ -119,10 +119,9 @@ class TunnelStream:
             await self._readable.wait()
         data, flow_length = self._inbound.popleft()
         connection = self.connection
-        connection.session.acknowledge(self.stream_id, flow_length)
-        connection._take_output()  # credit goes out only once enough was acknowledged
-        if connection._error is not None:
-            raise connection._error
+        if connection._error is None:  # else the session ended: what had arrived is still passed on
+            connection.session.acknowledge(self.stream_id, flow_length)
+            connection._take_output()  # credit goes out only once enough was acknowledged
         return data
 
     async def send(self, data: bytes) -> None:

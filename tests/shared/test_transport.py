@@ -187,6 +187,28 @@ async def test_bodies_delivered_whole_and_never_read_give_their_credit_back():
         nursery.cancel_scope.cancel()
 
 
+async def test_a_body_that_arrived_whole_is_read_after_the_session_ended():
+    async def answer(stream):
+        await stream.send_response(ResponseHead(200))
+        await stream.send(b"all of it")
+        await stream.end()
+
+    edge, connector = connection_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(edge.serve)
+        nursery.start_soon(connector.serve, answer)
+        stream = await edge.open_stream(head(has_body=False))
+        await stream.receive_response()
+        while not stream.remote_closed:
+            await trio.testing.wait_all_tasks_blocked()
+        await connector.drain(1)  # the connector goes away gracefully before the edge read the body
+        await trio.testing.wait_all_tasks_blocked()
+        assert edge._error is not None
+        assert await stream.receive() == b"all of it"
+        assert await stream.receive() == b""
+        nursery.cancel_scope.cancel()
+
+
 async def test_silent_peer_fails_the_session_after_ping_timeout(autojump_clock):
     edge_side, _silent = trio.testing.memory_stream_pair()
     edge = TunnelConnection(edge_side, protocol.TunnelSession("edge"), ping_interval=1, ping_timeout=2)
