@@ -99,7 +99,9 @@ class Http1Exchange:
         await self._send(response)
 
     async def send_body(self, data: bytes) -> None:
-        if data:
+        """Send body bytes; none go out for a HEAD request (the edge's own pages and API
+        answers are generated as for GET; Content-Length tells their size)."""
+        if data and self.head.method != b"HEAD":
             await self._send(h11.Data(data=data))
 
     async def end(self) -> None:

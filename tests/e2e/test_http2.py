@@ -56,6 +56,16 @@ def test_edge_pages_and_api_answer_over_http2(stack):
     assert version == "2" and "error" in json.loads(body)
 
 
+@pytest.mark.parametrize("version", ["--http1.1", "--http2"])
+def test_head_requests_to_edge_pages_and_api_get_the_head_only(stack, version):
+    for host in (ZONE, f"nowhere.{ZONE}"):  # the edge's API, an edge error page
+        answer = stack.edge.curl(host, "/", version, "-I")
+        assert answer.returncode == 0, answer.stderr
+        status, _, rest = answer.stdout.partition(b"\r\n")
+        assert status.split()[1] == b"404" and b"content-length: " in rest.lower()
+    assert "Traceback" not in stack.edge.proc.log()
+
+
 def test_large_bodies_stream_both_ways_over_http2(stack, tmp_path):
     size_mib = 100
     download = stack.edge.curl(f"app.{ZONE}", f"/download?mb={size_mib}", "--http2", "-o", str(tmp_path / "down"), timeout=240)
