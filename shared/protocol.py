@@ -319,8 +319,10 @@ class TunnelSession:
         self._receive_credit = CONNECTION_WINDOW
         self._unreported = 0  # connection-level: acknowledged bytes not yet granted back
         self._out: list[bytes] = []
-        self._buffer = bytearray()  # an incomplete frame
-        self._needed = HEADER_SIZE  # bytes the buffered frame needs before it can be parsed
+        self._header = b""  # the first bytes of a header cut short
+        self._pieces: list[bytes | memoryview] = []  # the payload received so far of a frame cut short
+        self._frame = (DATA, 0, 0)  # that frame's kind, flags and stream id
+        self._missing = 0  # the bytes that frame still needs
         self._closed = False
         self._handlers = (
             self._on_data, self._on_request, self._on_response, self._on_trailers, self._on_reset,
@@ -330,46 +332,73 @@ class TunnelSession:
     # Input ---------------------------------------------------------------------
 
     def receive_data(self, data: bytes) -> list[Event]:
-        """Feed bytes read from the peer; return the events they complete."""
-        buffer = self._buffer
-        if buffer:
-            buffer += data
-            if len(buffer) < self._needed:
-                return []
-            data = bytes(buffer)
-            buffer.clear()
-        elif type(data) is not bytes:  # slices must be bytes (a TLS read already is)
-            data = bytes(data)
+        """Feed bytes read from the peer; return the events they complete.
+
+        A frame cut across reads keeps its pieces as views of the reads and is
+        joined once, when its last piece arrives: its payload is copied once.
+        """
         events: list[Event] = []
-        size = len(data)
+        if type(data) is not bytes:  # slices must be bytes (a TLS read already is)
+            data = bytes(data)
         pos = 0
+        if self._missing:
+            pos = self._complete(events, data)
+            if pos < 0:
+                return events
+        elif self._header:  # the first bytes of a header
+            data = self._header + data
+            self._header = b""
+        size = len(data)
         handlers = self._handlers
         unpack = HEADER.unpack_from
         try:
             while size - pos >= HEADER_SIZE:
                 length, kind, flags, stream_id = unpack(data, pos)
-                if kind > GOAWAY:
-                    raise ProtocolError(f"unknown frame type {kind}")
-                if length > PAYLOAD_LIMITS[kind]:
-                    raise ProtocolError(
-                        f"a frame of {length} bytes ({framing.TYPE_NAMES[kind]}, limit {PAYLOAD_LIMITS[kind]})"
-                    )
+                self._check_header(length, kind, flags)
                 end = pos + HEADER_SIZE + length
                 if end > size:
-                    self._needed = HEADER_SIZE + length
-                    break
-                if flags and (flags != END_STREAM or kind > TRAILERS):
-                    raise ProtocolError(f"flags {flags:#x} on a {framing.TYPE_NAMES[kind]} frame")
+                    self._frame = (kind, flags, stream_id)
+                    self._missing = end - size
+                    self._pieces.append(memoryview(data)[pos + HEADER_SIZE :])
+                    return events
                 if not self._closed:  # after GOAWAY, frames still in flight are ignored
                     handlers[kind](events, data, pos + HEADER_SIZE, end, flags, stream_id)
                 pos = end
-            else:
-                self._needed = HEADER_SIZE
         except ProtocolError as exc:
             raise ProtocolError(_VIOLATION + str(exc)) from None
         if pos < size:
-            buffer += memoryview(data)[pos:]
+            self._header = data[pos:]
         return events
+
+    @staticmethod
+    def _check_header(length: int, kind: int, flags: int) -> None:
+        if kind > GOAWAY:
+            raise ProtocolError(f"unknown frame type {kind}")
+        if length > PAYLOAD_LIMITS[kind]:
+            raise ProtocolError(f"a frame of {length} bytes ({framing.TYPE_NAMES[kind]}, limit {PAYLOAD_LIMITS[kind]})")
+        if flags and (flags != END_STREAM or kind > TRAILERS):
+            raise ProtocolError(f"flags {flags:#x} on a {framing.TYPE_NAMES[kind]} frame")
+
+    def _complete(self, events: list[Event], data: bytes) -> int:
+        """Add `data` to the frame cut short; handle the frame once whole and return
+        where the bytes after it start in `data`, or -1 while it still needs more."""
+        missing = self._missing
+        pieces = self._pieces
+        if len(data) < missing:
+            pieces.append(data)
+            self._missing = missing - len(data)
+            return -1
+        pieces.append(memoryview(data)[:missing])
+        payload = b"".join(pieces)
+        pieces.clear()
+        self._missing = 0
+        kind, flags, stream_id = self._frame
+        if not self._closed:
+            try:
+                self._handlers[kind](events, payload, 0, len(payload), flags, stream_id)
+            except ProtocolError as exc:
+                raise ProtocolError(_VIOLATION + str(exc)) from None
+        return missing
 
     def _stream(self, stream_id: int, kind: str) -> _Stream | None:
         """The open stream a frame is for; None when it is finished or was reset (ignore the frame)."""
