@@ -12,6 +12,7 @@ import trio
 
 from edge.http1_guard import CheckedHead, HeadLimits, HeadScanner, Refused, check_scanned_head
 from edge.zone import normalize_host
+from shared.aio import receive_records
 from shared.errors import ProtocolError
 from shared.events import RequestHead, ResponseHead, end_to_end
 from shared.pages import error_page
@@ -243,7 +244,7 @@ class Http1Connection:
         return self._request_head(event, checked)
 
     async def _receive(self) -> bytes:
-        data = await self.stream.receive_some(self.limits.read_size)
+        data = await receive_records(self.stream, self.limits.read_size)
         self.h11.receive_data(data)
         return data
 
