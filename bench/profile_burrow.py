@@ -6,7 +6,7 @@ into --out, and prints each process's top functions by inclusive and by own time
 share of the samples and as CPU ms per request.
 
     .venv/bin/pip install py-spy
-    .venv/bin/python bench/profile_burrow.py [--seconds 8] [--h2 | --download] [--gil] [--svg] [--out DIR]
+    .venv/bin/python bench/profile_burrow.py [--seconds 8] [--h2 | --download | --upload] [--gil] [--svg] [--out DIR]
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=8, help="length of the load and of the profile (≤ 10)")
     parser.add_argument("--h2", action="store_true", help="HTTP/2, 10 connections × 10 streams, instead of HTTP/1.1 × 50")
     parser.add_argument("--download", action="store_true", help="one curl download of a 256 MiB file instead (figures per MB)")
+    parser.add_argument("--upload", action="store_true", help="one curl upload of a 256 MiB file instead (figures per MB)")
     parser.add_argument("--svg", action="store_true", help="also record flame graphs (a second, separate load)")
     parser.add_argument("--gil", action="store_true", help="sample only while holding the GIL (leaves out time in syscalls)")
     parser.add_argument("--top", type=int, default=25)
@@ -77,6 +78,10 @@ def main() -> int:
             print(f"setup failed: {exc}", file=sys.stderr)
             return 1
         front = peers.fronts["burrow"]
+        upload_file = tmp / "upload.bin"
+        if args.upload:
+            with upload_file.open("wb") as f:
+                f.truncate(256 * 1024 * 1024)
         pids = {"edge": front.watched["front"], "connector": front.watched["back"]}
         shape = ["-c", "10", "-m", "10", "-n", str(min(10_000, 300 * args.seconds))] if args.h2 else \
             ["--h1", "-c", "50", "-D", str(args.seconds)]
@@ -86,9 +91,10 @@ def main() -> int:
                                        "-f", fmt, "-o", str(args.out / f"{name}.{ext}"), "--pid", str(pid)],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for name, pid in pids.items()]
             cpu_before = {name: figures.cpu_seconds([pid]) for name, pid in pids.items()}
+            transfer = ["-T", str(upload_file), "-H", "Expect:", "-w", "finished, requests: %{size_upload} done", front.url("/sink")] \
+                if args.upload else ["-w", "finished, requests: %{size_download} done", front.url("/blob")]
             client = ["curl", "-sS", "--http1.1", "--max-time", str(args.seconds), "--cacert", str(front.ca_file), "-o", os.devnull,
-                      "-w", "finished, requests: %{size_download} done", "--resolve", f"{HOST}:{front.port}:127.0.0.1",
-                      front.url("/blob")] if args.download else \
+                      "--resolve", f"{HOST}:{front.port}:127.0.0.1", *transfer] if args.download or args.upload else \
                 ["h2load", "-t", "1", f"--connect-to=127.0.0.1:{front.port}", *shape, front.url("/small", h2=args.h2)]
             done = subprocess.run(["taskset", "-c", "1", *client], capture_output=True, text=True, timeout=args.seconds * 4 + 30)
             cpu = {name: figures.cpu_seconds([pid]) - cpu_before[name] for name, pid in pids.items()}
@@ -100,9 +106,9 @@ def main() -> int:
             if fmt != "raw":
                 continue
             requests = int(summary[1].split(" done")[0].rsplit(" ", 1)[1]) if len(summary) == 2 else 0
-            if args.download:
+            if args.download or args.upload:
                 requests //= 1_000_000
-                print("(a 'request' below is one MB downloaded)")
+                print("(a 'request' below is one MB transferred)")
             for name in pids:
                 print(f"{name}:")
                 print("\n".join(top(args.out / f"{name}.txt", requests, cpu[name], args.top)))
