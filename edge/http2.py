@@ -36,6 +36,7 @@ from hyperframe.frame import GoAwayFrame
 
 from edge.http2_guards import HeaderBlockMeter, HeaderBlockTooLarge, ResetRateGuard
 from edge.zone import normalize_host
+from shared.aio import receive_records
 from shared.errors import BurrowError, ProtocolError
 from shared.events import Headers, RequestHead, ResponseHead
 from shared.pages import error_page
@@ -375,7 +376,7 @@ class Http2Connection:
     async def _read_loop(self) -> None:
         while not (self._last_stream is not None and not self._streams):
             with trio.CancelScope(deadline=self._deadline) as self._read_scope:
-                data = await self.stream.receive_some(self.limits.read_size)
+                data = await receive_records(self.stream, self.limits.read_size)
             if self._read_scope.cancelled_caught:
                 if not self._settled:
                     raise _Stop("no preface and SETTINGS in time", ErrorCodes.NO_ERROR)
