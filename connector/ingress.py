@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from urllib.parse import unquote, urlsplit
 
 from connector import origin_request
@@ -33,6 +34,10 @@ class HttpService:
     port: int
 
     def __str__(self) -> str:
+        return self._url
+
+    @cached_property
+    def _url(self) -> str:  # once: the origin pool keys its connections by it, per request
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.scheme}://{host}:{self.port}"
 
