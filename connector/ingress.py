@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property, lru_cache
 from urllib.parse import unquote, urlsplit
 
 from connector import origin_request
@@ -33,6 +34,10 @@ class HttpService:
     port: int
 
     def __str__(self) -> str:
+        return self._url
+
+    @cached_property
+    def _url(self) -> str:  # once: the origin pool keys its connections by it, per request
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.scheme}://{host}:{self.port}"
 
@@ -305,6 +310,7 @@ class Ingress:
         return self.rules[-1]
 
 
+@lru_cache(maxsize=1024)  # per request, and the same few hosts again and again
 def normalize_host(host: str) -> str:
     """A request's Host as rules compare it: lower case, no port, no final dot, IDN as punycode."""
     host = host.strip().lower()
@@ -321,7 +327,8 @@ def normalize_host(host: str) -> str:
 
 def normalize_path(path: str) -> str:
     """The path as rules see it: no query, %-escapes decoded."""
-    return unquote(path.split("?", 1)[0])
+    path = path.split("?", 1)[0]
+    return unquote(path) if "%" in path else path
 
 
 def _punycode(name: str) -> str:

@@ -249,7 +249,7 @@ class Http1Connection:
         return data
 
     def _request_head(self, event: h11.Request, checked: CheckedHead) -> RequestHead:
-        headers = tuple((bytes(name), bytes(value)) for name, value in event.headers)
+        headers = checked.headers  # the fields h11 parsed too, as the guard split them
         host = checked.host
         has_body = any(
             (name == b"transfer-encoding") or (name == b"content-length" and value.strip() != b"0")

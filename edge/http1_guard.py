@@ -39,10 +39,12 @@ class HeadLimits:
 
 @dataclass(frozen=True)
 class CheckedHead:
-    """What the checks learnt: the Host, and the origin-form target to forward."""
+    """What the checks learnt: the Host, the origin-form target to forward, and the header
+    fields (lower-case names, values without surrounding spaces and tabs, in order)."""
 
     host: bytes
     target: bytes
+    headers: tuple[tuple[bytes, bytes], ...] = ()
 
 
 class HeadScanner:
@@ -87,7 +89,7 @@ def check_scanned_head(head: bytes, limits: HeadLimits) -> CheckedHead:
     already passed)."""
     lines = head[:-4].split(b"\r\n")
     request_line, field_lines = lines[0], lines[1:]
-    if b"\r" in head[:-4].replace(b"\r\n", b""):
+    if head.count(b"\r") != head.count(b"\r\n"):  # (the head ends with CRLF CRLF)
         raise Refused(400, "bare CR in the request head")
     match = REQUEST_LINE.fullmatch(request_line)
     if match is None:
@@ -95,7 +97,7 @@ def check_scanned_head(head: bytes, limits: HeadLimits) -> CheckedHead:
     method, target, minor = match.groups()
     if len(field_lines) > limits.max_header_fields:
         raise Refused(431, f"more than {limits.max_header_fields} header fields")
-    fields = [_field(line) for line in field_lines]
+    fields = tuple([_field(line) for line in field_lines])
     hosts = [value for name, value in fields if name == b"host"]
     if not hosts:
         raise Refused(400, "no Host header")
@@ -107,7 +109,7 @@ def check_scanned_head(head: bytes, limits: HeadLimits) -> CheckedHead:
     _check_framing(fields, http10=minor == b"0")
     if method == b"CONNECT":
         raise Refused(405, "CONNECT is not supported")
-    return CheckedHead(host=host, target=_origin_form(target, host))
+    return CheckedHead(host=host, target=_origin_form(target, host), headers=fields)
 
 
 def _field(line: bytes) -> tuple[bytes, bytes]:
@@ -122,7 +124,7 @@ def _field(line: bytes) -> tuple[bytes, bytes]:
     return name.lower(), value
 
 
-def _check_framing(fields: list[tuple[bytes, bytes]], http10: bool) -> None:
+def _check_framing(fields: tuple[tuple[bytes, bytes], ...], http10: bool) -> None:
     """One unambiguous body length: RFC 9112 §6.3, refusing every shape two parsers could
     read differently."""
     lengths = [value for name, value in fields if name == b"content-length"]

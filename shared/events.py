@@ -62,6 +62,11 @@ class ResponseHead:
 
 def end_to_end(headers: Headers) -> Headers:
     """`headers` without hop-by-hop fields, including those named in Connection."""
+    for key, _ in headers:
+        if key in HOP_BY_HOP:
+            break
+    else:  # the usual case: nothing to drop (a Connection header is itself hop-by-hop)
+        return headers
     named = {
         token.strip().lower()
         for key, value in headers

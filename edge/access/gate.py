@@ -186,10 +186,12 @@ class Gate:
     async def admit(self, exchange: Exchange, host: str) -> Callable[[RequestHead], RequestHead] | None:
         """What to do to the forwarded head (add the assertion when Access passed the request),
         or None once the gate has answered the visitor itself (a refusal, or the login pages)."""
+        found = policy_for(self.snapshot, host)
+        if found is None:
+            return unchanged  # no policy: what `decide` would admit unchanged, without its work
         head = exchange.head
         now = time.time()
-        found = policy_for(self.snapshot, host)
-        if found is not None and found[1].allow_emails and head.target.startswith(login.PREFIX):
+        if found[1].allow_emails and head.target.startswith(login.PREFIX):
             verdict = screen(found[1], host, exchange.client[0], self.limiter, now)
             if verdict is None:
                 await login.serve(exchange, host, found, self.snapshot, self.sessions, now)
