@@ -18,14 +18,16 @@ async def echo(exchange):
     await exchange.end()
 
 
-async def converse(request: bytes, limits=Http1Limits()) -> bytes:
-    """Send raw bytes as a visitor; return everything the server wrote until it closed."""
+async def converse(request: bytes, limits=Http1Limits(), handler=echo, wrap=lambda stream: stream) -> bytes:
+    """Send raw bytes as a visitor; return everything the server wrote until it closed
+    (`wrap` may wrap the server's side of the connection, e.g. to count its writes)."""
     client, server = trio.testing.memory_stream_pair()
+    server = wrap(server)
     connection = Http1Connection(server, ("127.0.0.1", 5), ("127.0.0.1", 443), limits)
     received = bytearray()
 
     async def run_server():
-        await connection.serve(echo)
+        await connection.serve(handler)
         await server.aclose()
 
     async with trio.open_nursery() as nursery:
@@ -171,21 +173,15 @@ class CountedWrites(trio.abc.Stream):
 
 async def held_conversation(handler) -> tuple[list[bytes], bytes]:
     """One GET answered by `handler`: the server's writes, and what the visitor received."""
-    client, server = trio.testing.memory_stream_pair()
-    counted = CountedWrites(server)
-    connection = Http1Connection(counted, ("127.0.0.1", 5), ("127.0.0.1", 443), Http1Limits())
-    received = bytearray()
+    writes: list[bytes] = []
 
-    async def run_server():
-        await connection.serve(handler)
-        await counted.aclose()
+    def counted(stream):
+        counted = CountedWrites(stream)
+        counted.writes = writes
+        return counted
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(run_server)
-        await client.send_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        while data := await client.receive_some(65536):
-            received += data
-    return counted.writes, bytes(received)
+    received = await converse(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", handler=handler, wrap=counted)
+    return writes, received
 
 
 async def test_a_held_response_is_written_once_at_its_end():
