@@ -1,7 +1,7 @@
 """DNS benchmark: queries/s from the edge's authoritative DNS with many routed hostnames.
 
 In a temporary directory, on loopback only: `burrow-edge init`, then --names CNAME
-routes written straight into the fresh registry (edge.registry.Registry, no API),
+routes written straight into the fresh registry (edge.registry.store.Registry, no API),
 then `burrow-edge serve`. The load is UDP from this process: --sockets sockets,
 --window queries in flight on each, --queries in all (A queries for the routed
 names, round robin), stopped by --duration-cap. A query with no answer within
@@ -34,7 +34,7 @@ from pathlib import Path
 
 from dnslib import DNSRecord
 
-from edge.registry import Registry
+from edge.registry.store import Registry
 from shared.config import load_edge_config
 from shared.crypto import SECRET_BYTES
 

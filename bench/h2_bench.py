@@ -1,4 +1,4 @@
-"""The visitor adapters alone: h2load against edge.https over TLS on loopback, no tunnel.
+"""The visitor adapters alone: h2load against edge.visitors.https over TLS on loopback, no tunnel.
 
 An in-process handler answers every request with 100 bytes, so the figures are
 the ceiling TLS + h2 (or h11) + the Exchange plumbing put on one edge process.
@@ -19,7 +19,7 @@ import sys
 import trio
 import trustme
 
-from edge.https import ALPN, HttpsFrontend
+from edge.visitors.https import ALPN, HttpsFrontend
 from shared.events import ResponseHead
 
 HOSTNAME = "bench.test"

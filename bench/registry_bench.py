@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from edge.registry import Registry  # noqa: E402
+from edge.registry.store import Registry  # noqa: E402
 from shared.crypto import mint_secret  # noqa: E402
 
 BIN = Path(sys.executable).parent

@@ -13,17 +13,17 @@ from urllib.parse import urlsplit
 import trio
 import typer
 
-from connector import listing, service
-from connector.access_admin import cli as access_cli
-from connector.access import Target, parse_hostport, serve_stdio, serve_tcp
-from connector.access_jwt import AccessVerifier
-from connector.edge_api import EdgeAPI
-from connector.ingress import Ingress
-from connector.reload import Reloader
-from connector.serve import StreamServer
-from connector.metrics import ConnectorMetrics
-from connector.supervisor import Supervisor
-from connector.tunnel import DialLimits
+from connector.management import listing, service
+from connector.access import cli as access_cli
+from connector.access.tcp import Target, parse_hostport, serve_stdio, serve_tcp
+from connector.access.verifier import AccessVerifier
+from connector.management.edge_api import EdgeAPI
+from connector.ingress.rules import Ingress
+from connector.tunnel.reload import Reloader
+from connector.tunnel.streams import StreamServer
+from connector.tunnel.metrics import ConnectorMetrics
+from connector.tunnel.supervisor import Supervisor
+from connector.tunnel.connection import DialLimits
 from shared import logs
 from shared.aio import wait_for_signal
 from shared.commands import examples, package_version, reported_errors

@@ -10,15 +10,15 @@ import trio
 import typer
 
 from edge import privileges, server
-from edge.cert_admin.cli import acme_settings, cert_app
-from edge.certs import create_dev_ca
-from edge.http1 import Http1Limits
-from edge.https import FrontendOptions
-from edge.metrics import EdgeMetrics
-from edge.ratelimit import DEFAULT_BURST, DEFAULT_RATE
-from edge.registry import Registry
-from edge.router import DEFAULT_MAX_STREAMS_PER_TUNNEL
-from edge.visitor_connections import DEFAULT_MAX_CONNECTIONS_PER_IP
+from edge.certs.cli import acme_settings, cert_app
+from edge.certs.files import create_dev_ca
+from edge.visitors.http1 import Http1Limits
+from edge.visitors.https import FrontendOptions
+from edge.routing.metrics import EdgeMetrics
+from edge.tunnels.ratelimit import DEFAULT_BURST, DEFAULT_RATE
+from edge.registry.store import Registry
+from edge.routing.router import DEFAULT_MAX_STREAMS_PER_TUNNEL
+from edge.visitors.connections import DEFAULT_MAX_CONNECTIONS_PER_IP
 from shared import logs
 from shared.commands import examples, package_version, reported_errors
 from shared.config import (

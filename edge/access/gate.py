@@ -21,9 +21,9 @@ import trio
 
 from edge.access import login
 from edge.access.keys import KEY_PUBLISH_INTERVAL, Signer
-from edge.access.policy import Policy, RateLimit
-from edge.proxy import Exchange
-from edge.registry import AccessSnapshot, Registry
+from edge.registry.policy import Policy, RateLimit
+from edge.routing.proxy import Exchange
+from edge.registry.store import AccessSnapshot, Registry
 from shared.crypto import hash_secret, verify_secret
 from shared.events import Headers, RequestHead
 from shared.pages import error_page

@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import trio
 
-from edge.access.policy import Policy
+from edge.registry.policy import Policy
 from shared.events import Headers, RequestHead, ResponseHead
 
 log = logging.getLogger(__name__)

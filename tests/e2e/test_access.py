@@ -11,8 +11,8 @@ from pathlib import Path
 import jwt
 import pytest
 
-from connector.access_jwt import AccessDenied, AccessVerifier
-from connector.origin_request import Access
+from connector.access.verifier import AccessDenied, AccessVerifier
+from connector.ingress.origin_request import Access
 from shared.config import load_credentials
 from shared.events import RequestHead
 from tests.e2e.conftest import ZONE, start_origin

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.registry import Registry
+from edge.registry.store import Registry
 
 
 @pytest.fixture

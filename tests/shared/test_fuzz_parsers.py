@@ -14,7 +14,7 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from connector.ingress import Ingress
+from connector.ingress.rules import Ingress
 from shared.config import load_connector_config
 from shared.errors import ConfigError, ProtocolError
 from shared.protocol import MAGIC, PROTOCOL_VERSION, RegistrationReader

@@ -1,0 +1,171 @@
+"""`burrow access token|policy|user …`: service tokens, hostname policies and login users,
+through the edge's admin API with the account credential from `tunnel login`."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import sys
+from typing import Any
+
+import typer
+
+from connector.access.api import AccessAPI
+from shared.commands import examples, reported_errors
+from shared.config import burrow_home, load_account_cert, parse_duration
+from shared.errors import ConfigError
+
+token_app = typer.Typer(help="Service tokens: machine credentials for Access-protected hostnames.", no_args_is_help=True)
+policy_app = typer.Typer(help="Per-hostname policies: IP lists, rate limits and Access.", no_args_is_help=True)
+user_app = typer.Typer(help="People who may sign in on Access-protected hostnames.", no_args_is_help=True)
+
+
+def _api() -> AccessAPI:
+    cert = load_account_cert(burrow_home() / "cert.pem")
+    return AccessAPI(cert.edge_url, cert.api_token.value.decode(), cert.edge_ca)
+
+
+@token_app.command("create", epilog=examples("burrow access token create ci"))
+def token_create(name: str = typer.Argument(..., help="A name for the token, e.g. ci.")) -> None:
+    """Create a service token; prints its Client-Id and Client-Secret (the secret only now)."""
+    with reported_errors(), _api() as api:
+        token = api.create_token(name)
+        typer.echo(f"Client-Id: {token['client_id']}")
+        typer.echo(f"Client-Secret: {token['client_secret']}")
+        typer.echo("Keep the secret now: the edge stores only its hash and cannot show it again.", err=True)
+
+
+@token_app.command("list", epilog=examples("burrow access token list"))
+def token_list() -> None:
+    """List this account's service tokens (names and client ids, never secrets)."""
+    with reported_errors(), _api() as api:
+        tokens = api.list_tokens()
+        rows = [("NAME", "CLIENT-ID", "CREATED")] + [(t["name"], t["client_id"], t["created_at"]) for t in tokens]
+        width = [max(len(row[i]) for row in rows) for i in range(3)]
+        for row in rows:
+            typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, width)).rstrip())
+
+
+@token_app.command("revoke", epilog=examples("burrow access token revoke ci"))
+def token_revoke(name: str = typer.Argument(..., help="The token's name.")) -> None:
+    """Revoke a service token: requests carrying it are refused."""
+    with reported_errors(), _api() as api:
+        api.revoke_token(name)
+        typer.echo(f"Revoked service token {name}")
+
+
+RATE_LIMIT_RE = re.compile(r"\d+/.+")
+
+
+def _check_cidrs(values: list[str]) -> list[str]:
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise ConfigError(f"invalid CIDR {value!r}: use e.g. 203.0.113.0/24, 198.51.100.7 or 2001:db8::/32") from None
+    return values
+
+
+def _check_rate_limit(text: str | None) -> str | None:
+    if text is None:
+        return None
+    if not RATE_LIMIT_RE.fullmatch(text):
+        raise ConfigError(f"invalid rate limit {text!r}: use N/WINDOW, e.g. 100/60s")
+    parse_duration(text.split("/", 1)[1])
+    return text
+
+
+@policy_app.command("set", epilog=examples("burrow access policy set app.example.com --allow-token ci --allow-email ann@example.com", "burrow access policy set app.example.com --deny-ip 198.51.100.0/24 --rate-limit 100/60s", "burrow access policy set files.example.com --max-body 1g"))
+def policy_set(
+    hostname: str = typer.Argument(..., help="A hostname this account routes."),
+    allow_token: list[str] = typer.Option([], "--allow-token", help="Service token NAME that passes Access (repeatable)."),
+    allow_email: list[str] = typer.Option([], "--allow-email", help="Email of a user who may sign in (repeatable)."),
+    allow_ip: list[str] = typer.Option([], "--allow-ip", help="Only these client CIDRs get in (repeatable)."),
+    deny_ip: list[str] = typer.Option([], "--deny-ip", help="These client CIDRs are refused (repeatable)."),
+    rate_limit: str = typer.Option(None, "--rate-limit", help="N/WINDOW requests per client IP, e.g. 100/60s."),
+    max_body: str = typer.Option(None, "--max-body", help="Largest request body the edge lets through, e.g. 10m or 1g (bytes, k, m, g); larger gets 413."),
+) -> None:
+    """Replace HOSTNAME's policy. Any --allow-token/--allow-email makes it require Access."""
+    with reported_errors():
+        body = {
+            "allow_tokens": allow_token,
+            "allow_emails": allow_email,
+            "allow_ips": _check_cidrs(allow_ip),
+            "deny_ips": _check_cidrs(deny_ip),
+            "rate_limit": _check_rate_limit(rate_limit),
+            "max_body": max_body,  # checked by the edge
+        }
+        with _api() as api:
+            shown = api.policy(hostname, "PUT", body)
+        typer.echo(f"Policy of {shown['hostname']} set")
+        _print_policy(shown)
+
+
+@policy_app.command("show", epilog=examples("burrow access policy show app.example.com"))
+def policy_show(hostname: str = typer.Argument(..., help="A hostname this account routes.")) -> None:
+    """Show HOSTNAME's policy."""
+    with reported_errors(), _api() as api:
+        _print_policy(api.policy(hostname))
+
+
+@policy_app.command("delete", epilog=examples("burrow access policy delete app.example.com"))
+def policy_delete(hostname: str = typer.Argument(..., help="A hostname this account routes.")) -> None:
+    """Remove HOSTNAME's policy: it is public again."""
+    with reported_errors(), _api() as api:
+        shown = api.policy(hostname, "DELETE")
+        typer.echo(f"Deleted the policy of {shown['hostname']}")
+
+
+def _print_policy(shown: dict[str, Any]) -> None:
+    policy = shown["policy"]
+    typer.echo(f"hostname: {shown['hostname']}")
+    if policy is None:
+        typer.echo("policy: none (public)")
+        return
+    typer.echo(f"access: {'required' if shown['access_required'] else 'not required'}")
+    for key, label in [("allow_tokens", "allow-token"), ("allow_emails", "allow-email"),
+                       ("allow_ips", "allow-ip"), ("deny_ips", "deny-ip")]:
+        for value in policy[key]:
+            typer.echo(f"{label}: {value}")
+    if policy["rate_limit"]:
+        typer.echo(f"rate-limit: {policy['rate_limit']}")
+    if policy.get("max_body"):
+        typer.echo(f"max-body: {policy['max_body']}")
+
+
+@user_app.command("add", epilog=examples("burrow access user add ann@example.com", "printf '%s\\n' \"$PASSWORD\" | burrow access user add ann@example.com --password-stdin"))
+def user_add(
+    email: str = typer.Argument(..., help="The person's email address."),
+    password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password from stdin."),
+) -> None:
+    """Add a person who may sign in (or set their new password); prompts for the password."""
+    with reported_errors():
+        if password_stdin:
+            password = sys.stdin.readline().rstrip("\n")
+        else:
+            password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+        with _api() as api:
+            added = api.set_user(email, password)
+        typer.echo(f"Access user {added['email']} can sign in on hostnames whose policy allows the email")
+
+
+@user_app.command("list", epilog=examples("burrow access user list"))
+def user_list() -> None:
+    """List this account's Access users."""
+    with reported_errors(), _api() as api:
+        for email in api.list_users():
+            typer.echo(email)
+
+
+@user_app.command("remove", epilog=examples("burrow access user remove ann@example.com"))
+def user_remove(email: str = typer.Argument(..., help="The person's email address.")) -> None:
+    """Remove an Access user."""
+    with reported_errors(), _api() as api:
+        api.remove_user(email)
+        typer.echo(f"Removed Access user {email}")
+
+
+def register(access_app: typer.Typer) -> None:
+    access_app.add_typer(token_app, name="token")
+    access_app.add_typer(policy_app, name="policy")
+    access_app.add_typer(user_app, name="user")

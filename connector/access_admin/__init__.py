@@ -1,1 +1,0 @@
-"""`burrow access token|policy|user`: managing Access through the edge's admin API."""

@@ -1,0 +1,336 @@
+"""Ingress rules, validated and matched exactly as cloudflared does.
+
+Pure: raw rules from `config.yml` → an immutable `Ingress`; `match(host, path)`
+picks the first rule whose hostname and path match, else the last rule.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
+from urllib.parse import unquote, urlsplit
+
+from connector.ingress import origin_request
+from connector.ingress.origin_request import OriginRequest
+from shared.config import line_of, type_name, where
+from shared.errors import ConfigError
+
+RULE_KEYS = frozenset({"hostname", "path", "service", "originRequest"})
+HTTP_SCHEMES = {"http": ("http", 80), "ws": ("http", 80), "https": ("https", 443), "wss": ("https", 443)}
+TCP_DEFAULT_PORTS = {"ssh": 22, "rdp": 3389, "smb": 445, "tcp": 7864}
+KNOWN_SERVICES = (
+    "http://, https://, ws://, wss://, unix:, unix+tls:, tcp://, ssh://, rdp://, smb://, http_status:NNN, hello_world"
+)
+
+
+@dataclass(frozen=True)
+class HttpService:
+    """Proxy to an HTTP(S) origin; ws:// and wss:// are the same as http:// and https://."""
+
+    scheme: str  # "http" | "https"
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return self._url
+
+    @cached_property
+    def _url(self) -> str:  # once: the origin pool keys its connections by it, per request
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class UnixService:
+    """HTTP (or HTTPS with `tls`) over a unix socket: `unix:/path`, `unix+tls:/path`."""
+
+    path: str
+    tls: bool = False
+
+    def __str__(self) -> str:
+        return f"unix{'+tls' if self.tls else ''}:{self.path}"
+
+
+@dataclass(frozen=True)
+class TcpService:
+    """A raw byte stream (ssh://, rdp://, smb://, tcp://), reached with `burrow access`."""
+
+    scheme: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class StatusService:
+    """A fixed empty response: `http_status:404`."""
+
+    code: int
+
+    def __str__(self) -> str:
+        return f"http_status:{self.code}"
+
+
+@dataclass(frozen=True)
+class HelloWorldService:
+    """The built-in test page: `hello_world`."""
+
+    def __str__(self) -> str:
+        return "hello_world"
+
+
+Service = HttpService | UnixService | TcpService | StatusService | HelloWorldService
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One validated rule. `hostname` None matches every host; `index` is 1-based, as users see it."""
+
+    hostname: str | None
+    path: re.Pattern | None
+    service: Service
+    origin_request: OriginRequest = OriginRequest()
+    index: int = 0
+
+    def matches(self, host: str, path: str) -> bool:
+        """`host` must already be normalized and `path` decoded (see `Ingress.match`)."""
+        return self._host_matches(host) and (self.path is None or self.path.search(path) is not None)
+
+    def _host_matches(self, host: str) -> bool:
+        if self.hostname is None or host == self.hostname:
+            return True
+        return self.hostname.startswith("*.") and host.endswith(self.hostname[1:])
+
+    def explain(self, host: str, path: str) -> str:
+        """Why this rule takes a request, in words (for `ingress rule`)."""
+        host, path = normalize_host(host), normalize_path(path)
+        if self.hostname is None and self.path is None:
+            return "catch-all (no hostname, no path): no earlier rule matched"
+        if self.hostname is None:
+            reason = "any hostname"
+        elif self.hostname == host:
+            reason = f"hostname {self.hostname} equals {host}"
+        else:
+            reason = f"hostname {self.hostname} matches {host}"
+        if self.path is None:
+            return f"{reason}; no path"
+        return f"{reason}; path {self.path.pattern} matches {path}"
+
+
+class _RuleError(Exception):
+    """A problem with one field of one rule; `from_rules` adds the file, line and rule number."""
+
+    def __init__(self, key: str | None, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class IngressError(ConfigError):
+    """Every problem found in the ingress rules, one line each."""
+
+    def __init__(self, problems: list[str], warnings: list[str]) -> None:
+        self.problems = problems
+        self.warnings = warnings
+        if len(problems) == 1:
+            super().__init__(problems[0])
+        else:
+            super().__init__(f"{len(problems)} problems in the ingress rules:\n  " + "\n  ".join(problems))
+
+
+def _parse_service(text: object) -> Service:
+    if text is None or text == "":
+        raise _RuleError("service", "missing (e.g. service: http://localhost:8000)")
+    if not isinstance(text, str):
+        raise _RuleError("service", f"must be a string, not {type_name(text)}")
+    for prefix, tls in (("unix:", False), ("unix+tls:", True)):
+        if text.startswith(prefix):
+            if not text[len(prefix) :]:
+                raise _RuleError("service", f"{text!r} needs a socket path, e.g. unix:/run/app.sock")
+            return UnixService(text[len(prefix) :], tls)
+    if text.startswith("http_status:"):
+        code = text[len("http_status:") :]
+        if not re.fullmatch(r"[0-9]+", code) or not 100 <= int(code) <= 999:
+            raise _RuleError("service", f"invalid HTTP status code {code!r} in {text!r} (100-999)")
+        return StatusService(int(code))
+    if text in ("hello_world", "hello-world"):
+        return HelloWorldService()
+    if text in ("bastion", "socks-proxy"):
+        raise _RuleError("service", f"{text} is not supported by burrow")
+    try:
+        url = urlsplit(text)
+        host, port = url.hostname, url.port
+    except ValueError as exc:
+        raise _RuleError("service", f"{text!r} is an invalid address: {exc}") from None
+    if not url.scheme or not host:
+        raise _RuleError(
+            "service", f"{text!r} is an invalid address, please make sure it has a scheme and a hostname"
+        )
+    if url.path not in ("", "/") or url.query or url.fragment:
+        raise _RuleError(
+            "service",
+            f"{text!r} is an invalid address, ingress rules don't support proxying to a different path "
+            "on the origin service; the path will be the same as the eyeball request's path",
+        )
+    if url.scheme in HTTP_SCHEMES:
+        scheme, default_port = HTTP_SCHEMES[url.scheme]
+        return HttpService(scheme, host, port or default_port)
+    if url.scheme not in TCP_DEFAULT_PORTS:
+        raise _RuleError("service", f"{text!r} has an unknown scheme {url.scheme!r} (known: {KNOWN_SERVICES})")
+    return TcpService(url.scheme, host, port or TCP_DEFAULT_PORTS[url.scheme])
+
+
+def _parse_hostname(raw: object) -> str | None:
+    if raw is None or raw in ("", "*"):
+        return None
+    if not isinstance(raw, str):
+        raise _RuleError("hostname", f"must be a string, not {type_name(raw)}")
+    name = raw.strip().lower().rstrip(".")
+    if ":" in name:
+        raise _RuleError("hostname", f"{raw!r} contains a port; ingress hostnames can't have ports")
+    wildcard = name.startswith("*.")
+    base = name[2:] if wildcard else name
+    if "*" in base or not base:
+        raise _RuleError(
+            "hostname",
+            f'{raw!r}: a wildcard ("*") is allowed only as the whole first label, e.g. "*.example.com"',
+        )
+    try:
+        base = _punycode(base)
+    except UnicodeError:
+        raise _RuleError("hostname", f"{raw!r} is not a valid hostname") from None
+    return "*." + base if wildcard else base
+
+
+def _parse_path(raw: object) -> re.Pattern | None:
+    if raw is None or raw == "":
+        return None
+    if not isinstance(raw, str):
+        raise _RuleError("path", f"must be a string (a regular expression), not {type_name(raw)}")
+    try:
+        return re.compile(raw)
+    except re.error as exc:
+        raise _RuleError("path", f"invalid regex {raw!r}: {exc}") from None
+
+
+class _Report:
+    """Problems and warnings of one config, each a line naming file, line, rule and field."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.problems: list[str] = []
+        self.warnings: list[str] = []
+
+    def add(self, line: int | None, rule: int | None, field_name: str | None, message: str, warning=False) -> None:
+        text = where(self.source, line) + ": "
+        text += f"ingress rule {rule}: " if rule else ""
+        text += f"{field_name}: " if field_name else ""
+        (self.warnings if warning else self.problems).append(text + message)
+
+    def origin_request(self, raw: object, line: int | None, rule: int | None) -> dict:
+        values, issues = origin_request.parse(raw, line)
+        for issue in issues:
+            name = f"originRequest.{issue.path}" if issue.path else "originRequest"
+            self.add(issue.line, rule, name, issue.message, issue.warning)
+        return values
+
+
+def _parse_rule(raw: object, index: int, count: int, defaults: dict, report: _Report) -> Rule | None:
+    """The rule, or None after adding its every problem to `report`."""
+    if not isinstance(raw, Mapping):
+        report.add(None, index, None, "must be a mapping with hostname, path, service and originRequest")
+        return None
+    before = len(report.problems)
+
+    def check(parse, key):
+        try:
+            return parse(raw.get(key))
+        except _RuleError as exc:
+            report.add(line_of(raw, exc.key), index, exc.key, str(exc))
+            return None
+
+    for key in raw:
+        if key not in RULE_KEYS:
+            report.add(line_of(raw, key), index, str(key), origin_request.unknown_key(key, RULE_KEYS))
+    hostname = check(_parse_hostname, "hostname")
+    path = check(_parse_path, "path")
+    service = check(_parse_service, "service")
+    catch_all = raw.get("hostname") in (None, "", "*") and raw.get("path") in (None, "")
+    if index == count and not catch_all:
+        report.add(
+            line_of(raw), index, None,
+            "the last rule must match every request: leave out hostname (or use \"*\") and path, "
+            "e.g. service: http_status:404",
+        )
+    if index != count and catch_all:
+        report.add(line_of(raw), index, None, f"rule {index} is a catch-all, so the rules after it would never match")
+    overrides = {}
+    if "originRequest" in raw:
+        overrides = report.origin_request(raw["originRequest"], line_of(raw, "originRequest"), index)
+    if len(report.problems) > before:
+        return None
+    return Rule(hostname, path, service, origin_request.merged(defaults, overrides), index)
+
+
+@dataclass(frozen=True)
+class Ingress:
+    """Validated ingress rules; the last one is the catch-all. `warnings` name keys that are ignored."""
+
+    rules: tuple[Rule, ...]
+    warnings: tuple[str, ...] = ()
+
+    @classmethod
+    def from_rules(
+        cls, raw_rules: Sequence, default_origin_request: object = None, source: str = "config.yml"
+    ) -> Ingress:
+        """Validate every rule (cloudflared's rules), or raise IngressError listing every problem
+        with its file, line, rule number and field."""
+        report = _Report(source)
+        defaults = {}
+        if default_origin_request is not None:
+            defaults = report.origin_request(default_origin_request, line_of(default_origin_request), None)
+        if not raw_rules:
+            report.add(None, None, None, "no ingress rules")
+        rules = [_parse_rule(raw, index, len(raw_rules), defaults, report) for index, raw in enumerate(raw_rules, 1)]
+        if report.problems:
+            raise IngressError(report.problems, report.warnings)
+        return cls(tuple(rules), tuple(report.warnings))
+
+    def match(self, host: str, path: str) -> Rule:
+        """The first rule matching `host` (any :port dropped) and `path` (query dropped, %-escapes
+        decoded as Go's URL.Path is); the last rule when none does."""
+        host, path = normalize_host(host), normalize_path(path)
+        for rule in self.rules:
+            if rule.matches(host, path):
+                return rule
+        return self.rules[-1]
+
+
+@lru_cache(maxsize=1024)  # per request, and the same few hosts again and again
+def normalize_host(host: str) -> str:
+    """A request's Host as rules compare it: lower case, no port, no final dot, IDN as punycode."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[: host.find("]") + 1] if "]" in host else host
+    if host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    host = host.rstrip(".")
+    try:
+        return _punycode(host)
+    except UnicodeError:
+        return host
+
+
+def normalize_path(path: str) -> str:
+    """The path as rules see it: no query, %-escapes decoded."""
+    path = path.split("?", 1)[0]
+    return unquote(path) if "%" in path else path
+
+
+def _punycode(name: str) -> str:
+    """`name` with each non-ASCII label in its IDNA (xn--) form."""
+    return name if name.isascii() else name.encode("idna").decode("ascii")

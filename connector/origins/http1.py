@@ -1,0 +1,342 @@
+"""Forward one tunnel stream to an HTTP origin (h11), bodies streamed both ways.
+
+Connections to each origin are kept alive and reused; a request that failed on a
+reused connection before any response byte is retried once on a fresh one, but
+only when it is safe (a GET/HEAD/OPTIONS without a body).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import socket
+import ssl
+import time
+from collections import defaultdict
+
+import h11
+import trio
+
+from connector.ingress.rules import HttpService, UnixService, normalize_host
+from connector.ingress.origin_request import OriginRequest
+from shared.aio import single_errors
+from shared.errors import OriginError
+from shared.events import RequestHead, ResponseHead, end_to_end
+from shared.transport import TunnelStream
+
+log = logging.getLogger(__name__)
+
+READ_SIZE = 64 * 1024
+MAX_RESPONSE_HEAD = 64 * 1024
+MAX_BUFFERED_BODY = 16 * 1024 * 1024  # disableChunkedEncoding buffers a body of unknown length up to this
+HAPPY_EYEBALLS_DELAY = 0.25
+UNIX_TLS_SERVER_NAME = "localhost"  # unix+tls: without originServerName
+SAFE_TO_RETRY = frozenset({b"GET", b"HEAD", b"OPTIONS"})
+END = h11.EndOfMessage()
+
+
+class OriginTimeout(OriginError):
+    """The origin did not accept a connection or finish the TLS handshake in time."""
+
+    http_status = 504
+
+
+class BodyTooLarge(OriginError):
+    """A body that had to be buffered (disableChunkedEncoding) is over MAX_BUFFERED_BODY."""
+
+    http_status = 413
+
+
+class OriginConnection:
+    """One HTTP/1.1 client connection to an origin."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_RESPONSE_HEAD)
+        self.idle_since = time.monotonic()
+
+    async def send(self, event: h11.Event) -> None:
+        await self.stream.send_all(self.h11.send(event))
+
+    async def send_request(self, request: h11.Request, ended: bool) -> None:
+        """The request head and, when `ended`, its end (bodiless requests), in one write."""
+        data = self.h11.send(request)
+        if ended:
+            data += self.h11.send(END)
+        await self.stream.send_all(data)
+
+    async def next_event(self) -> h11.Event:
+        while True:
+            event = self.h11.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            self.h11.receive_data(await self.stream.receive_some(READ_SIZE))
+
+    @property
+    def reusable(self) -> bool:
+        return self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE
+
+
+Origin = HttpService | UnixService
+
+
+class OriginPool:
+    """Idle keep-alive connections per origin (and TLS server name), at most
+    `keepAliveConnections` of them, each for at most `keepAliveTimeout`."""
+
+    def __init__(self) -> None:
+        self._idle: dict[tuple[str, str | None], list[OriginConnection]] = defaultdict(list)
+
+    async def connect(self, service: Origin, options: OriginRequest, server_name: str | None) -> OriginConnection:
+        return OriginConnection(await open_origin_stream(service, options, server_name if _uses_tls(service) else None))
+
+    def take(self, key: tuple[str, str | None], options: OriginRequest) -> OriginConnection | None:
+        idle = self._idle[key]
+        now = time.monotonic()
+        while idle:
+            connection = idle.pop()
+            if now - connection.idle_since < options.keep_alive_timeout:
+                return connection
+            _close_quietly(connection)
+        return None
+
+    def give_back(self, key: tuple[str, str | None], options: OriginRequest, connection: OriginConnection) -> None:
+        idle = self._idle[key]
+        if connection.reusable and len(idle) < options.keep_alive_connections:
+            connection.h11.start_next_cycle()
+            connection.idle_since = time.monotonic()
+            idle.append(connection)
+        else:
+            _close_quietly(connection)
+
+    async def forward(self, stream: TunnelStream, service: Origin, options: OriginRequest) -> None:
+        """Send the stream's request to the origin and stream its response back."""
+        head = stream.head
+        body = await _buffered_body(stream) if _must_buffer(head, options) else None
+        request = _origin_request(head, options, body)
+        server_name = _server_name(service, options, head) if _uses_tls(service) else None
+        key = (str(service), server_name)
+        retry_allowed = head.method in SAFE_TO_RETRY and not head.has_body
+        connection = self.take(key, options)
+        if connection is not None:
+            try:
+                await self._exchange(stream, connection, request, body)
+            except _StaleConnection:
+                _close_quietly(connection)
+                if not retry_allowed:
+                    raise OriginError(f"origin {service} closed a kept-alive connection") from None
+            else:
+                return await self._finish(stream, key, options, connection)
+        connection = await self.connect(service, options, server_name)
+        try:
+            await self._exchange(stream, connection, request, body)
+        except _StaleConnection as exc:
+            _close_quietly(connection)
+            raise OriginError(f"origin {service} closed the connection: {exc}") from None
+        except BaseException:
+            _close_quietly(connection)
+            raise
+        await self._finish(stream, key, options, connection)
+
+    async def _finish(self, stream: TunnelStream, key, options: OriginRequest, connection: OriginConnection) -> None:
+        """Pool the connection *before* ending the stream, so that the visitor's next request finds it."""
+        self.give_back(key, options, connection)
+        await stream.end()
+
+    async def _exchange(
+        self, stream: TunnelStream, connection: OriginConnection, request: h11.Request, body: bytes | None
+    ) -> None:
+        has_body = stream.head.has_body
+        try:  # a bodiless request ends now, not in a task the response could overtake
+            await connection.send_request(request, ended=not has_body)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise _StaleConnection(str(exc)) from exc
+        if not has_body:
+            return await _relay_response(stream, connection)
+        with single_errors():
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_upload, stream, connection, body)
+                await _relay_response(stream, connection)
+                if connection.h11.our_state is not h11.DONE:
+                    nursery.cancel_scope.cancel()
+
+
+async def _relay_response(stream: TunnelStream, connection: OriginConnection) -> None:
+    """The origin's response, head and body, into the tunnel stream (which `_finish` ends)."""
+    response = await _read_response_head(connection)
+    has_body = stream.head.method != b"HEAD" and response.status_code not in (204, 304)
+    await stream.send_response(ResponseHead(response.status_code, tuple(response.headers), has_body=has_body))
+    while has_body:
+        event = await connection.next_event()
+        if type(event) is h11.Data:
+            await stream.send(bytes(event.data))
+        elif type(event) is h11.EndOfMessage:
+            return
+        else:
+            raise OriginError("origin closed the connection in the middle of the response")
+    await connection.next_event()  # EndOfMessage
+
+
+class _StaleConnection(Exception):
+    """The origin connection failed before any byte of the response arrived."""
+
+
+async def _upload(stream: TunnelStream, connection: OriginConnection, body: bytes | None) -> None:
+    if body is not None:
+        if body:
+            await connection.send(h11.Data(data=body))
+    else:
+        while chunk := await stream.receive():
+            await connection.send(h11.Data(data=chunk))
+    await connection.send(END)
+
+
+def _must_buffer(head: RequestHead, options: OriginRequest) -> bool:
+    """disableChunkedEncoding and a body of unknown length: send it with a Content-Length instead."""
+    return options.disable_chunked_encoding and head.has_body and head.header(b"content-length") is None
+
+
+async def _buffered_body(stream: TunnelStream) -> bytes:
+    body = bytearray()
+    while chunk := await stream.receive():
+        body += chunk
+        if len(body) > MAX_BUFFERED_BODY:
+            raise BodyTooLarge(
+                f"request body over {MAX_BUFFERED_BODY // (1024 * 1024)} MiB without a Content-Length "
+                "(disableChunkedEncoding)"
+            )
+    return bytes(body)
+
+
+async def _read_response_head(connection: OriginConnection) -> h11.Response:
+    """The response head, skipping 1xx; `_StaleConnection` if the origin closed before sending a byte
+    (h11 would call that end of file a protocol error)."""
+    answered = False
+    try:
+        while True:
+            event = connection.h11.next_event()
+            if event is h11.NEED_DATA:
+                data = await connection.stream.receive_some(READ_SIZE)
+                if not data and not answered:
+                    raise _StaleConnection("closed before responding")
+                answered = True
+                connection.h11.receive_data(data)
+            elif type(event) is h11.Response:
+                return event
+            elif type(event) is h11.ConnectionClosed:
+                raise _StaleConnection("closed before responding")
+    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        raise _StaleConnection(str(exc)) from exc
+    except h11.RemoteProtocolError as exc:
+        raise OriginError(f"origin sent an invalid response: {exc}") from exc
+
+
+def _origin_request(head: RequestHead, options: OriginRequest, body: bytes | None) -> h11.Request:
+    headers = list(end_to_end(head.headers))
+    if options.http_host_header:
+        headers = [(k, v) for k, v in headers if k not in (b"host", b"x-forwarded-host")]
+        headers += [(b"host", options.http_host_header.encode()), (b"x-forwarded-host", head.authority)]
+    if body is not None:
+        headers.append((b"content-length", str(len(body)).encode()))
+    elif head.has_body and not any(k == b"content-length" for k, _ in headers):
+        headers.append((b"transfer-encoding", b"chunked"))
+    return h11.Request(method=head.method, target=head.target, headers=headers)
+
+
+async def _open_stream(service: Origin, options: OriginRequest) -> trio.abc.Stream:
+    if isinstance(service, UnixService):
+        return await trio.open_unix_socket(service.path)
+    delay = None if options.no_happy_eyeballs else HAPPY_EYEBALLS_DELAY
+    stream = await trio.open_tcp_stream(service.host, service.port, happy_eyeballs_delay=delay)
+    if options.tcp_keep_alive > 0:
+        stream.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            seconds = max(1, round(options.tcp_keep_alive))
+            stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, seconds)
+            stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, seconds)
+    return stream
+
+
+def _connect_reason(exc: OSError) -> str:
+    """ "Connection refused" rather than trio's "all attempts to connect to … failed"."""
+    attempts = getattr(exc.__cause__, "exceptions", ())
+    reasons = sorted({os.strerror(attempt.errno) for attempt in attempts if isinstance(attempt, OSError) and attempt.errno})
+    return "; ".join(reasons) or exc.strerror or str(exc)
+
+
+def _uses_tls(service: Origin) -> bool:
+    return service.tls if isinstance(service, UnixService) else service.scheme == "https"
+
+
+def _server_name(service: Origin, options: OriginRequest, head: RequestHead) -> str:
+    """SNI and the name the certificate must carry: matchSNItoHost, originServerName, the origin's host."""
+    if options.match_sni_to_host:
+        return normalize_host(options.http_host_header or head.authority.decode("latin-1"))
+    if options.origin_server_name:
+        return options.origin_server_name
+    return UNIX_TLS_SERVER_NAME if isinstance(service, UnixService) else service.host
+
+
+@functools.cache
+def _tls_context(no_verify: bool, ca_pem: str, alpn: tuple[str, ...] = ()) -> ssl.SSLContext:
+    """The system CAs plus `caPool`; no verification at all with noTLSVerify."""
+    context = ssl.create_default_context()
+    if ca_pem:
+        context.load_verify_locations(cadata=ca_pem)
+    if no_verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if alpn:
+        context.set_alpn_protocols(list(alpn))
+    return context
+
+
+async def open_origin_stream(
+    service: Origin, options: OriginRequest, tls_server_name: str | None, alpn: tuple[str, ...] = ()
+) -> trio.abc.Stream:
+    """Connect within connectTimeout; with a `tls_server_name`, finish TLS within tlsTimeout."""
+    url = str(service)
+    try:
+        with trio.fail_after(options.connect_timeout):
+            stream = await _open_stream(service, options)
+    except trio.TooSlowError:
+        raise OriginTimeout(
+            f"origin {url} did not accept a connection within {options.connect_timeout:g}s (connectTimeout)"
+        ) from None
+    except OSError as exc:
+        raise OriginError(f"origin {url} is unreachable: {_connect_reason(exc)}") from exc
+    if tls_server_name is None:
+        return stream
+    context = _tls_context(options.no_tls_verify, options.ca_pem, alpn)
+    tls_stream = trio.SSLStream(stream, context, server_hostname=tls_server_name)
+    try:
+        with trio.fail_after(options.tls_timeout):
+            await tls_stream.do_handshake()
+    except trio.TooSlowError:
+        await trio.aclose_forcefully(tls_stream)
+        raise OriginTimeout(
+            f"origin {url} did not finish the TLS handshake within {options.tls_timeout:g}s (tlsTimeout)"
+        ) from None
+    except trio.BrokenResourceError as exc:
+        await trio.aclose_forcefully(tls_stream)
+        raise _tls_error(url, tls_server_name, exc.__cause__ or exc) from exc
+    return tls_stream
+
+
+def _tls_error(url: str, server_name: str | None, exc: BaseException) -> OriginError:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return OriginError(
+            f"origin {url} failed TLS verification for {server_name!r}: {exc.verify_message}; "
+            "set originServerName and caPool, or noTLSVerify"
+        )
+    return OriginError(f"origin {url}: TLS handshake failed: {getattr(exc, 'reason', None) or exc}")
+
+
+def _close_quietly(connection: OriginConnection) -> None:
+    """Drop a connection without awaiting (the socket closes at once)."""
+    stream = connection.stream
+    while isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    if isinstance(stream, trio.SocketStream):
+        stream.socket.close()

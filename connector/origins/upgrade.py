@@ -1,0 +1,150 @@
+"""Upgraded streams: WebSocket (any HTTP/1.1 Upgrade) to HTTP origins and `burrow-tcp`
+to raw TCP origins. After a 101 the tunnel stream is a byte pipe (`shared.transport.relay`).
+
+An upgrade always gets a fresh origin connection: it never comes from, nor goes
+back to, the keep-alive pool.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import h11
+import trio
+
+from connector.ingress.rules import HttpService, Rule, TcpService, UnixService, normalize_host
+from connector.origins.http1 import (
+    OriginConnection,
+    OriginPool,
+    _close_quietly,
+    _connect_reason,
+    _server_name,
+    _uses_tls,
+)
+from shared.errors import BurrowError, OriginError
+from shared.events import RequestHead, ResponseHead, end_to_end
+from shared.pages import error_page
+from shared.protocol import KIND_UPGRADE
+from shared.transport import TunnelStream, relay
+
+log = logging.getLogger(__name__)
+
+TCP_UPGRADE = b"burrow-tcp"  # our own Upgrade token, spoken only by `burrow access`
+
+
+def upgrade_token(head: RequestHead) -> bytes:
+    return (head.header(b"upgrade") or b"").strip().lower()
+
+
+def wants_upgrade(stream: TunnelStream, service: object) -> bool:
+    """Does this stream go to `serve_upgrade` rather than the plain request path?"""
+    if stream.kind != KIND_UPGRADE:
+        return False
+    if upgrade_token(stream.head) == TCP_UPGRADE:
+        return True  # a TCP origin, or a clear "not a TCP route"
+    return isinstance(service, (HttpService, UnixService))
+
+
+async def serve_upgrade(stream: TunnelStream, rule: Rule, pool: OriginPool) -> None:
+    service = rule.service
+    try:
+        if isinstance(service, TcpService):
+            await _tcp(stream, rule)
+        elif upgrade_token(stream.head) == TCP_UPGRADE:
+            host = normalize_host(stream.head.authority.decode("latin-1"))
+            log.warning("upgrade.not_tcp host=%s rule=%d service=%s", host, rule.index, service)
+            await _send_page(stream, 400, f"{host} is not a TCP route: ingress rule {rule.index} serves {service}")
+        else:
+            await _http(stream, rule, pool)
+    except (BurrowError, OSError, trio.BrokenResourceError) as exc:
+        if stream.response_sent:
+            raise
+        log.warning("origin.failed rule=%d error=%s", rule.index, exc)
+        status = exc.http_status if isinstance(exc, BurrowError) else 502
+        await _send_page(stream, status, str(exc))
+
+
+async def _tcp(stream: TunnelStream, rule: Rule) -> None:
+    service: TcpService = rule.service
+    options = rule.origin_request
+    try:
+        with trio.fail_after(options.connect_timeout):
+            origin = await trio.open_tcp_stream(service.host, service.port)
+    except trio.TooSlowError:
+        raise OriginError(f"origin {service} did not accept a connection within {options.connect_timeout:g}s") from None
+    except OSError as exc:
+        raise OriginError(f"origin {service} is unreachable: {_connect_reason(exc)}") from exc
+    async with origin:
+        await stream.send_response(ResponseHead(101, ((b"connection", b"upgrade"), (b"upgrade", TCP_UPGRADE))))
+        log.debug("upgrade.tcp rule=%d origin=%s", rule.index, service)
+        await relay(origin, stream)
+
+
+async def _http(stream: TunnelStream, rule: Rule, pool: OriginPool) -> None:
+    head = stream.head
+    options = rule.origin_request
+    server_name = _server_name(rule.service, options, head) if _uses_tls(rule.service) else None
+    connection = await pool.connect(rule.service, options, server_name)
+    try:
+        await connection.send(_upgrade_request(head, options))
+        await connection.send(h11.EndOfMessage())
+        response = await _response_head(connection)
+        if response.status_code == 101:
+            await stream.send_response(ResponseHead(101, tuple(response.headers)))
+            data, _closed = connection.h11.trailing_data
+            await _pipe(connection.stream, stream, bytes(data))
+            return
+        log.warning(
+            "upgrade.refused rule=%d protocol=%s status=%d",
+            rule.index, upgrade_token(head).decode("latin-1"), response.status_code,
+        )
+        has_body = head.method != b"HEAD" and response.status_code not in (204, 304)
+        await stream.send_response(ResponseHead(response.status_code, tuple(response.headers), has_body=has_body))
+        while has_body:
+            event = await connection.next_event()
+            if isinstance(event, h11.Data):
+                await stream.send(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                break
+            else:
+                raise OriginError("origin closed the connection in the middle of the response")
+        await stream.end()
+    finally:
+        _close_quietly(connection)
+
+
+async def _pipe(origin: trio.abc.Stream, stream: TunnelStream, first_down: bytes) -> None:
+    if first_down:
+        await stream.send(first_down)
+    await relay(origin, stream)
+
+
+def _upgrade_request(head: RequestHead, options) -> h11.Request:
+    """The visitor's request with its Upgrade and Connection headers kept."""
+    headers = list(end_to_end(head.headers))
+    headers += [(b"connection", b"upgrade"), (b"upgrade", head.header(b"upgrade") or b"")]
+    if options.http_host_header:
+        headers = [(k, v) for k, v in headers if k not in (b"host", b"x-forwarded-host")]
+        headers += [(b"host", options.http_host_header.encode()), (b"x-forwarded-host", head.authority)]
+    return h11.Request(method=head.method, target=head.target, headers=headers)
+
+
+async def _response_head(connection: OriginConnection) -> h11.Response | h11.InformationalResponse:
+    try:
+        while True:
+            event = await connection.next_event()
+            if isinstance(event, h11.Response) or (
+                isinstance(event, h11.InformationalResponse) and event.status_code == 101
+            ):
+                return event
+            if isinstance(event, h11.ConnectionClosed):
+                raise OriginError("origin closed the connection before responding")
+    except h11.RemoteProtocolError as exc:
+        raise OriginError(f"origin sent an invalid response: {exc}") from exc
+
+
+async def _send_page(stream: TunnelStream, status: int, message: str) -> None:
+    head, body = error_page(status, "connector", message)
+    await stream.send_response(head)
+    await stream.send(body)
+    await stream.end()

@@ -1,0 +1,108 @@
+"""Serve one edge-opened stream: match the ingress rule, answer from its service.
+
+`StreamServer.ingress` is one reference, read once per request: a reload swaps it
+and requests in flight finish with the rules they started with.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import trio
+
+from connector.access.verifier import access_admits
+from connector.origins.hello import hello_page
+from connector.ingress.rules import (
+    HelloWorldService,
+    HttpService,
+    Ingress,
+    Rule,
+    StatusService,
+    TcpService,
+    UnixService,
+    normalize_host,
+)
+from connector.origins.http1 import OriginPool
+from connector.origins.http2 import forward_h2
+from connector.origins.upgrade import serve_upgrade, wants_upgrade
+from shared.errors import BurrowError
+from shared.events import ResponseHead
+from shared.logs import safe
+from shared.pages import error_page
+from shared.transport import TunnelStream
+
+log = logging.getLogger(__name__)
+REQUEST_ID = b"burrow-request-id"
+
+
+class StreamServer:
+    """Answers tunnel streams according to the ingress rules."""
+
+    def __init__(self, ingress: Ingress, pool: OriginPool | None = None, access=None) -> None:
+        self.access = access  # connector.access_jwt.AccessVerifier for `originRequest.access.required`
+        self.ingress = ingress
+        self.pool = pool or OriginPool()
+
+    async def serve(self, stream: TunnelStream) -> None:
+        head = stream.head
+        rule = self.ingress.match(head.authority.decode("latin-1"), head.target.decode("latin-1"))
+        started = time.monotonic()
+        try:
+            await self._answer(stream, rule)
+        finally:
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "request.done request_id=%s host=%s method=%s path=%s status=%d rule=%d origin=%s duration_ms=%.1f",
+                    request_id(stream), safe(head.authority.decode("latin-1")), safe(head.method.decode("latin-1")),
+                    safe(head.target.decode("latin-1")), stream.response_status, rule.index, rule.service,
+                    (time.monotonic() - started) * 1000,
+                )
+
+    async def _answer(self, stream: TunnelStream, rule: Rule) -> None:
+        head, service = stream.head, rule.service
+        if rule.origin_request.access.required and not await access_admits(stream, rule, self.access):
+            return
+        if wants_upgrade(stream, service):
+            await serve_upgrade(stream, rule, self.pool)
+        elif isinstance(service, StatusService):
+            await stream.send_response(ResponseHead(service.code, ((b"content-length", b"0"),), has_body=False))
+        elif isinstance(service, HelloWorldService):
+            await _send_whole(stream, *hello_page(head))
+        elif isinstance(service, (HttpService, UnixService)):
+            await self._forward(stream, rule)
+        else:
+            await _send_whole(stream, *error_page(400, "connector", _needs_access(rule, head.authority)))
+
+    async def _forward(self, stream: TunnelStream, rule: Rule) -> None:
+        forward = forward_h2 if rule.origin_request.http2_origin else self.pool.forward
+        try:
+            await forward(stream, rule.service, rule.origin_request)
+        except (BurrowError, OSError, trio.BrokenResourceError) as exc:
+            if stream.response_sent:
+                raise
+            log.warning("origin.failed request_id=%s rule=%d error=%s", request_id(stream), rule.index, exc)
+            status = exc.http_status if isinstance(exc, BurrowError) else 502
+            await _send_whole(stream, *error_page(status, "connector", str(exc)))
+
+
+def request_id(stream: TunnelStream) -> str:
+    """The edge's `Burrow-Request-Id` for this stream, as the origin receives it."""
+    return next((value.decode("latin-1") for name, value in stream.head.headers if name == REQUEST_ID), "-")
+
+
+def _needs_access(rule: Rule, authority: bytes) -> str:
+    service: TcpService = rule.service
+    host = normalize_host(authority.decode("latin-1"))
+    command = "ssh" if service.scheme == "ssh" else "tcp"
+    return (
+        f"ingress rule {rule.index} serves {service}, a raw {service.scheme.upper()} stream, not HTTP: "
+        f"reach it with `burrow access {command} --hostname {host}`"
+    )
+
+
+async def _send_whole(stream: TunnelStream, head: ResponseHead, body: bytes) -> None:
+    await stream.send_response(head)
+    if head.has_body:
+        await stream.send(body)
+        await stream.end()

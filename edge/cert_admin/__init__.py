@@ -1,1 +1,0 @@
-"""`burrow-edge cert …`: the certificate commands."""

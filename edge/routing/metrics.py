@@ -1,0 +1,123 @@
+"""The edge's Prometheus metrics (`burrow_edge_*`), in a registry of its own.
+
+Counters are bumped by small hooks (registration in `sessions`, one call per
+DNS reply); session and stream gauges are read from the router at scrape time.
+`observe_request()` is the hook for the HTTPS proxy (request counts by hostname
+and status class, durations, bytes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+
+from prometheus_client import CollectorRegistry, ProcessCollector, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from edge.routing.traffic import TrafficHistory
+
+# Request durations: from a fast cache hit to a long poll (seconds).
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+MAX_HOST_LABELS = 1000  # beyond this many distinct hostnames, requests count under OTHER_HOST
+OTHER_HOST = "other"
+REGISTRATION_RESULTS = ("accepted", "rejected", "rate_limited")
+
+
+class LiveSessions(Collector):
+    """`burrow_edge_sessions` and `burrow_edge_active_streams` per tunnel, read when scraped.
+
+    `live()` returns {tunnel id: [sessions]}, each session with an `active_streams` count.
+    """
+
+    def __init__(self, live: Callable[[], dict[str, Iterable]]) -> None:
+        self._live = live
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        sessions = GaugeMetricFamily("burrow_edge_sessions", "Registered connector sessions per tunnel.", labels=["tunnel"])
+        streams = GaugeMetricFamily("burrow_edge_active_streams", "Open streams per tunnel, over all its sessions.", labels=["tunnel"])
+        for tunnel_id, conns in sorted(self._live().items()):
+            conns = list(conns)
+            sessions.add_metric([tunnel_id], len(conns))
+            streams.add_metric([tunnel_id], sum(conn.active_streams for conn in conns))
+        yield sessions
+        yield streams
+
+
+class CertificateExpiry(Collector):
+    """`burrow_edge_certificate_expiry_days` per stored certificate (`cert list` names), read when scraped."""
+
+    def __init__(self, infos: Callable[[], Iterable]) -> None:
+        self._infos = infos
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        days = GaugeMetricFamily("burrow_edge_certificate_expiry_days", "Days until each certificate expires.", labels=["certificate"])
+        for info in self._infos():
+            days.add_metric([info.stem], round(info.days_left(), 3))
+        yield days
+
+
+class EdgeMetrics:
+    """Every edge metric, registered in `registry` (a fresh one by default)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        ProcessCollector(registry=self.registry)  # process_*: CPU, memory, open files (Linux)
+        self.registrations = Counter(
+            "burrow_edge_registrations", "Tunnel registrations by result (accepted or rejected).", ["result"], registry=self.registry
+        )
+        for result in REGISTRATION_RESULTS:
+            self.registrations.labels(result)
+        self.dns_queries = Counter("burrow_edge_dns_queries", "DNS replies sent, by response code.", ["rcode"], registry=self.registry)
+        self.requests = Counter(
+            "burrow_edge_requests", "HTTP requests by hostname and status class (2xx…5xx).", ["host", "status_class"], registry=self.registry
+        )
+        self.request_duration = Histogram(
+            "burrow_edge_request_duration_seconds", "Time from request head to the end of the response, by hostname.",
+            ["host"], buckets=DURATION_BUCKETS, registry=self.registry,
+        )
+        self.request_bytes = Counter("burrow_edge_request_bytes", "Request body bytes received from visitors, by hostname.", ["host"], registry=self.registry)
+        self.response_bytes = Counter("burrow_edge_response_bytes", "Response body bytes sent to visitors, by hostname.", ["host"], registry=self.registry)
+        self._hosts: set[str] = set()
+        self._children: dict[tuple[str, int], tuple] = {}  # (host label, status // 100) → its metric children
+        self.traffic = TrafficHistory()  # the dashboard's last hour per hostname, kept even when not served
+
+    def watch_router(self, live: Callable[[], dict[str, Iterable]]) -> None:
+        """Report the sessions and open streams `live()` returns at each scrape."""
+        self.registry.register(LiveSessions(live))
+
+    def watch_certificates(self, infos: Callable[[], Iterable]) -> None:
+        """Report `burrow_edge_certificate_expiry_days` for the certificates `infos()` returns."""
+        self.registry.register(CertificateExpiry(infos))
+
+    def registration(self, result: str) -> None:
+        self.registrations.labels(result).inc()
+
+    def dns_reply(self, rcode: str) -> None:
+        self.dns_queries.labels(rcode).inc()
+
+    def observe_request(self, host: str, status: int, seconds: float, bytes_in: int, bytes_out: int) -> None:
+        """Count one finished request to `host` (a routed hostname; pass "" for unknown ones)."""
+        self.traffic.record(host, status)
+        key = (self._host_label(host), status // 100)
+        children = self._children.get(key)
+        if children is None:  # bounded: at most MAX_HOST_LABELS + 1 labels, a few status classes
+            label = key[0]
+            children = self._children[key] = (
+                self.requests.labels(label, f"{key[1]}xx"), self.request_duration.labels(label),
+                self.request_bytes.labels(label), self.response_bytes.labels(label),
+            )
+        requests, duration, received, sent = children
+        requests.inc()
+        duration.observe(seconds)
+        received.inc(bytes_in)
+        sent.inc(bytes_out)
+
+    def _host_label(self, host: str) -> str:
+        """Bound the label set: visitors choose Host headers, Prometheus must not grow with them."""
+        host = (host or OTHER_HOST).lower()
+        if host in self._hosts:
+            return host
+        if len(self._hosts) >= MAX_HOST_LABELS:
+            return OTHER_HOST
+        self._hosts.add(host)
+        return host
