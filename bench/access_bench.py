@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.loadgen import LoadResult, Target, run_load  # noqa: E402
 from edge.access.gate import open_gate  # noqa: E402
 from edge.registry.policy import Policy  # noqa: E402
-from edge.visitors.https import ALPN, HttpsFrontend  # noqa: E402
 from edge.registry.store import Registry  # noqa: E402
+from edge.visitors.https import ALPN, HttpsFrontend  # noqa: E402
 from shared.crypto import mint_secret  # noqa: E402
 from shared.events import ResponseHead  # noqa: E402
 

@@ -26,7 +26,6 @@ import sys
 from dataclasses import dataclass
 
 import trio
-
 from loadgen import LoadResult, Target, run_load
 from tunnel_bench import HOSTNAME, BenchError, running_stack
 

@@ -34,10 +34,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import trio
-
 from loadgen import Target, run_load
 from tunnel_bench import (
-    BIN, HA_CONNECTIONS, HOSTNAME, TUNNEL_NAME, ZONE, BenchError, cli, create_tunnel, start, start_origin, wait_until,
+    BIN,
+    HA_CONNECTIONS,
+    HOSTNAME,
+    TUNNEL_NAME,
+    ZONE,
+    BenchError,
+    cli,
+    create_tunnel,
+    start,
+    start_origin,
+    wait_until,
 )
 
 METRICS_LINE = re.compile(r"metrics\.listening address=127\.0\.0\.1:(\d+)")

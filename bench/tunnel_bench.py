@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import trio
-
 from loadgen import LoadResult, Target, run_load
 
 HOSTNAME = "app.example.test"

@@ -4,26 +4,26 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from functools import partial
 import signal
 import uuid
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import trio
 import typer
 
-from connector.management import listing, service
 from connector.access import cli as access_cli
 from connector.access.tcp import Target, parse_hostport, serve_stdio, serve_tcp
 from connector.access.verifier import AccessVerifier
-from connector.management.edge_api import EdgeAPI
 from connector.ingress.rules import Ingress
+from connector.management import listing, service
+from connector.management.edge_api import EdgeAPI
+from connector.tunnel.connection import DialLimits
+from connector.tunnel.metrics import ConnectorMetrics
 from connector.tunnel.reload import Reloader
 from connector.tunnel.streams import StreamServer
-from connector.tunnel.metrics import ConnectorMetrics
 from connector.tunnel.supervisor import Supervisor
-from connector.tunnel.connection import DialLimits
 from shared import logs
 from shared.aio import wait_for_signal
 from shared.commands import examples, package_version, reported_errors

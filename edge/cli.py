@@ -12,13 +12,13 @@ import typer
 from edge import privileges, server
 from edge.certs.cli import acme_settings, cert_app
 from edge.certs.files import create_dev_ca
+from edge.registry.store import Registry
+from edge.routing.metrics import EdgeMetrics
+from edge.routing.router import DEFAULT_MAX_STREAMS_PER_TUNNEL
+from edge.tunnels.ratelimit import DEFAULT_BURST, DEFAULT_RATE
+from edge.visitors.connections import DEFAULT_MAX_CONNECTIONS_PER_IP
 from edge.visitors.http1 import Http1Limits
 from edge.visitors.https import FrontendOptions
-from edge.routing.metrics import EdgeMetrics
-from edge.tunnels.ratelimit import DEFAULT_BURST, DEFAULT_RATE
-from edge.registry.store import Registry
-from edge.routing.router import DEFAULT_MAX_STREAMS_PER_TUNNEL
-from edge.visitors.connections import DEFAULT_MAX_CONNECTIONS_PER_IP
 from shared import logs
 from shared.commands import examples, package_version, reported_errors
 from shared.config import (

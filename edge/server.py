@@ -14,21 +14,21 @@ from functools import partial
 import trio
 
 from edge.access.gate import open_gate, refresh_all
-from edge.certs.acme import AcmeManager
 from edge.admin.api import create_api
-from edge.certs.store import CertStore
-from edge.certs.challenges import Challenges
 from edge.admin.dashboard import create_dashboard
+from edge.certs.acme import AcmeManager
+from edge.certs.challenges import Challenges
+from edge.certs.store import CertStore
 from edge.dns.server import DnsServer
+from edge.registry.store import Registry
+from edge.routing.metrics import EdgeMetrics
+from edge.routing.proxy import Exchange, Proxy, send_page
+from edge.routing.router import DEFAULT_MAX_STREAMS_PER_TUNNEL, Router
+from edge.tunnels.listener import SessionLimits, TunnelListener
+from edge.tunnels.ratelimit import DEFAULT_BURST, DEFAULT_RATE, SourceLimiter
 from edge.visitors.http1 import Http1Limits
 from edge.visitors.http_redirect import HttpRedirect
 from edge.visitors.https import ALPN, FrontendOptions, HttpsFrontend, harden
-from edge.routing.metrics import EdgeMetrics
-from edge.routing.proxy import Exchange, Proxy, send_page
-from edge.tunnels.ratelimit import DEFAULT_BURST, DEFAULT_RATE, SourceLimiter
-from edge.registry.store import Registry
-from edge.routing.router import DEFAULT_MAX_STREAMS_PER_TUNNEL, Router
-from edge.tunnels.listener import SessionLimits, TunnelListener
 from shared.aio import single_errors
 from shared.config import EdgeConfig, format_hostport
 from shared.crypto import TUNNEL_ALPN

@@ -17,8 +17,8 @@ import httpx
 import jwt
 import trio
 
-from connector.ingress.rules import Rule, normalize_host
 from connector.ingress.origin_request import Access
+from connector.ingress.rules import Rule, normalize_host
 from shared.config import Credentials, parse_hostport
 from shared.errors import BurrowError
 from shared.events import RequestHead

@@ -18,8 +18,8 @@ from collections import defaultdict
 import h11
 import trio
 
-from connector.ingress.rules import HttpService, UnixService, normalize_host
 from connector.ingress.origin_request import OriginRequest
+from connector.ingress.rules import HttpService, UnixService, normalize_host
 from shared.aio import single_errors
 from shared.errors import OriginError
 from shared.events import RequestHead, ResponseHead, end_to_end

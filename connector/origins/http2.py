@@ -24,8 +24,8 @@ import trio
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes, Settings
 
-from connector.origins.http1 import Origin, _server_name, _uses_tls, open_origin_stream
 from connector.ingress.origin_request import OriginRequest
+from connector.origins.http1 import Origin, _server_name, _uses_tls, open_origin_stream
 from shared.aio import single_errors
 from shared.errors import OriginError
 from shared.events import Headers, RequestHead, ResponseHead, end_to_end

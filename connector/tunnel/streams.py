@@ -12,7 +12,6 @@ import time
 import trio
 
 from connector.access.verifier import access_admits
-from connector.origins.hello import hello_page
 from connector.ingress.rules import (
     HelloWorldService,
     HttpService,
@@ -23,6 +22,7 @@ from connector.ingress.rules import (
     UnixService,
     normalize_host,
 )
+from connector.origins.hello import hello_page
 from connector.origins.http1 import OriginPool
 from connector.origins.http2 import forward_h2
 from connector.origins.upgrade import serve_upgrade, wants_upgrade

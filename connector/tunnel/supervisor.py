@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import trio
 
-from connector.tunnel.metrics import ConnectorMetrics
 from connector.tunnel.connection import DialLimits, open_tunnel_connection
+from connector.tunnel.metrics import ConnectorMetrics
 from shared.config import Credentials
 from shared.errors import AuthError, BurrowError
 from shared.transport import StreamHandler, TunnelConnection

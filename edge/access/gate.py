@@ -22,8 +22,8 @@ import trio
 from edge.access import login
 from edge.access.keys import KEY_PUBLISH_INTERVAL, Signer
 from edge.registry.policy import Policy, RateLimit
-from edge.routing.proxy import Exchange
 from edge.registry.store import AccessSnapshot, Registry
+from edge.routing.proxy import Exchange
 from shared.crypto import hash_secret, verify_secret
 from shared.events import Headers, RequestHead
 from shared.pages import error_page

@@ -27,9 +27,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from edge.certs.acme_client import REQUEST_TIMEOUT, AcmeClient, AcmeError, Challenge
 from edge.certs.acme_state import AcmeEntry, load_state, save_state
-from edge.certs.store import CertInfo, CertStore, stem_for, write_pair
-from edge.certs.files import check_pair
 from edge.certs.challenges import Challenges
+from edge.certs.files import check_pair
+from edge.certs.store import CertInfo, CertStore, stem_for, write_pair
 from shared.config import EdgeConfig
 from shared.errors import ConfigError
 from shared.files import write_private

@@ -20,9 +20,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from edge.dns import hostnames
+from edge.dns.zone import Zone, Zones, ancestors
 from edge.registry import schema
 from edge.registry.policy import Policy
-from edge.dns.zone import Zone, Zones, ancestors
 from shared.crypto import SECRET_BYTES, hash_secret, mint_secret, mint_token, verify_secret
 from shared.errors import AuthError, ConfigError, ConflictError, NotFoundError
 

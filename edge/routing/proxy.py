@@ -15,11 +15,11 @@ from typing import Protocol
 
 import trio
 
+from edge.dns.zone import normalize_host
 from edge.routing.asgi import call_asgi
+from edge.routing.forwarded_headers import forwardable
 from edge.routing.metrics import EdgeMetrics
 from edge.routing.router import BUSY_RETRY_AFTER, Router, TunnelBusy
-from edge.routing.forwarded_headers import forwardable
-from edge.dns.zone import normalize_host
 from shared.aio import single_errors
 from shared.errors import BurrowError, TunnelUnavailable
 from shared.events import Headers, RequestHead, ResponseHead

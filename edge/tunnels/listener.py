@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 
 import trio
 
-from edge.tunnels.ratelimit import SourceLimiter
 from edge.registry.store import Connection, Registry
 from edge.routing.router import Router
+from edge.tunnels.ratelimit import SourceLimiter
 from shared import protocol
 from shared.errors import AuthError, BurrowError
 from shared.transport import PING_INTERVAL, PING_TIMEOUT, TunnelConnection

@@ -10,8 +10,8 @@ from http import HTTPStatus
 import h11
 import trio
 
-from edge.visitors.http1_guard import CheckedHead, HeadLimits, HeadScanner, Refused, check_scanned_head
 from edge.dns.zone import normalize_host
+from edge.visitors.http1_guard import CheckedHead, HeadLimits, HeadScanner, Refused, check_scanned_head
 from shared.aio import receive_records
 from shared.errors import ProtocolError
 from shared.events import RequestHead, ResponseHead, end_to_end

@@ -16,14 +16,10 @@ and the stream's DATA frames carry the WebSocket bytes both ways.
 
 from __future__ import annotations
 
-import base64
 import functools
-import hashlib
 import logging
 import math
-import os
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 import h2.config
 import h2.connection
@@ -34,46 +30,24 @@ from h2.errors import ErrorCodes
 from h2.settings import SettingCodes, Settings
 from hyperframe.frame import GoAwayFrame
 
-from edge.visitors.http2_guards import HeaderBlockMeter, HeaderBlockTooLarge, ResetRateGuard
 from edge.dns.zone import normalize_host
+from edge.visitors.http2_fields import request_head, trailer_fields
+from edge.visitors.http2_guards import (
+    HeaderBlockMeter,
+    HeaderBlockTooLarge,
+    Http2Limits,
+    ResetRateGuard,
+)
+from edge.visitors.http2_stream import SEND_BATCH, ConnectionLost, Http2Exchange
 from shared.aio import receive_records
-from shared.errors import BurrowError, ProtocolError
-from shared.events import Headers, RequestHead, ResponseHead
+from shared.errors import BurrowError
 from shared.pages import error_page
 
+log = logging.getLogger(__name__)
 log = logging.getLogger(__name__)
 
 DEFAULT_WINDOW = 65_535  # RFC 9113 §6.9.2: every window before SETTINGS or WINDOW_UPDATE
 CLEANUP_TIMEOUT = 1.0
-SEND_BATCH = 64 * 1024  # body bytes one stream queues (as several frames) per write
-# RFC 9113 §8.2.2: connection-specific fields have no place in HTTP/2 ("te" only as "trailers").
-CONNECTION_SPECIFIC = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"})
-NO_BODY_STATUSES = frozenset({204, 304})
-WEBSOCKET = b"websocket"
-WEBSOCKET_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
-_END = None  # marks the end of a request body in an exchange's queue
-
-
-@dataclass(frozen=True)
-class Http2Limits:
-    """SETTINGS, defences and timers for visitor connections (DESIGN.md §6; seconds and bytes)."""
-
-    max_concurrent_streams: int = 100
-    initial_window_size: int = 64 * 1024
-    connection_window_size: int = 1024 * 1024
-    max_frame_size: int = 16 * 1024
-    max_header_list_size: int = 64 * 1024  # advertised; a larger request gets 431
-    max_header_fields: int = 100  # more get 431
-    max_header_block: int = 128 * 1024  # encoded or decoded, beyond this: GOAWAY ENHANCE_YOUR_CALM
-    max_requests: int = 10_000  # per connection, then a graceful GOAWAY
-    max_queued_control_frames: int = 1000  # PING/SETTINGS acks the peer has not read
-    rapid_reset_streams: int = 100  # streams opened within the window before resets count
-    rapid_reset_window: float = 1.0
-    preface_timeout: float = 10.0  # preface and first SETTINGS
-    idle_timeout: float = 75.0  # no open stream
-    body_idle_timeout: float = 60.0
-    send_timeout: float = 60.0
-    read_size: int = 64 * 1024
 
 
 class _Stop(Exception):
@@ -84,186 +58,6 @@ class _Stop(Exception):
         self.error_code = error_code
 
 
-class ConnectionLost(Exception):
-    """A write to the visitor failed or timed out; the connection is finished."""
-
-
-class Http2Exchange:
-    """One request stream on an HTTP/2 connection."""
-
-    def __init__(self, connection: Http2Connection, stream_id: int, head: RequestHead) -> None:
-        self._conn = connection
-        self.stream_id = stream_id
-        self.head = head
-        self.client = connection.client
-        self.server = connection.server
-        self.response_started = False
-        self.scope = trio.CancelScope()  # cancelled when the visitor resets the stream
-        # Unbounded, but flow control bounds it: the client may send one stream window ahead.
-        self._body_in, self._body = trio.open_memory_channel(math.inf)
-        self._credit = 0  # flow-controlled bytes handed out and not yet returned to the client
-        self._body_allowed = head.method != b"HEAD"
-        self._unsent: int | None = None  # body bytes the response's content-length still promises
-        self.local_closed = False
-        self.remote_closed = not head.has_body
-        self.peer_reset = False
-        self.request_trailers: Headers = ()  # set when the request body ended with trailers
-        # h2 refuses `upgrade` fields in HTTP/2 requests (RFC 9113 §8.2.2): only an
-        # extended CONNECT, translated by `request_head`, carries one.
-        self.upgrade = WEBSOCKET if head.header(b"upgrade") == WEBSOCKET else None
-        self._held = False  # frames are queued, not written, until the response ends (`hold()`)
-        self._held_size = 0  # body bytes queued meanwhile
-
-    def hold(self) -> None:
-        """Queue the response's frames until it ends, then write them at once (for a caller
-        that has all of it at hand: no wait between its pieces)."""
-        self._held = True
-
-    async def _send(self, action: Callable[[], None]) -> None:
-        if self._held:
-            action()
-        else:
-            await self._conn.send(action)
-
-    async def release(self) -> None:
-        """Write what `hold()` kept back, and hold no more."""
-        if self._held:
-            self._held = False
-            await self._conn._flush()
-
-    async def receive_body(self) -> bytes:
-        return await self._receive(self._conn.limits.body_idle_timeout)
-
-    async def _receive(self, idle_timeout: float) -> bytes:
-        await self._conn.acknowledge(self.stream_id, self._credit)
-        self._credit = 0
-        if self.remote_closed and self._body.statistics().current_buffer_used == 0:
-            return b""
-        with trio.fail_after(idle_timeout):
-            item = await self._body.receive()
-        if item is _END:
-            return b""
-        # Hand over everything already buffered (at most one stream window) in one chunk.
-        chunks, self._credit = [item[0]], item[1]
-        while True:
-            try:
-                item = self._body.receive_nowait()
-            except trio.WouldBlock:
-                break
-            if item is _END:
-                break  # remote_closed is set: the next call returns b""
-            chunks.append(item[0])
-            self._credit += item[1]
-        return b"".join(chunks)
-
-    async def send_response(self, head: ResponseHead) -> None:
-        self._body_allowed = self._body_allowed and head.has_body and head.status not in NO_BODY_STATUSES
-        headers = [(b":status", str(head.status).encode()), *response_headers(head.headers)]
-        length = head.header(b"content-length")
-        self._unsent = int(length) if length and length.isdigit() else None
-        await self._send(
-            functools.partial(self._conn.h2.send_headers, self.stream_id, headers, end_stream=not self._body_allowed)
-        )
-        self.response_started = True
-        self.local_closed = not self._body_allowed
-
-    async def send_body(self, data: bytes) -> None:
-        if not self._body_allowed or self.local_closed:
-            return
-        if self._held:
-            self._held_size += len(data)
-            if self._held_size > SEND_BATCH:  # a large body is written as it comes
-                await self.release()
-        # The chunk completing a content-length carries END_STREAM: a client that stops
-        # at the length (curl does) has nothing to reset, and a frame is saved.
-        last = self._unsent is not None and len(data) >= self._unsent
-        offset = 0
-        while offset < len(data):
-            offset += await self._conn.send_data(self.stream_id, data[offset:], end_stream=last, flush=not self._held)
-        if self._unsent is not None:
-            self._unsent -= len(data)
-        if last:
-            self.local_closed = True
-
-    async def end(self) -> None:
-        if not self.local_closed:
-            await self._send(functools.partial(self._conn.h2.end_stream, self.stream_id))
-            self.local_closed = True
-        await self.release()
-
-    async def send_trailers(self, headers: Headers) -> None:
-        """End the response with trailing fields (gRPC's grpc-status); without any, just end."""
-        fields = trailer_fields(headers)
-        if not fields or not self._body_allowed or self.local_closed:
-            await self.end()
-            return
-        await self._send(functools.partial(self._conn.h2.send_headers, self.stream_id, fields, end_stream=True))
-        self.local_closed = True
-        await self.release()
-
-    async def switch_protocols(self, head: ResponseHead) -> tuple[trio.abc.Stream, bytes]:
-        """RFC 8441: answer the origin's 101 with 200; return this stream as a byte stream."""
-        if head.header(b"sec-websocket-accept") != websocket_accept(self.head.header(b"sec-websocket-key") or b""):
-            raise ProtocolError("the origin's Sec-WebSocket-Accept does not match the key")
-        headers = tuple((name, value) for name, value in head.headers if name != b"sec-websocket-accept")
-        await self.send_response(ResponseHead(200, headers))
-        log.info("http2.websocket client=%s host=%s", self.client[0], self.head.authority.decode("latin-1"))
-        return Http2ByteStream(self), b""
-
-    # Called by the connection ---------------------------------------------------
-
-    def deliver(self, data: bytes, flow_length: int) -> None:
-        self._body_in.send_nowait((data, flow_length))
-
-    def ended(self) -> None:
-        self.remote_closed = True
-        self._body_in.send_nowait(_END)
-
-    def reset_by_peer(self) -> None:
-        self.peer_reset = self.remote_closed = True
-        self.scope.cancel()
-
-    def unreturned_credit(self) -> int:
-        """Credit for body bytes the handler took or never read; the connection returns it at the end."""
-        credit, self._credit = self._credit, 0
-        while True:
-            try:
-                item = self._body.receive_nowait()
-            except trio.WouldBlock:
-                return credit
-            if item is not _END:
-                credit += item[1]
-
-
-class Http2ByteStream(trio.abc.HalfCloseableStream):
-    """An extended-CONNECT stream's DATA frames as a trio stream, for `relay`.
-
-    No idle timeout of its own (the relay has one); `aclose` leaves the stream to
-    its task, which resets it if either side is still open.
-    """
-
-    def __init__(self, exchange: Http2Exchange) -> None:
-        self._exchange = exchange
-        self._pending = b""  # received, beyond what the last caller asked for
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        if not self._pending:
-            self._pending = await self._exchange._receive(math.inf)
-        size = len(self._pending) if max_bytes is None else max_bytes
-        data, self._pending = self._pending[:size], self._pending[size:]
-        return data
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self._exchange.send_body(bytes(data))
-
-    async def wait_send_all_might_not_block(self) -> None:
-        pass
-
-    async def send_eof(self) -> None:
-        await self._exchange.end()
-
-    async def aclose(self) -> None:
-        pass
 
 
 Handler = Callable[[Http2Exchange], Awaitable[None]]
@@ -340,7 +134,7 @@ class Http2Connection:
         """Read until the end; returns the GOAWAY code to send (None: already queued or pointless)."""
         try:
             self._start()
-            await self._flush()
+            await self.flush()
             await self._read_loop()
         except _Stop as exc:
             level = logging.DEBUG if exc.error_code in (None, ErrorCodes.NO_ERROR) else logging.WARNING
@@ -515,7 +309,7 @@ class Http2Connection:
     async def send(self, action: Callable[[], None]) -> None:
         """Queue one h2 call's frames, then write everything queued (other streams' too)."""
         action()
-        await self._flush()
+        await self.flush()
 
     async def send_data(self, stream_id: int, data: bytes, end_stream: bool = False, flush: bool = True) -> int:
         """Send as much of `data` as the windows allow, waiting for credit; returns the count sent.
@@ -535,11 +329,11 @@ class Http2Connection:
                         stream_id, data[offset : min(offset + frame, size)], end_stream=end_stream and last and size == len(data)
                     )
                 if flush:
-                    await self._flush()
+                    await self.flush()
                 return size
             opened = self._window_opened
             if not flush:
-                await self._flush()  # what the caller queued: the client makes room only for what it got
+                await self.flush()  # what the caller queued: the client makes room only for what it got
             with trio.fail_after(self.limits.send_timeout):
                 await opened.wait()
 
@@ -549,14 +343,14 @@ class Http2Connection:
             self.h2.acknowledge_received_data(size, stream_id)
             await self._flush_soon()
 
-    async def _flush(self) -> None:
+    async def flush(self) -> None:
         async with self._send_lock:
             await self._drain()
 
     async def _flush_soon(self) -> None:
         """Flush, unless a writer holds the lock: it writes what we queued before releasing it."""
         if not self._send_lock.locked():
-            await self._flush()
+            await self.flush()
 
     async def _drain(self) -> None:
         """Write everything queued; the caller holds the send lock.
@@ -597,7 +391,7 @@ class Http2Connection:
             if error_code is not None:
                 self.h2.close_connection(error_code, last_stream_id=self._last_stream)
             try:
-                await self._flush()
+                await self.flush()
             except ConnectionLost:
                 pass
 
@@ -612,7 +406,7 @@ class Http2Connection:
 
     async def _flush_quietly(self) -> None:
         try:
-            await self._flush()
+            await self.flush()
         except (ConnectionLost, trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
             pass
 
@@ -630,80 +424,3 @@ async def _refuse(status: int, reason: str, exchange: Http2Exchange) -> None:
     await exchange.send_body(body)
     await exchange.end()
 
-
-def request_head(
-    headers: Headers, has_body: bool, scheme: bytes, limits: Http2Limits
-) -> tuple[RequestHead, tuple[int, str] | None]:
-    """The request h2 decoded, as the proxy sees it, and a (status, reason) if it must be refused.
-
-    :authority becomes the Host an HTTP/1 origin needs. The scheme is the
-    connection's, not the client's claim.
-    """
-    pseudo: dict[bytes, bytes] = {}
-    regular: list[tuple[bytes, bytes]] = []
-    size = 0
-    for name, value in headers:
-        size += len(name) + len(value) + 32  # RFC 9113 §6.5.2 accounting
-        if name.startswith(b":"):
-            pseudo[name] = value
-        else:
-            regular.append((name, value))
-    authority = pseudo.get(b":authority")
-    if authority:
-        regular = [(b"host", authority), *((name, value) for name, value in regular if name != b"host")]
-    else:
-        authority = next((value for name, value in regular if name == b"host"), b"")
-    method = pseudo.get(b":method", b"")
-    # No END_STREAM on HEADERS may still mean no body, as HTTP/1.1 has it: content-length 0.
-    has_body = has_body and all(value.strip() != b"0" for name, value in regular if name == b"content-length")
-    head = RequestHead(method, pseudo.get(b":path", b""), authority, scheme, tuple(regular), has_body)
-    if len(regular) > limits.max_header_fields:
-        return head, (431, f"more than {limits.max_header_fields} header fields")
-    if size > limits.max_header_list_size:
-        return head, (431, f"header list larger than {limits.max_header_list_size} bytes")
-    if method == b"CONNECT":
-        protocol = pseudo.get(b":protocol")
-        if protocol is None:
-            return head, (501, "CONNECT is not supported")
-        if protocol.lower() != WEBSOCKET:
-            return head, (501, f"extended CONNECT for {protocol.decode('latin-1')!r} is not supported")
-        return websocket_upgrade(head), None
-    return head, None
-
-
-def websocket_upgrade(head: RequestHead) -> RequestHead:
-    """An RFC 8441 CONNECT as the HTTP/1.1 Upgrade request the tunnel and origin speak
-    (RFC 6455 §4.1), with a fresh Sec-WebSocket-Key the edge checks the answer against."""
-    key = base64.b64encode(os.urandom(16))
-    headers = tuple((name, value) for name, value in head.headers if name != b"sec-websocket-key")
-    headers += ((b"connection", b"upgrade"), (b"upgrade", WEBSOCKET), (b"sec-websocket-key", key))
-    return RequestHead(b"GET", head.target, head.authority, head.scheme, headers, has_body=False)
-
-
-def websocket_accept(key: bytes) -> bytes:
-    """The Sec-WebSocket-Accept an origin must answer `key` with (RFC 6455 §4.2.2)."""
-    return base64.b64encode(hashlib.sha1(key + WEBSOCKET_GUID).digest())
-
-
-def response_headers(headers: Headers) -> Headers:
-    """Response fields fit for HTTP/2: lower-case, no connection-specific fields."""
-    named = {
-        token.strip().lower()
-        for name, value in headers
-        if name.lower() == b"connection"
-        for token in value.split(b",")
-    }
-    kept = []
-    for name, value in headers:
-        name = name.lower()
-        if name in CONNECTION_SPECIFIC or name in named:
-            continue
-        if name == b"te" and value.strip().lower() != b"trailers":
-            continue
-        kept.append((name, value))
-    return tuple(kept)
-
-
-def trailer_fields(headers: Headers) -> Headers:
-    """Trailing fields fit for HTTP/2: no pseudo-headers, no connection-specific fields."""
-    return tuple((name, value) for name, value in response_headers(headers) if not name.startswith(b":") and name != b"te")

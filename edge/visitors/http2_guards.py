@@ -1,5 +1,7 @@
 """Sans-IO defences for the visitor HTTP/2 adapter: no trio, no clock (pass `now` in).
 
+- `Http2Limits`: the SETTINGS, budgets and timers every visitor connection gets.
+
 - `ResetRateGuard` spots the rapid-reset attack (CVE-2023-44487): many streams
   opened and reset by the client within a short window.
 - `HeaderBlockMeter` follows frame boundaries in the client's byte stream and
@@ -12,12 +14,36 @@
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 FRAME_HEADER = 9
 HEADERS = 0x1
 CONTINUATION = 0x9
 END_HEADERS = 0x4
+
+
+@dataclass(frozen=True)
+class Http2Limits:
+    """SETTINGS, defences and timers for visitor connections (DESIGN.md §6; seconds and bytes)."""
+
+    max_concurrent_streams: int = 100
+    initial_window_size: int = 64 * 1024
+    connection_window_size: int = 1024 * 1024
+    max_frame_size: int = 16 * 1024
+    max_header_list_size: int = 64 * 1024  # advertised; a larger request gets 431
+    max_header_fields: int = 100  # more get 431
+    max_header_block: int = 128 * 1024  # encoded or decoded, beyond this: GOAWAY ENHANCE_YOUR_CALM
+    max_requests: int = 10_000  # per connection, then a graceful GOAWAY
+    max_queued_control_frames: int = 1000  # PING/SETTINGS acks the peer has not read
+    rapid_reset_streams: int = 100  # streams opened within the window before resets count
+    rapid_reset_window: float = 1.0
+    preface_timeout: float = 10.0  # preface and first SETTINGS
+    idle_timeout: float = 75.0  # no open stream
+    body_idle_timeout: float = 60.0
+    send_timeout: float = 60.0
+    read_size: int = 64 * 1024
+
 
 
 class HeaderBlockTooLarge(Exception):

@@ -12,13 +12,13 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from edge.certs.challenges import HTTP01_PREFIX, Challenges
-from edge.visitors.http1 import Http1Connection, Http1Exchange, Http1Limits
+from edge.dns.zone import normalize_host
 from edge.visitors.connections import (
     DEFAULT_MAX_CONNECTIONS_PER_IP,
     ConnectionsPerIp,
     socket_address,
 )
-from edge.dns.zone import normalize_host
+from edge.visitors.http1 import Http1Connection, Http1Exchange, Http1Limits
 from shared.events import ResponseHead
 
 log = logging.getLogger(__name__)

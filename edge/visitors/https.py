@@ -8,15 +8,15 @@ from dataclasses import dataclass
 
 import trio
 
-from edge.visitors.http1 import Http1Connection, Http1Limits
-from edge.visitors.http2 import Http2Connection, Http2Limits
-from edge.routing.proxy import Exchange, Proxy
 from edge.certs.tls_policy import apply_tls_policy
+from edge.routing.proxy import Exchange, Proxy
 from edge.visitors.connections import (
     DEFAULT_MAX_CONNECTIONS_PER_IP,
     ConnectionsPerIp,
     socket_address,
 )
+from edge.visitors.http1 import Http1Connection, Http1Limits
+from edge.visitors.http2 import Http2Connection, Http2Limits
 from shared.events import ResponseHead
 
 log = logging.getLogger(__name__)

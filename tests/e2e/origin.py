@@ -13,8 +13,8 @@ are appended to FILE as it arrives):
 from __future__ import annotations
 
 import hashlib
-import os
 import json
+import os
 import sys
 from urllib.parse import parse_qs, urlsplit
 

@@ -5,6 +5,8 @@ from urllib.parse import urlsplit
 import pytest
 import trustme
 
+from connector.ingress import origin_request
+from connector.ingress.origin_request import Access, OriginRequest
 from connector.ingress.rules import (
     KNOWN_SERVICES,
     HelloWorldService,
@@ -15,8 +17,6 @@ from connector.ingress.rules import (
     TcpService,
     UnixService,
 )
-from connector.ingress import origin_request
-from connector.ingress.origin_request import Access, OriginRequest
 from shared.config import load_connector_config
 from shared.errors import ConfigError
 

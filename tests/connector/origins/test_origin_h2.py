@@ -11,10 +11,10 @@ import pytest
 import trio
 import trio.testing
 
+from connector.ingress.origin_request import OriginRequest
 from connector.ingress.rules import HttpService
 from connector.origins.http1 import OriginTimeout
 from connector.origins.http2 import forward_h2, request_fields
-from connector.ingress.origin_request import OriginRequest
 from shared import protocol
 from shared.errors import OriginError
 from shared.events import RequestHead

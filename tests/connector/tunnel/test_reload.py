@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import trio
 
-from connector.origins.hello import hello_page
 from connector.ingress.rules import Ingress
+from connector.origins.hello import hello_page
 from connector.tunnel.reload import POLL_INTERVAL, Reloader
 from connector.tunnel.streams import StreamServer
 from shared.config import load_connector_config

@@ -6,8 +6,8 @@ import httpx
 import pytest
 
 from edge.admin.api import create_api
-from edge.routing.asgi import call_asgi
 from edge.registry.store import Registry
+from edge.routing.asgi import call_asgi
 from shared.crypto import b64encode, mint_secret
 from shared.errors import BurrowError
 from shared.events import RequestHead

@@ -7,8 +7,8 @@ import trio.testing
 import trustme
 from cryptography import x509
 
-from edge.certs.store import CertStore
 from edge.certs.files import create_dev_ca
+from edge.certs.store import CertStore
 from shared.crypto import TUNNEL_ALPN, tunnel_client_context, tunnel_server_context
 from shared.errors import ConfigError
 

@@ -17,17 +17,17 @@ from prometheus_client import generate_latest
 from typer.testing import CliRunner
 
 from edge.certs.acme import AcmeManager, retry_delay
-from edge.certs.acme_state import load_state, save_state
 from edge.certs.acme_client import AcmeClient, AcmeError
-from edge.certs.cli import acme_settings
-from edge.certs.store import CertStore, remove_pair, write_pair
-from edge.certs.files import check_pair
+from edge.certs.acme_state import load_state, save_state
 from edge.certs.challenges import ACME_IDENTIFIER_OID, ACME_TLS_ALPN, Challenges, dns01_value
-from edge.dns.server import answer
+from edge.certs.cli import acme_settings
+from edge.certs.files import check_pair
+from edge.certs.store import CertStore, remove_pair, write_pair
 from edge.cli import app
-from edge.visitors.http_redirect import respond
-from edge.routing.metrics import EdgeMetrics
+from edge.dns.server import answer
 from edge.dns.zone import Zone, Zones
+from edge.routing.metrics import EdgeMetrics
+from edge.visitors.http_redirect import respond
 from shared.config import EdgeConfig, load_edge_config
 from shared.errors import ConfigError
 

@@ -4,8 +4,8 @@ from types import SimpleNamespace
 
 from dnslib import DNSRecord
 
-from edge.routing import metrics as edge_metrics
 from edge.dns.server import rcode_name
+from edge.routing import metrics as edge_metrics
 from edge.routing.metrics import EdgeMetrics
 
 

@@ -11,9 +11,9 @@ import pytest
 import trio
 import trio.testing
 
+from edge.dns.zone import Zones
 from edge.routing.proxy import forward, pick_and_forward
 from edge.routing.router import Router
-from edge.dns.zone import Zones
 from shared import protocol
 from shared.errors import ProtocolError
 from shared.events import RequestHead, ResponseHead

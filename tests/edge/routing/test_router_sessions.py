@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from edge.routing.router import Router, TunnelBusy
 from edge.dns.zone import Zone, Zones
+from edge.routing.router import Router, TunnelBusy
 from shared.errors import TunnelUnavailable
 
 

@@ -18,8 +18,14 @@ from h2.errors import ErrorCodes
 from h2.frame_buffer import FrameBuffer
 from hyperframe.frame import ContinuationFrame, HeadersFrame
 
-from edge.visitors.http2 import Http2Connection, Http2Limits, request_head, response_headers, websocket_accept
-from edge.visitors.http2_guards import PREFACE, HeaderBlockMeter, HeaderBlockTooLarge, ResetRateGuard
+from edge.visitors.http2 import Http2Connection, Http2Limits
+from edge.visitors.http2_fields import request_head, response_headers, websocket_accept
+from edge.visitors.http2_guards import (
+    PREFACE,
+    HeaderBlockMeter,
+    HeaderBlockTooLarge,
+    ResetRateGuard,
+)
 from shared.events import ResponseHead
 from tests.h2_client import Client
 
