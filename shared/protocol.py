@@ -1,24 +1,16 @@
-"""The tunnel wire protocol, sans-IO.
+"""The tunnel session, sans-IO: the second phase of a tunnel connection.
 
-A tunnel connection is TLS from the connector to the edge carrying two phases:
-
-1. Registration: the connector sends `MAGIC` and one framed JSON `register`
-   message; the edge answers with one framed `registered` or `rejected`.
-2. A multiplexed session in Burrow's own binary framing (`shared.framing`):
-   the edge opens one stream per visitor request; the connector serves it.
-   Heads travel as length-prefixed fields, so names, order and duplicates of
-   headers survive unchanged.
+After registration (`shared.registration`), a multiplexed session in Burrow's
+own binary framing (`shared.framing`): the edge opens one stream per visitor
+request; the connector serves it. Heads travel as length-prefixed fields, so
+names, order and duplicates of headers survive unchanged. Events out are
+`shared.session_events`.
 
 Nothing here awaits or touches a socket; `shared.transport` drives it.
 See docs/protocol.md.
 """
 
 from __future__ import annotations
-
-import base64
-import json
-import struct
-from dataclasses import dataclass
 
 from shared import framing
 from shared.errors import ProtocolError
@@ -40,12 +32,19 @@ from shared.framing import (
     U32_PAIR,
     WINDOW,
 )
-
-PROTOCOL_VERSION = 2
-MAGIC = b"BURROW-TUNNEL/2\n"
-_MAGIC_NAME = b"BURROW-TUNNEL/"  # the part every protocol version shares
-MAX_REGISTRATION_BYTES = 16 * 1024
-_LENGTH = struct.Struct("!I")
+from shared.session_events import (
+    DataReceived,
+    DrainRequested,
+    Event,
+    GoAway,
+    PingAcked,
+    ResponseStarted,
+    StreamEnded,
+    StreamOpened,
+    StreamReset,
+    TrailersReceived,
+    WindowOpened,
+)
 
 # Session limits: constants of protocol version 2, the same on both sides.
 MAX_CONCURRENT_STREAMS = 1000
@@ -67,219 +66,6 @@ NO_ERROR = 0x0
 INTERNAL_ERROR = 0x2
 REFUSED_STREAM = 0x7  # the stream was never processed: safe to retry
 CANCEL = 0x8
-
-
-# --- Registration -----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Register:
-    """The connector's first message on a new tunnel connection."""
-
-    tunnel_id: str
-    secret: bytes
-    connector_id: str
-    conn_index: int
-    client_version: str
-
-    def to_wire(self) -> bytes:
-        return MAGIC + frame(
-            {
-                "type": "register",
-                "version": PROTOCOL_VERSION,
-                "tunnel_id": self.tunnel_id,
-                "secret": base64.b64encode(self.secret).decode(),
-                "connector_id": self.connector_id,
-                "conn_index": self.conn_index,
-                "client_version": self.client_version,
-            }
-        )
-
-
-@dataclass(frozen=True)
-class Registered:
-    """The edge accepted the connection."""
-
-    connection_id: str
-    edge_id: str
-
-    def to_wire(self) -> bytes:
-        return frame(
-            {"type": "registered", "connection_id": self.connection_id, "edge_id": self.edge_id}
-        )
-
-
-@dataclass(frozen=True)
-class Rejected:
-    """The edge refused the connection; `retryable` says whether trying later can help."""
-
-    reason: str
-    retryable: bool
-
-    def to_wire(self) -> bytes:
-        return frame({"type": "rejected", "reason": self.reason, "retryable": self.retryable})
-
-
-def frame(message: dict) -> bytes:
-    body = json.dumps(message, separators=(",", ":")).encode()
-    return _LENGTH.pack(len(body)) + body
-
-
-class RegistrationReader:
-    """Collects bytes until one framed registration message is complete."""
-
-    def __init__(self, *, expect_magic: bool) -> None:
-        self._buffer = bytearray()
-        self._expect_magic = expect_magic
-
-    def feed(self, data: bytes) -> tuple[Register | Registered | Rejected | None, bytes]:
-        """Add `data`; return (message or None, bytes after the message)."""
-        self._buffer += data
-        if len(self._buffer) > MAX_REGISTRATION_BYTES + len(MAGIC) + _LENGTH.size:
-            raise ProtocolError("registration message too large")
-        start = 0
-        if self._expect_magic:
-            received = bytes(self._buffer[: len(MAGIC)])
-            if not MAGIC.startswith(received):
-                if len(received) < len(MAGIC) and received.startswith(_MAGIC_NAME):
-                    return None, b""  # another version: wait for all of it, to name it
-                raise ProtocolError(_wrong_magic(received))
-            if len(self._buffer) < len(MAGIC):
-                return None, b""
-            start = len(MAGIC)
-        if len(self._buffer) < start + _LENGTH.size:
-            return None, b""
-        (length,) = _LENGTH.unpack_from(self._buffer, start)
-        if length > MAX_REGISTRATION_BYTES:
-            raise ProtocolError("registration message too large")
-        end = start + _LENGTH.size + length
-        if len(self._buffer) < end:
-            return None, b""
-        message = _parse_registration(bytes(self._buffer[start + _LENGTH.size : end]))
-        return message, bytes(self._buffer[end:])
-
-
-def _wrong_magic(received: bytes) -> str:
-    if received.startswith(_MAGIC_NAME) and received.endswith(b"\n"):
-        version = received[len(_MAGIC_NAME) : -1].decode("ascii", "replace")
-        return (
-            f"unsupported tunnel protocol version {version} (this edge speaks {PROTOCOL_VERSION}):"
-            " upgrade the connector"
-        )
-    return "not a Burrow tunnel client, or an unsupported protocol version"
-
-
-def _parse_registration(body: bytes) -> Register | Registered | Rejected:
-    try:
-        message = json.loads(body)
-        kind = message["type"]
-        if kind == "register":
-            if message["version"] != PROTOCOL_VERSION:
-                raise ProtocolError(f"unsupported protocol version {message['version']!r}")
-            return Register(
-                tunnel_id=str(message["tunnel_id"]),
-                secret=base64.b64decode(message["secret"], validate=True),
-                connector_id=str(message["connector_id"]),
-                conn_index=int(message["conn_index"]),
-                client_version=str(message["client_version"]),
-            )
-        if kind == "registered":
-            return Registered(str(message["connection_id"]), str(message["edge_id"]))
-        if kind == "rejected":
-            return Rejected(str(message["reason"]), bool(message["retryable"]))
-    except (ValueError, KeyError, TypeError, OverflowError, RecursionError) as exc:  # inf, deep nesting
-        raise ProtocolError(f"malformed registration message: {exc}") from exc
-    raise ProtocolError(f"unknown registration message type {kind!r}")
-
-
-# --- Session events -----------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class StreamOpened:
-    """(connector) The edge opened a stream carrying a request."""
-
-    stream_id: int
-    head: RequestHead
-    kind: bytes = KIND_HTTP
-
-
-@dataclass(frozen=True, slots=True)
-class ResponseStarted:
-    """(edge) The connector answered a stream with a response head."""
-
-    stream_id: int
-    head: ResponseHead
-
-
-@dataclass(frozen=True, slots=True)
-class DataReceived:
-    """Body bytes; `flow_length` must be acknowledged once they are passed on."""
-
-    stream_id: int
-    data: bytes
-    flow_length: int
-
-
-@dataclass(frozen=True, slots=True)
-class TrailersReceived:
-    """Trailing headers; the stream's body is complete."""
-
-    stream_id: int
-    headers: Headers
-
-
-@dataclass(frozen=True, slots=True)
-class StreamEnded:
-    stream_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class StreamReset:
-    stream_id: int
-    error_code: int
-
-
-@dataclass(frozen=True, slots=True)
-class WindowOpened:
-    """Send credit grew; `stream_id` 0 means the whole connection."""
-
-    stream_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class PingAcked:
-    payload: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class DrainRequested:
-    """The peer is draining: open no new streams, finish the open ones."""
-
-
-@dataclass(frozen=True, slots=True)
-class GoAway:
-    """The peer closed the session (GOAWAY)."""
-
-    error_code: int
-    last_stream_id: int
-
-
-Event = (
-    StreamOpened
-    | ResponseStarted
-    | DataReceived
-    | TrailersReceived
-    | StreamEnded
-    | StreamReset
-    | WindowOpened
-    | PingAcked
-    | DrainRequested
-    | GoAway
-)
-
-
-# --- The session ----------------------------------------------------------------
 
 
 class _Stream:

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from shared import protocol
+from shared import protocol, session_events
 from shared.aio import Signal, receive_records, single_errors
 from shared.errors import ProtocolError
 from shared.events import Headers, RequestHead, ResponseHead
@@ -217,16 +217,16 @@ class TunnelConnection:
         self._handler: StreamHandler | None = None
         self._handler_nursery: trio.Nursery | None = None
         self._dispatch = {
-            protocol.StreamOpened: self._on_stream_opened,
-            protocol.ResponseStarted: self._on_response,
-            protocol.DataReceived: self._on_data,
-            protocol.TrailersReceived: self._on_trailers,
-            protocol.StreamEnded: self._on_stream_ended,
-            protocol.StreamReset: self._on_stream_reset,
-            protocol.WindowOpened: self._on_window,
-            protocol.PingAcked: self._on_ping_ack,
-            protocol.DrainRequested: self._on_drain_requested,
-            protocol.GoAway: self._on_goaway,
+            session_events.StreamOpened: self._on_stream_opened,
+            session_events.ResponseStarted: self._on_response,
+            session_events.DataReceived: self._on_data,
+            session_events.TrailersReceived: self._on_trailers,
+            session_events.StreamEnded: self._on_stream_ended,
+            session_events.StreamReset: self._on_stream_reset,
+            session_events.WindowOpened: self._on_window,
+            session_events.PingAcked: self._on_ping_ack,
+            session_events.DrainRequested: self._on_drain_requested,
+            session_events.GoAway: self._on_goaway,
         }
 
     @property
@@ -322,7 +322,7 @@ class TunnelConnection:
                     return
                 raise ProtocolError("tunnel connection closed by the peer")
 
-    def _on_stream_opened(self, event: protocol.StreamOpened) -> None:
+    def _on_stream_opened(self, event: session_events.StreamOpened) -> None:
         if self._handler is None or self._handler_nursery is None or (self.draining and self._drain_acked.is_set()):
             # no handler, or opened after the peer acknowledged our drain: refused, never processed
             self.session.reset_stream(event.stream_id, protocol.REFUSED_STREAM)
@@ -342,14 +342,14 @@ class TunnelConnection:
         finally:
             await stream.aclose()
 
-    def _on_response(self, event: protocol.ResponseStarted) -> None:
+    def _on_response(self, event: session_events.ResponseStarted) -> None:
         stream = self._streams.get(event.stream_id)
         if stream is None:
             return
         stream._response = event.head
         stream._readable.fire()
 
-    def _on_data(self, event: protocol.DataReceived) -> None:
+    def _on_data(self, event: session_events.DataReceived) -> None:
         stream = self._streams.get(event.stream_id)
         if stream is None:
             self.session.acknowledge(event.stream_id, event.flow_length)
@@ -357,11 +357,11 @@ class TunnelConnection:
         stream._inbound.append((event.data, event.flow_length))
         stream._readable.fire()
 
-    def _on_trailers(self, event: protocol.TrailersReceived) -> None:
+    def _on_trailers(self, event: session_events.TrailersReceived) -> None:
         if (stream := self._streams.get(event.stream_id)) is not None:
             stream.trailers = event.headers
 
-    def _on_stream_ended(self, event: protocol.StreamEnded) -> None:
+    def _on_stream_ended(self, event: session_events.StreamEnded) -> None:
         stream = self._streams.get(event.stream_id)
         if stream is None:
             return
@@ -369,7 +369,7 @@ class TunnelConnection:
         stream._readable.fire()
         self._forget_if_done(stream)
 
-    def _on_stream_reset(self, event: protocol.StreamReset) -> None:
+    def _on_stream_reset(self, event: session_events.StreamReset) -> None:
         stream = self._streams.pop(event.stream_id, None)
         if stream is None:
             return
@@ -377,22 +377,22 @@ class TunnelConnection:
         stream._fail(error(f"stream reset by the peer (code {event.error_code})"))
         self._set_idle_if_empty()
 
-    def _on_window(self, event: protocol.WindowOpened) -> None:
+    def _on_window(self, event: session_events.WindowOpened) -> None:
         if event.stream_id == 0:
             for stream in self._streams.values():
                 stream._writable.fire()
         elif (stream := self._streams.get(event.stream_id)) is not None:
             stream._writable.fire()
 
-    def _on_ping_ack(self, event: protocol.PingAcked) -> None:
+    def _on_ping_ack(self, event: session_events.PingAcked) -> None:
         if event.payload == protocol.DRAIN_PING:
             self._drain_acked.set()
         self._pong.set()
 
-    def _on_drain_requested(self, event: protocol.DrainRequested) -> None:
+    def _on_drain_requested(self, event: session_events.DrainRequested) -> None:
         self.peer_draining = True
 
-    def _on_goaway(self, event: protocol.GoAway) -> None:
+    def _on_goaway(self, event: session_events.GoAway) -> None:
         self.peer_draining = True
         if self.session.role == "edge":  # the streams we opened that the peer never took
             for stream_id in [sid for sid in self._streams if sid > event.last_stream_id]:

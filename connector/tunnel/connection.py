@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import trio
 
-from shared import protocol
+from shared import protocol, registration
 from shared.config import Credentials, parse_hostport
 from shared.crypto import TUNNEL_ALPN, tunnel_client_context
 from shared.errors import AuthError, ProtocolError, Unreachable
@@ -31,7 +31,7 @@ class DialLimits:
 
 async def open_tunnel_connection(
     creds: Credentials, connector_id: str, index: int, limits: DialLimits = DialLimits()
-) -> tuple[TunnelConnection, protocol.Registered]:
+) -> tuple[TunnelConnection, registration.Registered]:
     """Dial and register; raise AuthError when the edge rejects the credentials."""
     host, port = parse_hostport(creds.endpoint)
     where = creds.endpoint
@@ -43,7 +43,7 @@ async def open_tunnel_connection(
             await tls.do_handshake()
         if tls.selected_alpn_protocol() != TUNNEL_ALPN:
             raise ProtocolError(f"{where} is not a Burrow edge tunnel port (ALPN {tls.selected_alpn_protocol()!r})")
-        register = protocol.Register(creds.tunnel_id, creds.tunnel_secret.value, connector_id, index, CLIENT_VERSION)
+        register = registration.Register(creds.tunnel_id, creds.tunnel_secret.value, connector_id, index, CLIENT_VERSION)
         with trio.fail_after(limits.registration_timeout):
             await tls.send_all(register.to_wire())
             answer, rest = await _read_answer(tls, limits.read_size)
@@ -52,7 +52,7 @@ async def open_tunnel_connection(
     except (OSError, trio.BrokenResourceError, ssl.SSLError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
         raise Unreachable(f"cannot reach the edge at {where}: {reason}") from exc
-    if isinstance(answer, protocol.Rejected):
+    if isinstance(answer, registration.Rejected):
         await trio.aclose_forcefully(tls)
         if answer.retryable:
             raise Unreachable(f"edge {where} refused the connection: {answer.reason}")
@@ -65,13 +65,13 @@ async def open_tunnel_connection(
 
 
 async def _read_answer(tls: trio.SSLStream, read_size: int):
-    reader = protocol.RegistrationReader(expect_magic=False)
+    reader = registration.RegistrationReader(expect_magic=False)
     while True:
         data = await tls.receive_some(read_size)
         if not data:
             raise trio.BrokenResourceError("edge closed the connection during registration")
         message, rest = reader.feed(data)
-        if isinstance(message, (protocol.Registered, protocol.Rejected)):
+        if isinstance(message, (registration.Registered, registration.Rejected)):
             return message, rest
         if message is not None:
             raise ProtocolError("unexpected registration answer")

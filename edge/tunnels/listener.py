@@ -13,8 +13,8 @@ import trio
 from edge.registry.store import Connection, Registry
 from edge.routing.router import Router
 from edge.tunnels.ratelimit import SourceLimiter
-from shared import protocol
-from shared.errors import AuthError, BurrowError
+from shared import protocol, registration
+from shared.errors import AuthError, BurrowError, ProtocolError
 from shared.transport import PING_INTERVAL, PING_TIMEOUT, TunnelConnection
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ class TunnelListener:
             return
         connection_id = record.id
         try:
-            await stream.send_all(protocol.Registered(connection_id, self.edge_id).to_wire())
+            await stream.send_all(registration.Registered(connection_id, self.edge_id).to_wire())
             connection = TunnelConnection(
                 stream, protocol.TunnelSession("edge"), initial_data=rest,
                 ping_interval=self.limits.ping_interval, ping_timeout=self.limits.ping_timeout,
@@ -127,37 +127,37 @@ class TunnelListener:
             except Exception as exc:  # sqlite3 errors: the row stays stale until the next cleanup
                 log.warning("session.unrecorded connection=%s error=%s", record.id, exc)
 
-    async def _read_registration(self, stream: trio.SSLStream) -> tuple[protocol.Register, bytes]:
-        reader = protocol.RegistrationReader(expect_magic=True)
+    async def _read_registration(self, stream: trio.SSLStream) -> tuple[registration.Register, bytes]:
+        reader = registration.RegistrationReader(expect_magic=True)
         while True:
             data = await stream.receive_some(self.limits.read_size)
             if not data:
-                raise protocol.ProtocolError("connection closed before registration")
+                raise ProtocolError("connection closed before registration")
             try:
                 message, rest = reader.feed(data)
-            except protocol.ProtocolError as exc:
-                await stream.send_all(protocol.Rejected(str(exc), retryable=False).to_wire())
+            except ProtocolError as exc:
+                await stream.send_all(registration.Rejected(str(exc), retryable=False).to_wire())
                 raise
-            if isinstance(message, protocol.Register):
+            if isinstance(message, registration.Register):
                 return message, rest
             if message is not None:
-                raise protocol.ProtocolError("expected a register message")
+                raise ProtocolError("expected a register message")
 
-    async def _authorize(self, stream: trio.SSLStream, register: protocol.Register, peer: str) -> str:
+    async def _authorize(self, stream: trio.SSLStream, register: registration.Register, peer: str) -> str:
         try:
             tunnel = await trio.to_thread.run_sync(
                 self.registry.verify_tunnel, register.tunnel_id, register.secret
             )
         except AuthError as exc:
             self.on_registration("rejected")
-            await stream.send_all(protocol.Rejected(str(exc), retryable=False).to_wire())
+            await stream.send_all(registration.Rejected(str(exc), retryable=False).to_wire())
             raise
         return tunnel.id
 
 
 async def _reject(stream: trio.SSLStream, exc: AuthError) -> None:
     try:
-        await stream.send_all(protocol.Rejected(str(exc), retryable=False).to_wire())
+        await stream.send_all(registration.Rejected(str(exc), retryable=False).to_wire())
     except trio.BrokenResourceError:
         pass
     await trio.aclose_forcefully(stream)

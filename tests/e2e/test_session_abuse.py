@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from shared import protocol
+from shared import registration
 from shared.config import load_credentials
 from shared.crypto import tunnel_client_context
 from tests.e2e.conftest import ZONE, start_edge, start_origin
@@ -53,12 +53,12 @@ def tls_to_tunnel_port(edge, creds, source: str) -> ssl.SSLSocket:
 def register(edge, creds, source: str) -> ssl.SSLSocket:
     """Register as connection 0 of a made-up connector and read the edge's answer."""
     tls = tls_to_tunnel_port(edge, creds, source)
-    tls.sendall(protocol.Register(creds.tunnel_id, creds.tunnel_secret.value, "raw-client", 0, "raw/1").to_wire())
-    reader = protocol.RegistrationReader(expect_magic=False)
+    tls.sendall(registration.Register(creds.tunnel_id, creds.tunnel_secret.value, "raw-client", 0, "raw/1").to_wire())
+    reader = registration.RegistrationReader(expect_magic=False)
     while True:
         message, _ = reader.feed(tls.recv(16384))
         if message is not None:
-            assert isinstance(message, protocol.Registered), message
+            assert isinstance(message, registration.Registered), message
             return tls
 
 

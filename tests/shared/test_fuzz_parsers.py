@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from connector.ingress.rules import Ingress
 from shared.config import load_connector_config
 from shared.errors import ConfigError, ProtocolError
-from shared.protocol import MAGIC, PROTOCOL_VERSION, RegistrationReader
+from shared.registration import MAGIC, PROTOCOL_VERSION, RegistrationReader
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

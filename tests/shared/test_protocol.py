@@ -4,18 +4,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared import framing, protocol
+from shared import framing, protocol, registration, session_events
 from shared.errors import ProtocolError
 from shared.events import RequestHead, ResponseHead
 from shared.framing import HEADER
 
-REGISTER = protocol.Register("tid", b"\x00" * 32, "cid", 2, "burrow/test")
+REGISTER = registration.Register("tid", b"\x00" * 32, "cid", 2, "burrow/test")
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 10_000], ids=["byte-by-byte", "small", "whole"])
 def test_registration_roundtrip_with_trailing_bytes(chunk):
     wire = REGISTER.to_wire() + b"trailing"
-    reader = protocol.RegistrationReader(expect_magic=True)
+    reader = registration.RegistrationReader(expect_magic=True)
     message = None
     for start in range(0, len(wire), chunk):
         message, rest = reader.feed(wire[start : start + chunk])
@@ -30,29 +30,29 @@ def test_registration_roundtrip_with_trailing_bytes(chunk):
     [
         (b"GET / HTTP/1.1\r\n\r\n", "not a Burrow tunnel client"),
         (b"BURROW-TUNNEL/1\n\x00\x00\x00\x02{}", "unsupported tunnel protocol version 1 .this edge speaks 2.: upgrade"),
-        (protocol.MAGIC + b"\xff\xff\xff\xff", "too large"),
-        (protocol.MAGIC + protocol.frame({"type": "register", "version": 1}), "version"),
-        (protocol.MAGIC + protocol.frame({"type": "hello"}), "unknown"),
-        (protocol.MAGIC + b"\x00\x00\x00\x02{]", "malformed"),
+        (registration.MAGIC + b"\xff\xff\xff\xff", "too large"),
+        (registration.MAGIC + registration.frame({"type": "register", "version": 1}), "version"),
+        (registration.MAGIC + registration.frame({"type": "hello"}), "unknown"),
+        (registration.MAGIC + b"\x00\x00\x00\x02{]", "malformed"),
     ],
     ids=["http", "old-magic", "oversized", "version", "type", "json"],
 )
 def test_registration_rejects_garbage(wire, reason):
     with pytest.raises(ProtocolError, match=reason):
-        protocol.RegistrationReader(expect_magic=True).feed(wire)
+        registration.RegistrationReader(expect_magic=True).feed(wire)
 
 
 def test_an_old_magic_is_named_even_when_it_arrives_byte_by_byte():
-    reader = protocol.RegistrationReader(expect_magic=True)
+    reader = registration.RegistrationReader(expect_magic=True)
     for byte in b"BURROW-TUNNEL/1"[:-1]:
         assert reader.feed(bytes([byte])) == (None, b"")
     with pytest.raises(ProtocolError, match="version 1"):
         reader.feed(b"1\n")
 
 
-@pytest.mark.parametrize("message", [protocol.Registered("c1", "e1"), protocol.Rejected("no", False)])
+@pytest.mark.parametrize("message", [registration.Registered("c1", "e1"), registration.Rejected("no", False)])
 def test_edge_answers_roundtrip(message):
-    assert protocol.RegistrationReader(expect_magic=False).feed(message.to_wire()) == (message, b"")
+    assert registration.RegistrationReader(expect_magic=False).feed(message.to_wire()) == (message, b"")
 
 
 # --- Head codec ---------------------------------------------------------------------
@@ -147,19 +147,19 @@ def test_sessions_back_to_back_carry_request_body_response_and_trailers(chunk):
     edge.send_trailers(stream_id, ((b"grpc-status", b"0"),))
     events = shuttle(edge, connector, chunk)
     assert events == [
-        protocol.StreamOpened(stream_id, REQUEST, protocol.KIND_HTTP),
-        protocol.DataReceived(stream_id, b"body", 4),
-        protocol.TrailersReceived(stream_id, ((b"grpc-status", b"0"),)),
-        protocol.StreamEnded(stream_id),
+        session_events.StreamOpened(stream_id, REQUEST, protocol.KIND_HTTP),
+        session_events.DataReceived(stream_id, b"body", 4),
+        session_events.TrailersReceived(stream_id, ((b"grpc-status", b"0"),)),
+        session_events.StreamEnded(stream_id),
     ]
 
     connector.send_response(stream_id, ResponseHead(201, ((b"set-cookie", b"a"),)))
     connector.send_data(stream_id, b"x" * 1000)
     connector.end_stream(stream_id)
     edge_events = shuttle(connector, edge, chunk)
-    assert edge_events[0] == protocol.ResponseStarted(stream_id, ResponseHead(201, ((b"set-cookie", b"a"),)))
-    assert b"".join(e.data for e in of(edge_events, protocol.DataReceived)) == b"x" * 1000
-    assert edge_events[-1] == protocol.StreamEnded(stream_id)
+    assert edge_events[0] == session_events.ResponseStarted(stream_id, ResponseHead(201, ((b"set-cookie", b"a"),)))
+    assert b"".join(e.data for e in of(edge_events, session_events.DataReceived)) == b"x" * 1000
+    assert edge_events[-1] == session_events.StreamEnded(stream_id)
     assert edge.open_streams == connector.open_streams == 0
 
 
@@ -168,13 +168,13 @@ def test_a_request_without_body_ends_at_once_and_a_response_without_body_too():
     stream_id = edge.open_stream(RequestHead(b"GET", b"/", b"h"))
     events = shuttle(edge, connector)
     assert events == [
-        protocol.StreamOpened(stream_id, RequestHead(b"GET", b"/", b"h"), protocol.KIND_HTTP),
-        protocol.StreamEnded(stream_id),
+        session_events.StreamOpened(stream_id, RequestHead(b"GET", b"/", b"h"), protocol.KIND_HTTP),
+        session_events.StreamEnded(stream_id),
     ]
     connector.send_response(stream_id, ResponseHead(204, (), has_body=False))
     assert shuttle(connector, edge) == [
-        protocol.ResponseStarted(stream_id, ResponseHead(204, (), has_body=False)),
-        protocol.StreamEnded(stream_id),
+        session_events.ResponseStarted(stream_id, ResponseHead(204, (), has_body=False)),
+        session_events.StreamEnded(stream_id),
     ]
     assert edge.open_streams == connector.open_streams == 0
 
@@ -187,11 +187,11 @@ def test_an_upgrade_stream_gets_its_101_and_then_bytes_both_ways():
     connector.send_response(stream_id, ResponseHead(101, ((b"upgrade", b"websocket"),)))
     connector.send_data(stream_id, b"down")
     assert shuttle(connector, edge) == [
-        protocol.ResponseStarted(stream_id, ResponseHead(101, ((b"upgrade", b"websocket"),))),
-        protocol.DataReceived(stream_id, b"down", 4),
+        session_events.ResponseStarted(stream_id, ResponseHead(101, ((b"upgrade", b"websocket"),))),
+        session_events.DataReceived(stream_id, b"down", 4),
     ]
     edge.send_data(stream_id, b"up")
-    assert of(shuttle(edge, connector), protocol.DataReceived) == [protocol.DataReceived(stream_id, b"up", 2)]
+    assert of(shuttle(edge, connector), session_events.DataReceived) == [session_events.DataReceived(stream_id, b"up", 2)]
 
 
 def test_unknown_role_is_refused():
@@ -256,7 +256,7 @@ def test_the_concurrent_stream_limit_on_both_sides():
     edge = protocol.TunnelSession("edge")
     ids = [edge.open_stream(RequestHead(b"GET", b"/", b"h")) for _ in range(3)]
     refusal = frame(framing.RESET, ids[2], protocol.REFUSED_STREAM.to_bytes(4, "big"))
-    assert edge.receive_data(refusal) == [protocol.StreamReset(ids[2], protocol.REFUSED_STREAM)]
+    assert edge.receive_data(refusal) == [session_events.StreamReset(ids[2], protocol.REFUSED_STREAM)]
 
 
 def body_pair(has_body=True):
@@ -283,7 +283,7 @@ def test_window_updates_are_batched_until_half_a_window_is_consumed():
     assert edge.data_to_send() == b""
     (event,) = send_frames(connector, edge, stream_id, 1)
     edge.acknowledge(stream_id, event.flow_length)
-    assert connector.receive_data(edge.data_to_send()) == [protocol.WindowOpened(stream_id)]
+    assert connector.receive_data(edge.data_to_send()) == [session_events.WindowOpened(stream_id)]
     assert connector._streams[stream_id].send == protocol.STREAM_WINDOW
 
 
@@ -295,7 +295,7 @@ def test_a_blocked_sender_gets_credit_back_with_the_first_acknowledgement():
     with pytest.raises(ProtocolError, match="beyond its send window"):
         connector.send_data(stream_id, b"x")
     edge.acknowledge(stream_id, events[0].flow_length)  # less than half a window, yet granted: no deadlock
-    assert connector.receive_data(edge.data_to_send()) == [protocol.WindowOpened(stream_id)]
+    assert connector.receive_data(edge.data_to_send()) == [session_events.WindowOpened(stream_id)]
     assert connector.send_window(stream_id) == protocol.MAX_FRAME_SIZE
 
 
@@ -324,7 +324,7 @@ def test_frames_for_a_locally_reset_stream_are_ignored_and_their_credit_returned
     edge.receive_data(connector.data_to_send())
     edge.reset_stream(stream_id)
     edge.reset_stream(stream_id)  # a no-op now
-    assert of(shuttle(edge, connector), protocol.StreamReset) == [protocol.StreamReset(stream_id, protocol.CANCEL)]
+    assert of(shuttle(edge, connector), session_events.StreamReset) == [session_events.StreamReset(stream_id, protocol.CANCEL)]
     assert edge.open_streams == connector.open_streams == 0
     with pytest.raises(ProtocolError, match="closed"):
         connector.send_data(stream_id, b"late")
@@ -337,7 +337,7 @@ def test_a_peer_reset_returns_the_credit_of_bytes_never_consumed():
     edge, connector, stream_id = body_pair()
     send_frames(connector, edge, stream_id, 8)  # half a MiB received, never acknowledged
     connector.reset_stream(stream_id)
-    assert of(edge.receive_data(connector.data_to_send()), protocol.StreamReset)
+    assert of(edge.receive_data(connector.data_to_send()), session_events.StreamReset)
     edge.acknowledge(stream_id, protocol.MAX_FRAME_SIZE)  # a late acknowledgement counts nothing twice
     assert edge._receive_credit + edge._unreported == protocol.CONNECTION_WINDOW
 
@@ -365,9 +365,9 @@ def test_ping_is_acked_and_a_drain_ping_announces_a_drain():
     connector.announce_drain()
     assert connector.receive_data(edge.data_to_send()) == []  # answered with a PING_ACK
     assert edge.receive_data(connector.data_to_send()) == [
-        protocol.DrainRequested(), protocol.PingAcked(b"\x00" * 7 + b"\x01")
+        session_events.DrainRequested(), session_events.PingAcked(b"\x00" * 7 + b"\x01")
     ]
-    assert connector.receive_data(edge.data_to_send()) == [protocol.PingAcked(protocol.DRAIN_PING)]
+    assert connector.receive_data(edge.data_to_send()) == [session_events.PingAcked(protocol.DRAIN_PING)]
     with pytest.raises(ProtocolError):
         edge.ping(b"short")
 
@@ -382,7 +382,7 @@ def test_goaway_closes_the_session_on_both_sides():
     connector.goaway()  # a no-op once closed
     assert connector.closed and not edge.closed
     assert edge.receive_data(connector.data_to_send() + frame(framing.PING, 0, b"12345678")) == [
-        protocol.GoAway(protocol.NO_ERROR, first)  # `second` never reached the connector; the PING is ignored
+        session_events.GoAway(protocol.NO_ERROR, first)  # `second` never reached the connector; the PING is ignored
     ]
     assert edge.closed and second > first
     for send in (lambda: edge.send_data(first, b"x"), lambda: edge.open_stream(REQUEST), lambda: edge.ping(b"1" * 8)):
@@ -422,8 +422,8 @@ def test_any_split_of_the_byte_stream_gives_the_same_events(cuts, headers, body)
         start += cut
     events += connector.receive_data(wire[start:])
     assert events == whole
-    assert b"".join(e.data for e in of(events, protocol.DataReceived)) == body
-    assert of(events, protocol.TrailersReceived) == [protocol.TrailersReceived(stream_id, headers)]
+    assert b"".join(e.data for e in of(events, session_events.DataReceived)) == body
+    assert of(events, session_events.TrailersReceived) == [session_events.TrailersReceived(stream_id, headers)]
 
 
 @given(st.sampled_from(["edge", "connector"]), st.lists(st.tuples(st.integers(0, 9), st.integers(0, 1), st.integers(0, 5), st.binary(max_size=40))))
