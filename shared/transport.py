@@ -1,4 +1,5 @@
-"""Trio shell around `shared.protocol.TunnelSession`.
+"""Trio shell around `shared.protocol.TunnelSession`: `TunnelConnection`, whose streams are
+`shared.tunnel_stream.TunnelStream`s.
 
 One reader task feeds the session; one writer task sends whatever the session
 has queued, so writes coalesce and a cancelled request can never leave the TLS
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections import deque
 from collections.abc import Awaitable, Callable
 
 import trio
@@ -24,7 +24,8 @@ import trio
 from shared import protocol, session_events
 from shared.aio import Signal, receive_records, single_errors
 from shared.errors import ProtocolError
-from shared.events import Headers, RequestHead, ResponseHead
+from shared.events import RequestHead
+from shared.tunnel_stream import CLEANUP_TIMEOUT, StreamRefused, StreamResetError, TunnelStream
 
 log = logging.getLogger(__name__)
 
@@ -34,151 +35,6 @@ READ_SIZE = 64 * 1024
 WRITE_HIGH_WATER = 1024 * 1024  # queued body bytes before senders wait for the writer
 PING_INTERVAL = 10.0
 PING_TIMEOUT = 15.0
-CLEANUP_TIMEOUT = 1.0
-
-
-class StreamResetError(ProtocolError):
-    """The peer reset the stream."""
-
-
-class StreamRefused(StreamResetError):
-    """The stream provably never reached the peer's handler (refused, beyond its GOAWAY,
-    or never written before the session ended): a request on it may be sent again."""
-
-
-class TunnelStream:
-    """One request/response exchange inside a tunnel connection."""
-
-    __slots__ = (
-        "connection", "stream_id", "head", "kind", "trailers", "sent_from_batch", "local_closed",
-        "remote_closed", "response_sent", "response_status", "_inbound", "_readable", "_writable",
-        "_response", "_error",
-    )  # fmt: skip
-
-    def __init__(
-        self,
-        connection: TunnelConnection,
-        stream_id: int,
-        head: RequestHead | None = None,
-        kind: bytes = protocol.KIND_HTTP,
-    ):
-        self.connection = connection
-        self.stream_id = stream_id
-        self.head = head
-        self.kind = kind
-        self.trailers: Headers = ()
-        self._inbound: deque[tuple[bytes, int]] = deque()  # (data, flow-controlled length)
-        self._readable = Signal()  # a chunk, the end, the response head or an error arrived
-        self._writable = Signal()  # send credit grew, or an error
-        self._response: ResponseHead | None = None
-        self._error: BaseException | None = None
-        self.sent_from_batch = connection._batches_taken  # its HEADERS are in the next batch the writer takes
-        self.local_closed = False
-        self.remote_closed = False
-        self.response_sent = False
-        self.response_status = 0  # (connector) the status sent, for the request log
-
-    # Called by the connection's reader ------------------------------------------
-
-    def _fail(self, error: BaseException) -> None:
-        if self._error is None:
-            self._error = error
-        self._readable.fire()
-        self._writable.fire()
-
-    # Public API -------------------------------------------------------------------
-
-    async def receive_response(self) -> ResponseHead:
-        """(edge) Wait for the response head."""
-        await trio.lowlevel.checkpoint_if_cancelled()
-        while self._response is None:
-            if self._error is not None:
-                raise self._error
-            await self._readable.wait()
-        return self._response
-
-    async def send_response(self, head: ResponseHead) -> None:
-        """(connector) Send the response head; with no body the stream ends."""
-        self._check()
-        self.connection.session.send_response(self.stream_id, head)
-        self.response_sent = True
-        self.response_status = head.status
-        if not head.has_body:
-            self.local_closed = True
-        await self.connection._flush()
-        self.connection._forget_if_done(self)
-
-    async def receive(self) -> bytes:
-        """The next body chunk, or b"" at the end of the body."""
-        await trio.lowlevel.checkpoint_if_cancelled()
-        while not self._inbound:
-            if self.remote_closed:
-                return b""
-            if self._error is not None:
-                raise self._error
-            await self._readable.wait()
-        data, flow_length = self._inbound.popleft()
-        connection = self.connection
-        if connection._error is None:  # else the session ended: what had arrived is still passed on
-            connection.session.acknowledge(self.stream_id, flow_length)
-            connection._take_output()  # credit goes out only once enough was acknowledged
-        return data
-
-    async def send(self, data: bytes) -> None:
-        """Send body bytes, waiting for flow-control credit."""
-        session = self.connection.session
-        offset = 0
-        while offset < len(data):
-            self._check()
-            window = session.send_window(self.stream_id)
-            if window <= 0:
-                await self._writable.wait()
-                continue
-            chunk = data[offset : offset + window]
-            session.send_data(self.stream_id, chunk)
-            offset += len(chunk)
-            await self.connection._flush(len(chunk))
-
-    async def send_trailers(self, headers: Headers) -> None:
-        """Finish the body in this direction with trailing headers."""
-        self._check()
-        self.connection.session.send_trailers(self.stream_id, headers)
-        self.local_closed = True
-        await self.connection._flush()
-        self.connection._forget_if_done(self)
-
-    async def end(self) -> None:
-        """Finish the body in this direction."""
-        self._check()
-        if not self.local_closed:
-            self.connection.session.end_stream(self.stream_id)
-            self.local_closed = True
-            await self.connection._flush()
-        self.connection._forget_if_done(self)
-
-    async def aclose(self) -> None:
-        """Reset the stream unless both directions finished cleanly; body bytes that
-        arrived and were never read give their flow-control credit back either way."""
-        if not (self.local_closed and self.remote_closed) and self._error is None:
-            self._error = StreamResetError("stream cancelled locally")
-            self.connection.session.reset_stream(self.stream_id)
-            self.connection._take_output()
-        elif self._inbound and self._error is None:  # finished on the wire: no frame, only the credit
-            self.connection.session.reset_stream(self.stream_id)
-            self.connection._take_output()
-        self._inbound.clear()
-        self.local_closed = self.remote_closed = True
-        self.connection._forget_if_done(self)
-
-    async def __aenter__(self) -> TunnelStream:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
-    def _check(self) -> None:
-        if self._error is not None:
-            raise self._error
 
 
 StreamHandler = Callable[[TunnelStream], Awaitable[None]]
@@ -470,61 +326,3 @@ class TunnelConnection:
                 await self._pong.wait()
             if scope.cancelled_caught:
                 raise ProtocolError(f"tunnel peer did not answer PING within {self._ping_timeout:g}s")
-
-
-# Upgraded streams ---------------------------------------------------------------
-
-UPGRADE_IDLE_TIMEOUT = 3600.0  # an upgraded pipe with no byte either way for this long is closed
-RELAY_READ_SIZE = 64 * 1024
-
-
-async def relay(
-    peer: trio.abc.Stream, stream: TunnelStream, first: bytes = b"", idle_timeout: float = UPGRADE_IDLE_TIMEOUT
-) -> None:
-    """Pipe bytes between `peer` (a socket) and an upgraded tunnel stream until both ends finished.
-
-    EOF from `peer` ends the tunnel stream; the end of the tunnel stream becomes
-    `send_eof` when `peer` can half-close, else the pipe closes. `first` are bytes
-    already read from `peer`. Memory stays bounded: each direction holds one read.
-    """
-    with trio.CancelScope(deadline=trio.current_time() + idle_timeout) as idle:
-
-        def touched() -> None:
-            idle.deadline = trio.current_time() + idle_timeout
-
-        async def upstream() -> None:
-            if first:
-                await stream.send(first)
-            while True:
-                try:
-                    data = await peer.receive_some(RELAY_READ_SIZE)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    data = b""
-                if not data:
-                    await stream.end()
-                    return
-                touched()
-                await stream.send(data)
-
-        async def downstream() -> None:
-            while chunk := await stream.receive():
-                touched()
-                await peer.send_all(chunk)
-            if isinstance(peer, trio.abc.HalfCloseableStream):
-                with trio.move_on_after(CLEANUP_TIMEOUT):
-                    await peer.send_eof()
-            else:
-                nursery.cancel_scope.cancel()
-
-        try:
-            with single_errors():
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(upstream)
-                    nursery.start_soon(downstream)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, ProtocolError) as exc:
-            log.debug("relay.broken stream=%d error=%s", stream.stream_id, exc)
-        if not stream.local_closed and stream._error is None:
-            with trio.move_on_after(CLEANUP_TIMEOUT):
-                await stream.end()  # the tunnel side sees an orderly end, not a reset
-    if idle.cancelled_caught:
-        log.info("relay.idle_timeout stream=%d seconds=%g", stream.stream_id, idle_timeout)

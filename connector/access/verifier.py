@@ -23,7 +23,7 @@ from shared.config import Credentials, parse_hostport
 from shared.errors import BurrowError
 from shared.events import RequestHead
 from shared.pages import error_page
-from shared.transport import TunnelStream
+from shared.tunnel_stream import TunnelStream
 
 log = logging.getLogger(__name__)
 

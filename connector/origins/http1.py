@@ -23,7 +23,7 @@ from connector.ingress.rules import HttpService, UnixService, normalize_host
 from shared.aio import single_errors
 from shared.errors import OriginError
 from shared.events import RequestHead, ResponseHead, end_to_end
-from shared.transport import TunnelStream
+from shared.tunnel_stream import TunnelStream
 
 log = logging.getLogger(__name__)
 

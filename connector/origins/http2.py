@@ -29,7 +29,7 @@ from connector.origins.http1 import Origin, _server_name, _uses_tls, open_origin
 from shared.aio import single_errors
 from shared.errors import OriginError
 from shared.events import Headers, RequestHead, ResponseHead, end_to_end
-from shared.transport import TunnelStream
+from shared.tunnel_stream import TunnelStream
 
 log = logging.getLogger(__name__)
 

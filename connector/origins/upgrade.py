@@ -25,7 +25,8 @@ from shared.errors import BurrowError, OriginError
 from shared.events import RequestHead, ResponseHead, end_to_end
 from shared.pages import error_page
 from shared.protocol import KIND_UPGRADE
-from shared.transport import TunnelStream, relay
+from shared.relay import relay
+from shared.tunnel_stream import TunnelStream
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from shared.errors import BurrowError
 from shared.events import ResponseHead
 from shared.logs import safe
 from shared.pages import error_page
-from shared.transport import TunnelStream
+from shared.tunnel_stream import TunnelStream
 
 log = logging.getLogger(__name__)
 REQUEST_ID = b"burrow-request-id"

@@ -26,7 +26,8 @@ from shared.events import Headers, RequestHead, ResponseHead
 from shared.logs import ACCESS_LOGGER
 from shared.pages import error_page
 from shared.protocol import KIND_UPGRADE
-from shared.transport import StreamRefused, TunnelStream, relay
+from shared.relay import relay
+from shared.tunnel_stream import StreamRefused, TunnelStream
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger(ACCESS_LOGGER)  # one line a request; see shared/logs.py

@@ -13,7 +13,9 @@ from shared import protocol
 from shared.aio import receive_records, single_errors
 from shared.errors import ProtocolError
 from shared.events import RequestHead, ResponseHead
-from shared.transport import StreamResetError, TunnelConnection, relay
+from shared.relay import relay
+from shared.transport import TunnelConnection
+from shared.tunnel_stream import StreamResetError
 
 
 async def echo_handler(stream):

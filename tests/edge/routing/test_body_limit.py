@@ -10,7 +10,7 @@ import trio
 from edge.routing.proxy import Proxy
 from edge.routing.router import Router
 from shared.events import RequestHead, ResponseHead
-from shared.transport import StreamResetError
+from shared.tunnel_stream import StreamResetError
 from tests.edge.routing.test_retry import Exchange, start_session
 
 HOST = b"app.example.test"

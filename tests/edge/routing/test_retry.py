@@ -17,7 +17,8 @@ from edge.routing.router import Router
 from shared import protocol
 from shared.errors import ProtocolError
 from shared.events import RequestHead, ResponseHead
-from shared.transport import StreamRefused, StreamResetError, TunnelConnection
+from shared.transport import TunnelConnection
+from shared.tunnel_stream import StreamRefused, StreamResetError
 
 
 class Exchange:
