@@ -21,8 +21,9 @@ import trio
 
 from edge.access import login
 from edge.access.keys import KEY_PUBLISH_INTERVAL, Signer
+from edge.registry.models import AccessSnapshot
 from edge.registry.policy import Policy, RateLimit
-from edge.registry.store import AccessSnapshot, Registry
+from edge.registry.store import Registry
 from edge.routing.proxy import Exchange
 from shared.crypto import hash_secret, verify_secret
 from shared.events import Headers, RequestHead

@@ -16,8 +16,9 @@ from starlette.routing import Route
 
 from edge.access.keys import KEY_RETIRE_AFTER
 from edge.access.login import MIN_PASSWORD, hash_password
+from edge.registry.models import ServiceToken
 from edge.registry.policy import EMAIL_RE, Policy
-from edge.registry.store import Registry, ServiceToken
+from edge.registry.store import Registry
 from shared.errors import ConfigError
 
 JWKS_PATHS = ("/api/v1/access/jwks", "/cdn-cgi/access/certs")

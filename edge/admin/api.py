@@ -22,7 +22,8 @@ from starlette.routing import BaseRoute, Route
 from starlette.schemas import SchemaGenerator
 
 from edge.admin.access_api import access_routes
-from edge.registry.store import Account, Connection, Record, Registry, Tunnel
+from edge.registry.models import Account, Connection, Record, Tunnel
+from edge.registry.store import Registry
 from shared.crypto import b64decode
 from shared.errors import AuthError, BurrowError, ConfigError, ConflictError
 

@@ -23,7 +23,8 @@ from starlette.routing import Mount, Route
 from edge.admin import dashboard_pages as pages
 from edge.admin.api import DROP_GRACE, hostnames_by_tunnel, stale_count
 from edge.admin.dashboard_auth import COOKIE, SESSION_LIFETIME, Session, SessionStore
-from edge.registry.store import Account, Registry
+from edge.registry.models import Account
+from edge.registry.store import Registry
 from edge.routing.router import Router
 from edge.routing.traffic import TrafficHistory
 from shared.errors import AuthError, BurrowError

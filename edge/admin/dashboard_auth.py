@@ -13,7 +13,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 
-from edge.registry.store import Account
+from edge.registry.models import Account
 
 COOKIE = "burrow_session"
 SESSION_LIFETIME = 12 * 3600  # seconds from login; the cookie's Max-Age too

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
 
-from edge.registry.store import Connection, Record, Tunnel
+from edge.registry.models import Connection, Record, Tunnel
 from edge.routing.traffic import MINUTES, Series
 
 CHART_WIDTH = 360

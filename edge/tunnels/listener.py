@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 
 import trio
 
-from edge.registry.store import Connection, Registry
+from edge.registry.models import Connection
+from edge.registry.store import Registry
 from edge.routing.router import Router
 from edge.tunnels.ratelimit import SourceLimiter
 from shared import protocol, registration

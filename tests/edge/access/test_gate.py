@@ -6,8 +6,8 @@ import pytest
 
 from edge.access import login
 from edge.access.gate import Admit, RateLimiter, Refuse, decide
+from edge.registry.models import AccessSnapshot, ServiceToken
 from edge.registry.policy import Policy, RateLimit
-from edge.registry.store import AccessSnapshot, ServiceToken
 from shared.crypto import hash_secret
 from shared.errors import ConfigError
 from shared.events import RequestHead

@@ -6,7 +6,8 @@ import httpx
 import pytest
 
 from edge.admin.api import create_api
-from edge.registry.store import Connection, Registry
+from edge.registry.models import Connection
+from edge.registry.store import Registry
 from shared.crypto import b64encode, mint_secret
 
 ZONE = "example.test"

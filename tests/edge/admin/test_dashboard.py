@@ -10,7 +10,8 @@ import pytest
 from edge.admin.api import create_api
 from edge.admin.dashboard import create_dashboard
 from edge.admin.dashboard_auth import COOKIE, SessionStore
-from edge.registry.store import Connection, Registry
+from edge.registry.models import Connection
+from edge.registry.store import Registry
 from edge.routing.router import Router
 from edge.routing.traffic import TrafficHistory
 from shared.crypto import mint_secret

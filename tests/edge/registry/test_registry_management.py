@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from edge.registry.store import Connection, Registry
+from edge.registry.models import Connection
+from edge.registry.store import Registry
 from shared.crypto import mint_secret
 from shared.errors import AuthError, ConfigError, ConflictError, NotFoundError
 
