@@ -41,12 +41,11 @@ class AccessStore(Database):
 
     def list_service_tokens(self, account_id: str) -> list[ServiceToken]:
         """The account's live service tokens, by name."""
-        with self._read() as db:
-            rows = db.execute(
-                "SELECT client_id, account_id, name, created_at FROM service_tokens "
-                "WHERE account_id = ? AND revoked_at IS NULL ORDER BY name",
-                (account_id,),
-            ).fetchall()
+        rows = self._rows(
+            "SELECT client_id, account_id, name, created_at FROM service_tokens "
+            "WHERE account_id = ? AND revoked_at IS NULL ORDER BY name",
+            (account_id,),
+        )
         return [ServiceToken(*row) for row in rows]
 
     def revoke_service_token(self, account_id: str, name: str) -> None:

@@ -7,7 +7,7 @@ import re
 import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Self
@@ -48,26 +48,28 @@ class Database:
             self._conn.close()
 
     @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        """One read transaction: a consistent view across its queries."""
+    def _transaction(self, begin: str) -> Iterator[sqlite3.Connection]:
         with self._lock:
-            self._conn.execute("BEGIN")
-            try:
-                yield self._conn
-            finally:
-                self._conn.execute("COMMIT")
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One immediate transaction, committed on success."""
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
+            self._conn.execute(begin)
             try:
                 yield self._conn
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
             self._conn.execute("COMMIT")
+
+    def _read(self) -> AbstractContextManager[sqlite3.Connection]:
+        """One read transaction: a consistent view across its queries."""
+        return self._transaction("BEGIN")
+
+    def _write(self) -> AbstractContextManager[sqlite3.Connection]:
+        """One immediate transaction, committed on success."""
+        return self._transaction("BEGIN IMMEDIATE")
+
+    def _rows(self, query: str, parameters: tuple = ()) -> list[tuple]:
+        """Every row one query returns, read in a transaction of its own."""
+        with self._read() as db:
+            return db.execute(query, parameters).fetchall()
 
 
 def timestamp() -> str:

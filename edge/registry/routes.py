@@ -86,12 +86,11 @@ class RouteStore(Database):
 
     def routes(self, account_id: str) -> list[Record]:
         """The account's CNAME records, by hostname."""
-        with self._read() as db:
-            rows = db.execute(
-                "SELECT hostname, type, target, account_id, tunnel_id FROM records "
-                "WHERE account_id = ? ORDER BY hostname",
-                (account_id,),
-            ).fetchall()
+        rows = self._rows(
+            "SELECT hostname, type, target, account_id, tunnel_id FROM records "
+            "WHERE account_id = ? ORDER BY hostname",
+            (account_id,),
+        )
         return [Record(*row) for row in rows]
 
     def set_txt(

@@ -8,6 +8,7 @@ Methods block: call them from a worker thread (`trio.to_thread.run_sync`).
 from __future__ import annotations
 
 import logging
+import sqlite3
 import uuid
 
 from edge.registry.access_store import AccessStore
@@ -57,11 +58,10 @@ class Registry(RouteStore, AccessStore):
 
     def list_accounts(self) -> list[Account]:
         """Live (non-revoked) accounts, by name."""
-        with self._read() as db:
-            rows = db.execute(
-                "SELECT id, name, created_at FROM accounts "
-                "WHERE revoked_at IS NULL ORDER BY name"
-            ).fetchall()
+        rows = self._rows(
+            "SELECT id, name, created_at FROM accounts "
+            "WHERE revoked_at IS NULL ORDER BY name"
+        )
         return [Account(*row) for row in rows]
 
     def revoke_account(self, name: str) -> None:
@@ -101,23 +101,15 @@ class Registry(RouteStore, AccessStore):
     def get_tunnel(self, account_id: str, name_or_id: str) -> Tunnel:
         """The account's live tunnel with this name or id."""
         with self._read() as db:
-            row = db.execute(
-                "SELECT id, account_id, name, created_at FROM tunnels "
-                "WHERE account_id = ? AND deleted_at IS NULL AND (id = ? OR name = ?)",
-                (account_id, name_or_id, name_or_id),
-            ).fetchone()
-        if row is None:
-            raise NotFoundError(f"tunnel '{name_or_id}' not found")
-        return Tunnel(*row)
+            return _live_tunnel(db, account_id, name_or_id)
 
     def list_tunnels(self, account_id: str) -> list[Tunnel]:
         """The account's live tunnels, oldest first."""
-        with self._read() as db:
-            rows = db.execute(
-                "SELECT id, account_id, name, created_at FROM tunnels "
-                "WHERE account_id = ? AND deleted_at IS NULL ORDER BY created_at, name",
-                (account_id,),
-            ).fetchall()
+        rows = self._rows(
+            "SELECT id, account_id, name, created_at FROM tunnels "
+            "WHERE account_id = ? AND deleted_at IS NULL ORDER BY created_at, name",
+            (account_id,),
+        )
         return [Tunnel(*row) for row in rows]
 
     def verify_tunnel(self, tunnel_id: str, secret: bytes) -> Tunnel:
@@ -141,14 +133,7 @@ class Registry(RouteStore, AccessStore):
         The row (and secret hash) stays, marked `deleted_at`, so its secret is rejected from now on.
         """
         with self._write() as db:
-            row = db.execute(
-                "SELECT id, account_id, name, created_at FROM tunnels "
-                "WHERE account_id = ? AND deleted_at IS NULL AND (id = ? OR name = ?)",
-                (account_id, name_or_id, name_or_id),
-            ).fetchone()
-            if row is None:
-                raise NotFoundError(f"tunnel '{name_or_id}' not found")
-            tunnel = Tunnel(*row)
+            tunnel = _live_tunnel(db, account_id, name_or_id)
             db.execute("UPDATE tunnels SET deleted_at = ? WHERE id = ?", (timestamp(), tunnel.id))
             db.execute("DELETE FROM policies WHERE hostname IN (SELECT hostname FROM records WHERE tunnel_id = ?)", (tunnel.id,))
             db.execute("DELETE FROM records WHERE tunnel_id = ?", (tunnel.id,))
@@ -179,12 +164,11 @@ class Registry(RouteStore, AccessStore):
 
     def list_connections(self, tunnel_id: str) -> list[Connection]:
         """Every recorded connection of the tunnel (live or stale), by connector and index."""
-        with self._read() as db:
-            rows = db.execute(
-                f"SELECT {CONNECTION_COLUMNS} FROM connections WHERE tunnel_id = ? "
-                "ORDER BY connector_id, conn_index, connected_at",
-                (tunnel_id,),
-            ).fetchall()
+        rows = self._rows(
+            f"SELECT {CONNECTION_COLUMNS} FROM connections WHERE tunnel_id = ? "
+            "ORDER BY connector_id, conn_index, connected_at",
+            (tunnel_id,),
+        )
         return [Connection(*row) for row in rows]
 
     def cleanup_connections(self, edge_id: str, tunnel_id: str | None = None) -> int:
@@ -199,3 +183,14 @@ class Registry(RouteStore, AccessStore):
         if removed:
             log.info("connections.cleaned removed=%d tunnel=%s", removed, tunnel_id or "*")
         return removed
+
+
+def _live_tunnel(db: sqlite3.Connection, account_id: str, name_or_id: str) -> Tunnel:
+    row = db.execute(
+        "SELECT id, account_id, name, created_at FROM tunnels "
+        "WHERE account_id = ? AND deleted_at IS NULL AND (id = ? OR name = ?)",
+        (account_id, name_or_id, name_or_id),
+    ).fetchone()
+    if row is None:
+        raise NotFoundError(f"tunnel '{name_or_id}' not found")
+    return Tunnel(*row)
