@@ -35,8 +35,8 @@ from pathlib import Path
 from dnslib import DNSRecord
 
 from edge.registry.store import Registry
-from shared.config import load_edge_config
 from shared.crypto import SECRET_BYTES
+from shared.edge_config import load_edge_config
 
 ZONE = "example.test"
 BIN = Path(sys.executable).parent

@@ -27,24 +27,14 @@ from connector.tunnel.supervisor import Supervisor
 from shared import logs
 from shared.aio import wait_for_signal
 from shared.commands import examples, package_version, reported_errors
-from shared.config import (
-    AccountCert,
-    ConnectorConfig,
-    Credentials,
-    Secret,
-    burrow_home,
-    load_account_cert,
-    load_connector_config,
-    load_credentials,
-    parse_duration,
-    save_account_cert,
-    save_credentials,
-)
-from shared.config import parse_hostport as _listen_address
+from shared.config import ConnectorConfig, load_connector_config
+from shared.credentials import AccountCert, Credentials, load_account_cert, load_credentials, save_account_cert, save_credentials
 from shared.crypto import mint_secret
 from shared.errors import ConfigError, ConflictError
 from shared.metrics import MetricsServer
 from shared.tunnel_token import decode_token, encode_token
+from shared.values import Secret, burrow_home, parse_duration
+from shared.values import parse_hostport as _listen_address
 
 log = logging.getLogger("connector")
 

@@ -21,17 +21,13 @@ from edge.visitors.http1 import Http1Limits
 from edge.visitors.https import FrontendOptions
 from shared import logs
 from shared.commands import examples, package_version, reported_errors
-from shared.config import (
+from shared.edge_config import (
     DEFAULT_DNS_LISTEN,
     DEFAULT_HTTPS_LISTEN,
     DEFAULT_TUNNEL_LISTEN,
     EDGE_CONFIG_NAME,
     EdgeConfig,
-    format_hostport,
     load_edge_config,
-    parse_duration,
-    parse_hostport,
-    parse_listen_or_off,
     validate_ip,
     validate_zone,
     write_edge_config,
@@ -39,6 +35,7 @@ from shared.config import (
 from shared.errors import ConfigError
 from shared.metrics import MetricsServer
 from shared.output import check_output, structured, table
+from shared.values import format_hostport, parse_duration, parse_hostport, parse_listen_or_off
 
 app = typer.Typer(help="Burrow edge: public HTTPS, DNS and tunnel endpoint.", pretty_exceptions_show_locals=False, no_args_is_help=True)
 account_app = typer.Typer(help="Manage accounts that may create tunnels.", no_args_is_help=True)

@@ -30,10 +30,11 @@ from edge.visitors.http1 import Http1Limits
 from edge.visitors.http_redirect import HttpRedirect
 from edge.visitors.https import ALPN, FrontendOptions, HttpsFrontend, harden
 from shared.aio import single_errors
-from shared.config import EdgeConfig, format_hostport
 from shared.crypto import TUNNEL_ALPN
+from shared.edge_config import EdgeConfig
 from shared.errors import BurrowError, ConfigError
 from shared.files import write_private
+from shared.values import format_hostport
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ import h11
 import trio
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from shared.config import format_hostport
 from shared.errors import ConfigError
+from shared.values import format_hostport
 
 log = logging.getLogger(__name__)
 

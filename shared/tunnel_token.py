@@ -13,9 +13,10 @@ import binascii
 import json
 import uuid
 
-from shared.config import Credentials, Secret, parse_hostport
+from shared.credentials import Credentials
 from shared.crypto import SECRET_BYTES, b64decode, b64encode
 from shared.errors import ConfigError
+from shared.values import Secret, parse_hostport
 
 
 def encode_token(creds: Credentials) -> str:

@@ -7,7 +7,7 @@ import yaml
 from typer.testing import CliRunner
 
 from connector import cli
-from shared.config import load_edge_config
+from shared.edge_config import load_edge_config
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 

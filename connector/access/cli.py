@@ -12,8 +12,9 @@ import typer
 
 from connector.access.api import AccessAPI
 from shared.commands import examples, reported_errors
-from shared.config import burrow_home, load_account_cert, parse_duration
+from shared.credentials import load_account_cert
 from shared.errors import ConfigError
+from shared.values import burrow_home, parse_duration
 
 token_app = typer.Typer(help="Service tokens: machine credentials for Access-protected hostnames.", no_args_is_help=True)
 policy_app = typer.Typer(help="Per-hostname policies: IP lists, rate limits and Access.", no_args_is_help=True)

@@ -19,11 +19,12 @@ import trio
 
 from connector.ingress.origin_request import Access
 from connector.ingress.rules import Rule, normalize_host
-from shared.config import Credentials, parse_hostport
+from shared.credentials import Credentials
 from shared.errors import BurrowError
 from shared.events import RequestHead
 from shared.pages import error_page
 from shared.tunnel_stream import TunnelStream
+from shared.values import parse_hostport
 
 log = logging.getLogger(__name__)
 

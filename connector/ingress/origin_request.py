@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared.config import line_of, parse_duration, type_name
 from shared.errors import ConfigError
+from shared.values import parse_duration
+from shared.yaml_lines import line_of, type_name
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from urllib.parse import unquote, urlsplit
 
 from connector.ingress import origin_request
 from connector.ingress.origin_request import OriginRequest
-from shared.config import line_of, type_name, where
 from shared.errors import ConfigError
+from shared.yaml_lines import line_of, type_name, where
 
 RULE_KEYS = frozenset({"hostname", "path", "service", "originRequest"})
 HTTP_SCHEMES = {"http": ("http", 80), "ws": ("http", 80), "https": ("https", 443), "wss": ("https", 443)}

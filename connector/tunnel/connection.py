@@ -9,10 +9,11 @@ from dataclasses import dataclass
 import trio
 
 from shared import protocol, registration
-from shared.config import Credentials, parse_hostport
+from shared.credentials import Credentials
 from shared.crypto import TUNNEL_ALPN, tunnel_client_context
 from shared.errors import AuthError, ProtocolError, Unreachable
 from shared.transport import PING_INTERVAL, PING_TIMEOUT, StreamHandler, TunnelConnection
+from shared.values import parse_hostport
 
 log = logging.getLogger(__name__)
 

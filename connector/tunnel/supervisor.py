@@ -15,7 +15,7 @@ import trio
 
 from connector.tunnel.connection import DialLimits, open_tunnel_connection
 from connector.tunnel.metrics import ConnectorMetrics
-from shared.config import Credentials
+from shared.credentials import Credentials
 from shared.errors import AuthError, BurrowError
 from shared.transport import StreamHandler, TunnelConnection
 

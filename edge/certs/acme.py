@@ -30,7 +30,7 @@ from edge.certs.acme_state import AcmeEntry, load_state, save_state
 from edge.certs.challenges import Challenges
 from edge.certs.files import check_pair
 from edge.certs.store import CertInfo, CertStore, stem_for, write_pair
-from shared.config import EdgeConfig
+from shared.edge_config import EdgeConfig
 from shared.errors import ConfigError
 from shared.files import write_private
 

@@ -15,8 +15,9 @@ from edge.certs.acme_state import load_state
 from edge.certs.files import check_pair
 from edge.certs.store import MAX_CERT_FILE_SIZE, CertStore, remove_pair, scan, stem_for, write_pair
 from shared.commands import examples, reported_errors
-from shared.config import load_edge_config, parse_hostport, validate_acme_directory, validate_email
+from shared.edge_config import load_edge_config, validate_acme_directory, validate_email
 from shared.errors import ConfigError
+from shared.values import parse_hostport
 
 cert_app = typer.Typer(help="Manage the edge's TLS certificates.", no_args_is_help=True)
 

@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from shared.config import parse_duration
 from shared.errors import ConfigError
+from shared.values import parse_duration
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 

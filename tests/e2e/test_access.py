@@ -13,7 +13,7 @@ import pytest
 
 from connector.access.verifier import AccessDenied, AccessVerifier
 from connector.ingress.origin_request import Access
-from shared.config import load_credentials
+from shared.credentials import load_credentials
 from shared.events import RequestHead
 from tests.e2e.conftest import ZONE, start_origin
 from tests.e2e.test_management import one_line_error

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from shared import registration
-from shared.config import load_credentials
+from shared.credentials import load_credentials
 from shared.crypto import tunnel_client_context
 from tests.e2e.conftest import ZONE, start_edge, start_origin
 

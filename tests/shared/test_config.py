@@ -7,24 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from shared.config import (
-    AccountCert,
-    Credentials,
-    EdgeConfig,
-    Secret,
-    burrow_home,
-    line_of,
-    load_account_cert,
-    load_connector_config,
-    load_credentials,
-    load_edge_config,
-    parse_duration,
-    parse_hostport,
-    save_account_cert,
-    save_credentials,
-    write_edge_config,
-)
+from shared.config import load_connector_config
+from shared.credentials import AccountCert, Credentials, load_account_cert, load_credentials, save_account_cert, save_credentials
+from shared.edge_config import EdgeConfig, load_edge_config, write_edge_config
 from shared.errors import ConfigError
+from shared.values import Secret, burrow_home, parse_duration, parse_hostport
+from shared.yaml_lines import line_of
 
 CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n"
 

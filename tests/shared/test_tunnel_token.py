@@ -7,10 +7,11 @@ import json
 
 import pytest
 
-from shared.config import Credentials, Secret
+from shared.credentials import Credentials
 from shared.crypto import mint_secret
 from shared.errors import ConfigError
 from shared.tunnel_token import decode_token, encode_token
+from shared.values import Secret
 
 TUNNEL = "6ff42ae2-765d-4adf-8112-31c55c1551ef"
 

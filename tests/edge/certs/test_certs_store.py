@@ -28,7 +28,7 @@ from edge.dns.server import answer
 from edge.dns.zone import Zone, Zones
 from edge.routing.metrics import EdgeMetrics
 from edge.visitors.http_redirect import respond
-from shared.config import EdgeConfig, load_edge_config
+from shared.edge_config import EdgeConfig, load_edge_config
 from shared.errors import ConfigError
 
 ZONE = "example.test"

@@ -9,7 +9,8 @@ import trio
 from edge.certs.challenges import Challenges
 from edge.visitors.http1 import Http1Limits
 from edge.visitors.http_redirect import HttpRedirect, is_exempt
-from shared.config import ConfigError, load_edge_config, write_edge_config
+from shared.edge_config import load_edge_config, write_edge_config
+from shared.errors import ConfigError
 from shared.events import ResponseHead
 
 EXEMPT = ("plain.example.test", "*.open.example.test")
