@@ -10,6 +10,12 @@ from shared.errors import ConfigError
 from shared.yaml_lines import line_of, load_yaml, type_error, where
 
 MAX_HA_CONNECTIONS = 16
+TYPED_KEYS = (  # key, its type, what the error message says it should be
+    ("tunnel", str, "a tunnel name or UUID"),
+    ("credentials-file", str, "a path"),
+    ("ingress", list, "a list of rules"),
+    ("originRequest", dict, "a mapping"),
+)
 
 
 @dataclass(frozen=True)
@@ -29,18 +35,11 @@ def load_connector_config(path: Path) -> ConnectorConfig:
     """Read a cloudflared-style `config.yml`. Ingress rules keep their YAML lines (see `line_of`)."""
     path = Path(path)
     data = load_yaml(path)
-    tunnel = data.get("tunnel")
-    if tunnel is not None and not isinstance(tunnel, str):
-        raise type_error(path, data, "tunnel", "a tunnel name or UUID")
-    credentials = data.get("credentials-file")
-    if credentials is not None and not isinstance(credentials, str):
-        raise type_error(path, data, "credentials-file", "a path")
-    ingress = data.get("ingress")
-    if ingress is not None and not isinstance(ingress, list):
-        raise type_error(path, data, "ingress", "a list of rules")
-    origin_request = data.get("originRequest")
-    if origin_request is not None and not isinstance(origin_request, dict):
-        raise type_error(path, data, "originRequest", "a mapping")
+    for key, kind, expected in TYPED_KEYS:
+        if data.get(key) is not None and not isinstance(data[key], kind):
+            raise type_error(path, data, key, expected)
+    tunnel, credentials = data.get("tunnel"), data.get("credentials-file")
+    ingress, origin_request = data.get("ingress"), data.get("originRequest")
     ha = data.get("ha-connections")
     if ha is not None and (not isinstance(ha, int) or isinstance(ha, bool) or not 1 <= ha <= MAX_HA_CONNECTIONS):
         line = line_of(data, "ha-connections")

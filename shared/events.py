@@ -25,8 +25,22 @@ HOP_BY_HOP = frozenset(
 )
 
 
+class _Message:
+    """What request and response heads share: looking up a header."""
+
+    __slots__ = ()
+    headers: Headers
+
+    def header(self, name: bytes) -> bytes | None:
+        """The first value of header `name` (lower-case), or None."""
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+
 @dataclass(frozen=True, slots=True)
-class RequestHead:
+class RequestHead(_Message):
     """A request as the edge received it from a visitor."""
 
     method: bytes
@@ -36,28 +50,14 @@ class RequestHead:
     headers: Headers = ()
     has_body: bool = False
 
-    def header(self, name: bytes) -> bytes | None:
-        """The first value of header `name` (lower-case), or None."""
-        for key, value in self.headers:
-            if key == name:
-                return value
-        return None
-
 
 @dataclass(frozen=True, slots=True)
-class ResponseHead:
+class ResponseHead(_Message):
     """A response status line and headers."""
 
     status: int
     headers: Headers = ()
     has_body: bool = True
-
-    def header(self, name: bytes) -> bytes | None:
-        """The first value of header `name` (lower-case), or None."""
-        for key, value in self.headers:
-            if key == name:
-                return value
-        return None
 
 
 def end_to_end(headers: Headers) -> Headers:
