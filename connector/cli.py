@@ -204,7 +204,7 @@ def ingress_validate(config: Path = typer.Option(None, help="config.yml to check
             for problem in getattr(exc, "problems", [str(exc)]):
                 typer.echo(f"error: {problem}", err=True)
             raise typer.Exit(exc.exit_code) from None
-        for warning in ingress.warnings:
+        for warning in (*ingress.warnings, *ingress.file_problems):  # a file matters only to `tunnel run`
             typer.echo(f"warning: {warning}", err=True)
         typer.echo("OK")
 
@@ -254,7 +254,7 @@ def run(
             if cfg.ingress:
                 raise ConfigError("--url cannot be combined with ingress rules in the config file")
             cfg = dataclasses.replace(cfg, ingress=({"service": url},))
-        ingress = _ingress(cfg, Path("--url") if url is not None else config or _default_config())
+        ingress = _ingress(cfg, Path("--url") if url is not None else config or _default_config()).require_files()
         if token_creds is not None:
             if tunnel is not None or credentials_file is not None:
                 raise ConfigError("--token already names the tunnel; drop the NAME / --credentials-file")
@@ -274,7 +274,7 @@ def run(
 
         source = config or _default_config()
         watched = source if url is None and source.exists() else None
-        reloader = Reloader(watched, lambda: _ingress(_load_config(source), source), server)
+        reloader = Reloader(watched, lambda: _ingress(_load_config(source), source).require_files(), server)
         limits = DialLimits(
             ping_interval=_positive_duration("--heartbeat-interval", heartbeat_interval),
             ping_timeout=_positive_duration("--heartbeat-timeout", heartbeat_timeout),
@@ -329,7 +329,7 @@ def service_install(
         if not source.exists():
             raise ConfigError(f"{source} does not exist; give the tunnel's config.yml with --config")
         cfg = load_connector_config(source)
-        _ingress(cfg, source)  # a config that could not run is refused now, not at boot
+        _ingress(cfg, source).require_files()  # a config that could not run is refused now, not at boot
         named = tunnel or cfg.tunnel
         creds_path = _credentials_path(named, cfg.credentials_file)
         creds = load_credentials(creds_path)

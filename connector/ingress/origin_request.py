@@ -1,8 +1,10 @@
 """`originRequest`: cloudflared's per-origin settings, validated into an immutable `OriginRequest`.
 
 The top-level block gives defaults; a rule's block overrides them key by key.
-Pure, except that `caPool` is read when the config is loaded, so a missing
-file is a load error (as in cloudflared) rather than a failure per request.
+Pure, except that `caPool` is read when the config is loaded. A file that cannot
+be read is an issue of its own kind (`Issue.file`): only serving the origin needs
+it, so checking the rules offline warns (cloudflared reads it when the origin is
+first used) while `tunnel run` refuses to start without it.
 """
 
 from __future__ import annotations
@@ -55,12 +57,14 @@ class OriginRequest:
 
 @dataclass(frozen=True)
 class Issue:
-    """One problem with one key; `path` is dotted below `originRequest` (e.g. "access.teamName")."""
+    """One problem with one key; `path` is dotted below `originRequest` (e.g. "access.teamName").
+    `file`: a file the key names cannot be read (an error only when the origin is served)."""
 
     path: str
     message: str
     line: int | None
     warning: bool = False
+    file: bool = False
 
 
 class _Invalid(Exception):
@@ -177,7 +181,7 @@ def parse(raw: Any, line: int | None = None) -> tuple[dict[str, Any], list[Issue
         try:
             values["ca_pem"] = _read_ca(values["ca_pool"])
         except _Invalid as exc:
-            issues.append(Issue("caPool", str(exc), line_of(raw, "caPool")))
+            issues.append(Issue("caPool", str(exc), line_of(raw, "caPool"), file=True))
     return values, issues
 
 

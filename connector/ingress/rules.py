@@ -218,24 +218,27 @@ def _parse_path(raw: object) -> re.Pattern | None:
 
 
 class _Report:
-    """Problems and warnings of one config, each a line naming file, line, rule and field."""
+    """Problems, warnings and unreadable files of one config, each a line naming file, line, rule and field."""
 
     def __init__(self, source: str) -> None:
         self.source = source
         self.problems: list[str] = []
         self.warnings: list[str] = []
+        self.files: list[str] = []
 
-    def add(self, line: int | None, rule: int | None, field_name: str | None, message: str, warning=False) -> None:
+    def add(
+        self, line: int | None, rule: int | None, field_name: str | None, message: str, warning=False, file=False
+    ) -> None:
         text = where(self.source, line) + ": "
         text += f"ingress rule {rule}: " if rule else ""
         text += f"{field_name}: " if field_name else ""
-        (self.warnings if warning else self.problems).append(text + message)
+        (self.files if file else self.warnings if warning else self.problems).append(text + message)
 
     def origin_request(self, raw: object, line: int | None, rule: int | None) -> dict:
         values, issues = origin_request.parse(raw, line)
         for issue in issues:
             name = f"originRequest.{issue.path}" if issue.path else "originRequest"
-            self.add(issue.line, rule, name, issue.message, issue.warning)
+            self.add(issue.line, rule, name, issue.message, issue.warning, issue.file)
         return values
 
 
@@ -278,17 +281,19 @@ def _parse_rule(raw: object, index: int, count: int, defaults: dict, report: _Re
 
 @dataclass(frozen=True)
 class Ingress:
-    """Validated ingress rules; the last one is the catch-all. `warnings` name keys that are ignored."""
+    """Validated ingress rules; the last one is the catch-all. `warnings` name keys that are ignored;
+    `file_problems` files the rules name that cannot be read (see `require_files`)."""
 
     rules: tuple[Rule, ...]
     warnings: tuple[str, ...] = ()
+    file_problems: tuple[str, ...] = ()
 
     @classmethod
     def from_rules(
         cls, raw_rules: Sequence, default_origin_request: object = None, source: str = "config.yml"
     ) -> Ingress:
         """Validate every rule (cloudflared's rules), or raise IngressError listing every problem
-        with its file, line, rule number and field."""
+        with its file, line, rule number and field. Files that cannot be read do not raise here."""
         report = _Report(source)
         defaults = {}
         if default_origin_request is not None:
@@ -297,8 +302,15 @@ class Ingress:
             report.add(None, None, None, "no ingress rules")
         rules = [_parse_rule(raw, index, len(raw_rules), defaults, report) for index, raw in enumerate(raw_rules, 1)]
         if report.problems:
-            raise IngressError(report.problems, report.warnings)
-        return cls(tuple(rules), tuple(report.warnings))
+            raise IngressError(report.problems, report.warnings + report.files)
+        return cls(tuple(rules), tuple(report.warnings), tuple(report.files))
+
+    def require_files(self) -> Ingress:
+        """These rules if every file they name was read, else IngressError naming each one:
+        what serving them needs (checking them offline only warns)."""
+        if self.file_problems:
+            raise IngressError(list(self.file_problems), list(self.warnings))
+        return self
 
     def match(self, host: str, path: str) -> Rule:
         """The first rule matching `host` (any :port dropped) and `path` (query dropped, %-escapes

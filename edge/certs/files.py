@@ -46,8 +46,8 @@ def create_dev_ca(home: Path, zones: Sequence[str], public_ips: Sequence[str]) -
     """Make a private CA (`ca.pem`, `ca-key.pem`) and a certificate for the zones in `certs/`.
 
     The leaf covers each zone, *.zone, *.tunnels.zone and the public IPs. The CA is
-    name-constrained to the zones and the IPs, so trusting it in a browser cannot expose
-    other sites. The first zone names the files.
+    name-constrained to the zones (DNS names only), so trusting it cannot expose sites of
+    other names. The first zone names the files.
     """
     home = Path(home)
     if (home / "ca-key.pem").exists():
@@ -76,12 +76,8 @@ def create_dev_ca(home: Path, zones: Sequence[str], public_ips: Sequence[str]) -
             ),
             critical=True,
         )
-        .add_extension(
-            x509.NameConstraints(
-                permitted_subtrees=[x509.DNSName(name) for name in zones]
-                + [x509.IPAddress(ipaddress.ip_network(ip)) for ip in ips],
-                excluded_subtrees=None,
-            ),
+        .add_extension(  # DNS names only: BoringSSL (grpcio) rejects a CA with any IP address constraint
+            x509.NameConstraints(permitted_subtrees=[x509.DNSName(name) for name in zones], excluded_subtrees=None),
             critical=True,
         )
         .add_extension(ca_ski, critical=False)

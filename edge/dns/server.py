@@ -14,6 +14,8 @@ never disagree. Authoritative only: `aa` set, `ra` never, no recursion.
   authority. Outside every zone: REFUSED. Not a QUERY: NOTIMP. Unparseable: FORMERR.
 * over UDP an answer above 512 bytes (or the client's EDNS0 size, at most 1232)
   is truncated with TC set; TCP carries it whole.
+
+The shell sends each UDP reply from the address its query was sent to (`pktinfo`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from collections.abc import Callable, Mapping
 import trio
 from dnslib import AAAA, CLASS, CNAME, EDNS0, NS, OPCODE, QTYPE, RCODE, RR, SOA, TXT, A, DNSError, DNSHeader, DNSLabel, DNSRecord
 
+from edge.dns import pktinfo
 from edge.dns.zone import NS_LABEL, Zone, Zones
 
 log = logging.getLogger(__name__)
@@ -254,12 +257,13 @@ class DnsServer:
                 task_status.started((host, port))
 
     async def _serve_udp(self, sock: trio.socket.SocketType) -> None:
+        """Each reply leaves from the address its query was sent to (`pktinfo`)."""
         while True:
-            query, peer = await sock.recvfrom(MAX_QUERY_SIZE + 1)
+            query, received, _, peer = await sock.recvmsg(MAX_QUERY_SIZE + 1, pktinfo.ANCILLARY_SIZE)
             reply = self._reply(query, tcp=False) if len(query) <= MAX_QUERY_SIZE else None
             if reply is not None:
                 try:
-                    await sock.sendto(reply, peer)
+                    await sock.sendmsg([reply], pktinfo.reply_source(received), 0, peer)
                 except OSError as exc:
                     log.debug("dns.udp_send_failed peer=%s error=%s", peer[0], exc)
 
@@ -332,6 +336,8 @@ async def _bind(kind: int, host: str, port: int) -> trio.socket.SocketType:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         if kind == socket.SOCK_STREAM:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        else:
+            sock.setsockopt(*pktinfo.receive_option(family), 1)
         await sock.bind(address)
     except BaseException:
         sock.close()

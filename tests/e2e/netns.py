@@ -1,11 +1,20 @@
-"""Network namespaces for the HA tests: a home network behind NAT, a VPS, and faults between them.
+"""Network namespaces for end-to-end tests.
+
+`Topology` (the HA tests): a home network behind NAT, a VPS, and faults between them.
 
     home (connector + origin)  ──veth──  router (nftables masquerade)  ──veth──  vps (edge, curl)
     198.19.0.2/24                 198.19.0.1 | 198.18.0.2                        198.18.0.1/24
 
-Addresses come only from 198.18.0.0/15 (RFC 2544, benchmarking). The vps has
-no route to 198.19.0.0/24 and the router forwards only connections opened from
-home, so nothing can reach the home network from outside: the connector dials out.
+The vps has no route to 198.19.0.0/24 and the router forwards only connections
+opened from home, so nothing can reach the home network from outside: the connector dials out.
+
+`TwoLinks` (multi-homed DNS): an edge with an address on each of two links.
+
+    first   ──veth──  edge  ──veth──  second (routes FIRST_EDGE via SECOND_EDGE)
+    .2.2 / :2::2   .2.1 / :2::1 | .3.1 / :3::1   .3.2 / :3::2     (198.18.x.y / 2001:db8:x::y)
+
+Addresses come only from 198.18.0.0/15 (RFC 2544, benchmarking) and, for IPv6,
+2001:db8::/32 (documentation), and only inside these namespaces.
 """
 
 from __future__ import annotations
@@ -16,11 +25,15 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
+from typing import ClassVar
 
 VPS_IP = "198.18.0.1"
 ROUTER_WAN_IP = "198.18.0.2"  # the address the edge sees every home connection come from
 ROUTER_LAN_IP = "198.19.0.1"
 HOME_IP = "198.19.0.2"
+
+FIRST_EDGE, FIRST_PEER = ("198.18.2.1", "2001:db8:2::1"), ("198.18.2.2", "2001:db8:2::2")
+SECOND_EDGE, SECOND_PEER = ("198.18.3.1", "2001:db8:3::1"), ("198.18.3.2", "2001:db8:3::2")
 
 
 def sh(*args: str, check: bool = True, timeout: float = 20) -> subprocess.CompletedProcess:
@@ -44,24 +57,18 @@ def netns_permitted() -> str | None:
 
 
 @dataclass
-class Topology:
+class Namespaces:
+    """The namespaces `<prefix>-<role>` for each of `ROLES`; `create()` adds them, `destroy()` removes them."""
+
     prefix: str
+    ROLES: ClassVar[tuple[str, ...]] = ()
 
-    @property
-    def home(self) -> str:
-        return f"{self.prefix}-home"
-
-    @property
-    def router(self) -> str:
-        return f"{self.prefix}-router"
-
-    @property
-    def vps(self) -> str:
-        return f"{self.prefix}-vps"
+    def name(self, role: str) -> str:
+        return f"{self.prefix}-{role}"
 
     @property
     def names(self) -> list[str]:
-        return [self.home, self.router, self.vps]
+        return [self.name(role) for role in self.ROLES]
 
     def exec(self, ns: str, *args: str) -> list[str]:
         """argv running `args` inside namespace `ns` (`ip netns exec` execs, so the pid is the program's)."""
@@ -76,20 +83,52 @@ class Topology:
             raise RuntimeError(f"nft in {ns} failed: {result.stderr.strip()}\n{script}")
 
     def create(self) -> None:
-        p = self.prefix
         for ns in self.names:
             sh("ip", "netns", "add", ns)
             self.run(ns, "ip", "link", "set", "lo", "up")
-        sh("ip", "link", "add", f"{p}w0", "netns", self.vps, "type", "veth", "peer", "name", f"{p}w1", "netns", self.router)
-        sh("ip", "link", "add", f"{p}l0", "netns", self.home, "type", "veth", "peer", "name", f"{p}l1", "netns", self.router)
-        for ns, dev, address in (
-            (self.vps, f"{p}w0", f"{VPS_IP}/24"),
-            (self.router, f"{p}w1", f"{ROUTER_WAN_IP}/24"),
-            (self.router, f"{p}l1", f"{ROUTER_LAN_IP}/24"),
-            (self.home, f"{p}l0", f"{HOME_IP}/24"),
-        ):
-            self.run(ns, "ip", "addr", "add", address, "dev", dev)
+
+    def link(self, ends: tuple[tuple[str, str, tuple[str, ...]], tuple[str, str, tuple[str, ...]]]) -> None:
+        """A veth pair between two namespaces: each end is (namespace, device, addresses with prefix length)."""
+        (ns_a, dev_a, _), (ns_b, dev_b, _) = ends
+        sh("ip", "link", "add", dev_a, "netns", ns_a, "type", "veth", "peer", "name", dev_b, "netns", ns_b)
+        for ns, dev, addresses in ends:
+            for address in addresses:  # nodad: IPv6 addresses usable at once, not after duplicate detection
+                self.run(ns, "ip", "addr", "add", address, "dev", dev, *(["nodad"] if ":" in address else []))
             self.run(ns, "ip", "link", "set", dev, "up")
+
+    def destroy(self) -> None:
+        """Kill whatever this test process started that still runs inside the namespaces, then delete them."""
+        for ns in self.names:
+            for pid in sh("ip", "netns", "pids", ns, check=False).stdout.split():
+                if pid.isdigit() and _descends_from_us(int(pid)):
+                    try:
+                        os.kill(int(pid), signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+        for ns in self.names:
+            sh("ip", "netns", "del", ns, check=False)
+
+
+class Topology(Namespaces):
+    ROLES = ("home", "router", "vps")
+
+    @property
+    def home(self) -> str:
+        return self.name("home")
+
+    @property
+    def router(self) -> str:
+        return self.name("router")
+
+    @property
+    def vps(self) -> str:
+        return self.name("vps")
+
+    def create(self) -> None:
+        super().create()
+        p = self.prefix
+        self.link(((self.vps, f"{p}w0", (f"{VPS_IP}/24",)), (self.router, f"{p}w1", (f"{ROUTER_WAN_IP}/24",))))
+        self.link(((self.home, f"{p}l0", (f"{HOME_IP}/24",)), (self.router, f"{p}l1", (f"{ROUTER_LAN_IP}/24",))))
         self.run(self.home, "ip", "route", "add", "default", "via", ROUTER_LAN_IP)
         self.run(self.router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
         self.nft(self.router, f"""
@@ -104,18 +143,6 @@ table inet burrow_filter {{
     }}
 }}
 """)
-
-    def destroy(self) -> None:
-        """Kill whatever this test process started that still runs inside the namespaces, then delete them."""
-        for ns in self.names:
-            for pid in sh("ip", "netns", "pids", ns, check=False).stdout.split():
-                if pid.isdigit() and _descends_from_us(int(pid)):
-                    try:
-                        os.kill(int(pid), signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-        for ns in self.names:
-            sh("ip", "netns", "del", ns, check=False)
 
     # Faults -----------------------------------------------------------------------
 
@@ -138,6 +165,24 @@ table inet burrow_blackhole {
     def kill_socket(self, local_port: int, edge_port: int) -> None:
         """`ss -K` one tunnel socket in home: the connector sees ECONNABORTED, the edge an RST."""
         self.run(self.home, "ss", "-K", "-tn", "dst", f"{VPS_IP}:{edge_port}", "sport", "=", f":{local_port}")
+
+
+class TwoLinks(Namespaces):
+    """An edge on two links; `second` reaches FIRST_EDGE through its own link, so a reply
+    from FIRST_EDGE leaves the edge on the second link (see the module's picture)."""
+
+    ROLES = ("first", "edge", "second")
+
+    def create(self) -> None:
+        super().create()
+        p, edge = self.prefix, self.name("edge")
+        for role, dev, (edge_v4, edge_v6), (peer_v4, peer_v6) in (
+            ("first", "a", FIRST_EDGE, FIRST_PEER), ("second", "b", SECOND_EDGE, SECOND_PEER),
+        ):
+            self.link(((edge, f"{p}{dev}0", (f"{edge_v4}/24", f"{edge_v6}/64")),
+                       (self.name(role), f"{p}{dev}1", (f"{peer_v4}/24", f"{peer_v6}/64"))))
+        for address, via in zip(FIRST_EDGE, SECOND_EDGE):
+            self.run(self.name("second"), "ip", "route", "add", address, "via", via)
 
 
 # Load -----------------------------------------------------------------------------

@@ -27,10 +27,15 @@ class Dig:
 
 
 def dig(edge: Edge, name: str, qtype: str = "A", *options: str) -> Dig:
+    return dig_at([], "127.0.0.1", edge.dns_port, name, qtype, *options)
+
+
+def dig_at(prefix: list[str], server: str, port: int, name: str, qtype: str = "A", *options: str) -> Dig:
+    """`dig @server` run through `prefix` (e.g. `ip netns exec NS`); fails the test when dig gets no reply."""
     path = shutil.which("dig")
     assert path, "dig is missing: install bind9-dnsutils (`make test` installs it when it can)"
     result = subprocess.run(
-        [path, "@127.0.0.1", "-p", str(edge.dns_port), "+time=2", "+tries=1", *options, name, qtype],
+        [*prefix, path, f"@{server}", "-p", str(port), "+time=2", "+tries=1", *options, name, qtype],
         capture_output=True, text=True, timeout=30,
     )
     assert result.returncode == 0, result.stdout + result.stderr

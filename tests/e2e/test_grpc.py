@@ -1,7 +1,9 @@
 """gRPC end to end: a real grpcio client → the edge's public HTTP/2 → tunnel → connector →
 a real grpcio server, over h2c (`http://` + `http2Origin: true`) and h2 over TLS (`https://`
 + `http2Origin: true`, ALPN h2). Unary and the three streaming kinds, and an error status
-whose message must arrive, i.e. trailers cross every hop in both directions."""
+whose message must arrive, i.e. trailers cross every hop in both directions.
+
+The client trusts only the edge's dev CA (`init --dev-ca`): grpcio's BoringSSL accepts it."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import grpc
 import pytest
 import trustme
 
-from tests.e2e.conftest import ZONE, start_edge
+from tests.e2e.conftest import ZONE
 
 ORIGIN_NAME = "grpc-origin.internal"
 HOSTS = ("grpc", "grpcs", "grpc-h1")
@@ -79,38 +81,15 @@ def start_server(credentials=None) -> tuple[grpc.Server, int]:
     return server, port
 
 
-@pytest.fixture(scope="module")
-def visitor_ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def edge(tmp_path_factory, visitor_ca):
-    """This module's edge also serves a certificate from a trustme CA for the gRPC hosts:
-    grpcio (BoringSSL) rejects the dev CA, whose name constraints include an IP address
-    ("unsupported name constraint type")."""
-
-    def add_certificate(home: Path) -> None:
-        cert = visitor_ca.issue_cert(*(f"{host}.{ZONE}" for host in HOSTS))
-        cert.cert_chain_pems[0].write_to_path(str(home / "certs" / "grpc-visitors.pem"))
-        cert.private_key_pem.write_to_path(str(home / "certs" / "grpc-visitors.key"))
-
-    edge = start_edge(tmp_path_factory.mktemp("stack"), add_certificate)
-    yield edge
-    for proc in reversed(edge.procs):
-        proc.stop()
-
-
 @dataclass
 class Grpc:
     edge: object
     h2c_port: int
     tls_port: int
-    ca_pem: bytes
 
 
 @pytest.fixture(scope="module")
-def grpc_tunnel(edge, visitor_ca, tmp_path_factory):
+def grpc_tunnel(edge, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("grpc")
     ca = trustme.CA()
     ca_file = tmp / "origin-ca.pem"
@@ -142,15 +121,16 @@ ingress:
     )
     connector = edge.start(["burrow", "tunnel", "run", "--config", config, "grpc-tunnel"], "grpc-connector", env)
     connector.wait_for_log(r"tunnel\.registered index=", count=4)
-    yield Grpc(edge, plain_port, secure_port, visitor_ca.cert_pem.bytes())
+    yield Grpc(edge, plain_port, secure_port)
     connector.stop()
     plain.stop(None)
     secure.stop(None)
 
 
 def channel_through_edge(tunnel: Grpc, host: str) -> grpc.Channel:
-    """A TLS channel to the edge's loopback port that names `host` (SNI and :authority)."""
-    credentials = grpc.ssl_channel_credentials(root_certificates=tunnel.ca_pem)
+    """A TLS channel to the edge's loopback port that names `host` (SNI and :authority),
+    trusting nothing but the dev CA."""
+    credentials = grpc.ssl_channel_credentials(root_certificates=tunnel.edge.ca.read_bytes())
     return grpc.secure_channel(
         f"127.0.0.1:{tunnel.edge.https_port}",
         credentials,
@@ -240,12 +220,10 @@ def test_unknown_method_is_unimplemented(channel):
 
 def test_http1_visitor_gets_the_body_and_no_trailers(grpc_tunnel, tmp_path):
     """An HTTP/1.1 visitor cannot receive trailers: the edge drops them and ends the response normally."""
-    ca_file = tmp_path / "visitor-ca.pem"
-    ca_file.write_bytes(grpc_tunnel.ca_pem)
     body = tmp_path / "message"
     body.write_bytes(b"\x00\x00\x00\x00\x05hello")  # one uncompressed gRPC message
     result = grpc_tunnel.edge.curl(
-        f"grpc.{ZONE}", SERVICE + "Unary", "--cacert", str(ca_file), "-i", "--data-binary", f"@{body}",
+        f"grpc.{ZONE}", SERVICE + "Unary", "-i", "--data-binary", f"@{body}",
         "-H", "content-type: application/grpc", "-H", "te: trailers",
     )
     assert result.returncode == 0, result.stderr

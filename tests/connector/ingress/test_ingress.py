@@ -233,7 +233,6 @@ BAD_ORIGIN_REQUESTS = [
     ("string-as-list", {"httpHostHeader": ["a"]}, "originRequest.httpHostHeader: must be a string, not list"),
     ("unknown-key", {"connectTimout": "1s"}, "originRequest.connectTimout: unknown key (did you mean 'connectTimeout'?)"),
     ("not-mapping", "fast", "originRequest: must be a mapping of keys, not str"),
-    ("ca-missing", {"caPool": "/nonexistent/ca.pem"}, "originRequest.caPool: /nonexistent/ca.pem: no such file"),
     ("access-not-mapping", {"access": True}, "originRequest.access: must be a mapping"),
     ("access-unknown-key", {"access": {"team": "x"}}, "originRequest.access.team: unknown key (did you mean 'teamName'?)"),
     ("access-aud-not-list", {"access": {"audTag": "x"}}, "originRequest.access.audTag: must be a list"),
@@ -246,6 +245,48 @@ BAD_ORIGIN_REQUESTS = [
 def test_bad_origin_request_in_a_rule(raw, message):
     with pytest.raises(ConfigError, match=re.escape(f"ingress rule 1: {message}")):
         build({"service": "http://x", "originRequest": raw})
+
+
+UNREADABLE_CA = [("missing", None, "no such file"), ("not-pem", "hello\n", "holds no PEM certificate")]
+
+
+@pytest.mark.parametrize(("content", "reason"), [u[1:] for u in UNREADABLE_CA], ids=[u[0] for u in UNREADABLE_CA])
+def test_an_unreadable_ca_pool_matters_only_to_serving(tmp_path, content, reason):
+    """As cloudflared, which reads caPool when the origin is first used: the rules still load and match."""
+    ca = tmp_path / "ca.pem"
+    if content is not None:
+        ca.write_text(content)
+    ingress = build(
+        {"hostname": "a.test", "service": "https://x", "originRequest": {"caPool": str(ca)}},
+        {"service": "http_status:404"},
+    )
+    expected = f"config.yml: ingress rule 1: originRequest.caPool: {ca}"
+    (problem,) = ingress.file_problems
+    assert problem.startswith(expected) and problem.endswith(reason) and ingress.warnings == ()
+    assert ingress.match("a.test", "/").index == 1
+    with pytest.raises(IngressError) as info:
+        ingress.require_files()
+    assert str(info.value) == problem
+
+
+def test_an_unreadable_top_level_ca_pool_has_no_rule_number():
+    ingress = Ingress.from_rules([{"service": "http://x"}], {"caPool": "/nonexistent/ca.pem"})
+    assert ingress.file_problems == ("config.yml: originRequest.caPool: /nonexistent/ca.pem: no such file",)
+
+
+def test_an_unreadable_ca_pool_is_listed_with_the_warnings_of_an_invalid_config():
+    with pytest.raises(IngressError) as info:
+        build({"service": "http://x", "originRequest": {"caPool": "/nonexistent/ca.pem", "connectTimeout": 5}})
+    assert info.value.problems == ["config.yml: ingress rule 1: originRequest.connectTimeout: duration 5 needs a unit, "
+                                   "e.g. 5s (units: ns, us, ms, s, m, h)"]
+    assert info.value.warnings == ["config.yml: ingress rule 1: originRequest.caPool: /nonexistent/ca.pem: no such file"]
+
+
+def test_require_files_passes_readable_rules_through(tmp_path):
+    ca = tmp_path / "ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(ca))
+    ingress = build({"service": "https://x", "originRequest": {"caPool": str(ca)}})
+    assert ingress.require_files() is ingress
 
 
 def test_bad_top_level_origin_request_has_no_rule_number():

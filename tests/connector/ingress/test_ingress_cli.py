@@ -1,13 +1,20 @@
-"""`burrow tunnel ingress validate|rule`: every problem, the matching rule and why, exit codes."""
+"""`burrow tunnel ingress validate|rule`: every problem, the matching rule and why, exit codes;
+and `tunnel run` refusing what `validate` only warns about."""
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from connector.cli import app
+from shared.errors import ConfigError
 
 runner = CliRunner()
 
@@ -134,3 +141,35 @@ def test_rule_with_a_bad_config_fails(config):
     result = invoke("rule", "--config", config(BAD), "https://app.example.test/")
     assert result.exit_code == 2
     assert "7 problems in the ingress rules" in result.stderr and "Traceback" not in result.output
+
+
+# cloudflared's component-test config: its caPool names a file that is not on this machine.
+
+CLOUDFLARED = Path(__file__).parents[2] / "data" / "config" / "valid" / "cloudflared-component-tests.yml"
+CLOUDFLARED_EXPECT = re.findall(r"^# expect: (\S+) -> (\d+)$", CLOUDFLARED.read_text(), re.MULTILINE)
+CA_LINE = next(n for n, line in enumerate(CLOUDFLARED.read_text().splitlines(), 1) if "caPool:" in line)
+MISSING_CA = f"{CLOUDFLARED} line {CA_LINE}: ingress rule 1: originRequest.caPool: /etc/certs/ca.pem: no such file"
+
+
+def test_validate_warns_about_a_missing_ca_pool_naming_rule_key_and_line():
+    result = invoke("validate", "--config", CLOUDFLARED)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "OK\n"
+    assert f"warning: {MISSING_CA}\n" in result.stderr and "error" not in result.stderr
+
+
+@pytest.mark.parametrize(("url", "index"), CLOUDFLARED_EXPECT, ids=[url for url, _ in CLOUDFLARED_EXPECT])
+def test_rule_answers_as_cloudflared_whatever_files_are_missing(url, index):
+    result = invoke("rule", "--config", CLOUDFLARED, url)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"Matched rule #{index}\n")
+
+
+def test_run_refuses_to_start_with_the_same_message(tmp_path):
+    env = {key: value for key, value in os.environ.items() if not key.startswith("BURROW")}
+    result = subprocess.run(
+        [Path(sys.executable).parent / "burrow", "tunnel", "run", "--config", CLOUDFLARED],
+        capture_output=True, text=True, timeout=60, env={**env, "BURROW_HOME": str(tmp_path)},
+    )
+    assert result.returncode == ConfigError.exit_code
+    assert f"error: {MISSING_CA}\n" in result.stderr and "Traceback" not in result.stderr

@@ -1,3 +1,5 @@
+import datetime
+import ipaddress
 import ssl
 import stat
 
@@ -6,6 +8,9 @@ import trio
 import trio.testing
 import trustme
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from edge.certs.files import create_dev_ca
 from edge.certs.store import CertStore
@@ -86,6 +91,51 @@ async def test_dev_ca_rejects_names_it_does_not_cover(home, server_hostname):
     with pytest.raises(ExceptionGroup) as info:
         await handshake(store.server_context(["h2"]), client_context((home / "ca.pem").read_text()), server_hostname)
     assert info.group_contains(trio.BrokenResourceError)
+
+
+def test_dev_ca_constrains_dns_names_only(home):
+    """BoringSSL (grpcio) refuses a CA with an IP address constraint: the zones alone are constrained."""
+    ca = x509.load_pem_x509_certificate((home / "ca.pem").read_bytes())
+    constraints = ca.extensions.get_extension_for_class(x509.NameConstraints)
+    assert constraints.critical
+    assert constraints.value.permitted_subtrees == [x509.DNSName(ZONE)]
+    assert constraints.value.excluded_subtrees is None
+
+
+def issue_with_dev_ca(home, names: list[x509.GeneralName]) -> ssl.SSLContext:
+    """A server context whose certificate the dev CA's key signs for `names`, whatever they are."""
+    ca_key = serialization.load_pem_private_key((home / "ca-key.pem").read_bytes(), None)
+    ca = x509.load_pem_x509_certificate((home / "ca.pem").read_bytes())
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "leaf")]))
+        .issuer_name(ca.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    (home / "leaf.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (home / "leaf.key").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(home / "leaf.pem", home / "leaf.key")
+    return context
+
+
+async def test_dev_ca_key_cannot_vouch_for_a_name_outside_the_zone(home):
+    server_ctx = issue_with_dev_ca(home, [x509.DNSName("example.org")])
+    with pytest.raises(ExceptionGroup) as info:
+        await handshake(server_ctx, client_context((home / "ca.pem").read_text()), "example.org")
+    refused = info.value.subgroup(lambda exc: isinstance(exc.__cause__, ssl.SSLCertVerificationError))
+    assert refused is not None and "permitted subtree violation" in str(refused.exceptions[0].__cause__)
+
+
+async def test_dev_ca_key_can_vouch_for_any_ip_address(home):
+    """The trade-off of the DNS-only constraint (docs/certificates.md): IP addresses are not constrained."""
+    server_ctx = issue_with_dev_ca(home, [x509.IPAddress(ipaddress.ip_address("192.0.2.99"))])
+    await handshake(server_ctx, client_context((home / "ca.pem").read_text(), "http/1.1"), "192.0.2.99")
 
 
 @pytest.fixture
