@@ -24,6 +24,7 @@ ALIASES = {"warn": "warning"}  # cloudflared's spelling
 FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 ACCESS_LOGGER = "edge.access_log"
+CONNECTOR_ACCESS_LOGGER = "connector.access_log"  # follows --loglevel (INFO by default)
 ACCESS_OFF = "off"
 
 _PAIR = re.compile(r"(?:^|\s)([A-Za-z_][\w.]*)=")
@@ -47,6 +48,12 @@ def safe(value: object) -> str:
     """A value fit for one `key=value` token: spaces, quotes, controls and % percent-encoded."""
     text = str(value)
     return _UNSAFE.sub(lambda m: f"%{ord(m.group()):02X}", text) if _UNSAFE.search(text) else text or "-"
+
+
+def log_access(logger: logging.Logger, fields: dict[str, object]) -> None:
+    """One `access` record at INFO carrying `fields`: `logger.info` without its search of
+    the stack for the caller's file and line (one of these per request)."""
+    logger.handle(logger.makeRecord(logger.name, logging.INFO, "", 0, "access", (), None, extra={"fields": fields}))
 
 
 def split_message(message: str) -> dict[str, str]:

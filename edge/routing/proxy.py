@@ -23,7 +23,7 @@ from edge.dns.zone import normalize_host
 from shared.aio import single_errors
 from shared.errors import BurrowError, TunnelUnavailable
 from shared.events import Headers, RequestHead, ResponseHead
-from shared.logs import ACCESS_LOGGER
+from shared.logs import ACCESS_LOGGER, log_access
 from shared.pages import error_page
 from shared.protocol import KIND_UPGRADE
 from shared.transport import StreamRefused, TunnelStream, relay
@@ -154,8 +154,7 @@ class Proxy:
                     "duration_ms": round(duration * 1000, 1), "client": exchange.client[0],
                     "tunnel": tunnel_id or "-", "request_id": metered.request_id,
                 }
-                # `access_log.info` without its search of the stack for the caller's file and line
-                access_log.handle(access_log.makeRecord(ACCESS_LOGGER, logging.INFO, "", 0, "access", (), None, extra={"fields": fields}))
+                log_access(access_log, fields)
 
     async def _route(self, exchange: Exchange, host: str) -> None:
         if host in self.api_hosts:
