@@ -88,6 +88,11 @@ class MeteredExchange:
         await self._inner.send_body(data)
         self.bytes_out += len(data)
 
+    async def switch_protocols(self, head: ResponseHead):
+        switched = await self._inner.switch_protocols(head)
+        self.status = 101  # the origin's 101, also when HTTP/2 tells the visitor 200 (RFC 8441)
+        return switched
+
 
 class BodyTooLarge(BurrowError):
     """The visitor's request body outgrew the hostname's `max_body`."""
