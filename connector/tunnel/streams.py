@@ -26,7 +26,7 @@ from connector.ingress.rules import (
 from connector.origins.http1 import OriginPool
 from connector.origins.http2 import forward_h2
 from connector.origins.upgrade import serve_upgrade, wants_upgrade
-from shared.errors import BurrowError
+from shared.errors import BurrowError, ProtocolError
 from shared.events import ResponseHead
 from shared.logs import safe
 from shared.pages import error_page
@@ -64,20 +64,26 @@ class StreamServer:
         if rule.origin_request.access.required and not await access_admits(stream, rule, self.access):
             return
         if wants_upgrade(stream, service):
-            await serve_upgrade(stream, rule, self.pool)
+            await self._from_origin(stream, rule, upgrade=True)
         elif isinstance(service, StatusService):
             await stream.send_response(ResponseHead(service.code, ((b"content-length", b"0"),), has_body=False))
         elif isinstance(service, HelloWorldService):
             await _send_whole(stream, *hello_page(head))
         elif isinstance(service, (HttpService, UnixService)):
-            await self._forward(stream, rule)
+            await self._from_origin(stream, rule, upgrade=False)
         else:
             await _send_whole(stream, *error_page(400, "connector", _needs_access(rule, head.authority)))
 
-    async def _forward(self, stream: TunnelStream, rule: Rule) -> None:
-        forward = forward_h2 if rule.origin_request.http2_origin else self.pool.forward
+    async def _from_origin(self, stream: TunnelStream, rule: Rule, upgrade: bool) -> None:
+        """Answer from the rule's origin; when the origin fails, answer 502/504 if still possible."""
         try:
-            await forward(stream, rule.service, rule.origin_request)
+            if upgrade:
+                await serve_upgrade(stream, rule, self.pool)
+            else:
+                forward = forward_h2 if rule.origin_request.http2_origin else self.pool.forward
+                await forward(stream, rule.service, rule.origin_request)
+        except ProtocolError:
+            raise  # the tunnel stream failed (visitor gone, session ended), not the origin
         except (BurrowError, OSError, trio.BrokenResourceError) as exc:
             if stream.response_sent:
                 raise
