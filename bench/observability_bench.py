@@ -3,8 +3,8 @@
 Starts, in a temporary directory and on loopback only, one origin (bench/origin.py) and two
 edge + connector pairs in front of it:
 
-* **off**: `burrow-edge serve --access-log off`, no `--metrics` on either side;
-* **on**: `burrow-edge serve --metrics 127.0.0.1:0 --access-log FILE`, `burrow tunnel run --metrics 127.0.0.1:0`.
+* **off**: `--access-log off` and no `--metrics`, on both sides;
+* **on**: `--metrics 127.0.0.1:0 --access-log FILE` on both sides (`burrow-edge serve`, `burrow tunnel run`).
 
 Then it runs the same bounded small-GET load (bench/loadgen.py, TLS + SNI) against each,
 alternating off/on for --rounds rounds so drift hits both alike, and reports the median
@@ -82,7 +82,7 @@ def start_side(stack: contextlib.ExitStack, root: Path, origin_port: int, observ
     edge_port = int(json.loads((home / "listen.json").read_text())["https"].rsplit(":", 1)[1])
     config = create_tunnel(tmp, home, edge_port, origin_port, env)
     run = [str(BIN / "burrow"), "tunnel", "run", "--config", str(config), "--grace-period", "1"]
-    run += ["--metrics", "127.0.0.1:0"] if observed else []
+    run += ["--metrics", "127.0.0.1:0", "--access-log", str(tmp / "connector-access.log")] if observed else ["--access-log", "off"]
     connector_log = tmp / "connector.log"
     connector = start(stack, [*run, TUNNEL_NAME], connector_log, env)
     wait_until(lambda: connector_log.read_text().count("tunnel.registered") >= HA_CONNECTIONS,

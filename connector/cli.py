@@ -235,16 +235,19 @@ def run(
     grace_period: float = typer.Option(DEFAULT_GRACE_PERIOD, help="Seconds to let requests finish on SIGTERM."),
     heartbeat_interval: str = typer.Option("10s", help="How often to PING the edge on each connection (duration, e.g. 5s)."),
     heartbeat_timeout: str = typer.Option("15s", help="Replace a connection whose PING is not answered within this."),
-    log_level: str = typer.Option("info", "--loglevel", "--log-level", help="debug, info, warning or error (debug logs every request)."),
+    log_level: str = typer.Option("info", "--loglevel", "--log-level", help="debug, info, warning or error."),
     logfile: Path = typer.Option(None, "--logfile", help="Append the log to this file instead of stderr."),
     log_format: str = typer.Option("text", "--log-format", help="text (key=value lines) or json (one object a line)."),
+    access_log: str = typer.Option(
+        None, "--access-log", help="Where the access log (one line a request) goes: off, or a file; default: with the log."
+    ),
     token: str = typer.Option(None, "--token", envvar="BURROW_TUNNEL_TOKEN", help="Tunnel token from `burrow tunnel token` (no files needed)."),
     url: str = typer.Option(None, "--url", help="Send every request to this origin (only without ingress rules)."),
     metrics: str = typer.Option(None, "--metrics", help="HOST:PORT to serve /metrics, /ready and /healthcheck on (off by default)."),
 ) -> None:
     """Run a tunnel: connect to the edge and serve requests until SIGINT/SIGTERM."""
     with reported_errors():
-        logs.configure(log_level, logfile, log_format)
+        logs.configure(log_level, logfile, log_format, access_log, logs.CONNECTOR_ACCESS_LOGGER)
         metrics_listen = _listen_address(metrics) if metrics is not None else None
         token_creds = decode_token(token) if token is not None else None
         cfg = _load_config(config)
@@ -270,7 +273,10 @@ def run(
         connections = ha_connections or cfg.ha_connections or DEFAULT_HA_CONNECTIONS
         for warning in ingress.warnings:
             log.warning("config.warning %s", warning)
-        server = StreamServer(ingress, access=AccessVerifier(creds))
+        connector_metrics = ConnectorMetrics()
+        server = StreamServer(  # request metrics only when served: otherwise the request path skips them
+            ingress, access=AccessVerifier(creds), metrics=connector_metrics if metrics_listen is not None else None
+        )
 
         source = config or _default_config()
         watched = source if url is None and source.exists() else None
@@ -279,7 +285,7 @@ def run(
             ping_interval=_positive_duration("--heartbeat-interval", heartbeat_interval),
             ping_timeout=_positive_duration("--heartbeat-timeout", heartbeat_timeout),
         )
-        supervisor = Supervisor(creds, server.serve, connections, limits=limits, metrics=ConnectorMetrics())
+        supervisor = Supervisor(creds, server.serve, connections, limits=limits, metrics=connector_metrics)
         log.info("tunnel.starting tunnel=%s connections=%d edge=%s", creds.tunnel_id, connections, creds.endpoint)
         trio.run(_run_until_signalled, supervisor, grace_period, reloader, metrics_listen)
 

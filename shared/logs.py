@@ -24,6 +24,7 @@ ALIASES = {"warn": "warning"}  # cloudflared's spelling
 FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 ACCESS_LOGGER = "edge.access_log"
+CONNECTOR_ACCESS_LOGGER = "connector.access_log"
 ACCESS_OFF = "off"
 
 _PAIR = re.compile(r"(?:^|\s)([A-Za-z_][\w.]*)=")
@@ -47,6 +48,12 @@ def safe(value: object) -> str:
     """A value fit for one `key=value` token: spaces, quotes, controls and % percent-encoded."""
     text = str(value)
     return _UNSAFE.sub(lambda m: f"%{ord(m.group()):02X}", text) if _UNSAFE.search(text) else text or "-"
+
+
+def log_access(logger: logging.Logger, fields: dict[str, object]) -> None:
+    """One `access` record at INFO carrying `fields`: `logger.info` without its search of
+    the stack for the caller's file and line (one of these per request)."""
+    logger.handle(logger.makeRecord(logger.name, logging.INFO, "", 0, "access", (), None, extra={"fields": fields}))
 
 
 def split_message(message: str) -> dict[str, str]:
@@ -137,16 +144,18 @@ def _handler(path: Path | None, fmt: str) -> logging.Handler:
 
 
 def configure(
-    level: str = "info", logfile: Path | None = None, fmt: str = "text", access_log: str | None = None
+    level: str = "info", logfile: Path | None = None, fmt: str = "text", access_log: str | None = None,
+    access_logger: str = ACCESS_LOGGER,
 ) -> None:
     """Send log records to stderr (or `logfile`, appended) in `fmt`.
 
-    `access_log` (the edge's request log, logger `edge.access_log`, written whatever the
-    level): None → with the other records, "off" → nowhere, a path → that file only."""
+    `access_log` (the request log, logger `access_logger`: `edge.access_log` or
+    `connector.access_log`, written whatever the level): None → with the other records,
+    "off" → nowhere, a path → that file only."""
     numeric = check_level(level)
     root_handler = _handler(logfile, fmt)
     logging.basicConfig(level=numeric, handlers=[root_handler], force=True)
-    access = logging.getLogger(ACCESS_LOGGER)
+    access = logging.getLogger(access_logger)
     for old in list(access.handlers):
         access.removeHandler(old)
         old.close()

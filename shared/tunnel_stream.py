@@ -34,8 +34,8 @@ class TunnelStream:
 
     __slots__ = (
         "connection", "stream_id", "head", "kind", "trailers", "sent_from_batch", "local_closed",
-        "remote_closed", "response_sent", "response_status", "_inbound", "_readable", "_writable",
-        "_response", "_error",
+        "remote_closed", "response_sent", "response_status", "bytes_received", "bytes_sent",
+        "_inbound", "_readable", "_writable", "_response", "_error",
     )  # fmt: skip
 
     def __init__(
@@ -59,7 +59,9 @@ class TunnelStream:
         self.local_closed = False
         self.remote_closed = False
         self.response_sent = False
-        self.response_status = 0  # (connector) the status sent, for the request log
+        self.response_status = 0  # (connector) the status sent, for the request log and metrics
+        self.bytes_received = 0  # body bytes read with `receive`, and sent with `send` (upgraded pipes too)
+        self.bytes_sent = 0
 
     # Called by the connection's reader ------------------------------------------
 
@@ -101,6 +103,7 @@ class TunnelStream:
                 raise self._error
             await self._readable.wait()
         data, flow_length = self._inbound.popleft()
+        self.bytes_received += len(data)
         connection = self.connection
         if connection._error is None:  # else the session ended: what had arrived is still passed on
             connection.session.acknowledge(self.stream_id, flow_length)
@@ -120,6 +123,7 @@ class TunnelStream:
             chunk = data[offset : offset + window]
             session.send_data(self.stream_id, chunk)
             offset += len(chunk)
+            self.bytes_sent += len(chunk)
             await self.connection._flush(len(chunk))
 
     async def send_trailers(self, headers: Headers) -> None:

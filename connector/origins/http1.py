@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import socket
 import ssl
 import time
@@ -20,8 +19,8 @@ import trio
 
 from connector.ingress.origin_request import OriginRequest
 from connector.ingress.rules import HttpService, UnixService, normalize_host
+from connector.origins.errors import BodyTooLarge, InvalidResponse, OriginClosed, OriginTimeout, OriginTLSError, connecting
 from shared.aio import single_errors
-from shared.errors import OriginError
 from shared.events import RequestHead, ResponseHead, end_to_end
 from shared.tunnel_stream import TunnelStream
 
@@ -34,18 +33,6 @@ HAPPY_EYEBALLS_DELAY = 0.25
 UNIX_TLS_SERVER_NAME = "localhost"  # unix+tls: without originServerName
 SAFE_TO_RETRY = frozenset({b"GET", b"HEAD", b"OPTIONS"})
 END = h11.EndOfMessage()
-
-
-class OriginTimeout(OriginError):
-    """The origin did not accept a connection or finish the TLS handshake in time."""
-
-    http_status = 504
-
-
-class BodyTooLarge(OriginError):
-    """A body that had to be buffered (disableChunkedEncoding) is over MAX_BUFFERED_BODY."""
-
-    http_status = 413
 
 
 class OriginConnection:
@@ -125,7 +112,7 @@ class OriginPool:
             except _StaleConnection:
                 _close_quietly(connection)
                 if not retry_allowed:
-                    raise OriginError(f"origin {service} closed a kept-alive connection") from None
+                    raise OriginClosed(f"origin {service} closed a kept-alive connection") from None
             else:
                 return await self._finish(stream, key, options, connection)
         connection = await self.connect(service, options, server_name)
@@ -133,7 +120,7 @@ class OriginPool:
             await self._exchange(stream, connection, request, body)
         except _StaleConnection as exc:
             _close_quietly(connection)
-            raise OriginError(f"origin {service} closed the connection: {exc}") from None
+            raise OriginClosed(f"origin {service} closed the connection: {exc}") from None
         except BaseException:
             _close_quietly(connection)
             raise
@@ -174,7 +161,7 @@ async def _relay_response(stream: TunnelStream, connection: OriginConnection) ->
         elif type(event) is h11.EndOfMessage:
             return
         else:
-            raise OriginError("origin closed the connection in the middle of the response")
+            raise OriginClosed("origin closed the connection in the middle of the response")
     await connection.next_event()  # EndOfMessage
 
 
@@ -229,7 +216,7 @@ async def _read_response_head(connection: OriginConnection) -> h11.Response:
     except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
         raise _StaleConnection(str(exc)) from exc
     except h11.RemoteProtocolError as exc:
-        raise OriginError(f"origin sent an invalid response: {exc}") from exc
+        raise InvalidResponse(f"origin sent an invalid response: {exc}") from exc
 
 
 def _origin_request(head: RequestHead, options: OriginRequest, body: bytes | None) -> h11.Request:
@@ -256,13 +243,6 @@ async def _open_stream(service: Origin, options: OriginRequest) -> trio.abc.Stre
             stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, seconds)
             stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, seconds)
     return stream
-
-
-def _connect_reason(exc: OSError) -> str:
-    """ "Connection refused" rather than trio's "all attempts to connect to … failed"."""
-    attempts = getattr(exc.__cause__, "exceptions", ())
-    reasons = sorted({os.strerror(attempt.errno) for attempt in attempts if isinstance(attempt, OSError) and attempt.errno})
-    return "; ".join(reasons) or exc.strerror or str(exc)
 
 
 def _uses_tls(service: Origin) -> bool:
@@ -297,15 +277,8 @@ async def open_origin_stream(
 ) -> trio.abc.Stream:
     """Connect within connectTimeout; with a `tls_server_name`, finish TLS within tlsTimeout."""
     url = str(service)
-    try:
-        with trio.fail_after(options.connect_timeout):
-            stream = await _open_stream(service, options)
-    except trio.TooSlowError:
-        raise OriginTimeout(
-            f"origin {url} did not accept a connection within {options.connect_timeout:g}s (connectTimeout)"
-        ) from None
-    except OSError as exc:
-        raise OriginError(f"origin {url} is unreachable: {_connect_reason(exc)}") from exc
+    with connecting(url, options.connect_timeout):
+        stream = await _open_stream(service, options)
     if tls_server_name is None:
         return stream
     context = _tls_context(options.no_tls_verify, options.ca_pem, alpn)
@@ -324,13 +297,13 @@ async def open_origin_stream(
     return tls_stream
 
 
-def _tls_error(url: str, server_name: str | None, exc: BaseException) -> OriginError:
+def _tls_error(url: str, server_name: str | None, exc: BaseException) -> OriginTLSError:
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return OriginError(
+        return OriginTLSError(
             f"origin {url} failed TLS verification for {server_name!r}: {exc.verify_message}; "
             "set originServerName and caPool, or noTLSVerify"
         )
-    return OriginError(f"origin {url}: TLS handshake failed: {getattr(exc, 'reason', None) or exc}")
+    return OriginTLSError(f"origin {url}: TLS handshake failed: {getattr(exc, 'reason', None) or exc}")
 
 
 def _close_quietly(connection: OriginConnection) -> None:

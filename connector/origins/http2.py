@@ -25,9 +25,9 @@ from h2.errors import ErrorCodes
 from h2.settings import SettingCodes, Settings
 
 from connector.ingress.origin_request import OriginRequest
+from connector.origins.errors import InvalidResponse, OriginClosed, OriginTLSError
 from connector.origins.http1 import Origin, _server_name, _uses_tls, open_origin_stream
 from shared.aio import single_errors
-from shared.errors import OriginError
 from shared.events import Headers, RequestHead, ResponseHead, end_to_end
 from shared.tunnel_stream import TunnelStream
 
@@ -97,7 +97,7 @@ class H2OriginConnection:
         except h2.exceptions.StreamClosedError:
             raise
         except h2.exceptions.ProtocolError as exc:
-            raise OriginError(f"origin {self.url}: HTTP/2 error: {exc}") from exc
+            raise InvalidResponse(f"origin {self.url}: HTTP/2 error: {exc}") from exc
         await self.flush()
 
     async def send_data(self, data: bytes) -> None:
@@ -118,12 +118,12 @@ class H2OriginConnection:
         while True:
             data = await self.transport.receive_some(READ_SIZE)
             if not data:
-                self._events.send.send_nowait(OriginError(f"origin {self.url} closed the HTTP/2 connection"))
+                self._events.send.send_nowait(OriginClosed(f"origin {self.url} closed the HTTP/2 connection"))
                 return
             try:
                 events = self.h2.receive_data(data)
             except h2.exceptions.ProtocolError as exc:
-                self._events.send.send_nowait(OriginError(f"origin {self.url} broke HTTP/2: {exc}"))
+                self._events.send.send_nowait(InvalidResponse(f"origin {self.url} broke HTTP/2: {exc}"))
                 await self.flush()  # h2 queued a GOAWAY
                 return
             for event in events:
@@ -145,7 +145,7 @@ class H2OriginConnection:
 
     def _on_reset(self, event: h2.events.StreamReset) -> None:
         code = event.error_code.name if isinstance(event.error_code, ErrorCodes) else event.error_code
-        self._events.send.send_nowait(OriginError(f"origin {self.url} reset the stream ({code})"))
+        self._events.send.send_nowait(InvalidResponse(f"origin {self.url} reset the stream ({code})"))
 
     def _on_window(self, event: h2.events.Event) -> None:
         self._window_opened.set()
@@ -153,7 +153,7 @@ class H2OriginConnection:
 
     def _on_goaway(self, event: h2.events.ConnectionTerminated) -> None:
         if event.last_stream_id is None or event.last_stream_id < STREAM_ID or event.error_code != ErrorCodes.NO_ERROR:
-            self._events.send.send_nowait(OriginError(f"origin {self.url} sent GOAWAY ({event.error_code!r})"))
+            self._events.send.send_nowait(InvalidResponse(f"origin {self.url} sent GOAWAY ({event.error_code!r})"))
 
     async def next_event(self) -> h2.events.Event:
         item = await self._events.receive.receive()
@@ -252,7 +252,7 @@ async def connect_h2(service: Origin, options: OriginRequest, server_name: str |
     transport = await open_origin_stream(service, options, server_name, alpn=("h2",))
     if server_name is not None and transport.selected_alpn_protocol() != "h2":
         await trio.aclose_forcefully(transport)
-        raise OriginError(f"origin {url} did not agree to HTTP/2 (ALPN h2); set http2Origin: false")
+        raise OriginTLSError(f"origin {url} did not agree to HTTP/2 (ALPN h2); set http2Origin: false")
     return H2OriginConnection(transport, url)
 
 

@@ -13,15 +13,8 @@ import h11
 import trio
 
 from connector.ingress.rules import HttpService, Rule, TcpService, UnixService, normalize_host
-from connector.origins.http1 import (
-    OriginConnection,
-    OriginPool,
-    _close_quietly,
-    _connect_reason,
-    _server_name,
-    _uses_tls,
-)
-from shared.errors import BurrowError, OriginError
+from connector.origins.errors import InvalidResponse, OriginClosed, connecting
+from connector.origins.http1 import OriginConnection, OriginPool, _close_quietly, _server_name, _uses_tls
 from shared.events import RequestHead, ResponseHead, end_to_end
 from shared.pages import error_page
 from shared.protocol import KIND_UPGRADE
@@ -47,34 +40,22 @@ def wants_upgrade(stream: TunnelStream, service: object) -> bool:
 
 
 async def serve_upgrade(stream: TunnelStream, rule: Rule, pool: OriginPool) -> None:
+    """Answer an upgrade stream; an origin that fails raises (the caller answers 502/504)."""
     service = rule.service
-    try:
-        if isinstance(service, TcpService):
-            await _tcp(stream, rule)
-        elif upgrade_token(stream.head) == TCP_UPGRADE:
-            host = normalize_host(stream.head.authority.decode("latin-1"))
-            log.warning("upgrade.not_tcp host=%s rule=%d service=%s", host, rule.index, service)
-            await _send_page(stream, 400, f"{host} is not a TCP route: ingress rule {rule.index} serves {service}")
-        else:
-            await _http(stream, rule, pool)
-    except (BurrowError, OSError, trio.BrokenResourceError) as exc:
-        if stream.response_sent:
-            raise
-        log.warning("origin.failed rule=%d error=%s", rule.index, exc)
-        status = exc.http_status if isinstance(exc, BurrowError) else 502
-        await _send_page(stream, status, str(exc))
+    if isinstance(service, TcpService):
+        await _tcp(stream, rule)
+    elif upgrade_token(stream.head) == TCP_UPGRADE:
+        host = normalize_host(stream.head.authority.decode("latin-1"))
+        log.warning("upgrade.not_tcp host=%s rule=%d service=%s", host, rule.index, service)
+        await _send_page(stream, 400, f"{host} is not a TCP route: ingress rule {rule.index} serves {service}")
+    else:
+        await _http(stream, rule, pool)
 
 
 async def _tcp(stream: TunnelStream, rule: Rule) -> None:
     service: TcpService = rule.service
-    options = rule.origin_request
-    try:
-        with trio.fail_after(options.connect_timeout):
-            origin = await trio.open_tcp_stream(service.host, service.port)
-    except trio.TooSlowError:
-        raise OriginError(f"origin {service} did not accept a connection within {options.connect_timeout:g}s") from None
-    except OSError as exc:
-        raise OriginError(f"origin {service} is unreachable: {_connect_reason(exc)}") from exc
+    with connecting(str(service), rule.origin_request.connect_timeout):
+        origin = await trio.open_tcp_stream(service.host, service.port)
     async with origin:
         await stream.send_response(ResponseHead(101, ((b"connection", b"upgrade"), (b"upgrade", TCP_UPGRADE))))
         log.debug("upgrade.tcp rule=%d origin=%s", rule.index, service)
@@ -108,7 +89,7 @@ async def _http(stream: TunnelStream, rule: Rule, pool: OriginPool) -> None:
             elif isinstance(event, h11.EndOfMessage):
                 break
             else:
-                raise OriginError("origin closed the connection in the middle of the response")
+                raise OriginClosed("origin closed the connection in the middle of the response")
         await stream.end()
     finally:
         _close_quietly(connection)
@@ -139,9 +120,9 @@ async def _response_head(connection: OriginConnection) -> h11.Response | h11.Inf
             ):
                 return event
             if isinstance(event, h11.ConnectionClosed):
-                raise OriginError("origin closed the connection before responding")
+                raise OriginClosed("origin closed the connection before responding")
     except h11.RemoteProtocolError as exc:
-        raise OriginError(f"origin sent an invalid response: {exc}") from exc
+        raise InvalidResponse(f"origin sent an invalid response: {exc}") from exc
 
 
 async def _send_page(stream: TunnelStream, status: int, message: str) -> None:

@@ -1,10 +1,18 @@
-"""The connector's Prometheus metrics (`burrow_connector_*`), in a registry of its own."""
+"""The connector's Prometheus metrics (`burrow_connector_*`), in a registry of its own.
+
+Session metrics are fed by the supervisor; request metrics by `StreamServer`, once
+per served stream, with the same bounded `host` label as the edge's.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector
 
+from connector.origins.errors import error_kind as origin_error_kind
 from shared.errors import AuthError, BurrowError, ProtocolError, Unreachable
+from shared.http_metrics import RequestMetrics
 
 # Error kinds, by exception type (first match wins); a session the edge ended is "closed".
 ERROR_KINDS: tuple[tuple[type[BaseException], str], ...] = (
@@ -14,6 +22,7 @@ ERROR_KINDS: tuple[tuple[type[BaseException], str], ...] = (
     (BurrowError, "other"),
 )
 CLOSED = "closed"
+UPGRADE_PROTOCOLS = {b"websocket": "websocket", b"burrow-tcp": "tcp"}  # Upgrade token → label; others: "other"
 
 
 def error_kind(exc: BaseException | None) -> str:
@@ -40,6 +49,30 @@ class ConnectorMetrics:
         for _, kind in ERROR_KINDS:
             self.errors.labels(kind)
         self.errors.labels(CLOSED)
+        self.http = RequestMetrics(self.registry, "burrow_connector", "the edge")
+        self.concurrent_requests = Gauge(
+            "burrow_connector_concurrent_requests", "Requests being served right now, upgraded streams included.",
+            registry=self.registry,
+        )
+        self.origin_errors = Counter(
+            "burrow_connector_origin_errors", "Origin failures while serving requests, by hostname and kind.", ["host", "kind"],
+            registry=self.registry,
+        )
+        self.upgrades = Counter(
+            "burrow_connector_upgrades", "Requests switched to WebSocket or TCP (101), by hostname and protocol.",
+            ["host", "protocol"], registry=self.registry,
+        )
+
+    def watch_requests(self, in_flight: Callable[[], int]) -> None:
+        """Report `in_flight()` as `burrow_connector_concurrent_requests` at each scrape."""
+        self.concurrent_requests.set_function(in_flight)
+
+    def upgraded(self, host: str, token: bytes) -> None:
+        """Count a request the origin switched to the protocol of Upgrade `token` (b"websocket", …)."""
+        self.upgrades.labels(self.http.host_label(host), UPGRADE_PROTOCOLS.get(token, "other")).inc()
+
+    def origin_failed(self, host: str, exc: BaseException) -> None:
+        self.origin_errors.labels(self.http.host_label(host), origin_error_kind(exc)).inc()
 
     def connection_failed(self, exc: BaseException | None) -> None:
         self.errors.labels(error_kind(exc)).inc()

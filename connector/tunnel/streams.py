@@ -1,4 +1,5 @@
-"""Serve one edge-opened stream: match the ingress rule, answer from its service.
+"""Serve one edge-opened stream: match the ingress rule, answer from its service,
+then count it (metrics) and log it (`connector.access_log`), once whatever happened.
 
 `StreamServer.ingress` is one reference, read once per request: a reload swaps it
 and requests in flight finish with the rules they started with.
@@ -25,60 +26,91 @@ from connector.ingress.rules import (
 from connector.origins.hello import hello_page
 from connector.origins.http1 import OriginPool
 from connector.origins.http2 import forward_h2
-from connector.origins.upgrade import serve_upgrade, wants_upgrade
-from shared.errors import BurrowError
+from connector.origins.upgrade import serve_upgrade, upgrade_token, wants_upgrade
+from connector.tunnel.metrics import ConnectorMetrics
+from shared.errors import BurrowError, ProtocolError
 from shared.events import ResponseHead
-from shared.logs import safe
+from shared.logs import CONNECTOR_ACCESS_LOGGER, log_access
 from shared.pages import error_page
 from shared.tunnel_stream import TunnelStream
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger(CONNECTOR_ACCESS_LOGGER)  # one line a request, at INFO
 REQUEST_ID = b"burrow-request-id"
 
 
 class StreamServer:
     """Answers tunnel streams according to the ingress rules."""
 
-    def __init__(self, ingress: Ingress, pool: OriginPool | None = None, access=None) -> None:
+    def __init__(
+        self, ingress: Ingress, pool: OriginPool | None = None, access=None, metrics: ConnectorMetrics | None = None
+    ) -> None:
         self.access = access  # connector.access_jwt.AccessVerifier for `originRequest.access.required`
         self.ingress = ingress
         self.pool = pool or OriginPool()
+        self.metrics = metrics
+        self.in_flight = 0  # streams being served (counted while metrics or the access log are on)
+        if metrics is not None:
+            metrics.watch_requests(lambda: self.in_flight)
 
     async def serve(self, stream: TunnelStream) -> None:
         head = stream.head
         rule = self.ingress.match(head.authority.decode("latin-1"), head.target.decode("latin-1"))
+        if self.metrics is None and not access_log.isEnabledFor(logging.INFO):
+            await self._answer(stream, rule)
+            return
         started = time.monotonic()
+        self.in_flight += 1
         try:
             await self._answer(stream, rule)
-        finally:
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug(
-                    "request.done request_id=%s host=%s method=%s path=%s status=%d rule=%d origin=%s duration_ms=%.1f",
-                    request_id(stream), safe(head.authority.decode("latin-1")), safe(head.method.decode("latin-1")),
-                    safe(head.target.decode("latin-1")), stream.response_status, rule.index, rule.service,
-                    (time.monotonic() - started) * 1000,
-                )
+        finally:  # also when the visitor went away or the session ended: status 0 if nothing was sent
+            self.in_flight -= 1
+            self._finished(stream, rule, time.monotonic() - started)
+
+    def _finished(self, stream: TunnelStream, rule: Rule, seconds: float) -> None:
+        head, status = stream.head, stream.response_status
+        host = normalize_host(head.authority.decode("latin-1"))
+        if self.metrics is not None:
+            self.metrics.http.observe(host, status, seconds, stream.bytes_received, stream.bytes_sent)
+            if status == 101:
+                self.metrics.upgraded(host, upgrade_token(head))
+        if access_log.isEnabledFor(logging.INFO):
+            fields = {
+                "host": host, "method": head.method.decode("latin-1"), "path": head.target.decode("latin-1"),
+                "status": status, "bytes_in": stream.bytes_received, "bytes_out": stream.bytes_sent,
+                "duration_ms": round(seconds * 1000, 1), "rule": rule.index, "origin": str(rule.service),
+                "request_id": request_id(stream),
+            }
+            log_access(access_log, fields)
 
     async def _answer(self, stream: TunnelStream, rule: Rule) -> None:
         head, service = stream.head, rule.service
         if rule.origin_request.access.required and not await access_admits(stream, rule, self.access):
             return
         if wants_upgrade(stream, service):
-            await serve_upgrade(stream, rule, self.pool)
+            await self._from_origin(stream, rule, upgrade=True)
         elif isinstance(service, StatusService):
             await stream.send_response(ResponseHead(service.code, ((b"content-length", b"0"),), has_body=False))
         elif isinstance(service, HelloWorldService):
             await _send_whole(stream, *hello_page(head))
         elif isinstance(service, (HttpService, UnixService)):
-            await self._forward(stream, rule)
+            await self._from_origin(stream, rule, upgrade=False)
         else:
             await _send_whole(stream, *error_page(400, "connector", _needs_access(rule, head.authority)))
 
-    async def _forward(self, stream: TunnelStream, rule: Rule) -> None:
-        forward = forward_h2 if rule.origin_request.http2_origin else self.pool.forward
+    async def _from_origin(self, stream: TunnelStream, rule: Rule, upgrade: bool) -> None:
+        """Answer from the rule's origin; when the origin fails, count it and answer 502/504 if still possible."""
         try:
-            await forward(stream, rule.service, rule.origin_request)
+            if upgrade:
+                await serve_upgrade(stream, rule, self.pool)
+            else:
+                forward = forward_h2 if rule.origin_request.http2_origin else self.pool.forward
+                await forward(stream, rule.service, rule.origin_request)
+        except ProtocolError:
+            raise  # the tunnel stream failed (visitor gone, session ended), not the origin
         except (BurrowError, OSError, trio.BrokenResourceError) as exc:
+            if self.metrics is not None:
+                self.metrics.origin_failed(normalize_host(stream.head.authority.decode("latin-1")), exc)
             if stream.response_sent:
                 raise
             log.warning("origin.failed request_id=%s rule=%d error=%s", request_id(stream), rule.index, exc)

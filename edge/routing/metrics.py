@@ -1,25 +1,21 @@
 """The edge's Prometheus metrics (`burrow_edge_*`), in a registry of its own.
 
 Counters are bumped by small hooks (registration in `sessions`, one call per
-DNS reply); session and stream gauges are read from the router at scrape time.
-`observe_request()` is the hook for the HTTPS proxy (request counts by hostname
-and status class, durations, bytes).
+DNS reply, one per visitor request from the proxy); session and stream gauges
+are read from the router at scrape time.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
+from prometheus_client import CollectorRegistry, Counter, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from edge.routing.traffic import TrafficHistory
+from shared.http_metrics import RequestMetrics
 
-# Request durations: from a fast cache hit to a long poll (seconds).
-DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-MAX_HOST_LABELS = 1000  # beyond this many distinct hostnames, requests count under OTHER_HOST
-OTHER_HOST = "other"
 REGISTRATION_RESULTS = ("accepted", "rejected", "rate_limited")
 
 
@@ -68,17 +64,7 @@ class EdgeMetrics:
         for result in REGISTRATION_RESULTS:
             self.registrations.labels(result)
         self.dns_queries = Counter("burrow_edge_dns_queries", "DNS replies sent, by response code.", ["rcode"], registry=self.registry)
-        self.requests = Counter(
-            "burrow_edge_requests", "HTTP requests by hostname and status class (2xx…5xx).", ["host", "status_class"], registry=self.registry
-        )
-        self.request_duration = Histogram(
-            "burrow_edge_request_duration_seconds", "Time from request head to the end of the response, by hostname.",
-            ["host"], buckets=DURATION_BUCKETS, registry=self.registry,
-        )
-        self.request_bytes = Counter("burrow_edge_request_bytes", "Request body bytes received from visitors, by hostname.", ["host"], registry=self.registry)
-        self.response_bytes = Counter("burrow_edge_response_bytes", "Response body bytes sent to visitors, by hostname.", ["host"], registry=self.registry)
-        self._hosts: set[str] = set()
-        self._children: dict[tuple[str, int], tuple] = {}  # (host label, status // 100) → its metric children
+        self.http = RequestMetrics(self.registry, "burrow_edge", "visitors")
         self.traffic = TrafficHistory()  # the dashboard's last hour per hostname, kept even when not served
 
     def watch_router(self, live: Callable[[], dict[str, Iterable]]) -> None:
@@ -98,26 +84,4 @@ class EdgeMetrics:
     def observe_request(self, host: str, status: int, seconds: float, bytes_in: int, bytes_out: int) -> None:
         """Count one finished request to `host` (a routed hostname; pass "" for unknown ones)."""
         self.traffic.record(host, status)
-        key = (self._host_label(host), status // 100)
-        children = self._children.get(key)
-        if children is None:  # bounded: at most MAX_HOST_LABELS + 1 labels, a few status classes
-            label = key[0]
-            children = self._children[key] = (
-                self.requests.labels(label, f"{key[1]}xx"), self.request_duration.labels(label),
-                self.request_bytes.labels(label), self.response_bytes.labels(label),
-            )
-        requests, duration, received, sent = children
-        requests.inc()
-        duration.observe(seconds)
-        received.inc(bytes_in)
-        sent.inc(bytes_out)
-
-    def _host_label(self, host: str) -> str:
-        """Bound the label set: visitors choose Host headers, Prometheus must not grow with them."""
-        host = (host or OTHER_HOST).lower()
-        if host in self._hosts:
-            return host
-        if len(self._hosts) >= MAX_HOST_LABELS:
-            return OTHER_HOST
-        self._hosts.add(host)
-        return host
+        self.http.observe(host, status, seconds, bytes_in, bytes_out)

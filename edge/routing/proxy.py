@@ -23,7 +23,7 @@ from edge.routing.router import BUSY_RETRY_AFTER, Router, TunnelBusy
 from shared.aio import single_errors
 from shared.errors import BurrowError, TunnelUnavailable
 from shared.events import Headers, RequestHead, ResponseHead
-from shared.logs import ACCESS_LOGGER
+from shared.logs import ACCESS_LOGGER, log_access
 from shared.pages import error_page
 from shared.protocol import KIND_UPGRADE
 from shared.relay import relay
@@ -88,6 +88,11 @@ class MeteredExchange:
     async def send_body(self, data: bytes) -> None:
         await self._inner.send_body(data)
         self.bytes_out += len(data)
+
+    async def switch_protocols(self, head: ResponseHead):
+        switched = await self._inner.switch_protocols(head)
+        self.status = 101  # the origin's 101, also when HTTP/2 tells the visitor 200 (RFC 8441)
+        return switched
 
 
 class BodyTooLarge(BurrowError):
@@ -155,8 +160,7 @@ class Proxy:
                     "duration_ms": round(duration * 1000, 1), "client": exchange.client[0],
                     "tunnel": tunnel_id or "-", "request_id": metered.request_id,
                 }
-                # `access_log.info` without its search of the stack for the caller's file and line
-                access_log.handle(access_log.makeRecord(ACCESS_LOGGER, logging.INFO, "", 0, "access", (), None, extra={"fields": fields}))
+                log_access(access_log, fields)
 
     async def _route(self, exchange: Exchange, host: str) -> None:
         if host in self.api_hosts:

@@ -15,7 +15,7 @@ HOST = f"app.{ZONE}"
 
 @pytest.fixture(scope="module")
 def logged(tmp_path_factory):
-    """Edge: JSON log, access log in its own file. Connector: debug level, text log in a file."""
+    """Edge: JSON log, access log in its own file. Connector: the default level (info), text log in a file."""
     tmp = tmp_path_factory.mktemp("logging")
     access = tmp / "access.log"
     edge = start_edge(tmp, serve_args=("--log-format", "json", "--access-log", access))
@@ -29,8 +29,7 @@ def logged(tmp_path_factory):
         config.write_text(f"tunnel: logged\ningress:\n  - service: http://127.0.0.1:{port}\n")
         connector_log = tmp / "connector-file.log"
         edge.start(
-            ["burrow", "tunnel", "run", "--config", config, "--ha-connections", "1",
-             "--loglevel", "debug", "--logfile", connector_log],
+            ["burrow", "tunnel", "run", "--config", config, "--ha-connections", "1", "--logfile", connector_log],
             "connector", env,
         )
         wait_until(lambda: connector_log.exists() and "tunnel.registered" in connector_log.read_text(), 20, "the tunnel")
@@ -79,8 +78,9 @@ def test_one_request_id_in_edge_access_log_connector_log_and_origin(logged):
         lambda: next((ln for ln in connector_log.read_text().splitlines() if f"request_id={rid}" in ln), None),
         10, "the connector's request line",
     )
-    assert "request.done" in line and f"host={HOST}" in line and "method=GET" in line
+    assert " INFO connector.access_log access " in line and f"host={HOST}" in line and "method=GET" in line
     assert "path=/traced?x=1" in line and "status=200" in line and "origin=http://127.0.0.1:" in line
+    assert f"bytes_out={len(body)} " in line and "rule=1 " in line
     # the access log has its own file: nothing of it in the edge's main log, which is JSON lines
     main = [json.loads(ln) for ln in edge.proc.log().splitlines() if ln.startswith("{")]
     assert main and not any(e["logger"] == "edge.access_log" for e in main)

@@ -110,7 +110,7 @@ def test_origin_down_is_a_clear_error_and_leaves_no_stream(edge, routes):
     assert result.returncode == 4, result.stderr
     assert "TCP origin is unavailable (edge answered 502" in result.stderr
     assert "unreachable" in result.stderr
-    routes["connector"].wait_for_log(r"origin\.failed rule=2 error=origin tcp://127\.0\.0\.1:\d+ is unreachable", timeout=10)
+    routes["connector"].wait_for_log(r"origin\.failed request_id=\S+ rule=2 error=origin tcp://127\.0\.0\.1:\d+ is unreachable", timeout=10)
     # the edge and connector still serve the echo route afterwards
     proc, port = start_access(edge, "echo")
     assert echo_once(port, 7)

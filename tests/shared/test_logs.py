@@ -13,17 +13,19 @@ from shared.errors import ConfigError
 
 @pytest.fixture(autouse=True)
 def restore_logging():
-    root, access = logging.getLogger(), logging.getLogger(logs.ACCESS_LOGGER)
+    root = logging.getLogger()
+    access_loggers = [logging.getLogger(name) for name in (logs.ACCESS_LOGGER, logs.CONNECTOR_ACCESS_LOGGER)]
     handlers, level = root.handlers[:], root.level
     yield
-    for logger in (root, access):
+    for logger in (root, *access_loggers):
         for handler in logger.handlers[:]:
             logger.removeHandler(handler)
             handler.close()
     root.handlers[:] = handlers
     root.setLevel(level)
-    access.setLevel(logging.NOTSET)
-    access.propagate = True
+    for access in access_loggers:
+        access.setLevel(logging.NOTSET)
+        access.propagate = True
 
 
 def test_split_message_takes_event_then_values_until_the_next_key():
@@ -74,6 +76,18 @@ def test_access_log_own_file_off_or_with_the_rest_whatever_the_level(tmp_path):
 
     logs.configure("info", main, "text", logs.ACCESS_OFF)
     assert not logging.getLogger(logs.ACCESS_LOGGER).isEnabledFor(logging.INFO)
+
+
+def test_the_connector_access_log_is_switched_alike_and_log_access_writes_typed_fields(tmp_path):
+    main, access = tmp_path / "main.log", tmp_path / "access.log"
+    logs.configure("warning", main, "json", str(access), logs.CONNECTOR_ACCESS_LOGGER)
+    logs.log_access(logging.getLogger(logs.CONNECTOR_ACCESS_LOGGER), {"status": 504, "rule": 2})
+    [entry] = [json.loads(line) for line in access.read_text().splitlines()]
+    assert (entry["logger"], entry["level"], entry["event"]) == (logs.CONNECTOR_ACCESS_LOGGER, "info", "access")
+    assert (entry["status"], entry["rule"]) == (504, 2) and main.read_text() == ""
+
+    logs.configure("info", main, "text", logs.ACCESS_OFF, logs.CONNECTOR_ACCESS_LOGGER)
+    assert not logging.getLogger(logs.CONNECTOR_ACCESS_LOGGER).isEnabledFor(logging.INFO)
 
 
 def test_levels_accept_any_case_and_cloudflared_warn():

@@ -84,6 +84,24 @@ async def test_request_and_body_echo_through_flow_control():
         nursery.cancel_scope.cancel()
 
 
+async def test_streams_count_body_bytes_each_way():
+    edge, connector = connection_pair()
+    served = []
+
+    async def counted_echo(stream):
+        served.append(stream)
+        await echo_handler(stream)
+
+    body = os.urandom(300_000)  # more than one stream window
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(edge.serve)
+        nursery.start_soon(connector.serve, counted_echo)
+        await exchange(edge, b"/counted", body)
+        nursery.cancel_scope.cancel()
+    [stream] = served
+    assert (stream.bytes_received, stream.bytes_sent) == (len(body), len(body))
+
+
 async def test_a_tunnel_over_tls_carries_bodies_and_answers():
     client, server = await tls_stream_pair()
     edge, connector = connection_pair(lambda: (client, server))

@@ -13,7 +13,7 @@ import trio.testing
 
 from connector.ingress.origin_request import OriginRequest
 from connector.ingress.rules import HttpService
-from connector.origins.http1 import OriginTimeout
+from connector.origins.errors import OriginRefused
 from connector.origins.http2 import forward_h2, request_fields
 from shared import protocol
 from shared.errors import OriginError
@@ -136,4 +136,4 @@ async def test_refused_origin_is_an_origin_error():
             with pytest.raises(Exception):
                 await stream.receive_response()
         nursery.cancel_scope.cancel()
-    assert errors and "unreachable" in str(errors[0]) and not isinstance(errors[0], OriginTimeout)
+    assert errors and "unreachable" in str(errors[0]) and isinstance(errors[0], OriginRefused)

@@ -1,11 +1,10 @@
-"""The edge's metric objects: request observation, bounded host labels, live session gauges, DNS rcodes."""
+"""The edge's metric objects: request observation, live session gauges, DNS rcodes."""
 
 from types import SimpleNamespace
 
 from dnslib import DNSRecord
 
 from edge.dns.server import rcode_name
-from edge.routing import metrics as edge_metrics
 from edge.routing.metrics import EdgeMetrics
 
 
@@ -24,16 +23,6 @@ def test_observe_request_counts_by_host_and_status_class():
     assert value(m, "burrow_edge_request_duration_seconds_bucket", host="app.example.com", le="1.0") == 2
     assert value(m, "burrow_edge_request_bytes_total", host="app.example.com") == 15
     assert value(m, "burrow_edge_response_bytes_total", host="app.example.com") == 320
-
-
-def test_host_labels_are_bounded(monkeypatch):
-    monkeypatch.setattr(edge_metrics, "MAX_HOST_LABELS", 2)
-    m = EdgeMetrics()
-    for host in ("a.test", "b.test", "c.test", "d.test", "a.test", ""):
-        m.observe_request(host, 404, 0.001, 0, 0)
-    assert value(m, "burrow_edge_requests_total", host="a.test", status_class="4xx") == 2
-    assert value(m, "burrow_edge_requests_total", host="other", status_class="4xx") == 3
-    assert value(m, "burrow_edge_requests_total", host="c.test", status_class="4xx") is None
 
 
 def test_sessions_and_streams_are_read_from_the_router_when_scraped():
