@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import signal
-import uuid
 from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -14,11 +13,11 @@ import trio
 import typer
 
 from connector.access import cli as access_cli
-from connector.access.tcp import Target, parse_hostport, serve_stdio, serve_tcp
 from connector.access.verifier import AccessVerifier
 from connector.ingress.rules import Ingress
-from connector.management import listing, service
-from connector.management.edge_api import EdgeAPI
+from connector.management import service
+from connector.management.cli import tunnel_app
+from connector.management.credentials import credentials_path
 from connector.tunnel.connection import DialLimits
 from connector.tunnel.metrics import ConnectorMetrics
 from connector.tunnel.reload import Reloader
@@ -28,19 +27,16 @@ from shared import logs
 from shared.aio import wait_for_signal
 from shared.commands import examples, package_version, reported_errors
 from shared.config import ConnectorConfig, load_connector_config
-from shared.credentials import AccountCert, Credentials, load_account_cert, load_credentials, save_account_cert, save_credentials
-from shared.crypto import mint_secret
-from shared.errors import ConfigError, ConflictError
+from shared.credentials import load_credentials
+from shared.errors import ConfigError
 from shared.metrics import MetricsServer
-from shared.tunnel_token import decode_token, encode_token
-from shared.values import Secret, burrow_home, parse_duration
+from shared.tunnel_token import decode_token
+from shared.values import burrow_home, parse_duration
 from shared.values import parse_hostport as _listen_address
 
 log = logging.getLogger("connector")
 
 app = typer.Typer(help="Burrow connector: publish local services through your edge.", pretty_exceptions_show_locals=False, no_args_is_help=True)
-tunnel_app = typer.Typer(help="Create, route and run tunnels.", no_args_is_help=True)
-route_app = typer.Typer(help="Point hostnames at a tunnel.", no_args_is_help=True)
 ingress_app = typer.Typer(help="Check ingress rules offline.", no_args_is_help=True)
 app.add_typer(tunnel_app, name="tunnel")
 
@@ -56,137 +52,11 @@ def _main(
     version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
 ) -> None:
     """Burrow connector: publish local services through your edge."""
-tunnel_app.add_typer(route_app, name="route")
 tunnel_app.add_typer(ingress_app, name="ingress")
 
 DEFAULT_HA_CONNECTIONS = 4
 DEFAULT_GRACE_PERIOD = 30.0
 NO_RULES = ({"service": "http_status:503"},)
-
-
-def _cert_path() -> Path:
-    return burrow_home() / "cert.pem"
-
-
-def _api() -> EdgeAPI:
-    cert = load_account_cert(_cert_path())
-    return EdgeAPI(cert.edge_url, cert.api_token.value.decode(), cert.edge_ca)
-
-
-@tunnel_app.command(epilog=examples('burrow tunnel login https://edge.example.com --token "$TOKEN"', 'burrow tunnel login https://203.0.113.10 --token "$TOKEN" --ca-file ca.pem'))
-def login(
-    edge_url: str = typer.Argument(..., help="The edge's URL, e.g. https://203.0.113.10"),
-    token: str = typer.Option(..., envvar="BURROW_LOGIN_TOKEN", help="The token from `burrow-edge account create`."),
-    ca_file: Path = typer.Option(None, help="PEM file of the edge's CA, if it is private (dev CA)."),
-) -> None:
-    """Log in to an edge; writes the account credential to cert.pem (0600)."""
-    with reported_errors():
-        if urlsplit(edge_url).scheme != "https":
-            raise ConfigError(f"edge URL {edge_url!r} must start with https://")
-        ca_pem = None
-        if ca_file is not None:
-            try:
-                ca_pem = ca_file.read_text()
-            except OSError as exc:
-                raise ConfigError(f"cannot read {ca_file}: {exc.strerror}") from None
-        with EdgeAPI(edge_url, token, ca_pem) as api:
-            account = api.account()
-        save_account_cert(_cert_path(), AccountCert(edge_url.rstrip("/"), account["id"], Secret(token.encode()), ca_pem))
-        typer.echo(f"Logged in to {edge_url} as {account['name']}; credential saved to {_cert_path()}")
-
-
-@tunnel_app.command(epilog=examples("burrow tunnel create my-web-tunnel"))
-def create(name: str = typer.Argument(..., help="A name for the tunnel, e.g. my-web-tunnel.")) -> None:
-    """Create a tunnel; prints its UUID and writes NAME/credentials.json (0600)."""
-    with reported_errors():
-        cert = load_account_cert(_cert_path())
-        path = burrow_home() / name / "credentials.json"
-        if path.exists():
-            raise ConflictError(f"{path} exists already; tunnel '{name}' was created before")
-        secret = mint_secret()
-        with _api() as api:
-            tunnel = api.create_tunnel(name, secret)
-            edge_name = api.edge()["zone"]  # connectors verify the edge's certificate by its zone
-        creds = Credentials(
-            cert.account_id, tunnel["id"], tunnel["name"], Secret(secret), tunnel["endpoint"], cert.edge_ca, edge_name
-        )
-        save_credentials(path, creds)
-        typer.echo(f"Created tunnel {name}; credentials written to {path}", err=True)
-        typer.echo(tunnel["id"])
-
-
-@tunnel_app.command("list", epilog=examples("burrow tunnel list", "burrow tunnel list --output json"))
-def list_tunnels(
-    output: str = typer.Option("table", "--output", "-o", help="table, json or yaml."),
-) -> None:
-    """List this account's tunnels: name, id, creation, live connections, hostnames."""
-    with reported_errors():
-        listing.check_output(output)
-        with _api() as api:
-            tunnels = api.list_tunnels()
-        typer.echo(listing.render_list(tunnels, output))
-
-
-@tunnel_app.command(epilog=examples("burrow tunnel info my-web-tunnel", "burrow tunnel info my-web-tunnel -o yaml"))
-def info(
-    tunnel: str = typer.Argument(..., help="Tunnel name or UUID."),
-    output: str = typer.Option("table", "--output", "-o", help="table, json or yaml."),
-) -> None:
-    """Show a tunnel and its connectors: id, version, source, connections, edge, connected since."""
-    with reported_errors():
-        listing.check_output(output)
-        with _api() as api:
-            details = api.get_tunnel(tunnel)
-            connections = api.connections(details["id"])
-        typer.echo(listing.render_info(details, connections, output))
-
-
-@tunnel_app.command(epilog=examples("burrow tunnel delete my-web-tunnel", "burrow tunnel delete --force my-web-tunnel"))
-def delete(
-    tunnel: str = typer.Argument(..., help="Tunnel name or UUID."),
-    force: bool = typer.Option(False, "--force", "-f", help="Delete even while connectors are connected; closes them."),
-) -> None:
-    """Delete a tunnel and its DNS routes; then remove its local credentials."""
-    with reported_errors():
-        with _api() as api:
-            deleted = api.delete_tunnel(tunnel, force)
-        removed = _remove_local_credentials(deleted["name"], deleted["id"])
-        typer.echo(f"Deleted tunnel {deleted['name']} ({deleted['id']})")
-        if deleted.get("closed_connections"):
-            typer.echo(f"Closed {deleted['closed_connections']} live connection(s)")
-        if removed is not None:
-            typer.echo(f"Removed {removed}")
-
-
-@tunnel_app.command(epilog=examples("burrow tunnel cleanup my-web-tunnel"))
-def cleanup(tunnel: str = typer.Argument(..., help="Tunnel name or UUID.")) -> None:
-    """Remove a tunnel's stale connection records (left by an edge that stopped uncleanly)."""
-    with reported_errors(), _api() as api:
-        result = api.cleanup(tunnel)
-        typer.echo(f"Removed {result['removed']} stale connection record(s) of tunnel {result['name']}")
-
-
-@tunnel_app.command(epilog=examples("burrow tunnel token my-web-tunnel > my-web-tunnel.token"))
-def token(
-    tunnel: str = typer.Argument(..., help="Tunnel name or UUID."),
-    credentials_file: Path = typer.Option(None, help="credentials.json (default: $BURROW_HOME/NAME/credentials.json)."),
-) -> None:
-    """Print the tunnel's token (its credentials in one string) for `tunnel run --token`; keep it secret."""
-    with reported_errors():
-        creds = load_credentials(_credentials_path(tunnel, credentials_file))
-        typer.echo(encode_token(creds))
-
-
-@route_app.command("dns", epilog=examples("burrow tunnel route dns my-web-tunnel app.example.com"))
-def route_dns(
-    tunnel: str = typer.Argument(..., help="Tunnel name or UUID."),
-    hostname: str = typer.Argument(..., help="Hostname inside the edge's zone."),
-    overwrite_dns: bool = typer.Option(False, "--overwrite-dns", help="Replace a record pointing elsewhere."),
-) -> None:
-    """Route HOSTNAME to the tunnel with a CNAME record on the edge."""
-    with reported_errors(), _api() as api:
-        record = api.route_dns(tunnel, hostname, overwrite_dns)
-        typer.echo(f"Added CNAME {record['hostname']} → {record['target']} (tunnel {record['tunnel_id']})")
 
 
 @ingress_app.command("validate", epilog=examples("burrow tunnel ingress validate --config ~/.burrow/config.yml"))
@@ -263,7 +133,7 @@ def run(
                 raise ConfigError("--token already names the tunnel; drop the NAME / --credentials-file")
             creds = token_creds
         else:
-            creds_path = _credentials_path(tunnel or cfg.tunnel, credentials_file or cfg.credentials_file)
+            creds_path = credentials_path(tunnel or cfg.tunnel, credentials_file or cfg.credentials_file)
             creds = load_credentials(creds_path)
             named = tunnel or cfg.tunnel
             if named and named not in (creds.tunnel_id, creds.tunnel_name):
@@ -318,6 +188,7 @@ def _ready(supervisor: Supervisor) -> tuple[bool, dict]:
 
 service_app = typer.Typer(help="Run tunnels as systemd services (burrow-tunnel@NAME).", no_args_is_help=True)
 app.add_typer(service_app, name="service")
+app.add_typer(access_cli.access_app, name="access")
 RootOption = typer.Option(Path("/"), "--root", hidden=True, help="Install under this directory instead of / (tests).")
 
 
@@ -337,7 +208,7 @@ def service_install(
         cfg = load_connector_config(source)
         _ingress(cfg, source).require_files()  # a config that could not run is refused now, not at boot
         named = tunnel or cfg.tunnel
-        creds_path = _credentials_path(named, cfg.credentials_file)
+        creds_path = credentials_path(named, cfg.credentials_file)
         creds = load_credentials(creds_path)
         if named and named not in (creds.tunnel_id, creds.tunnel_name):
             raise ConfigError(f"{creds_path} holds the credentials of tunnel '{creds.tunnel_name or creds.tunnel_id}', not '{named}'")
@@ -391,84 +262,3 @@ def _ingress(cfg: ConnectorConfig, source: Path) -> Ingress:
     if not cfg.ingress:
         log.warning("config.no_ingress every request will get 503")
     return Ingress.from_rules(cfg.ingress or NO_RULES, cfg.origin_request, source=str(source))
-
-
-def _credentials_path(tunnel: str | None, explicit: Path | None) -> Path:
-    """The credentials file: explicit, else NAME/credentials.json, else the one whose TunnelID is UUID."""
-    if explicit is not None:
-        return Path(explicit).expanduser()
-    if not tunnel:
-        raise ConfigError("which tunnel? give NAME, or `tunnel:` / `credentials-file:` in config.yml")
-    home = burrow_home()
-    by_name = home / tunnel / "credentials.json"
-    if by_name.exists():
-        return by_name
-    try:
-        wanted = str(uuid.UUID(tunnel))
-    except ValueError:
-        raise ConfigError(f"no credentials for tunnel '{tunnel}': {by_name} is missing") from None
-    for path in home.glob("*/credentials.json"):
-        if _tunnel_id(path) == wanted:
-            return path
-    raise ConfigError(f"no credentials for tunnel {tunnel} under {home}")
-
-
-def _remove_local_credentials(name: str, tunnel_id: str) -> Path | None:
-    """Remove the deleted tunnel's credentials.json (and its directory if now empty), if it is that tunnel's."""
-    home = burrow_home()
-    candidates = [home / name / "credentials.json", *home.glob("*/credentials.json")]
-    path = next((p for p in candidates if p.exists() and _tunnel_id(p) == tunnel_id), None)
-    if path is None:
-        return None
-    path.unlink()
-    try:
-        path.parent.rmdir()
-    except OSError:  # other files live there (config.yml…): keep them
-        pass
-    return path
-
-
-def _tunnel_id(path: Path) -> str | None:
-    try:
-        return load_credentials(path).tunnel_id
-    except ConfigError:
-        return None
-
-
-access_app = typer.Typer(help="Reach TCP/SSH routes through the edge (`Upgrade: burrow-tcp`).", no_args_is_help=True)
-app.add_typer(access_app, name="access")
-access_cli.register(access_app)
-
-
-def _access_target(hostname: str, edge: str | None, ca_file: Path | None) -> Target:
-    edge_host, edge_port = parse_hostport(edge, 443) if edge else (hostname, 443)
-    return Target(hostname, edge_host, edge_port, str(ca_file) if ca_file else None)
-
-
-@access_app.command("tcp", epilog=examples("burrow access tcp --hostname db.example.com --url 127.0.0.1:5432"))
-def access_tcp(
-    hostname: str = typer.Option(..., "--hostname", help="The TCP route's hostname."),
-    url: str = typer.Option(..., "--url", help="Local HOST:PORT to listen on, e.g. 127.0.0.1:2222."),
-    edge: str = typer.Option(None, "--edge", help="Edge HOST:PORT (default: HOSTNAME:443)."),
-    ca_file: Path = typer.Option(None, "--ca-file", help="Extra CA (PEM) to trust for the edge."),
-    log_level: str = typer.Option("info", "--loglevel", "--log-level", help="debug, info, warning or error."),
-) -> None:
-    """Listen locally; carry each connection to the TCP route HOSTNAME."""
-    with reported_errors():
-        logs.configure(log_level)
-        target = _access_target(hostname, edge, ca_file)
-        listen_host, listen_port = parse_hostport(url)
-        trio.run(serve_tcp, target, listen_host, listen_port)
-
-
-@access_app.command("ssh", epilog=examples('ssh -o ProxyCommand="burrow access ssh --hostname %h" user@ssh.example.com'))
-def access_ssh(
-    hostname: str = typer.Option(..., "--hostname", help="The SSH route's hostname."),
-    edge: str = typer.Option(None, "--edge", help="Edge HOST:PORT (default: HOSTNAME:443)."),
-    ca_file: Path = typer.Option(None, "--ca-file", help="Extra CA (PEM) to trust for the edge."),
-    log_level: str = typer.Option("warning", "--loglevel", "--log-level", help="debug, info, warning or error."),
-) -> None:
-    """stdin/stdout ⇄ the SSH route HOSTNAME (for `ssh -o ProxyCommand=…`)."""
-    with reported_errors():
-        logs.configure(log_level)
-        trio.run(serve_stdio, _access_target(hostname, edge, ca_file))

@@ -1,16 +1,21 @@
-"""`burrow access token|policy|user …`: service tokens, hostname policies and login users,
-through the edge's admin API with the account credential from `tunnel login`."""
+"""`burrow access tcp|ssh`: local ends of TCP and SSH routes; `burrow access token|policy|user …`:
+service tokens, hostname policies and login users, through the edge's admin API with the
+account credential from `tunnel login`."""
 
 from __future__ import annotations
 
 import ipaddress
 import re
 import sys
+from pathlib import Path
 from typing import Any
 
+import trio
 import typer
 
 from connector.access.api import AccessAPI
+from connector.access.tcp import Target, parse_hostport, serve_stdio, serve_tcp
+from shared import logs
 from shared.commands import examples, reported_errors
 from shared.credentials import load_account_cert
 from shared.errors import ConfigError
@@ -19,6 +24,10 @@ from shared.values import burrow_home, parse_duration
 token_app = typer.Typer(help="Service tokens: machine credentials for Access-protected hostnames.", no_args_is_help=True)
 policy_app = typer.Typer(help="Per-hostname policies: IP lists, rate limits and Access.", no_args_is_help=True)
 user_app = typer.Typer(help="People who may sign in on Access-protected hostnames.", no_args_is_help=True)
+access_app = typer.Typer(help="Reach TCP/SSH routes through the edge (`Upgrade: burrow-tcp`).", no_args_is_help=True)
+access_app.add_typer(token_app, name="token")
+access_app.add_typer(policy_app, name="policy")
+access_app.add_typer(user_app, name="user")
 
 
 def _api() -> AccessAPI:
@@ -166,7 +175,37 @@ def user_remove(email: str = typer.Argument(..., help="The person's email addres
         typer.echo(f"Removed Access user {email}")
 
 
-def register(access_app: typer.Typer) -> None:
-    access_app.add_typer(token_app, name="token")
-    access_app.add_typer(policy_app, name="policy")
-    access_app.add_typer(user_app, name="user")
+
+
+def _access_target(hostname: str, edge: str | None, ca_file: Path | None) -> Target:
+    edge_host, edge_port = parse_hostport(edge, 443) if edge else (hostname, 443)
+    return Target(hostname, edge_host, edge_port, str(ca_file) if ca_file else None)
+
+
+@access_app.command("tcp", epilog=examples("burrow access tcp --hostname db.example.com --url 127.0.0.1:5432"))
+def access_tcp(
+    hostname: str = typer.Option(..., "--hostname", help="The TCP route's hostname."),
+    url: str = typer.Option(..., "--url", help="Local HOST:PORT to listen on, e.g. 127.0.0.1:2222."),
+    edge: str = typer.Option(None, "--edge", help="Edge HOST:PORT (default: HOSTNAME:443)."),
+    ca_file: Path = typer.Option(None, "--ca-file", help="Extra CA (PEM) to trust for the edge."),
+    log_level: str = typer.Option("info", "--loglevel", "--log-level", help="debug, info, warning or error."),
+) -> None:
+    """Listen locally; carry each connection to the TCP route HOSTNAME."""
+    with reported_errors():
+        logs.configure(log_level)
+        target = _access_target(hostname, edge, ca_file)
+        listen_host, listen_port = parse_hostport(url)
+        trio.run(serve_tcp, target, listen_host, listen_port)
+
+
+@access_app.command("ssh", epilog=examples('ssh -o ProxyCommand="burrow access ssh --hostname %h" user@ssh.example.com'))
+def access_ssh(
+    hostname: str = typer.Option(..., "--hostname", help="The SSH route's hostname."),
+    edge: str = typer.Option(None, "--edge", help="Edge HOST:PORT (default: HOSTNAME:443)."),
+    ca_file: Path = typer.Option(None, "--ca-file", help="Extra CA (PEM) to trust for the edge."),
+    log_level: str = typer.Option("warning", "--loglevel", "--log-level", help="debug, info, warning or error."),
+) -> None:
+    """stdin/stdout ⇄ the SSH route HOSTNAME (for `ssh -o ProxyCommand=…`)."""
+    with reported_errors():
+        logs.configure(log_level)
+        trio.run(serve_stdio, _access_target(hostname, edge, ca_file))

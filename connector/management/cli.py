@@ -1,0 +1,148 @@
+"""`burrow tunnel login|create|list|info|delete|cleanup|token` and `tunnel route dns`: tunnels
+managed through the edge's admin API with the account credential from `tunnel login`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import typer
+
+from connector.management import listing
+from connector.management.credentials import credentials_path, remove_local_credentials
+from connector.management.edge_api import EdgeAPI
+from shared.commands import examples, reported_errors
+from shared.credentials import AccountCert, Credentials, load_account_cert, load_credentials, save_account_cert, save_credentials
+from shared.crypto import mint_secret
+from shared.errors import ConfigError, ConflictError
+from shared.tunnel_token import encode_token
+from shared.values import Secret, burrow_home
+
+tunnel_app = typer.Typer(help="Create, route and run tunnels.", no_args_is_help=True)
+route_app = typer.Typer(help="Point hostnames at a tunnel.", no_args_is_help=True)
+tunnel_app.add_typer(route_app, name="route")
+
+
+def _cert_path() -> Path:
+    return burrow_home() / "cert.pem"
+
+
+def _api() -> EdgeAPI:
+    cert = load_account_cert(_cert_path())
+    return EdgeAPI(cert.edge_url, cert.api_token.value.decode(), cert.edge_ca)
+
+
+@tunnel_app.command(epilog=examples('burrow tunnel login https://edge.example.com --token "$TOKEN"', 'burrow tunnel login https://203.0.113.10 --token "$TOKEN" --ca-file ca.pem'))
+def login(
+    edge_url: str = typer.Argument(..., help="The edge's URL, e.g. https://203.0.113.10"),
+    token: str = typer.Option(..., envvar="BURROW_LOGIN_TOKEN", help="The token from `burrow-edge account create`."),
+    ca_file: Path = typer.Option(None, help="PEM file of the edge's CA, if it is private (dev CA)."),
+) -> None:
+    """Log in to an edge; writes the account credential to cert.pem (0600)."""
+    with reported_errors():
+        if urlsplit(edge_url).scheme != "https":
+            raise ConfigError(f"edge URL {edge_url!r} must start with https://")
+        ca_pem = None
+        if ca_file is not None:
+            try:
+                ca_pem = ca_file.read_text()
+            except OSError as exc:
+                raise ConfigError(f"cannot read {ca_file}: {exc.strerror}") from None
+        with EdgeAPI(edge_url, token, ca_pem) as api:
+            account = api.account()
+        save_account_cert(_cert_path(), AccountCert(edge_url.rstrip("/"), account["id"], Secret(token.encode()), ca_pem))
+        typer.echo(f"Logged in to {edge_url} as {account['name']}; credential saved to {_cert_path()}")
+
+
+@tunnel_app.command(epilog=examples("burrow tunnel create my-web-tunnel"))
+def create(name: str = typer.Argument(..., help="A name for the tunnel, e.g. my-web-tunnel.")) -> None:
+    """Create a tunnel; prints its UUID and writes NAME/credentials.json (0600)."""
+    with reported_errors():
+        cert = load_account_cert(_cert_path())
+        path = burrow_home() / name / "credentials.json"
+        if path.exists():
+            raise ConflictError(f"{path} exists already; tunnel '{name}' was created before")
+        secret = mint_secret()
+        with _api() as api:
+            tunnel = api.create_tunnel(name, secret)
+            edge_name = api.edge()["zone"]  # connectors verify the edge's certificate by its zone
+        creds = Credentials(
+            cert.account_id, tunnel["id"], tunnel["name"], Secret(secret), tunnel["endpoint"], cert.edge_ca, edge_name
+        )
+        save_credentials(path, creds)
+        typer.echo(f"Created tunnel {name}; credentials written to {path}", err=True)
+        typer.echo(tunnel["id"])
+
+
+@tunnel_app.command("list", epilog=examples("burrow tunnel list", "burrow tunnel list --output json"))
+def list_tunnels(
+    output: str = typer.Option("table", "--output", "-o", help="table, json or yaml."),
+) -> None:
+    """List this account's tunnels: name, id, creation, live connections, hostnames."""
+    with reported_errors():
+        listing.check_output(output)
+        with _api() as api:
+            tunnels = api.list_tunnels()
+        typer.echo(listing.render_list(tunnels, output))
+
+
+@tunnel_app.command(epilog=examples("burrow tunnel info my-web-tunnel", "burrow tunnel info my-web-tunnel -o yaml"))
+def info(
+    tunnel: str = typer.Argument(..., help="Tunnel name or UUID."),
+    output: str = typer.Option("table", "--output", "-o", help="table, json or yaml."),
+) -> None:
+    """Show a tunnel and its connectors: id, version, source, connections, edge, connected since."""
+    with reported_errors():
+        listing.check_output(output)
+        with _api() as api:
+            details = api.get_tunnel(tunnel)
+            connections = api.connections(details["id"])
+        typer.echo(listing.render_info(details, connections, output))
+
+
+@tunnel_app.command(epilog=examples("burrow tunnel delete my-web-tunnel", "burrow tunnel delete --force my-web-tunnel"))
+def delete(
+    tunnel: str = typer.Argument(..., help="Tunnel name or UUID."),
+    force: bool = typer.Option(False, "--force", "-f", help="Delete even while connectors are connected; closes them."),
+) -> None:
+    """Delete a tunnel and its DNS routes; then remove its local credentials."""
+    with reported_errors():
+        with _api() as api:
+            deleted = api.delete_tunnel(tunnel, force)
+        removed = remove_local_credentials(deleted["name"], deleted["id"])
+        typer.echo(f"Deleted tunnel {deleted['name']} ({deleted['id']})")
+        if deleted.get("closed_connections"):
+            typer.echo(f"Closed {deleted['closed_connections']} live connection(s)")
+        if removed is not None:
+            typer.echo(f"Removed {removed}")
+
+
+@tunnel_app.command(epilog=examples("burrow tunnel cleanup my-web-tunnel"))
+def cleanup(tunnel: str = typer.Argument(..., help="Tunnel name or UUID.")) -> None:
+    """Remove a tunnel's stale connection records (left by an edge that stopped uncleanly)."""
+    with reported_errors(), _api() as api:
+        result = api.cleanup(tunnel)
+        typer.echo(f"Removed {result['removed']} stale connection record(s) of tunnel {result['name']}")
+
+
+@tunnel_app.command(epilog=examples("burrow tunnel token my-web-tunnel > my-web-tunnel.token"))
+def token(
+    tunnel: str = typer.Argument(..., help="Tunnel name or UUID."),
+    credentials_file: Path = typer.Option(None, help="credentials.json (default: $BURROW_HOME/NAME/credentials.json)."),
+) -> None:
+    """Print the tunnel's token (its credentials in one string) for `tunnel run --token`; keep it secret."""
+    with reported_errors():
+        creds = load_credentials(credentials_path(tunnel, credentials_file))
+        typer.echo(encode_token(creds))
+
+
+@route_app.command("dns", epilog=examples("burrow tunnel route dns my-web-tunnel app.example.com"))
+def route_dns(
+    tunnel: str = typer.Argument(..., help="Tunnel name or UUID."),
+    hostname: str = typer.Argument(..., help="Hostname inside the edge's zone."),
+    overwrite_dns: bool = typer.Option(False, "--overwrite-dns", help="Replace a record pointing elsewhere."),
+) -> None:
+    """Route HOSTNAME to the tunnel with a CNAME record on the edge."""
+    with reported_errors(), _api() as api:
+        record = api.route_dns(tunnel, hostname, overwrite_dns)
+        typer.echo(f"Added CNAME {record['hostname']} → {record['target']} (tunnel {record['tunnel_id']})")
