@@ -10,6 +10,7 @@ first used) while `tunnel run` refuses to start without it.
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -87,34 +88,34 @@ def _duration(value: Any) -> float:
         raise _Invalid(f"invalid duration {value!r} (examples: 30s, 1m30s, 500ms)") from None
 
 
-def _bool(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise _Invalid(f"must be true or false, not {type_name(value)} {value!r}")
-    return value
+def _of_type(kind: type, expected: str, show_value: bool = False) -> Callable[[Any], Any]:
+    """A checker that `value` is a `kind`."""
+
+    def check(value: Any) -> Any:
+        if not isinstance(value, kind):
+            shown = f" {value!r}" if show_value else ""
+            raise _Invalid(f"must be {expected}, not {type_name(value)}{shown}")
+        return value
+
+    return check
 
 
-def _string(value: Any) -> str:
-    if not isinstance(value, str):
-        raise _Invalid(f"must be a string, not {type_name(value)}")
-    return value
+def _whole(low: int, high: float, expected: str) -> Callable[[Any], int]:
+    """A checker that `value` is an int from `low` to `high`."""
+
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise _Invalid(f"must be {expected}, not {value!r}")
+        return value
+
+    return check
 
 
-def _count(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise _Invalid(f"must be a whole number ≥ 0, not {value!r}")
-    return value
-
-
-def _port(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
-        raise _Invalid(f"must be a port number 0-65535, not {value!r}")
-    return value
-
-
-def _list(value: Any) -> list:
-    if not isinstance(value, list):
-        raise _Invalid(f"must be a list, not {type_name(value)}")
-    return value
+_bool = _of_type(bool, "true or false", show_value=True)
+_string = _of_type(str, "a string")
+_list = _of_type(list, "a list")
+_count = _whole(0, math.inf, "a whole number ≥ 0")
+_port = _whole(0, 65535, "a port number 0-65535")
 
 
 def _strings(value: Any) -> tuple[str, ...]:

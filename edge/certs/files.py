@@ -42,6 +42,28 @@ def _write_public(path: Path, data: bytes) -> None:
     path.chmod(0o644)
 
 
+def _builder(subject: x509.Name, issuer: x509.Name, key: ec.EllipticCurvePrivateKey, days: int) -> x509.CertificateBuilder:
+    """A certificate valid from an hour ago (clock skew) for `days` days."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=days))
+    )
+
+
+def _key_usage(*, signs_certificates: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=True, content_commitment=False, key_encipherment=False,
+        data_encipherment=False, key_agreement=False, key_cert_sign=signs_certificates,
+        crl_sign=signs_certificates, encipher_only=False, decipher_only=False,
+    )  # fmt: skip
+
+
 def create_dev_ca(home: Path, zones: Sequence[str], public_ips: Sequence[str]) -> None:
     """Make a private CA (`ca.pem`, `ca-key.pem`) and a certificate for the zones in `certs/`.
 
@@ -54,28 +76,13 @@ def create_dev_ca(home: Path, zones: Sequence[str], public_ips: Sequence[str]) -
         raise ConfigError(f"{home / 'ca-key.pem'} exists already; remove it to make a new dev CA")
     zone = zones[0]
     ips = [ipaddress.ip_address(ip) for ip in public_ips]
-    now = datetime.datetime.now(datetime.timezone.utc)
-    start = now - datetime.timedelta(hours=1)
 
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
     ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(f"Burrow dev CA for {zone}"))
-        .issuer_name(_name(f"Burrow dev CA for {zone}"))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(now + datetime.timedelta(days=CA_DAYS))
+        _builder(_name(f"Burrow dev CA for {zone}"), _name(f"Burrow dev CA for {zone}"), ca_key, CA_DAYS)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-                encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(_key_usage(signs_certificates=True), critical=True)
         .add_extension(  # DNS names only: BoringSSL (grpcio) rejects a CA with any IP address constraint
             x509.NameConstraints(permitted_subtrees=[x509.DNSName(name) for name in zones], excluded_subtrees=None),
             critical=True,
@@ -86,22 +93,9 @@ def create_dev_ca(home: Path, zones: Sequence[str], public_ips: Sequence[str]) -
 
     leaf_key = ec.generate_private_key(ec.SECP256R1())
     leaf_cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(zone))
-        .issuer_name(ca_cert.subject)
-        .public_key(leaf_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(now + datetime.timedelta(days=LEAF_DAYS))
+        _builder(_name(zone), ca_cert.subject, leaf_key, LEAF_DAYS)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
-                encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(_key_usage(signs_certificates=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(
             x509.SubjectAlternativeName(
