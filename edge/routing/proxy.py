@@ -35,6 +35,7 @@ access_log = logging.getLogger(ACCESS_LOGGER)  # one line a request; see shared/
 MAX_API_BODY = 64 * 1024
 REQUEST_ID = b"burrow-request-id"
 CONNECTING_IP = b"burrow-connecting-ip"
+CONNECTING_PORT = b"burrow-connecting-port"
 RETRY_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE"})
 MAX_RETRIES = 2  # further sessions tried for a request no session took
 VISITOR_REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,64}")
@@ -233,11 +234,12 @@ def request_id(head: RequestHead) -> str:
 def forwarded_head(exchange: Exchange) -> RequestHead:
     """The request as the origin should see it: visitor identity added, spoofs dropped."""
     head = exchange.head
-    client_ip = exchange.client[0].encode()
+    client_ip, client_port = exchange.client[0].encode(), str(exchange.client[1]).encode()
     headers = forwardable(head.headers, upgrade=bool(getattr(exchange, "upgrade", None))) + (
         (b"x-forwarded-for", client_ip),
         (b"x-forwarded-proto", head.scheme),
         (CONNECTING_IP, client_ip),
+        (CONNECTING_PORT, client_port),
         (REQUEST_ID, (getattr(exchange, "request_id", "") or request_id(head)).encode()),
     )
     return RequestHead(head.method, head.target, head.authority, head.scheme, headers, head.has_body)
