@@ -7,10 +7,7 @@ only when it is safe (a GET/HEAD/OPTIONS without a body).
 
 from __future__ import annotations
 
-import functools
 import logging
-import socket
-import ssl
 import time
 from collections import defaultdict
 
@@ -18,8 +15,8 @@ import h11
 import trio
 
 from connector.ingress.origin_request import OriginRequest
-from connector.ingress.rules import HttpService, UnixService, normalize_host
-from connector.origins.errors import BodyTooLarge, InvalidResponse, OriginClosed, OriginTimeout, OriginTLSError, connecting
+from connector.origins.connect import Origin, open_origin_stream, tls_name, uses_tls
+from connector.origins.errors import BodyTooLarge, InvalidResponse, OriginClosed
 from shared.aio import single_errors
 from shared.events import RequestHead, ResponseHead, end_to_end
 from shared.tunnel_stream import TunnelStream
@@ -29,8 +26,6 @@ log = logging.getLogger(__name__)
 READ_SIZE = 64 * 1024
 MAX_RESPONSE_HEAD = 64 * 1024
 MAX_BUFFERED_BODY = 16 * 1024 * 1024  # disableChunkedEncoding buffers a body of unknown length up to this
-HAPPY_EYEBALLS_DELAY = 0.25
-UNIX_TLS_SERVER_NAME = "localhost"  # unix+tls: without originServerName
 SAFE_TO_RETRY = frozenset({b"GET", b"HEAD", b"OPTIONS"})
 END = h11.EndOfMessage()
 
@@ -65,8 +60,6 @@ class OriginConnection:
         return self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE
 
 
-Origin = HttpService | UnixService
-
 
 class OriginPool:
     """Idle keep-alive connections per origin (and TLS server name), at most
@@ -76,7 +69,7 @@ class OriginPool:
         self._idle: dict[tuple[str, str | None], list[OriginConnection]] = defaultdict(list)
 
     async def connect(self, service: Origin, options: OriginRequest, server_name: str | None) -> OriginConnection:
-        return OriginConnection(await open_origin_stream(service, options, server_name if _uses_tls(service) else None))
+        return OriginConnection(await open_origin_stream(service, options, server_name if uses_tls(service) else None))
 
     def take(self, key: tuple[str, str | None], options: OriginRequest) -> OriginConnection | None:
         idle = self._idle[key]
@@ -102,7 +95,7 @@ class OriginPool:
         head = stream.head
         body = await _buffered_body(stream) if _must_buffer(head, options) else None
         request = _origin_request(head, options, body)
-        server_name = _server_name(service, options, head) if _uses_tls(service) else None
+        server_name = tls_name(service, options, head) if uses_tls(service) else None
         key = (str(service), server_name)
         retry_allowed = head.method in SAFE_TO_RETRY and not head.has_body
         connection = self.take(key, options)
@@ -229,81 +222,6 @@ def _origin_request(head: RequestHead, options: OriginRequest, body: bytes | Non
     elif head.has_body and not any(k == b"content-length" for k, _ in headers):
         headers.append((b"transfer-encoding", b"chunked"))
     return h11.Request(method=head.method, target=head.target, headers=headers)
-
-
-async def _open_stream(service: Origin, options: OriginRequest) -> trio.abc.Stream:
-    if isinstance(service, UnixService):
-        return await trio.open_unix_socket(service.path)
-    delay = None if options.no_happy_eyeballs else HAPPY_EYEBALLS_DELAY
-    stream = await trio.open_tcp_stream(service.host, service.port, happy_eyeballs_delay=delay)
-    if options.tcp_keep_alive > 0:
-        stream.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        if hasattr(socket, "TCP_KEEPIDLE"):
-            seconds = max(1, round(options.tcp_keep_alive))
-            stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, seconds)
-            stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, seconds)
-    return stream
-
-
-def _uses_tls(service: Origin) -> bool:
-    return service.tls if isinstance(service, UnixService) else service.scheme == "https"
-
-
-def _server_name(service: Origin, options: OriginRequest, head: RequestHead) -> str:
-    """SNI and the name the certificate must carry: matchSNItoHost, originServerName, the origin's host."""
-    if options.match_sni_to_host:
-        return normalize_host(options.http_host_header or head.authority.decode("latin-1"))
-    if options.origin_server_name:
-        return options.origin_server_name
-    return UNIX_TLS_SERVER_NAME if isinstance(service, UnixService) else service.host
-
-
-@functools.cache
-def _tls_context(no_verify: bool, ca_pem: str, alpn: tuple[str, ...] = ()) -> ssl.SSLContext:
-    """The system CAs plus `caPool`; no verification at all with noTLSVerify."""
-    context = ssl.create_default_context()
-    if ca_pem:
-        context.load_verify_locations(cadata=ca_pem)
-    if no_verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    if alpn:
-        context.set_alpn_protocols(list(alpn))
-    return context
-
-
-async def open_origin_stream(
-    service: Origin, options: OriginRequest, tls_server_name: str | None, alpn: tuple[str, ...] = ()
-) -> trio.abc.Stream:
-    """Connect within connectTimeout; with a `tls_server_name`, finish TLS within tlsTimeout."""
-    url = str(service)
-    with connecting(url, options.connect_timeout):
-        stream = await _open_stream(service, options)
-    if tls_server_name is None:
-        return stream
-    context = _tls_context(options.no_tls_verify, options.ca_pem, alpn)
-    tls_stream = trio.SSLStream(stream, context, server_hostname=tls_server_name)
-    try:
-        with trio.fail_after(options.tls_timeout):
-            await tls_stream.do_handshake()
-    except trio.TooSlowError:
-        await trio.aclose_forcefully(tls_stream)
-        raise OriginTimeout(
-            f"origin {url} did not finish the TLS handshake within {options.tls_timeout:g}s (tlsTimeout)"
-        ) from None
-    except trio.BrokenResourceError as exc:
-        await trio.aclose_forcefully(tls_stream)
-        raise _tls_error(url, tls_server_name, exc.__cause__ or exc) from exc
-    return tls_stream
-
-
-def _tls_error(url: str, server_name: str | None, exc: BaseException) -> OriginTLSError:
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return OriginTLSError(
-            f"origin {url} failed TLS verification for {server_name!r}: {exc.verify_message}; "
-            "set originServerName and caPool, or noTLSVerify"
-        )
-    return OriginTLSError(f"origin {url}: TLS handshake failed: {getattr(exc, 'reason', None) or exc}")
 
 
 def _close_quietly(connection: OriginConnection) -> None:

@@ -26,7 +26,7 @@ from h2.settings import SettingCodes, Settings
 
 from connector.ingress.origin_request import OriginRequest
 from connector.origins.errors import InvalidResponse, OriginClosed, OriginTLSError
-from connector.origins.http1 import Origin, _server_name, _uses_tls, open_origin_stream
+from connector.origins.connect import Origin, open_origin_stream, tls_name, uses_tls
 from shared.aio import single_errors
 from shared.events import Headers, RequestHead, ResponseHead, end_to_end
 from shared.tunnel_stream import TunnelStream
@@ -165,8 +165,8 @@ class H2OriginConnection:
 async def forward_h2(stream: TunnelStream, service: Origin, options: OriginRequest) -> None:
     """Send the stream's request to an HTTP/2 origin and relay the response, trailers included."""
     head = stream.head
-    tls = _uses_tls(service)
-    server_name = _server_name(service, options, head) if tls else None
+    tls = uses_tls(service)
+    server_name = tls_name(service, options, head) if tls else None
     connection = await connect_h2(service, options, server_name)
     try:
         with single_errors():

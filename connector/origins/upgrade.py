@@ -14,7 +14,8 @@ import trio
 
 from connector.ingress.rules import HttpService, Rule, TcpService, UnixService, normalize_host
 from connector.origins.errors import InvalidResponse, OriginClosed, connecting
-from connector.origins.http1 import OriginConnection, OriginPool, _close_quietly, _server_name, _uses_tls
+from connector.origins.connect import tls_name, uses_tls
+from connector.origins.http1 import OriginConnection, OriginPool, _close_quietly
 from shared.events import RequestHead, ResponseHead, end_to_end
 from shared.pages import error_page
 from shared.protocol import KIND_UPGRADE
@@ -65,7 +66,7 @@ async def _tcp(stream: TunnelStream, rule: Rule) -> None:
 async def _http(stream: TunnelStream, rule: Rule, pool: OriginPool) -> None:
     head = stream.head
     options = rule.origin_request
-    server_name = _server_name(rule.service, options, head) if _uses_tls(rule.service) else None
+    server_name = tls_name(rule.service, options, head) if uses_tls(rule.service) else None
     connection = await pool.connect(rule.service, options, server_name)
     try:
         await connection.send(_upgrade_request(head, options))
