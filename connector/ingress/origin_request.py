@@ -1,7 +1,8 @@
 """`originRequest`: cloudflared's per-origin settings, validated into an immutable `OriginRequest`.
 
 The top-level block gives defaults; a rule's block overrides them key by key.
-Pure, except that `caPool` is read when the config is loaded. A file that cannot
+Pure, except that the files `caPool`, `clientCertificate` and `clientKey` name are
+read when the config is loaded. A file that cannot
 be read is an issue of its own kind (`Issue.file`): only serving the origin needs
 it, so checking the rules offline warns (cloudflared reads it when the origin is
 first used) while `tunnel run` refuses to start without it.
@@ -10,8 +11,10 @@ first used) while `tunnel run` refuses to start without it.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import math
 import re
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +57,10 @@ class OriginRequest:
     disable_chunked_encoding: bool = False
     http2_origin: bool = False
     access: Access = Access()
+    proxy_protocol: str = ""  # "v1" | "v2"
+    client_certificate: str = ""
+    client_key: str = ""
+    client_digest: str = field(default="", repr=False)  # of both files' contents: a changed pair is a new identity
 
 
 @dataclass(frozen=True)
@@ -122,6 +129,15 @@ def _strings(value: Any) -> tuple[str, ...]:
     return tuple(_string(item) for item in _list(value))
 
 
+def _one_of(*allowed: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if value not in allowed:
+            raise _Invalid(f"must be {' or '.join(allowed)}, not {value!r}")
+        return value
+
+    return check
+
+
 # key → (OriginRequest field, checker); None as field: a cloudflared key Burrow checks but ignores.
 KEYS: dict[str, tuple[str | None, Callable[[Any], Any]]] = {
     "connectTimeout": ("connect_timeout", _duration),
@@ -138,6 +154,9 @@ KEYS: dict[str, tuple[str | None, Callable[[Any], Any]]] = {
     "disableChunkedEncoding": ("disable_chunked_encoding", _bool),
     "http2Origin": ("http2_origin", _bool),
     "access": ("access", lambda value: value),  # checked by _access, which knows the lines
+    "proxyProtocol": ("proxy_protocol", _one_of("v1", "v2")),
+    "clientCertificate": ("client_certificate", _string),
+    "clientKey": ("client_key", _string),
     "bastionMode": (None, _bool),
     "proxyAddress": (None, _string),
     "proxyPort": (None, _port),
@@ -180,9 +199,11 @@ def parse(raw: Any, line: int | None = None) -> tuple[dict[str, Any], list[Issue
             values[name] = checked
     if "ca_pool" in values and values["ca_pool"]:
         try:
-            values["ca_pem"] = _read_ca(values["ca_pool"])
+            values["ca_pem"] = _read_pem(values["ca_pool"], "CERTIFICATE", "certificate")
         except _Invalid as exc:
             issues.append(Issue("caPool", str(exc), line_of(raw, "caPool"), file=True))
+    if values.get("client_certificate") or values.get("client_key"):
+        issues += _client_identity(values, raw)
     return values, issues
 
 
@@ -219,13 +240,58 @@ def _access(raw: Any, line: int | None) -> tuple[Access | None, list[Issue]]:
     return access, issues
 
 
-def _read_ca(path: str) -> str:
+def _client_identity(values: dict[str, Any], raw: Mapping) -> list[Issue]:
+    """Check that clientCertificate and clientKey come together, are readable and match;
+    set `client_digest` (and the paths, expanded) when they do."""
+    cert, key = values.get("client_certificate", ""), values.get("client_key", "")
+    if not cert or not key:
+        present, missing = ("clientCertificate", "clientKey") if cert else ("clientKey", "clientCertificate")
+        return [Issue(present, f"needs {missing} too (both in the same originRequest)", line_of(raw, present))]
+    try:
+        cert_pem = _read_pem(cert, "CERTIFICATE", "certificate")
+    except _Invalid as exc:
+        return [Issue("clientCertificate", str(exc), line_of(raw, "clientCertificate"), file=True)]
+    try:
+        key_pem = _read_pem(key, "PRIVATE KEY", "private key")
+        _load_pair(cert, key)
+    except _Invalid as exc:
+        return [Issue("clientKey", str(exc), line_of(raw, "clientKey"), file=True)]
+    values["client_certificate"] = str(Path(cert).expanduser())
+    values["client_key"] = str(Path(key).expanduser())
+    values["client_digest"] = hashlib.sha256((cert_pem + key_pem).encode()).hexdigest()
+    return []
+
+
+class _Encrypted(Exception):
+    pass
+
+
+def _refuse_password() -> str:
+    raise _Encrypted
+
+
+def _load_pair(cert: str, key: str) -> None:
+    """Load the pair as an origin connection will, so that a bad key fails now, not per request."""
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(
+            Path(cert).expanduser(), Path(key).expanduser(), password=_refuse_password
+        )
+    except _Encrypted:
+        raise _Invalid(f"{key} is encrypted: Burrow needs the key unencrypted (readable only by its user)") from None
+    except ssl.SSLError as exc:
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            raise _Invalid(f"{key} is not the key of clientCertificate {cert}") from None
+        raise _Invalid(f"cannot load {cert} with {key}: {exc.reason or exc}") from None
+
+
+def _read_pem(path: str, label: str, what: str) -> str:
+    """The text of a PEM file that holds a `-----BEGIN …{label}-----` block."""
     try:
         pem = Path(path).expanduser().read_text(encoding="ascii")
     except FileNotFoundError:
         raise _Invalid(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise _Invalid(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
-    if "-----BEGIN CERTIFICATE-----" not in pem:
-        raise _Invalid(f"{path} holds no PEM certificate")
+    if not re.search(rf"-----BEGIN [A-Z ]*{label}-----", pem):
+        raise _Invalid(f"{path} holds no PEM {what}")
     return pem

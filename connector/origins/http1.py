@@ -1,6 +1,7 @@
 """Forward one tunnel stream to an HTTP origin (h11), bodies streamed both ways.
 
-Connections to each origin are kept alive and reused; a request that failed on a
+Connections to each origin are kept alive and reused (not with proxyProtocol: each
+such connection carries one visitor's address); a request that failed on a
 reused connection before any response byte is retried once on a fresh one, but
 only when it is safe (a GET/HEAD/OPTIONS without a body).
 """
@@ -15,8 +16,9 @@ import h11
 import trio
 
 from connector.ingress.origin_request import OriginRequest
-from connector.origins.connect import Origin, open_origin_stream, tls_name, uses_tls
+from connector.origins.connect import Origin, certificate_refused, open_origin_stream, tls_name, uses_tls
 from connector.origins.errors import BodyTooLarge, InvalidResponse, OriginClosed
+from connector.origins.proxy_protocol import Address
 from shared.aio import single_errors
 from shared.events import RequestHead, ResponseHead, end_to_end
 from shared.tunnel_stream import TunnelStream
@@ -62,16 +64,19 @@ class OriginConnection:
 
 
 class OriginPool:
-    """Idle keep-alive connections per origin (and TLS server name), at most
+    """Idle keep-alive connections per origin (and TLS server name and client certificate), at most
     `keepAliveConnections` of them, each for at most `keepAliveTimeout`."""
 
     def __init__(self) -> None:
-        self._idle: dict[tuple[str, str | None], list[OriginConnection]] = defaultdict(list)
+        self._idle: dict[tuple[str, str | None, str], list[OriginConnection]] = defaultdict(list)
 
-    async def connect(self, service: Origin, options: OriginRequest, server_name: str | None) -> OriginConnection:
-        return OriginConnection(await open_origin_stream(service, options, server_name if uses_tls(service) else None))
+    async def connect(
+        self, service: Origin, options: OriginRequest, server_name: str | None, visitor: Address | None = None
+    ) -> OriginConnection:
+        tls_server_name = server_name if uses_tls(service) else None
+        return OriginConnection(await open_origin_stream(service, options, tls_server_name, visitor=visitor))
 
-    def take(self, key: tuple[str, str | None], options: OriginRequest) -> OriginConnection | None:
+    def take(self, key: tuple[str, str | None, str], options: OriginRequest) -> OriginConnection | None:
         idle = self._idle[key]
         now = time.monotonic()
         while idle:
@@ -81,24 +86,26 @@ class OriginPool:
             _close_quietly(connection)
         return None
 
-    def give_back(self, key: tuple[str, str | None], options: OriginRequest, connection: OriginConnection) -> None:
+    def give_back(self, key: tuple[str, str | None, str], options: OriginRequest, connection: OriginConnection) -> None:
         idle = self._idle[key]
-        if connection.reusable and len(idle) < options.keep_alive_connections:
+        if connection.reusable and len(idle) < options.keep_alive_connections and not options.proxy_protocol:
             connection.h11.start_next_cycle()
             connection.idle_since = time.monotonic()
             idle.append(connection)
         else:
             _close_quietly(connection)
 
-    async def forward(self, stream: TunnelStream, service: Origin, options: OriginRequest) -> None:
-        """Send the stream's request to the origin and stream its response back."""
+    async def forward(
+        self, stream: TunnelStream, service: Origin, options: OriginRequest, visitor: Address | None = None
+    ) -> None:
+        """Send the stream's request to the origin and stream its response back (`visitor`: for proxyProtocol)."""
         head = stream.head
         body = await _buffered_body(stream) if _must_buffer(head, options) else None
         request = _origin_request(head, options, body)
         server_name = tls_name(service, options, head) if uses_tls(service) else None
-        key = (str(service), server_name)
+        key = (str(service), server_name, options.client_digest)
         retry_allowed = head.method in SAFE_TO_RETRY and not head.has_body
-        connection = self.take(key, options)
+        connection = None if options.proxy_protocol else self.take(key, options)
         if connection is not None:
             try:
                 await self._exchange(stream, connection, request, body)
@@ -108,12 +115,13 @@ class OriginPool:
                     raise OriginClosed(f"origin {service} closed a kept-alive connection") from None
             else:
                 return await self._finish(stream, key, options, connection)
-        connection = await self.connect(service, options, server_name)
+        connection = await self.connect(service, options, server_name, visitor)
         try:
             await self._exchange(stream, connection, request, body)
         except _StaleConnection as exc:
             _close_quietly(connection)
-            raise OriginClosed(f"origin {service} closed the connection: {exc}") from None
+            closed = OriginClosed(f"origin {service} closed the connection: {exc}")
+            raise certificate_refused(str(service), options, exc) or closed from None
         except BaseException:
             _close_quietly(connection)
             raise

@@ -26,7 +26,8 @@ from h2.settings import SettingCodes, Settings
 
 from connector.ingress.origin_request import OriginRequest
 from connector.origins.errors import InvalidResponse, OriginClosed, OriginTLSError
-from connector.origins.connect import Origin, open_origin_stream, tls_name, uses_tls
+from connector.origins.proxy_protocol import Address
+from connector.origins.connect import Origin, certificate_refused, open_origin_stream, tls_name, uses_tls
 from shared.aio import single_errors
 from shared.events import Headers, RequestHead, ResponseHead, end_to_end
 from shared.tunnel_stream import TunnelStream
@@ -162,12 +163,15 @@ class H2OriginConnection:
         return item
 
 
-async def forward_h2(stream: TunnelStream, service: Origin, options: OriginRequest) -> None:
-    """Send the stream's request to an HTTP/2 origin and relay the response, trailers included."""
+async def forward_h2(
+    stream: TunnelStream, service: Origin, options: OriginRequest, visitor: Address | None = None
+) -> None:
+    """Send the stream's request to an HTTP/2 origin and relay the response, trailers included
+    (`visitor`: for proxyProtocol)."""
     head = stream.head
     tls = uses_tls(service)
     server_name = tls_name(service, options, head) if tls else None
-    connection = await connect_h2(service, options, server_name)
+    connection = await connect_h2(service, options, server_name, visitor)
     try:
         with single_errors():
             async with trio.open_nursery() as nursery:
@@ -185,6 +189,10 @@ async def forward_h2(stream: TunnelStream, service: Origin, options: OriginReque
                     nursery.start_soon(_upload, stream, connection)
                 await _relay_response(stream, connection)
                 nursery.cancel_scope.cancel()
+    except trio.BrokenResourceError as exc:
+        if refused := certificate_refused(connection.url, options, exc):
+            raise refused from exc
+        raise
     finally:
         with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT):
             try:
@@ -246,10 +254,12 @@ async def _relay_response(stream: TunnelStream, connection: H2OriginConnection) 
         await stream.end()
 
 
-async def connect_h2(service: Origin, options: OriginRequest, server_name: str | None) -> H2OriginConnection:
+async def connect_h2(
+    service: Origin, options: OriginRequest, server_name: str | None, visitor: Address | None
+) -> H2OriginConnection:
     """Open the origin connection: TCP/unix within connectTimeout, TLS (ALPN h2) within tlsTimeout."""
     url = str(service)
-    transport = await open_origin_stream(service, options, server_name, alpn=("h2",))
+    transport = await open_origin_stream(service, options, server_name, alpn=("h2",), visitor=visitor)
     if server_name is not None and transport.selected_alpn_protocol() != "h2":
         await trio.aclose_forcefully(transport)
         raise OriginTLSError(f"origin {url} did not agree to HTTP/2 (ALPN h2); set http2Origin: false")

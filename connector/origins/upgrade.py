@@ -13,9 +13,10 @@ import h11
 import trio
 
 from connector.ingress.rules import HttpService, Rule, TcpService, UnixService, normalize_host
-from connector.origins.errors import InvalidResponse, OriginClosed, connecting
-from connector.origins.connect import tls_name, uses_tls
+from connector.origins.connect import open_origin_stream, tls_name, uses_tls
+from connector.origins.errors import InvalidResponse, OriginClosed
 from connector.origins.http1 import OriginConnection, OriginPool, _close_quietly
+from connector.origins.proxy_protocol import Address
 from shared.events import RequestHead, ResponseHead, end_to_end
 from shared.pages import error_page
 from shared.protocol import KIND_UPGRADE
@@ -40,34 +41,34 @@ def wants_upgrade(stream: TunnelStream, service: object) -> bool:
     return isinstance(service, (HttpService, UnixService))
 
 
-async def serve_upgrade(stream: TunnelStream, rule: Rule, pool: OriginPool) -> None:
-    """Answer an upgrade stream; an origin that fails raises (the caller answers 502/504)."""
+async def serve_upgrade(stream: TunnelStream, rule: Rule, pool: OriginPool, visitor: Address | None = None) -> None:
+    """Answer an upgrade stream; an origin that fails raises (the caller answers 502/504).
+    `visitor`: for proxyProtocol."""
     service = rule.service
     if isinstance(service, TcpService):
-        await _tcp(stream, rule)
+        await _tcp(stream, rule, visitor)
     elif upgrade_token(stream.head) == TCP_UPGRADE:
         host = normalize_host(stream.head.authority.decode("latin-1"))
         log.warning("upgrade.not_tcp host=%s rule=%d service=%s", host, rule.index, service)
         await _send_page(stream, 400, f"{host} is not a TCP route: ingress rule {rule.index} serves {service}")
     else:
-        await _http(stream, rule, pool)
+        await _http(stream, rule, pool, visitor)
 
 
-async def _tcp(stream: TunnelStream, rule: Rule) -> None:
+async def _tcp(stream: TunnelStream, rule: Rule, visitor: Address | None) -> None:
     service: TcpService = rule.service
-    with connecting(str(service), rule.origin_request.connect_timeout):
-        origin = await trio.open_tcp_stream(service.host, service.port)
+    origin = await open_origin_stream(service, rule.origin_request, None, visitor=visitor)
     async with origin:
         await stream.send_response(ResponseHead(101, ((b"connection", b"upgrade"), (b"upgrade", TCP_UPGRADE))))
         log.debug("upgrade.tcp rule=%d origin=%s", rule.index, service)
         await relay(origin, stream)
 
 
-async def _http(stream: TunnelStream, rule: Rule, pool: OriginPool) -> None:
+async def _http(stream: TunnelStream, rule: Rule, pool: OriginPool, visitor: Address | None) -> None:
     head = stream.head
     options = rule.origin_request
     server_name = tls_name(rule.service, options, head) if uses_tls(rule.service) else None
-    connection = await pool.connect(rule.service, options, server_name)
+    connection = await pool.connect(rule.service, options, server_name, visitor)
     try:
         await connection.send(_upgrade_request(head, options))
         await connection.send(h11.EndOfMessage())

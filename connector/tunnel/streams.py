@@ -26,10 +26,11 @@ from connector.ingress.rules import (
 from connector.origins.hello import hello_page
 from connector.origins.http1 import OriginPool
 from connector.origins.http2 import forward_h2
+from connector.origins.proxy_protocol import Address
 from connector.origins.upgrade import serve_upgrade, upgrade_token, wants_upgrade
 from connector.tunnel.metrics import ConnectorMetrics
 from shared.errors import BurrowError, ProtocolError
-from shared.events import ResponseHead
+from shared.events import RequestHead, ResponseHead
 from shared.logs import CONNECTOR_ACCESS_LOGGER, log_access
 from shared.pages import error_page
 from shared.tunnel_stream import TunnelStream
@@ -37,6 +38,7 @@ from shared.tunnel_stream import TunnelStream
 log = logging.getLogger(__name__)
 access_log = logging.getLogger(CONNECTOR_ACCESS_LOGGER)  # one line a request, at INFO
 REQUEST_ID = b"burrow-request-id"
+CONNECTING_IP, CONNECTING_PORT = b"burrow-connecting-ip", b"burrow-connecting-port"
 
 
 class StreamServer:
@@ -100,12 +102,13 @@ class StreamServer:
 
     async def _from_origin(self, stream: TunnelStream, rule: Rule, upgrade: bool) -> None:
         """Answer from the rule's origin; when the origin fails, count it and answer 502/504 if still possible."""
+        visitor = visitor_address(stream.head) if rule.origin_request.proxy_protocol else None
         try:
             if upgrade:
-                await serve_upgrade(stream, rule, self.pool)
+                await serve_upgrade(stream, rule, self.pool, visitor)
             else:
                 forward = forward_h2 if rule.origin_request.http2_origin else self.pool.forward
-                await forward(stream, rule.service, rule.origin_request)
+                await forward(stream, rule.service, rule.origin_request, visitor)
         except ProtocolError:
             raise  # the tunnel stream failed (visitor gone, session ended), not the origin
         except (BurrowError, OSError, trio.BrokenResourceError) as exc:
@@ -116,6 +119,15 @@ class StreamServer:
             log.warning("origin.failed request_id=%s rule=%d error=%s", request_id(stream), rule.index, exc)
             status = exc.http_status if isinstance(exc, BurrowError) else 502
             await _send_whole(stream, *error_page(status, "connector", str(exc)))
+
+
+def visitor_address(head: RequestHead) -> Address | None:
+    """The visitor's IP and port as the edge saw them (port 0 from an edge that does not send it)."""
+    ip = head.header(CONNECTING_IP)
+    if ip is None:
+        return None
+    port = head.header(CONNECTING_PORT) or b""
+    return ip.decode("latin-1"), int(port) if port.isdigit() else 0
 
 
 def request_id(stream: TunnelStream) -> str:

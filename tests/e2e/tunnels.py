@@ -3,6 +3,7 @@ against the module's `edge` fixture, and their own in-process origins."""
 
 from __future__ import annotations
 
+import json
 import socket
 import socketserver
 import ssl
@@ -13,14 +14,16 @@ from pathlib import Path
 from tests.e2e.conftest import ZONE, start_edge, start_origin
 
 
-def run_tunnel(edge, name: str, rules: list[tuple[str, str]], connections: int = 2):
-    """Log in as a new account, create tunnel `name`, route `rules` (host label → service) and run it."""
+def run_tunnel(edge, name: str, rules: list[tuple], connections: int = 2):
+    """Log in as a new account, create tunnel `name`, route `rules` (host label, service[,
+    originRequest dict]) and run it."""
     env = edge.login(name)
     edge.cli("burrow", "tunnel", "create", name, env=env)
     lines = [f"tunnel: {name}", "ingress:"]
-    for label, service in rules:
+    for label, service, *options in rules:
         edge.cli("burrow", "tunnel", "route", "dns", name, f"{label}.{ZONE}", env=env)
         lines += [f"  - hostname: {label}.{ZONE}", f"    service: {service}"]
+        lines += [f"    originRequest: {json.dumps(option)}" for option in options]  # JSON is YAML
     lines += ["  - service: http_status:404"]
     config = Path(env["BURROW_HOME"]) / "config.yml"
     config.write_text("\n".join(lines) + "\n")

@@ -4,6 +4,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import trustme
+from cryptography.hazmat.primitives import serialization
 
 from connector.ingress import origin_request
 from connector.ingress.origin_request import Access, OriginRequest
@@ -238,6 +239,10 @@ BAD_ORIGIN_REQUESTS = [
     ("access-aud-not-list", {"access": {"audTag": "x"}}, "originRequest.access.audTag: must be a list"),
     ("access-team-bad", {"access": {"required": True, "teamName": "a b"}}, "originRequest.access.teamName: must be the edge's HTTPS HOST[:PORT]"),
     ("proxy-port-range", {"proxyPort": 70000}, "originRequest.proxyPort: must be a port number"),
+    ("proxy-protocol-value", {"proxyProtocol": "v3"}, "originRequest.proxyProtocol: must be v1 or v2, not 'v3'"),
+    ("proxy-protocol-bool", {"proxyProtocol": True}, "originRequest.proxyProtocol: must be v1 or v2, not True"),
+    ("client-cert-alone", {"clientCertificate": "/c.pem"}, "originRequest.clientCertificate: needs clientKey too"),
+    ("client-key-alone", {"clientKey": "/c.key"}, "originRequest.clientKey: needs clientCertificate too"),
 ]
 
 
@@ -267,6 +272,42 @@ def test_an_unreadable_ca_pool_matters_only_to_serving(tmp_path, content, reason
     with pytest.raises(IngressError) as info:
         ingress.require_files()
     assert str(info.value) == problem
+
+
+def _client_pair(tmp_path: Path, problem: str) -> dict:
+    """clientCertificate and clientKey files with `problem` (or none: "")."""
+    ca = trustme.CA()
+    leaf, other = ca.issue_cert("burrow"), ca.issue_cert("other")
+    leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "c.pem"))
+    key = {"": leaf, "mismatch": other}.get(problem, leaf).private_key_pem.bytes()
+    if problem == "encrypted":
+        private = serialization.load_pem_private_key(key, None)
+        key = private.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.BestAvailableEncryption(b"pw")
+        )
+    (tmp_path / "c.key").write_bytes(b"no key\n" if problem == "not-pem" else key)
+    return {"clientCertificate": str(tmp_path / "c.pem"), "clientKey": str(tmp_path / "c.key")}
+
+
+CLIENT_PAIRS = [
+    ("mismatch", "is not the key of clientCertificate"),
+    ("encrypted", "is encrypted: Burrow needs the key unencrypted"),
+    ("not-pem", "holds no PEM private key"),
+]
+
+
+@pytest.mark.parametrize(("problem", "reason"), CLIENT_PAIRS, ids=[c[0] for c in CLIENT_PAIRS])
+def test_a_bad_client_key_matters_only_to_serving(tmp_path, problem, reason):
+    ingress = build({"service": "https://x", "originRequest": _client_pair(tmp_path, problem)})
+    (line,) = ingress.file_problems
+    assert line.startswith("config.yml: ingress rule 1: originRequest.clientKey: ") and reason in line
+
+
+def test_a_client_pair_is_read_at_load(tmp_path):
+    options = build({"service": "https://x", "originRequest": _client_pair(tmp_path, "")}).require_files()
+    request = options.rules[0].origin_request
+    assert request.client_certificate == str(tmp_path / "c.pem") and len(request.client_digest) == 64
+    assert "client_digest" not in repr(request)
 
 
 def test_an_unreadable_top_level_ca_pool_has_no_rule_number():
@@ -374,9 +415,14 @@ def _expectations(path: Path) -> list[tuple[str, int]]:
 
 @pytest.fixture
 def home_with_ca(tmp_path, monkeypatch):
-    """A HOME holding ~/.burrow/internal-ca.pem (a trustme CA), which cloudflared-docs.yml names."""
+    """A HOME holding ~/.burrow/internal-ca.pem (a trustme CA) and a client certificate and key,
+    which cloudflared-docs.yml names."""
     (tmp_path / ".burrow").mkdir()
-    trustme.CA().cert_pem.write_to_path(str(tmp_path / ".burrow" / "internal-ca.pem"))
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / ".burrow" / "internal-ca.pem"))
+    client = ca.issue_cert("burrow-connector")
+    client.cert_chain_pems[0].write_to_path(str(tmp_path / ".burrow" / "client.pem"))
+    client.private_key_pem.write_to_path(str(tmp_path / ".burrow" / "client.key"))
     monkeypatch.setenv("HOME", str(tmp_path))
 
 
@@ -405,6 +451,7 @@ def test_documentation_style_file_uses_every_key(home_with_ca):
     assert shop.origin_request.origin_server_name == "shop.internal" and "BEGIN CERTIFICATE" in shop.origin_request.ca_pem
     assert preview.origin_request.match_sni_to_host and preview.origin_request.http_host_header == "preview.internal"
     assert ingress.rules[0].origin_request.access.aud_tag == ("aud-1", "aud-2")
+    assert not ingress.file_problems and shop.origin_request.client_digest
 
 
 @pytest.mark.parametrize("path", INVALID, ids=[p.stem for p in INVALID])
