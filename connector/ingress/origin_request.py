@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.errors import ConfigError
+from shared.events import HOP_BY_HOP
 from shared.values import parse_duration
 from shared.yaml_lines import line_of, type_name
 
@@ -61,6 +62,11 @@ class OriginRequest:
     client_certificate: str = ""
     client_key: str = ""
     client_digest: str = field(default="", repr=False)  # of both files' contents: a changed pair is a new identity
+    strip_path_prefix: bytes = b""
+    set_request_headers: tuple[tuple[bytes, bytes], ...] = ()
+    remove_request_headers: frozenset[bytes] = frozenset()
+    set_response_headers: tuple[tuple[bytes, bytes], ...] = ()
+    remove_response_headers: frozenset[bytes] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -138,6 +144,59 @@ def _one_of(*allowed: str) -> Callable[[Any], str]:
     return check
 
 
+def _path_prefix(value: Any) -> bytes:
+    """A path prefix such as /api (a final / dropped): it is stripped only at a segment boundary."""
+    if not isinstance(value, str) or not re.fullmatch(r"/[!-~]*", value) or "?" in value or "#" in value:
+        raise _Invalid(f"must be a path such as /api (no spaces, ? or #), not {value!r}")
+    if value.strip("/") == "":
+        raise _Invalid(f"{value!r} strips nothing: give a path such as /api")
+    return value.rstrip("/").encode("ascii")
+
+
+TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+FRAMING = HOP_BY_HOP | {b"content-length"}  # Burrow frames every message itself
+
+
+def _header_names(request: bool) -> Callable[[Any], frozenset[bytes]]:
+    """A checker for a list of header names that may be edited (lower-cased)."""
+
+    def check(value: Any) -> frozenset[bytes]:
+        return frozenset(_header_name(name, request) for name in _strings(value))
+
+    return check
+
+
+def _header_values(request: bool) -> Callable[[Any], tuple[tuple[bytes, bytes], ...]]:
+    """A checker for a mapping of header name → value (a string or a number)."""
+
+    def check(value: Any) -> tuple[tuple[bytes, bytes], ...]:
+        if not isinstance(value, Mapping):
+            raise _Invalid(f"must be a mapping of header name → value, not {type_name(value)}")
+        return tuple((_header_name(name, request), _header_value(name, text)) for name, text in value.items())
+
+    return check
+
+
+def _header_name(name: Any, request: bool) -> bytes:
+    if not isinstance(name, str) or not TOKEN.fullmatch(name):
+        raise _Invalid(f"{name!r} is not a valid header name")
+    lower = name.lower().encode("ascii")
+    if lower in FRAMING:
+        raise _Invalid(f"{name!r} cannot be edited: Burrow sets the connection and framing headers itself")
+    if request and lower == b"host":
+        raise _Invalid(f"{name!r} cannot be edited here: use httpHostHeader")
+    return lower
+
+
+def _header_value(name: str, value: Any) -> bytes:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise _Invalid(f"the value of {name!r} must be a string, not {type_name(value)}")
+    text = str(value)
+    if not re.fullmatch(r"[\t\x20-\x7e]*", text):
+        raise _Invalid(f"the value of {name!r} must be printable ASCII, not {text!r}")
+    return text.encode("ascii")
+
+
 # key → (OriginRequest field, checker); None as field: a cloudflared key Burrow checks but ignores.
 KEYS: dict[str, tuple[str | None, Callable[[Any], Any]]] = {
     "connectTimeout": ("connect_timeout", _duration),
@@ -157,6 +216,11 @@ KEYS: dict[str, tuple[str | None, Callable[[Any], Any]]] = {
     "proxyProtocol": ("proxy_protocol", _one_of("v1", "v2")),
     "clientCertificate": ("client_certificate", _string),
     "clientKey": ("client_key", _string),
+    "stripPathPrefix": ("strip_path_prefix", _path_prefix),
+    "setRequestHeaders": ("set_request_headers", _header_values(request=True)),
+    "removeRequestHeaders": ("remove_request_headers", _header_names(request=True)),
+    "setResponseHeaders": ("set_response_headers", _header_values(request=False)),
+    "removeResponseHeaders": ("remove_response_headers", _header_names(request=False)),
     "bastionMode": (None, _bool),
     "proxyAddress": (None, _string),
     "proxyPort": (None, _port),

@@ -13,6 +13,7 @@ from functools import cached_property, lru_cache
 from urllib.parse import unquote, urlsplit
 
 from connector.ingress import origin_request
+from connector.ingress.edits import Edits
 from connector.ingress.origin_request import OriginRequest
 from shared.errors import ConfigError
 from shared.yaml_lines import line_of, type_name, where
@@ -89,13 +90,15 @@ Service = HttpService | UnixService | TcpService | StatusService | HelloWorldSer
 
 @dataclass(frozen=True)
 class Rule:
-    """One validated rule. `hostname` None matches every host; `index` is 1-based, as users see it."""
+    """One validated rule. `hostname` None matches every host; `index` is 1-based, as users see it;
+    `edits`: its rewrites and header edits, None without any."""
 
     hostname: str | None
     path: re.Pattern | None
     service: Service
     origin_request: OriginRequest = OriginRequest()
     index: int = 0
+    edits: Edits | None = None
 
     def matches(self, host: str, path: str) -> bool:
         """`host` must already be normalized and `path` decoded (see `Ingress.match`)."""
@@ -276,7 +279,8 @@ def _parse_rule(raw: object, index: int, count: int, defaults: dict, report: _Re
         overrides = report.origin_request(raw["originRequest"], line_of(raw, "originRequest"), index)
     if len(report.problems) > before:
         return None
-    return Rule(hostname, path, service, origin_request.merged(defaults, overrides), index)
+    options = origin_request.merged(defaults, overrides)
+    return Rule(hostname, path, service, options, index, Edits.of(options))
 
 
 @dataclass(frozen=True)

@@ -101,14 +101,16 @@ class StreamServer:
             await _send_whole(stream, *error_page(400, "connector", _needs_access(rule, head.authority)))
 
     async def _from_origin(self, stream: TunnelStream, rule: Rule, upgrade: bool) -> None:
-        """Answer from the rule's origin; when the origin fails, count it and answer 502/504 if still possible."""
+        """Answer from the rule's origin (through its edits); when the origin fails, count it and
+        answer 502/504 if still possible."""
         visitor = visitor_address(stream.head) if rule.origin_request.proxy_protocol else None
+        edited = stream if rule.edits is None else rule.edits.wrap(stream)
         try:
             if upgrade:
-                await serve_upgrade(stream, rule, self.pool, visitor)
+                await serve_upgrade(edited, rule, self.pool, visitor)
             else:
                 forward = forward_h2 if rule.origin_request.http2_origin else self.pool.forward
-                await forward(stream, rule.service, rule.origin_request, visitor)
+                await forward(edited, rule.service, rule.origin_request, visitor)
         except ProtocolError:
             raise  # the tunnel stream failed (visitor gone, session ended), not the origin
         except (BurrowError, OSError, trio.BrokenResourceError) as exc:

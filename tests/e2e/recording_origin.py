@@ -43,7 +43,7 @@ class Record:
             ]
 
 
-def _handler(record: Record):
+def _handler(record: Record, response_headers: list[tuple[str, str]]):
     class Handler(socketserver.BaseRequestHandler):
         def handle(self) -> None:
             conn = h11.Connection(h11.SERVER)
@@ -63,7 +63,8 @@ def _handler(record: Record):
                         return
                     received.complete = True
                     body = json.dumps({"target": received.target, "length": len(received.body)}).encode()
-                    self.request.sendall(conn.send(h11.Response(status_code=200, headers=[("content-length", str(len(body)))])))
+                    headers = [("content-length", str(len(body))), *response_headers]
+                    self.request.sendall(conn.send(h11.Response(status_code=200, headers=headers)))
                     self.request.sendall(conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage()))
                     if conn.our_state is h11.MUST_CLOSE:
                         return
@@ -79,8 +80,9 @@ def _handler(record: Record):
     return Handler
 
 
-def start_recording_origin() -> tuple[ThreadingTcpServer, Record]:
+def start_recording_origin(response_headers: list[tuple[str, str]] = ()) -> tuple[ThreadingTcpServer, Record]:
+    """The origin and its record; each response also carries `response_headers`."""
     record = Record()
-    server = ThreadingTcpServer(("127.0.0.1", 0), _handler(record))
+    server = ThreadingTcpServer(("127.0.0.1", 0), _handler(record, response_headers))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, record

@@ -243,6 +243,13 @@ BAD_ORIGIN_REQUESTS = [
     ("proxy-protocol-bool", {"proxyProtocol": True}, "originRequest.proxyProtocol: must be v1 or v2, not True"),
     ("client-cert-alone", {"clientCertificate": "/c.pem"}, "originRequest.clientCertificate: needs clientKey too"),
     ("client-key-alone", {"clientKey": "/c.key"}, "originRequest.clientKey: needs clientCertificate too"),
+    ("strip-relative", {"stripPathPrefix": "api"}, "originRequest.stripPathPrefix: must be a path such as /api"),
+    ("strip-query", {"stripPathPrefix": "/api?x"}, "originRequest.stripPathPrefix: must be a path such as /api"),
+    ("set-not-mapping", {"setResponseHeaders": ["X-A"]}, "originRequest.setResponseHeaders: must be a mapping of header name → value, not list"),
+    ("set-value-list", {"setRequestHeaders": {"X-A": [1]}}, "originRequest.setRequestHeaders: the value of 'X-A' must be a string, not list"),
+    ("remove-not-list", {"removeRequestHeaders": "Cookie"}, "originRequest.removeRequestHeaders: must be a list, not str"),
+    ("remove-connection", {"removeRequestHeaders": ["Connection"]}, "originRequest.removeRequestHeaders: 'Connection' cannot be edited"),
+    ("set-content-length", {"setResponseHeaders": {"Content-Length": 1}}, "originRequest.setResponseHeaders: 'Content-Length' cannot be edited"),
 ]
 
 

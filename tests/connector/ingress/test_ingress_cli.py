@@ -96,6 +96,15 @@ def test_validate_prints_every_problem_with_rule_and_field(config):
     assert f"warning: {path} line 7: ingress rule 1: originRequest.proxyType: is not supported" in result.stderr
 
 
+def test_validate_names_bad_rewrite_and_mtls_values_by_rule_and_key():
+    path = Path(__file__).parents[2] / "data" / "config" / "invalid" / "bad-origin-edits.yml"
+    result = invoke("validate", "--config", path)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    expected = re.findall(r"^# error: config\.yml (.+)$", path.read_text(), re.MULTILINE)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [f"error: {path} {line}" for line in expected]
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
