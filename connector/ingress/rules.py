@@ -9,83 +9,17 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import cached_property, lru_cache
-from urllib.parse import unquote, urlsplit
+from functools import lru_cache
+from urllib.parse import unquote
 
 from connector.ingress import origin_request
 from connector.ingress.edits import Edits
 from connector.ingress.origin_request import OriginRequest
+from connector.ingress.services import RuleError, Service, parse_service
 from shared.errors import ConfigError
 from shared.yaml_lines import line_of, type_name, where
 
 RULE_KEYS = frozenset({"hostname", "path", "service", "originRequest"})
-HTTP_SCHEMES = {"http": ("http", 80), "ws": ("http", 80), "https": ("https", 443), "wss": ("https", 443)}
-TCP_DEFAULT_PORTS = {"ssh": 22, "rdp": 3389, "smb": 445, "tcp": 7864}
-KNOWN_SERVICES = (
-    "http://, https://, ws://, wss://, unix:, unix+tls:, tcp://, ssh://, rdp://, smb://, http_status:NNN, hello_world"
-)
-
-
-@dataclass(frozen=True)
-class HttpService:
-    """Proxy to an HTTP(S) origin; ws:// and wss:// are the same as http:// and https://."""
-
-    scheme: str  # "http" | "https"
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return self._url
-
-    @cached_property
-    def _url(self) -> str:  # once: the origin pool keys its connections by it, per request
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{host}:{self.port}"
-
-
-@dataclass(frozen=True)
-class UnixService:
-    """HTTP (or HTTPS with `tls`) over a unix socket: `unix:/path`, `unix+tls:/path`."""
-
-    path: str
-    tls: bool = False
-
-    def __str__(self) -> str:
-        return f"unix{'+tls' if self.tls else ''}:{self.path}"
-
-
-@dataclass(frozen=True)
-class TcpService:
-    """A raw byte stream (ssh://, rdp://, smb://, tcp://), reached with `burrow access`."""
-
-    scheme: str
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{host}:{self.port}"
-
-
-@dataclass(frozen=True)
-class StatusService:
-    """A fixed empty response: `http_status:404`."""
-
-    code: int
-
-    def __str__(self) -> str:
-        return f"http_status:{self.code}"
-
-
-@dataclass(frozen=True)
-class HelloWorldService:
-    """The built-in test page: `hello_world`."""
-
-    def __str__(self) -> str:
-        return "hello_world"
-
-
-Service = HttpService | UnixService | TcpService | StatusService | HelloWorldService
 
 
 @dataclass(frozen=True)
@@ -125,14 +59,6 @@ class Rule:
         return f"{reason}; path {self.path.pattern} matches {path}"
 
 
-class _RuleError(Exception):
-    """A problem with one field of one rule; `from_rules` adds the file, line and rule number."""
-
-    def __init__(self, key: str | None, message: str) -> None:
-        super().__init__(message)
-        self.key = key
-
-
 class IngressError(ConfigError):
     """Every problem found in the ingress rules, one line each."""
 
@@ -145,67 +71,25 @@ class IngressError(ConfigError):
             super().__init__(f"{len(problems)} problems in the ingress rules:\n  " + "\n  ".join(problems))
 
 
-def _parse_service(text: object) -> Service:
-    if text is None or text == "":
-        raise _RuleError("service", "missing (e.g. service: http://localhost:8000)")
-    if not isinstance(text, str):
-        raise _RuleError("service", f"must be a string, not {type_name(text)}")
-    for prefix, tls in (("unix:", False), ("unix+tls:", True)):
-        if text.startswith(prefix):
-            if not text[len(prefix) :]:
-                raise _RuleError("service", f"{text!r} needs a socket path, e.g. unix:/run/app.sock")
-            return UnixService(text[len(prefix) :], tls)
-    if text.startswith("http_status:"):
-        code = text[len("http_status:") :]
-        if not re.fullmatch(r"[0-9]+", code) or not 100 <= int(code) <= 999:
-            raise _RuleError("service", f"invalid HTTP status code {code!r} in {text!r} (100-999)")
-        return StatusService(int(code))
-    if text in ("hello_world", "hello-world"):
-        return HelloWorldService()
-    if text in ("bastion", "socks-proxy"):
-        raise _RuleError("service", f"{text} is not supported by burrow")
-    try:
-        url = urlsplit(text)
-        host, port = url.hostname, url.port
-    except ValueError as exc:
-        raise _RuleError("service", f"{text!r} is an invalid address: {exc}") from None
-    if not url.scheme or not host:
-        raise _RuleError(
-            "service", f"{text!r} is an invalid address, please make sure it has a scheme and a hostname"
-        )
-    if url.path not in ("", "/") or url.query or url.fragment:
-        raise _RuleError(
-            "service",
-            f"{text!r} is an invalid address, ingress rules don't support proxying to a different path "
-            "on the origin service; the path will be the same as the eyeball request's path",
-        )
-    if url.scheme in HTTP_SCHEMES:
-        scheme, default_port = HTTP_SCHEMES[url.scheme]
-        return HttpService(scheme, host, port or default_port)
-    if url.scheme not in TCP_DEFAULT_PORTS:
-        raise _RuleError("service", f"{text!r} has an unknown scheme {url.scheme!r} (known: {KNOWN_SERVICES})")
-    return TcpService(url.scheme, host, port or TCP_DEFAULT_PORTS[url.scheme])
-
-
 def _parse_hostname(raw: object) -> str | None:
     if raw is None or raw in ("", "*"):
         return None
     if not isinstance(raw, str):
-        raise _RuleError("hostname", f"must be a string, not {type_name(raw)}")
+        raise RuleError("hostname", f"must be a string, not {type_name(raw)}")
     name = raw.strip().lower().rstrip(".")
     if ":" in name:
-        raise _RuleError("hostname", f"{raw!r} contains a port; ingress hostnames can't have ports")
+        raise RuleError("hostname", f"{raw!r} contains a port; ingress hostnames can't have ports")
     wildcard = name.startswith("*.")
     base = name[2:] if wildcard else name
     if "*" in base or not base:
-        raise _RuleError(
+        raise RuleError(
             "hostname",
             f'{raw!r}: a wildcard ("*") is allowed only as the whole first label, e.g. "*.example.com"',
         )
     try:
         base = _punycode(base)
     except UnicodeError:
-        raise _RuleError("hostname", f"{raw!r} is not a valid hostname") from None
+        raise RuleError("hostname", f"{raw!r} is not a valid hostname") from None
     return "*." + base if wildcard else base
 
 
@@ -213,11 +97,11 @@ def _parse_path(raw: object) -> re.Pattern | None:
     if raw is None or raw == "":
         return None
     if not isinstance(raw, str):
-        raise _RuleError("path", f"must be a string (a regular expression), not {type_name(raw)}")
+        raise RuleError("path", f"must be a string (a regular expression), not {type_name(raw)}")
     try:
         return re.compile(raw)
     except re.error as exc:
-        raise _RuleError("path", f"invalid regex {raw!r}: {exc}") from None
+        raise RuleError("path", f"invalid regex {raw!r}: {exc}") from None
 
 
 class _Report:
@@ -255,7 +139,7 @@ def _parse_rule(raw: object, index: int, count: int, defaults: dict, report: _Re
     def check(parse, key):
         try:
             return parse(raw.get(key))
-        except _RuleError as exc:
+        except RuleError as exc:
             report.add(line_of(raw, exc.key), index, exc.key, str(exc))
             return None
 
@@ -264,7 +148,7 @@ def _parse_rule(raw: object, index: int, count: int, defaults: dict, report: _Re
             report.add(line_of(raw, key), index, str(key), origin_request.unknown_key(key, RULE_KEYS))
     hostname = check(_parse_hostname, "hostname")
     path = check(_parse_path, "path")
-    service = check(_parse_service, "service")
+    service = check(parse_service, "service")
     catch_all = raw.get("hostname") in (None, "", "*") and raw.get("path") in (None, "")
     if index == count and not catch_all:
         report.add(

@@ -11,7 +11,8 @@ import ssl
 import trio
 
 from connector.ingress.origin_request import OriginRequest
-from connector.ingress.rules import HttpService, TcpService, UnixService, normalize_host
+from connector.ingress.rules import normalize_host
+from connector.ingress.services import HttpService, TcpService, UnixService
 from connector.origins import proxy_protocol
 from connector.origins.errors import OriginTimeout, OriginTLSError, connecting
 from shared.events import RequestHead

@@ -12,7 +12,8 @@ import logging
 import h11
 import trio
 
-from connector.ingress.rules import HttpService, Rule, TcpService, UnixService, normalize_host
+from connector.ingress.rules import Rule, normalize_host
+from connector.ingress.services import HttpService, TcpService, UnixService
 from connector.origins.connect import open_origin_stream, tls_name, uses_tls
 from connector.origins.errors import InvalidResponse, OriginClosed
 from connector.origins.http1 import OriginConnection, OriginPool, _close_quietly

@@ -13,16 +13,8 @@ import time
 import trio
 
 from connector.access.verifier import access_admits
-from connector.ingress.rules import (
-    HelloWorldService,
-    HttpService,
-    Ingress,
-    Rule,
-    StatusService,
-    TcpService,
-    UnixService,
-    normalize_host,
-)
+from connector.ingress.rules import Ingress, Rule, normalize_host
+from connector.ingress.services import HelloWorldService, HttpService, StatusService, TcpService, UnixService
 from connector.origins.hello import hello_page
 from connector.origins.http1 import OriginPool
 from connector.origins.http2 import forward_h2

@@ -8,12 +8,11 @@ from cryptography.hazmat.primitives import serialization
 
 from connector.ingress import origin_request
 from connector.ingress.origin_request import Access, OriginRequest
-from connector.ingress.rules import (
+from connector.ingress.rules import Ingress, IngressError
+from connector.ingress.services import (
     KNOWN_SERVICES,
     HelloWorldService,
     HttpService,
-    Ingress,
-    IngressError,
     StatusService,
     TcpService,
     UnixService,

@@ -12,7 +12,7 @@ import trio
 import trio.testing
 
 from connector.ingress.origin_request import OriginRequest
-from connector.ingress.rules import HttpService
+from connector.ingress.services import HttpService
 from connector.origins.errors import OriginRefused
 from connector.origins.http2 import forward_h2, request_fields
 from shared import protocol
