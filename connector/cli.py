@@ -18,6 +18,7 @@ from connector.ingress.rules import Ingress
 from connector.management import service
 from connector.management.cli import tunnel_app
 from connector.management.credentials import credentials_path
+from connector.origins.balancer import Balancers
 from connector.tunnel.connection import DialLimits
 from connector.tunnel.metrics import ConnectorMetrics
 from connector.tunnel.reload import Reloader
@@ -157,13 +158,16 @@ def run(
         )
         supervisor = Supervisor(creds, server.serve, connections, limits=limits, metrics=connector_metrics)
         log.info("tunnel.starting tunnel=%s connections=%d edge=%s", creds.tunnel_id, connections, creds.endpoint)
-        trio.run(_run_until_signalled, supervisor, grace_period, reloader, metrics_listen)
+        trio.run(_run_until_signalled, supervisor, grace_period, reloader, metrics_listen, server.balancers)
 
 
-async def _run_until_signalled(supervisor: Supervisor, grace: float, reloader=None, metrics_listen=None) -> None:
+async def _run_until_signalled(
+    supervisor: Supervisor, grace: float, reloader, metrics_listen, balancers: Balancers
+) -> None:
     async with trio.open_nursery() as nursery:
         if metrics_listen is not None:  # up before the first session, so /ready can say 503 until then
             await nursery.start(MetricsServer(supervisor.metrics.registry, partial(_ready, supervisor)).serve, metrics_listen)
+        nursery.start_soon(balancers.run)  # the pools' health checks
         nursery.start_soon(supervisor.run)
         if reloader is not None:  # SIGHUP and config.yml changes swap the ingress rules
             nursery.start_soon(reloader.run)
@@ -261,4 +265,4 @@ def _load_config(path: Path | None) -> ConnectorConfig:
 def _ingress(cfg: ConnectorConfig, source: Path) -> Ingress:
     if not cfg.ingress:
         log.warning("config.no_ingress every request will get 503")
-    return Ingress.from_rules(cfg.ingress or NO_RULES, cfg.origin_request, source=str(source))
+    return Ingress.from_rules(cfg.ingress or NO_RULES, cfg.origin_request, source=str(source), raw_pools=cfg.pools)

@@ -15,19 +15,21 @@ TYPED_KEYS = (  # key, its type, what the error message says it should be
     ("credentials-file", str, "a path"),
     ("ingress", list, "a list of rules"),
     ("originRequest", dict, "a mapping"),
+    ("pools", dict, "a mapping of pool names to pools"),
 )
 
 
 @dataclass(frozen=True)
 class ConnectorConfig:
-    """A connector's `config.yml`. `ingress` holds the raw rules (see `connector.ingress`);
-    `extra` holds every other top-level key, for the caller to use or warn about."""
+    """A connector's `config.yml`. `ingress` holds the raw rules and `pools` the raw pools (see
+    `connector.ingress`); `extra` holds every other top-level key, for the caller to use or warn about."""
 
     tunnel: str | None = None
     credentials_file: Path | None = None
     ingress: tuple[dict, ...] = ()
     origin_request: dict = field(default_factory=dict)
     ha_connections: int | None = None
+    pools: dict | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -44,12 +46,13 @@ def load_connector_config(path: Path) -> ConnectorConfig:
     if ha is not None and (not isinstance(ha, int) or isinstance(ha, bool) or not 1 <= ha <= MAX_HA_CONNECTIONS):
         line = line_of(data, "ha-connections")
         raise ConfigError(f"{where(str(path), line)}: ha-connections must be a whole number from 1 to {MAX_HA_CONNECTIONS}")
-    known = {"tunnel", "credentials-file", "ingress", "originRequest", "ha-connections"}
+    known = {"tunnel", "credentials-file", "ingress", "originRequest", "ha-connections", "pools"}
     return ConnectorConfig(
         tunnel=tunnel,
         credentials_file=Path(credentials).expanduser() if credentials else None,
         ingress=tuple(ingress or ()),
         origin_request=origin_request or {},
         ha_connections=ha,
+        pools=data.get("pools"),
         extra={key: value for key, value in data.items() if key not in known},
     )

@@ -81,24 +81,24 @@ class Issue:
     file: bool = False
 
 
-class _Invalid(Exception):
-    pass
+class Invalid(Exception):
+    """A value a checker refuses, with the reason (also used by `pools`)."""
 
 
 # ---------------------------------------------------------------------------
-# Value checkers: raw YAML value → Python value, or _Invalid with the reason
+# Value checkers: raw YAML value → Python value, or Invalid with the reason
 
 
-def _duration(value: Any) -> float:
+def duration(value: Any) -> float:
     """Go's time.ParseDuration format, as cloudflared reads YAML: a unit is required (except "0")."""
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise _Invalid(f"must be a duration like 30s, not {type_name(value)}")
+        raise Invalid(f"must be a duration like 30s, not {type_name(value)}")
     if not isinstance(value, str) or re.fullmatch(r"\s*[0-9.]+\s*", value) and value.strip() != "0":
-        raise _Invalid(f"duration {value!r} needs a unit, e.g. {value}s (units: ns, us, ms, s, m, h)")
+        raise Invalid(f"duration {value!r} needs a unit, e.g. {value}s (units: ns, us, ms, s, m, h)")
     try:
         return parse_duration(value)
     except ConfigError:
-        raise _Invalid(f"invalid duration {value!r} (examples: 30s, 1m30s, 500ms)") from None
+        raise Invalid(f"invalid duration {value!r} (examples: 30s, 1m30s, 500ms)") from None
 
 
 def _of_type(kind: type, expected: str, show_value: bool = False) -> Callable[[Any], Any]:
@@ -107,18 +107,18 @@ def _of_type(kind: type, expected: str, show_value: bool = False) -> Callable[[A
     def check(value: Any) -> Any:
         if not isinstance(value, kind):
             shown = f" {value!r}" if show_value else ""
-            raise _Invalid(f"must be {expected}, not {type_name(value)}{shown}")
+            raise Invalid(f"must be {expected}, not {type_name(value)}{shown}")
         return value
 
     return check
 
 
-def _whole(low: int, high: float, expected: str) -> Callable[[Any], int]:
+def whole(low: int, high: float, expected: str) -> Callable[[Any], int]:
     """A checker that `value` is an int from `low` to `high`."""
 
     def check(value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise _Invalid(f"must be {expected}, not {value!r}")
+            raise Invalid(f"must be {expected}, not {value!r}")
         return value
 
     return check
@@ -127,18 +127,20 @@ def _whole(low: int, high: float, expected: str) -> Callable[[Any], int]:
 _bool = _of_type(bool, "true or false", show_value=True)
 _string = _of_type(str, "a string")
 _list = _of_type(list, "a list")
-_count = _whole(0, math.inf, "a whole number ≥ 0")
-_port = _whole(0, 65535, "a port number 0-65535")
+_count = whole(0, math.inf, "a whole number ≥ 0")
+_port = whole(0, 65535, "a port number 0-65535")
 
 
 def _strings(value: Any) -> tuple[str, ...]:
     return tuple(_string(item) for item in _list(value))
 
 
-def _one_of(*allowed: str) -> Callable[[Any], str]:
+def one_of(*allowed: str) -> Callable[[Any], str]:
+    """A checker that `value` is one of `allowed`."""
+
     def check(value: Any) -> str:
         if value not in allowed:
-            raise _Invalid(f"must be {' or '.join(allowed)}, not {value!r}")
+            raise Invalid(f"must be {', '.join(allowed[:-1])} or {allowed[-1]}, not {value!r}")
         return value
 
     return check
@@ -147,9 +149,9 @@ def _one_of(*allowed: str) -> Callable[[Any], str]:
 def _path_prefix(value: Any) -> bytes:
     """A path prefix such as /api (a final / dropped): it is stripped only at a segment boundary."""
     if not isinstance(value, str) or not re.fullmatch(r"/[!-~]*", value) or "?" in value or "#" in value:
-        raise _Invalid(f"must be a path such as /api (no spaces, ? or #), not {value!r}")
+        raise Invalid(f"must be a path such as /api (no spaces, ? or #), not {value!r}")
     if value.strip("/") == "":
-        raise _Invalid(f"{value!r} strips nothing: give a path such as /api")
+        raise Invalid(f"{value!r} strips nothing: give a path such as /api")
     return value.rstrip("/").encode("ascii")
 
 
@@ -171,7 +173,7 @@ def _header_values(request: bool) -> Callable[[Any], tuple[tuple[bytes, bytes], 
 
     def check(value: Any) -> tuple[tuple[bytes, bytes], ...]:
         if not isinstance(value, Mapping):
-            raise _Invalid(f"must be a mapping of header name → value, not {type_name(value)}")
+            raise Invalid(f"must be a mapping of header name → value, not {type_name(value)}")
         return tuple((_header_name(name, request), _header_value(name, text)) for name, text in value.items())
 
     return check
@@ -179,32 +181,32 @@ def _header_values(request: bool) -> Callable[[Any], tuple[tuple[bytes, bytes], 
 
 def _header_name(name: Any, request: bool) -> bytes:
     if not isinstance(name, str) or not TOKEN.fullmatch(name):
-        raise _Invalid(f"{name!r} is not a valid header name")
+        raise Invalid(f"{name!r} is not a valid header name")
     lower = name.lower().encode("ascii")
     if lower in FRAMING:
-        raise _Invalid(f"{name!r} cannot be edited: Burrow sets the connection and framing headers itself")
+        raise Invalid(f"{name!r} cannot be edited: Burrow sets the connection and framing headers itself")
     if request and lower == b"host":
-        raise _Invalid(f"{name!r} cannot be edited here: use httpHostHeader")
+        raise Invalid(f"{name!r} cannot be edited here: use httpHostHeader")
     return lower
 
 
 def _header_value(name: str, value: Any) -> bytes:
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise _Invalid(f"the value of {name!r} must be a string, not {type_name(value)}")
+        raise Invalid(f"the value of {name!r} must be a string, not {type_name(value)}")
     text = str(value)
     if not re.fullmatch(r"[\t\x20-\x7e]*", text):
-        raise _Invalid(f"the value of {name!r} must be printable ASCII, not {text!r}")
+        raise Invalid(f"the value of {name!r} must be printable ASCII, not {text!r}")
     return text.encode("ascii")
 
 
 # key → (OriginRequest field, checker); None as field: a cloudflared key Burrow checks but ignores.
 KEYS: dict[str, tuple[str | None, Callable[[Any], Any]]] = {
-    "connectTimeout": ("connect_timeout", _duration),
-    "tlsTimeout": ("tls_timeout", _duration),
-    "tcpKeepAlive": ("tcp_keep_alive", _duration),
+    "connectTimeout": ("connect_timeout", duration),
+    "tlsTimeout": ("tls_timeout", duration),
+    "tcpKeepAlive": ("tcp_keep_alive", duration),
     "noHappyEyeballs": ("no_happy_eyeballs", _bool),
     "keepAliveConnections": ("keep_alive_connections", _count),
-    "keepAliveTimeout": ("keep_alive_timeout", _duration),
+    "keepAliveTimeout": ("keep_alive_timeout", duration),
     "httpHostHeader": ("http_host_header", _string),
     "originServerName": ("origin_server_name", _string),
     "matchSNItoHost": ("match_sni_to_host", _bool),
@@ -213,7 +215,7 @@ KEYS: dict[str, tuple[str | None, Callable[[Any], Any]]] = {
     "disableChunkedEncoding": ("disable_chunked_encoding", _bool),
     "http2Origin": ("http2_origin", _bool),
     "access": ("access", lambda value: value),  # checked by _access, which knows the lines
-    "proxyProtocol": ("proxy_protocol", _one_of("v1", "v2")),
+    "proxyProtocol": ("proxy_protocol", one_of("v1", "v2")),
     "clientCertificate": ("client_certificate", _string),
     "clientKey": ("client_key", _string),
     "stripPathPrefix": ("strip_path_prefix", _path_prefix),
@@ -249,7 +251,7 @@ def parse(raw: Any, line: int | None = None) -> tuple[dict[str, Any], list[Issue
         name, check = KEYS[key]
         try:
             checked = check(value)
-        except _Invalid as exc:
+        except Invalid as exc:
             issues.append(Issue(key, str(exc), key_line))
             continue
         if name is None:
@@ -264,7 +266,7 @@ def parse(raw: Any, line: int | None = None) -> tuple[dict[str, Any], list[Issue
     if "ca_pool" in values and values["ca_pool"]:
         try:
             values["ca_pem"] = _read_pem(values["ca_pool"], "CERTIFICATE", "certificate")
-        except _Invalid as exc:
+        except Invalid as exc:
             issues.append(Issue("caPool", str(exc), line_of(raw, "caPool"), file=True))
     if values.get("client_certificate") or values.get("client_key"):
         issues += _client_identity(values, raw)
@@ -294,7 +296,7 @@ def _access(raw: Any, line: int | None) -> tuple[Access | None, list[Issue]]:
         name, check = ACCESS_KEYS[key]
         try:
             values[name] = check(value)
-        except _Invalid as exc:
+        except Invalid as exc:
             issues.append(Issue(f"access.{key}", str(exc), key_line))
     if issues:
         return None, issues
@@ -313,12 +315,12 @@ def _client_identity(values: dict[str, Any], raw: Mapping) -> list[Issue]:
         return [Issue(present, f"needs {missing} too (both in the same originRequest)", line_of(raw, present))]
     try:
         cert_pem = _read_pem(cert, "CERTIFICATE", "certificate")
-    except _Invalid as exc:
+    except Invalid as exc:
         return [Issue("clientCertificate", str(exc), line_of(raw, "clientCertificate"), file=True)]
     try:
         key_pem = _read_pem(key, "PRIVATE KEY", "private key")
         _load_pair(cert, key)
-    except _Invalid as exc:
+    except Invalid as exc:
         return [Issue("clientKey", str(exc), line_of(raw, "clientKey"), file=True)]
     values["client_certificate"] = str(Path(cert).expanduser())
     values["client_key"] = str(Path(key).expanduser())
@@ -341,11 +343,11 @@ def _load_pair(cert: str, key: str) -> None:
             Path(cert).expanduser(), Path(key).expanduser(), password=_refuse_password
         )
     except _Encrypted:
-        raise _Invalid(f"{key} is encrypted: Burrow needs the key unencrypted (readable only by its user)") from None
+        raise Invalid(f"{key} is encrypted: Burrow needs the key unencrypted (readable only by its user)") from None
     except ssl.SSLError as exc:
         if exc.reason == "KEY_VALUES_MISMATCH":
-            raise _Invalid(f"{key} is not the key of clientCertificate {cert}") from None
-        raise _Invalid(f"cannot load {cert} with {key}: {exc.reason or exc}") from None
+            raise Invalid(f"{key} is not the key of clientCertificate {cert}") from None
+        raise Invalid(f"cannot load {cert} with {key}: {exc.reason or exc}") from None
 
 
 def _read_pem(path: str, label: str, what: str) -> str:
@@ -353,9 +355,9 @@ def _read_pem(path: str, label: str, what: str) -> str:
     try:
         pem = Path(path).expanduser().read_text(encoding="ascii")
     except FileNotFoundError:
-        raise _Invalid(f"{path}: no such file") from None
+        raise Invalid(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise _Invalid(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+        raise Invalid(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
     if not re.search(rf"-----BEGIN [A-Z ]*{label}-----", pem):
-        raise _Invalid(f"{path} holds no PEM {what}")
+        raise Invalid(f"{path} holds no PEM {what}")
     return pem

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from urllib.parse import unquote
 
-from connector.ingress import origin_request
+from connector.ingress import origin_request, pools
 from connector.ingress.edits import Edits
 from connector.ingress.origin_request import OriginRequest
-from connector.ingress.services import RuleError, Service, parse_service
+from connector.ingress.pools import Pool
+from connector.ingress.services import PoolService, RuleError, Service, parse_service
 from shared.errors import ConfigError
 from shared.yaml_lines import line_of, type_name, where
 
@@ -128,8 +129,16 @@ class _Report:
             self.add(issue.line, rule, name, issue.message, issue.warning, issue.file)
         return values
 
+    def pools(self, raw: object) -> dict[str, Pool]:
+        found, issues = pools.parse(raw, line_of(raw))
+        for issue in issues:
+            self.add(issue.line, None, f"pools.{issue.path}" if issue.path else "pools", issue.message)
+        return found
 
-def _parse_rule(raw: object, index: int, count: int, defaults: dict, report: _Report) -> Rule | None:
+
+def _parse_rule(
+    raw: object, index: int, count: int, defaults: dict, report: _Report, pool_names: frozenset[str]
+) -> Rule | None:
     """The rule, or None after adding its every problem to `report`."""
     if not isinstance(raw, Mapping):
         report.add(None, index, None, "must be a mapping with hostname, path, service and originRequest")
@@ -149,6 +158,9 @@ def _parse_rule(raw: object, index: int, count: int, defaults: dict, report: _Re
     hostname = check(_parse_hostname, "hostname")
     path = check(_parse_path, "path")
     service = check(parse_service, "service")
+    if isinstance(service, PoolService) and service.name not in pool_names:
+        defined = ", ".join(sorted(pool_names)) or "none"
+        report.add(line_of(raw, "service"), index, "service", f"pool {service.name!r} is not defined under pools: (defined: {defined})")
     catch_all = raw.get("hostname") in (None, "", "*") and raw.get("path") in (None, "")
     if index == count and not catch_all:
         report.add(
@@ -170,28 +182,39 @@ def _parse_rule(raw: object, index: int, count: int, defaults: dict, report: _Re
 @dataclass(frozen=True)
 class Ingress:
     """Validated ingress rules; the last one is the catch-all. `warnings` name keys that are ignored;
-    `file_problems` files the rules name that cannot be read (see `require_files`)."""
+    `file_problems` files the rules name that cannot be read (see `require_files`); `pools` the
+    config's `pools:` by name."""
 
     rules: tuple[Rule, ...]
     warnings: tuple[str, ...] = ()
     file_problems: tuple[str, ...] = ()
+    pools: Mapping[str, Pool] = field(default_factory=dict)
 
     @classmethod
     def from_rules(
-        cls, raw_rules: Sequence, default_origin_request: object = None, source: str = "config.yml"
+        cls,
+        raw_rules: Sequence,
+        default_origin_request: object = None,
+        source: str = "config.yml",
+        raw_pools: object = None,
     ) -> Ingress:
-        """Validate every rule (cloudflared's rules), or raise IngressError listing every problem
-        with its file, line, rule number and field. Files that cannot be read do not raise here."""
+        """Validate every rule (cloudflared's rules) and pool, or raise IngressError listing every
+        problem with its file, line, rule number and field. Files that cannot be read do not raise here."""
         report = _Report(source)
         defaults = {}
         if default_origin_request is not None:
             defaults = report.origin_request(default_origin_request, line_of(default_origin_request), None)
+        found = report.pools(raw_pools) if raw_pools is not None else {}
+        names = frozenset(map(str, raw_pools)) if isinstance(raw_pools, Mapping) else frozenset()
         if not raw_rules:
             report.add(None, None, None, "no ingress rules")
-        rules = [_parse_rule(raw, index, len(raw_rules), defaults, report) for index, raw in enumerate(raw_rules, 1)]
+        rules = [
+            _parse_rule(raw, index, len(raw_rules), defaults, report, names) for index, raw in enumerate(raw_rules, 1)
+        ]
         if report.problems:
             raise IngressError(report.problems, report.warnings + report.files)
-        return cls(tuple(rules), tuple(report.warnings), tuple(report.files))
+        used = _used_pools(found, rules, raw_pools, report)
+        return cls(tuple(rules), tuple(report.warnings), tuple(report.files), used)
 
     def require_files(self) -> Ingress:
         """These rules if every file they name was read, else IngressError naming each one:
@@ -208,6 +231,17 @@ class Ingress:
             if rule.matches(host, path):
                 return rule
         return self.rules[-1]
+
+
+def _used_pools(found: dict[str, Pool], rules: list[Rule], raw: object, report: _Report) -> dict[str, Pool]:
+    """The pools rules use, each with the `originRequest` of the first of them; a warning for the others."""
+    used = {}
+    for rule in rules:
+        if isinstance(rule.service, PoolService) and rule.service.name not in used:
+            used[rule.service.name] = replace(found[rule.service.name], options=rule.origin_request)
+    for name in found.keys() - used.keys():
+        report.add(line_of(raw, name), None, f"pools.{name}", f"no rule uses it (service: pool:{name})", warning=True)
+    return used
 
 
 @lru_cache(maxsize=1024)  # per request, and the same few hosts again and again

@@ -12,8 +12,10 @@ from shared.yaml_lines import type_name
 HTTP_SCHEMES = {"http": ("http", 80), "ws": ("http", 80), "https": ("https", 443), "wss": ("https", 443)}
 TCP_DEFAULT_PORTS = {"ssh": 22, "rdp": 3389, "smb": 445, "tcp": 7864}
 KNOWN_SERVICES = (
-    "http://, https://, ws://, wss://, unix:, unix+tls:, tcp://, ssh://, rdp://, smb://, http_status:NNN, hello_world"
+    "http://, https://, ws://, wss://, unix:, unix+tls:, tcp://, ssh://, rdp://, smb://, http_status:NNN, "
+    "hello_world, pool:NAME"
 )
+POOL_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,17 @@ class HelloWorldService:
         return "hello_world"
 
 
-Service = HttpService | UnixService | TcpService | StatusService | HelloWorldService
+@dataclass(frozen=True)
+class PoolService:
+    """The origins of a pool of the config's `pools:`: `pool:web`."""
+
+    name: str
+
+    def __str__(self) -> str:
+        return f"pool:{self.name}"
+
+
+Service = HttpService | UnixService | TcpService | StatusService | HelloWorldService | PoolService
 
 
 class RuleError(Exception):
@@ -104,6 +116,10 @@ def parse_service(text: object) -> Service:
         return StatusService(int(code))
     if text in ("hello_world", "hello-world"):
         return HelloWorldService()
+    if text.startswith("pool:"):
+        if not POOL_NAME.fullmatch(name := text[len("pool:") :]):
+            raise RuleError("service", f"{text!r} needs a pool name of letters, digits, _ . or -, e.g. pool:web")
+        return PoolService(name)
     if text in ("bastion", "socks-proxy"):
         raise RuleError("service", f"{text} is not supported by burrow")
     try:

@@ -57,10 +57,17 @@ class BodyTooLarge(OriginError):
     kind = "body_too_large"
 
 
+class NoHealthyOrigin(OriginError):
+    """Every origin of a pool failed its health check (or the request's connects)."""
+
+    http_status = 503
+    kind = "no_healthy_origin"
+
+
 OTHER = "other"
 KINDS = (
     OriginRefused.kind, OriginUnreachable.kind, OriginTimeout.kind, OriginTLSError.kind,
-    InvalidResponse.kind, OriginClosed.kind, BodyTooLarge.kind, OTHER,
+    InvalidResponse.kind, OriginClosed.kind, BodyTooLarge.kind, NoHealthyOrigin.kind, OTHER,
 )
 
 

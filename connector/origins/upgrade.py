@@ -13,7 +13,7 @@ import h11
 import trio
 
 from connector.ingress.rules import Rule, normalize_host
-from connector.ingress.services import HttpService, TcpService, UnixService
+from connector.ingress.services import HttpService, PoolService, TcpService, UnixService
 from connector.origins.connect import open_origin_stream, tls_name, uses_tls
 from connector.origins.errors import InvalidResponse, OriginClosed
 from connector.origins.http1 import OriginConnection, OriginPool, _close_quietly
@@ -39,7 +39,7 @@ def wants_upgrade(stream: TunnelStream, service: object) -> bool:
         return False
     if upgrade_token(stream.head) == TCP_UPGRADE:
         return True  # a TCP origin, or a clear "not a TCP route"
-    return isinstance(service, (HttpService, UnixService))
+    return isinstance(service, (HttpService, UnixService, PoolService))
 
 
 async def serve_upgrade(stream: TunnelStream, rule: Rule, pool: OriginPool, visitor: Address | None = None) -> None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from connector.origins.balancer import Balancers
 from connector.origins.errors import error_kind as origin_error_kind
 from shared.errors import AuthError, BurrowError, ProtocolError, Unreachable
 from shared.http_metrics import RequestMetrics
@@ -67,6 +69,10 @@ class ConnectorMetrics:
         """Report `in_flight()` as `burrow_connector_concurrent_requests` at each scrape."""
         self.concurrent_requests.set_function(in_flight)
 
+    def watch_pools(self, balancers: Balancers) -> None:
+        """Report the state of each pool's origins at each scrape (`burrow_connector_pool_*`)."""
+        self.registry.register(_PoolCollector(balancers))
+
     def upgraded(self, host: str, token: bytes) -> None:
         """Count a request the origin switched to the protocol of Upgrade `token` (b"websocket", …)."""
         self.upgrades.labels(self.http.host_label(host), UPGRADE_PROTOCOLS.get(token, "other")).inc()
@@ -76,3 +82,33 @@ class ConnectorMetrics:
 
     def connection_failed(self, exc: BaseException | None) -> None:
         self.errors.labels(error_kind(exc)).inc()
+
+
+class _PoolCollector:
+    """Each pool origin's state, read from the balancers at scrape time: nothing is done per request."""
+
+    def __init__(self, balancers: Balancers) -> None:
+        self.balancers = balancers
+
+    def collect(self):
+        origin = ["pool", "origin"]
+        healthy = GaugeMetricFamily(
+            "burrow_connector_pool_origin_healthy", "1 while the origin is in its pool's rotation, 0 while out of it.", labels=origin
+        )
+        in_flight = GaugeMetricFamily("burrow_connector_pool_origin_in_flight", "Requests the origin is serving now.", labels=origin)
+        requests = CounterMetricFamily(
+            "burrow_connector_pool_origin_requests", "Requests sent to the origin (a retried request counts for each).", labels=origin
+        )
+        failed = CounterMetricFamily("burrow_connector_pool_origin_checks_failed", "Health checks the origin failed.", labels=origin)
+        retries = CounterMetricFamily(
+            "burrow_connector_pool_retries", "Requests sent again to another origin after a failed connect.", labels=["pool"]
+        )
+        for balancer in self.balancers:
+            name = balancer.pool.name
+            for member in balancer.members:
+                healthy.add_metric([name, member.url], int(member.healthy))
+                in_flight.add_metric([name, member.url], member.in_flight)
+                requests.add_metric([name, member.url], member.requests)
+                failed.add_metric([name, member.url], member.checks_failed)
+            retries.add_metric([name], balancer.retries)
+        return [healthy, in_flight, requests, failed, retries]

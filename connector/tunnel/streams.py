@@ -9,12 +9,22 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 
 import trio
 
 from connector.access.verifier import access_admits
 from connector.ingress.rules import Ingress, Rule, normalize_host
-from connector.ingress.services import HelloWorldService, HttpService, StatusService, TcpService, UnixService
+from connector.ingress.services import (
+    HelloWorldService,
+    HttpService,
+    PoolService,
+    StatusService,
+    TcpService,
+    UnixService,
+)
+from connector.origins.balancer import Balancers
+from connector.origins.errors import NoHealthyOrigin
 from connector.origins.hello import hello_page
 from connector.origins.http1 import OriginPool
 from connector.origins.http2 import forward_h2
@@ -40,12 +50,24 @@ class StreamServer:
         self, ingress: Ingress, pool: OriginPool | None = None, access=None, metrics: ConnectorMetrics | None = None
     ) -> None:
         self.access = access  # connector.access_jwt.AccessVerifier for `originRequest.access.required`
+        self.balancers = Balancers()  # of the rules' pools; `balancers.run()` runs their health checks
         self.ingress = ingress
         self.pool = pool or OriginPool()
         self.metrics = metrics
         self.in_flight = 0  # streams being served (counted while metrics or the access log are on)
         if metrics is not None:
             metrics.watch_requests(lambda: self.in_flight)
+            metrics.watch_pools(self.balancers)
+
+    @property
+    def ingress(self) -> Ingress:
+        return self._ingress
+
+    @ingress.setter
+    def ingress(self, ingress: Ingress) -> None:
+        """New rules (a reload): their pools' balancers follow."""
+        self._ingress = ingress
+        self.balancers.update(ingress.pools)
 
     async def serve(self, stream: TunnelStream) -> None:
         head = stream.head
@@ -87,22 +109,26 @@ class StreamServer:
             await stream.send_response(ResponseHead(service.code, ((b"content-length", b"0"),), has_body=False))
         elif isinstance(service, HelloWorldService):
             await _send_whole(stream, *hello_page(head))
-        elif isinstance(service, (HttpService, UnixService)):
+        elif isinstance(service, (HttpService, UnixService, PoolService)):
             await self._from_origin(stream, rule, upgrade=False)
         else:
             await _send_whole(stream, *error_page(400, "connector", _needs_access(rule, head.authority)))
 
     async def _from_origin(self, stream: TunnelStream, rule: Rule, upgrade: bool) -> None:
-        """Answer from the rule's origin (through its edits); when the origin fails, count it and
-        answer 502/504 if still possible."""
+        """Answer from the rule's origin (through its edits), or one of its pool's; when the origin
+        fails, count it and answer 502/503/504 if still possible."""
         visitor = visitor_address(stream.head) if rule.origin_request.proxy_protocol else None
         edited = stream if rule.edits is None else rule.edits.wrap(stream)
         try:
-            if upgrade:
-                await serve_upgrade(edited, rule, self.pool, visitor)
+            if isinstance(rule.service, PoolService):
+                balancer = self.balancers.get(rule.service.name)
+                if balancer is None:  # a reload removed it while this request was matched
+                    raise NoHealthyOrigin(f"pool {rule.service.name} is no longer configured")
+                await balancer.forward(
+                    edited, lambda origin: self._forward(edited, replace(rule, service=origin), upgrade, visitor)
+                )
             else:
-                forward = forward_h2 if rule.origin_request.http2_origin else self.pool.forward
-                await forward(edited, rule.service, rule.origin_request, visitor)
+                await self._forward(edited, rule, upgrade, visitor)
         except ProtocolError:
             raise  # the tunnel stream failed (visitor gone, session ended), not the origin
         except (BurrowError, OSError, trio.BrokenResourceError) as exc:
@@ -113,6 +139,14 @@ class StreamServer:
             log.warning("origin.failed request_id=%s rule=%d error=%s", request_id(stream), rule.index, exc)
             status = exc.http_status if isinstance(exc, BurrowError) else 502
             await _send_whole(stream, *error_page(status, "connector", str(exc)))
+
+
+    async def _forward(self, stream: TunnelStream, rule: Rule, upgrade: bool, visitor: Address | None) -> None:
+        if upgrade:
+            await serve_upgrade(stream, rule, self.pool, visitor)
+        else:
+            forward = forward_h2 if rule.origin_request.http2_origin else self.pool.forward
+            await forward(stream, rule.service, rule.origin_request, visitor)
 
 
 def visitor_address(head: RequestHead) -> Address | None:

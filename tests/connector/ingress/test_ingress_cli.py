@@ -85,7 +85,7 @@ def test_validate_prints_every_problem_with_rule_and_field(config):
         f"error: {path} line 3: ingress rule 1: path: invalid regex '([': unterminated character set at position 1",
         f"error: {path} line 4: ingress rule 1: service: 'h2c://localhost:8000' has an unknown scheme 'h2c' "
         "(known: http://, https://, ws://, wss://, unix:, unix+tls:, tcp://, ssh://, rdp://, smb://, "
-        "http_status:NNN, hello_world)",
+        "http_status:NNN, hello_world, pool:NAME)",
         f"error: {path} line 6: ingress rule 1: originRequest.connectTimeout: duration 30 needs a unit, e.g. 30s "
         "(units: ns, us, ms, s, m, h)",
         f"error: {path} line 8: ingress rule 2: rule 2 is a catch-all, so the rules after it would never match",

@@ -17,6 +17,7 @@ KINDS = [
     (errors.InvalidResponse("x"), "invalid_response"),
     (errors.OriginClosed("x"), "closed"),
     (errors.BodyTooLarge("x"), "body_too_large"),
+    (errors.NoHealthyOrigin("x"), "no_healthy_origin"),
     (trio.BrokenResourceError("x"), "closed"),
     (ConnectionResetError(), "closed"),
     (OriginError("x"), "other"),
