@@ -2,6 +2,8 @@
 
     python -m tests.e2e.origin PORT_FILE
 
+ORIGIN_PORT=N listens on that port (default: any free one); ORIGIN_NAME=X answers
+with `x-origin: X` (default `echo`); ORIGIN_DELAY=S waits S seconds before each answer.
 Routes (with ORIGIN_RECEIPTS=FILE, every request's method and burrow-request-id
 are appended to FILE as it arrives):
   /download?mb=N  N MiB of `pattern_block()` repeated
@@ -23,6 +25,8 @@ import trio
 
 BLOCK = 64 * 1024
 RECEIPTS = os.environ.get("ORIGIN_RECEIPTS")  # a file to log every request to, for "seen at most once" checks
+NAME = os.environ.get("ORIGIN_NAME", "echo")
+DELAY = float(os.environ.get("ORIGIN_DELAY", "0"))
 
 
 def pattern_block() -> bytes:
@@ -68,8 +72,8 @@ async def respond(stream, conn, request):
     while isinstance(event := await next_event(stream, conn), h11.Data):
         digest.update(event.data)
         length += len(event.data)
-    if "delay" in query:  # ?delay=SECONDS: a slow origin, for drain tests
-        await trio.sleep(float(query["delay"][0]))
+    if "delay" in query or DELAY:  # ?delay=SECONDS: a slow origin, for drain tests
+        await trio.sleep(float(query.get("delay", [DELAY])[0]))
     if url.path == "/download":
         size = int(float(query["mb"][0]) * 1024 * 1024)
         await send(stream, conn, h11.Response(status_code=200, headers=[("content-length", str(size))]))
@@ -93,7 +97,7 @@ async def respond(stream, conn, request):
     headers = [
         ("content-type", "application/json"),
         ("content-length", str(len(body))),
-        ("x-origin", "echo"),
+        ("x-origin", NAME),
         ("set-cookie", "a=1"),
         ("set-cookie", "b=2"),
     ]
@@ -103,7 +107,7 @@ async def respond(stream, conn, request):
 
 
 async def main(port_file: str) -> None:
-    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    listeners = await trio.open_tcp_listeners(int(os.environ.get("ORIGIN_PORT", "0")), host="127.0.0.1")
     port = listeners[0].socket.getsockname()[1]
     with open(port_file + ".tmp", "w") as out:
         out.write(str(port))

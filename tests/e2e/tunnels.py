@@ -14,12 +14,12 @@ from pathlib import Path
 from tests.e2e.conftest import ZONE, start_edge, start_origin
 
 
-def run_tunnel(edge, name: str, rules: list[tuple], connections: int = 2):
+def run_tunnel(edge, name: str, rules: list[tuple], connections: int = 2, top: str = "", args: tuple = ()):
     """Log in as a new account, create tunnel `name`, route `rules` (host label, service[,
-    originRequest dict]) and run it."""
+    originRequest dict]) and run it (with `args`); `top`: more top-level YAML for config.yml."""
     env = edge.login(name)
     edge.cli("burrow", "tunnel", "create", name, env=env)
-    lines = [f"tunnel: {name}", "ingress:"]
+    lines = [f"tunnel: {name}", top, "ingress:"]
     for label, service, *options in rules:
         edge.cli("burrow", "tunnel", "route", "dns", name, f"{label}.{ZONE}", env=env)
         lines += [f"  - hostname: {label}.{ZONE}", f"    service: {service}"]
@@ -28,7 +28,7 @@ def run_tunnel(edge, name: str, rules: list[tuple], connections: int = 2):
     config = Path(env["BURROW_HOME"]) / "config.yml"
     config.write_text("\n".join(lines) + "\n")
     proc = edge.start(
-        ["burrow", "tunnel", "run", "--config", config, "--ha-connections", connections, name], name, env
+        ["burrow", "tunnel", "run", "--config", config, "--ha-connections", connections, *args, name], name, env
     )
     proc.wait_for_log(r"tunnel\.registered index=", count=connections)
     return proc
