@@ -160,7 +160,8 @@ def _parse_rule(
     service = check(parse_service, "service")
     if isinstance(service, PoolService) and service.name not in pool_names:
         defined = ", ".join(sorted(pool_names)) or "none"
-        report.add(line_of(raw, "service"), index, "service", f"pool {service.name!r} is not defined under pools: (defined: {defined})")
+        message = f"pool {service.name!r} is not defined under pools: (defined: {defined})"
+        report.add(line_of(raw, "service"), index, "service", message)
     catch_all = raw.get("hostname") in (None, "", "*") and raw.get("path") in (None, "")
     if index == count and not catch_all:
         report.add(

@@ -62,7 +62,6 @@ class OriginConnection:
         return self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE
 
 
-
 class OriginPool:
     """Idle keep-alive connections per origin (and TLS server name and client certificate), at most
     `keepAliveConnections` of them, each for at most `keepAliveTimeout`."""

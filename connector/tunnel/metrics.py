@@ -91,18 +91,14 @@ class _PoolCollector:
         self.balancers = balancers
 
     def collect(self):
-        origin = ["pool", "origin"]
-        healthy = GaugeMetricFamily(
-            "burrow_connector_pool_origin_healthy", "1 while the origin is in its pool's rotation, 0 while out of it.", labels=origin
-        )
-        in_flight = GaugeMetricFamily("burrow_connector_pool_origin_in_flight", "Requests the origin is serving now.", labels=origin)
-        requests = CounterMetricFamily(
-            "burrow_connector_pool_origin_requests", "Requests sent to the origin (a retried request counts for each).", labels=origin
-        )
-        failed = CounterMetricFamily("burrow_connector_pool_origin_checks_failed", "Health checks the origin failed.", labels=origin)
-        retries = CounterMetricFamily(
-            "burrow_connector_pool_retries", "Requests sent again to another origin after a failed connect.", labels=["pool"]
-        )
+        def family(kind, name: str, text: str, labels=("pool", "origin")):
+            return kind(f"burrow_connector_pool_{name}", text, labels=list(labels))
+
+        healthy = family(GaugeMetricFamily, "origin_healthy", "1 while the origin is in its pool's rotation, 0 while out of it.")
+        in_flight = family(GaugeMetricFamily, "origin_in_flight", "Requests the origin is serving now.")
+        requests = family(CounterMetricFamily, "origin_requests", "Requests sent to the origin (a retried request counts for each).")
+        failed = family(CounterMetricFamily, "origin_checks_failed", "Health checks the origin failed.")
+        retries = family(CounterMetricFamily, "retries", "Requests sent again to another origin after a failed connect.", ["pool"])
         for balancer in self.balancers:
             name = balancer.pool.name
             for member in balancer.members:
