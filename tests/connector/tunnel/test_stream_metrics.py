@@ -10,6 +10,7 @@ import trio
 import trio.testing
 
 from connector.tunnel.metrics import ConnectorMetrics
+from connector.tunnel.streams import StreamServer
 from shared.events import RequestHead
 from shared.logs import CONNECTOR_ACCESS_LOGGER
 from tests.connector.tunnel_pair import fetch, start
