@@ -31,7 +31,7 @@ from h2.settings import SettingCodes, Settings
 from hyperframe.frame import GoAwayFrame
 
 from edge.dns.zone import normalize_host
-from edge.visitors.http2_fields import request_head, trailer_fields
+from edge.visitors.http2_fields import MalformedRequest, StrictDecoder, request_head, trailer_fields
 from edge.visitors.http2_guards import (
     HeaderBlockMeter,
     HeaderBlockTooLarge,
@@ -90,6 +90,7 @@ class Http2Connection:
         self.scheme = scheme
         self.sni = sni  # the TLS server name the visitor asked for; each :authority must match it
         self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding=None))
+        self.h2.decoder = StrictDecoder()
         self._handle: Handler | None = None
         self._nursery: trio.Nursery | None = None
         self._streams: dict[int, Http2Exchange] = {}
@@ -192,9 +193,14 @@ class Http2Connection:
         if self._last_stream is not None and stream_id > self._last_stream:
             self.h2.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
             return
+        try:
+            head, problem = request_head(event.headers, event.stream_ended is None, self.scheme, self.limits)
+        except MalformedRequest as exc:
+            log.debug("http2.malformed client=%s stream=%d reason=%s", self.client[0], stream_id, exc)
+            self.h2.reset_stream(stream_id, ErrorCodes.PROTOCOL_ERROR)
+            return
         self._resets.opened(trio.current_time())
         self._requests += 1
-        head, problem = request_head(event.headers, event.stream_ended is None, self.scheme, self.limits)
         if problem is None and self.sni is not None and normalize_host(head.authority.decode("latin-1")) != self.sni:
             problem = (421, "the :authority does not match the TLS server name")  # a coalesced connection: retry on a new one
         exchange = Http2Exchange(self, stream_id, head)
