@@ -32,12 +32,7 @@ from hyperframe.frame import GoAwayFrame
 
 from edge.dns.zone import normalize_host
 from edge.visitors.http2_fields import MalformedRequest, StrictDecoder, request_head, trailer_fields
-from edge.visitors.http2_guards import (
-    HeaderBlockMeter,
-    HeaderBlockTooLarge,
-    Http2Limits,
-    ResetRateGuard,
-)
+from edge.visitors.http2_guards import Flood, FrameMeter, Http2Limits, LeakyBucket, ResetRateGuard
 from edge.visitors.http2_send import ConnectionLost, Http2Writer
 from edge.visitors.http2_stream import Http2Exchange
 from shared.aio import receive_records
@@ -48,6 +43,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_WINDOW = 65_535  # RFC 9113 §6.9.2: every window before SETTINGS or WINDOW_UPDATE
 CLEANUP_TIMEOUT = 1.0
+LINGER_BYTES = 16 * 1024 * 1024  # read and dropped after an error GOAWAY, at most (socket buffers hold MBs)
 
 
 class _Stop(Exception):
@@ -101,7 +97,9 @@ class Http2Connection:
         self._deadline = math.inf
         self._read_scope = trio.CancelScope()
         self._resets = ResetRateGuard(limits.rapid_reset_streams, limits.rapid_reset_window)
-        self._meter = HeaderBlockMeter(limits.max_header_block)
+        self._frames = FrameMeter(limits)
+        self._waiting: dict[int, tuple[Http2Exchange, Handler]] = {}  # streams not yet started, in order
+        self._has_waiting = trio.Event()
         self._dispatch: dict[type, Callable] = {
             h2.events.RequestReceived: self._on_request,
             h2.events.DataReceived: self._on_data,
@@ -110,7 +108,6 @@ class Http2Connection:
             h2.events.StreamReset: self._on_stream_reset,
             h2.events.WindowUpdated: self._on_window,
             h2.events.RemoteSettingsChanged: self._on_settings,
-            h2.events.PingReceived: self._on_ping,
             h2.events.ConnectionTerminated: self._on_goaway,
         }
 
@@ -120,12 +117,15 @@ class Http2Connection:
         self._deadline = trio.current_time() + self.limits.preface_timeout
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            error_code = await self._run()
-            await self._close(error_code)
+            nursery.start_soon(self._start_streams)
+            stop = await self._run()
+            self._waiting.clear()
+            nursery.cancel_scope.cancel()  # every stream ends now (the closing frames go out shielded)
+            await self._close(stop)
             self._abort()
 
-    async def _run(self) -> ErrorCodes | None:
-        """Read until the end; returns the GOAWAY code to send (None: already queued or pointless)."""
+    async def _run(self) -> _Stop:
+        """Read until the end; returns the GOAWAY to send (its code None: queued already, or pointless)."""
         try:
             self._start()
             await self.writer.flush()
@@ -133,14 +133,14 @@ class Http2Connection:
         except _Stop as exc:
             level = logging.DEBUG if exc.error_code in (None, ErrorCodes.NO_ERROR) else logging.WARNING
             log.log(level, "http2.closed client=%s reason=%s", self.client[0], exc)
-            return exc.error_code
+            return exc
         except h2.exceptions.ProtocolError as exc:  # h2 queued a GOAWAY naming the error
             log.debug("http2.protocol_error client=%s error=%s", self.client[0], exc)
-            return None
+            return _Stop(str(exc), None)
         except (ConnectionLost, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             log.debug("http2.lost client=%s error=%r", self.client[0], exc)
-            return None
-        return ErrorCodes.NO_ERROR
+            return _Stop(repr(exc), None)
+        return _Stop("", ErrorCodes.NO_ERROR)
 
     def _start(self) -> None:
         limits = self.limits
@@ -163,9 +163,11 @@ class Http2Connection:
 
     async def _read_loop(self) -> None:
         while not (self._last_stream is not None and not self._streams):
-            with trio.CancelScope(deadline=self._deadline) as self._read_scope:
+            with trio.CancelScope(deadline=min(self._deadline, self._frames.deadline)) as self._read_scope:
                 data = await receive_records(self.stream, self.limits.read_size)
             if self._read_scope.cancelled_caught:
+                if trio.current_time() >= self._frames.deadline:
+                    raise _Stop(f"header block not complete in {self.limits.header_block_timeout:g} s", ErrorCodes.ENHANCE_YOUR_CALM)
                 if not self._settled:
                     raise _Stop("no preface and SETTINGS in time", ErrorCodes.NO_ERROR)
                 if self._last_stream is None and not self._streams:
@@ -175,15 +177,14 @@ class Http2Connection:
             if not data:
                 return
             try:
-                self._meter.feed(data)
-            except HeaderBlockTooLarge as exc:
+                pieces = self._frames.feed(data, trio.current_time(), self.writer.data_sent)
+            except Flood as exc:
                 raise _Stop(str(exc), ErrorCodes.ENHANCE_YOUR_CALM) from exc
-            for event in self.h2.receive_data(data):
-                handler = self._dispatch.get(type(event))
-                if handler is not None:
-                    handler(event)
-            if self.writer.queued_control > self.limits.max_queued_control_frames:
-                raise _Stop("control frames queued faster than read", ErrorCodes.ENHANCE_YOUR_CALM)
+            for piece in pieces:  # so that a defence below acts within a piece, not a read
+                for event in self.h2.receive_data(piece):
+                    handler = self._dispatch.get(type(event))
+                    if handler is not None:
+                        handler(event)
             await self.writer.flush_soon()
 
     # Events from h2 ----------------------------------------------------------------
@@ -207,8 +208,8 @@ class Http2Connection:
         if exchange.upgrade:  # the translated head has no body; the stream stays open for DATA
             exchange.remote_closed = event.stream_ended is not None
         self._streams[stream_id] = exchange
-        respond = functools.partial(_refuse, *problem) if problem else self._handle
-        self._nursery.start_soon(self._serve_stream, exchange, respond)
+        self._waiting[stream_id] = (exchange, functools.partial(_refuse, *problem) if problem else self._handle)
+        self._has_waiting.set()
         if self._requests >= self.limits.max_requests and self._last_stream is None:
             self._last_stream = stream_id
             self.writer.inject(GoAwayFrame(0, last_stream_id=stream_id, error_code=ErrorCodes.NO_ERROR).serialize())
@@ -239,19 +240,17 @@ class Http2Connection:
         if not exchange.local_closed and self._resets.reset(trio.current_time()):
             raise _Stop("rapid reset", ErrorCodes.ENHANCE_YOUR_CALM)
         exchange.reset_by_peer()
+        if self._waiting.pop(event.stream_id, None):  # never started: no task, no tunnel stream
+            self._forget(exchange)
 
     def _on_window(self, event: h2.events.WindowUpdated) -> None:
         self.writer.window_opened()
 
     def _on_settings(self, event: h2.events.RemoteSettingsChanged) -> None:
-        self.writer.queued_control += 1  # h2 queued the ACK
         if not self._settled:
             self._settled = True
             self._update_deadline()
         self.writer.window_opened()
-
-    def _on_ping(self, event: h2.events.PingReceived) -> None:
-        self.writer.queued_control += 1  # h2 queued the ACK
 
     def _on_goaway(self, event: h2.events.ConnectionTerminated) -> None:
         # Once h2 has a GOAWAY it refuses to send anything more, so nothing in flight can finish.
@@ -266,9 +265,26 @@ class Http2Connection:
             deadline = -math.inf  # drained: stop reading now
         else:
             deadline = trio.current_time() + self.limits.idle_timeout
-        self._deadline = self._read_scope.deadline = deadline
+        self._deadline = deadline
+        self._read_scope.deadline = min(deadline, self._frames.deadline)
 
     # Streams ----------------------------------------------------------------------
+
+    async def _start_streams(self) -> None:
+        """Start each waiting stream's task, at most `max_stream_starts` a second. A stream
+        waits at least until the reader handled the rest of its read: one reset in the same
+        read never starts."""
+        starts = LeakyBucket(self.limits.max_stream_starts, 1.0)
+        while True:
+            if not self._waiting:
+                self._has_waiting = trio.Event()
+                await self._has_waiting.wait()
+            elif delay := starts.wait(trio.current_time()):
+                await trio.sleep(delay)
+            else:
+                starts.add(trio.current_time())
+                exchange, respond = self._waiting.pop(next(iter(self._waiting)))
+                self._nursery.start_soon(self._serve_stream, exchange, respond)
 
     async def _serve_stream(self, exchange: Http2Exchange, respond: Handler) -> None:
         try:
@@ -279,14 +295,19 @@ class Http2Connection:
         except Exception:
             log.exception("http2.stream_failed client=%s stream=%d", self.client[0], exchange.stream_id)
         finally:
-            del self._streams[exchange.stream_id]
-            self._update_deadline()
-            with trio.CancelScope(shield=True, relative_deadline=CLEANUP_TIMEOUT):
-                await self._finish(exchange)
+            self._forget(exchange)
+            if not self.writer.lost:
+                with trio.CancelScope(shield=True, relative_deadline=CLEANUP_TIMEOUT):
+                    try:
+                        await self.writer.flush_soon()
+                    except ConnectionLost:
+                        pass
 
-    async def _finish(self, exchange: Http2Exchange) -> None:
-        """Return unread credit and reset whatever the handler left open."""
+    def _forget(self, exchange: Http2Exchange) -> None:
+        """The stream is done with: return its unread credit, reset it if it is still open."""
         stream_id = exchange.stream_id
+        del self._streams[stream_id]
+        self._update_deadline()
         if credit := exchange.unreturned_credit():
             self.h2.acknowledge_received_data(credit, stream_id)
         if not exchange.peer_reset and not (exchange.local_closed and exchange.remote_closed):
@@ -296,22 +317,25 @@ class Http2Connection:
                 self.h2.reset_stream(stream_id, code)
             except h2.exceptions.ProtocolError:
                 pass  # h2 already closed it, or the whole connection
-        if not self.writer.lost:
-            try:
-                await self.writer.flush_soon()
-            except ConnectionLost:
-                pass
 
-    async def _close(self, error_code: ErrorCodes | None) -> None:
-        """Send the final GOAWAY (if any) and whatever is queued, briefly."""
+    async def _close(self, stop: _Stop) -> None:
+        """Send the final GOAWAY (if any; its debug data names the reason) and whatever is
+        queued, briefly. After an error, read and drop what the client still sends until
+        it closes or CLEANUP_TIMEOUT passes: closing with unread data would reset the
+        connection, and the client could lose the GOAWAY."""
         if self.writer.lost:
             return
         with trio.CancelScope(shield=True, relative_deadline=CLEANUP_TIMEOUT):
-            if error_code is not None:
-                self.h2.close_connection(error_code, last_stream_id=self._last_stream)
+            if stop.error_code is not None:
+                self.h2.close_connection(stop.error_code, str(stop).encode(), last_stream_id=self._last_stream)
             try:
                 await self.writer.flush()
-            except ConnectionLost:
+                lingered = 0
+                while stop.error_code not in (None, ErrorCodes.NO_ERROR) and lingered < LINGER_BYTES:
+                    if not (data := await receive_records(self.stream, self.limits.read_size)):
+                        break
+                    lingered += len(data)
+            except (ConnectionLost, trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
 
     def drain(self) -> None:

@@ -27,7 +27,6 @@ class Http2Writer:
         self.h2 = h2_conn
         self.limits = limits
         self.lost = False
-        self.queued_control = 0  # PING/SETTINGS acks h2 queued since the last write
         self.data_sent = 0  # response body bytes queued, for the WINDOW_UPDATE budget
         self._abort_connection = abort  # called when a write fails: it calls `abort` too
         self._lock = trio.Lock()
@@ -114,7 +113,6 @@ class Http2Writer:
                     raise ConnectionLost("connection aborted during a write")
                 self._abort_connection()
                 raise ConnectionLost(f"write failed: {trio.TooSlowError()!r}")
-        self.queued_control = 0
 
     def _take(self) -> bytes:
         data = bytes(self._injected) + self.h2.data_to_send()

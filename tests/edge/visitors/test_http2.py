@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import logging
+import math
 from contextlib import asynccontextmanager
 
 import h2.config
@@ -16,16 +17,21 @@ import trio
 import trio.testing
 from h2.errors import ErrorCodes
 from h2.frame_buffer import FrameBuffer
-from hyperframe.frame import ContinuationFrame, HeadersFrame
+from hyperframe.frame import (
+    ContinuationFrame,
+    DataFrame,
+    ExtensionFrame,
+    HeadersFrame,
+    PingFrame,
+    PriorityFrame,
+    RstStreamFrame,
+    SettingsFrame,
+    WindowUpdateFrame,
+)
 
 from edge.visitors.http2 import Http2Connection, Http2Limits
 from edge.visitors.http2_fields import MalformedRequest, request_head, response_headers, websocket_accept
-from edge.visitors.http2_guards import (
-    PREFACE,
-    HeaderBlockMeter,
-    HeaderBlockTooLarge,
-    ResetRateGuard,
-)
+from edge.visitors.http2_guards import PREFACE, Flood, FrameMeter, LeakyBucket, ResetRateGuard
 from shared.events import ResponseHead
 from tests.h2_client import Client
 
@@ -190,6 +196,65 @@ async def test_rapid_reset_gets_goaway_while_another_visitor_is_served():
         assert (await other.request("/after")).status == 200
 
 
+async def test_a_stream_reset_in_the_read_that_opened_it_never_starts_and_goaway_cancels_the_rest():
+    started, cancelled = [], []
+
+    async def handler(exchange):
+        started.append(exchange.head.target)
+        try:
+            await app(exchange)
+        except trio.Cancelled:
+            cancelled.append(exchange.head.target)
+            raise
+
+    async with connect(handler=handler) as attacker:
+        hanging = attacker.start("/hang/started")
+        await attacker.flush()
+        await trio.testing.wait_all_tasks_blocked()
+        with trio.fail_after(10):
+            while attacker.goaway is None and not attacker.closed.is_set():
+                for _ in range(20):  # HEADERS and RST_STREAM in one write, so in one read
+                    attacker.h2.reset_stream(attacker.start("/hang/reset"), ErrorCodes.CANCEL)
+                await attacker.flush()
+                await trio.sleep(0)
+        assert attacker.goaway.error_code == ErrorCodes.ENHANCE_YOUR_CALM
+        assert attacker.goaway.additional_data == b"rapid reset"
+    assert started == cancelled == [b"/hang/started"] and hanging == 1
+
+
+async def test_stream_starts_are_paced_not_refused(autojump_clock):
+    starts = []
+
+    async def handler(exchange):
+        starts.append(trio.current_time())
+        await app(exchange)
+
+    async with connect(Http2Limits(max_stream_starts=10), handler=handler) as client:
+        ids = [client.start(f"/{i}") for i in range(30)]
+        began = trio.current_time()
+        await client.flush()
+        for stream_id in ids:
+            await client.responses[stream_id].done.wait()
+    assert all(client.responses[i].status == 200 for i in ids)
+    assert 1.9 <= starts[-1] - began <= 2.1  # 10 at once, then 10 a second
+
+
+async def test_a_header_block_dripped_past_the_timeout_is_cut_off(autojump_clock):
+    async with connect(Http2Limits(header_block_timeout=10)) as client:
+        assert (await client.request("/")).status == 200
+        began = trio.current_time()
+        await client.send_raw(HeadersFrame(3, data=b"\x82").serialize())  # no END_HEADERS
+        while client.goaway is None:
+            await client.send_raw(ContinuationFrame(3, data=b"").serialize())
+            with trio.move_on_after(3):
+                while client.goaway is None:
+                    await trio.sleep(0.01)
+        cut_off = trio.current_time() - began
+        await client.closed.wait()
+    assert client.goaway.error_code == ErrorCodes.ENHANCE_YOUR_CALM
+    assert 10 <= cut_off < 10.1
+
+
 async def test_resetting_a_stream_cancels_only_its_handler():
     async with connect() as client:
         hanging = client.start("/hang")
@@ -235,14 +300,14 @@ async def tcp_pair():
 
 
 @pytest.mark.parametrize(
-    "batch, pause, reason",
-    [(2000, 0, "control frames queued faster than read"), (100, 0.001, "write failed: TooSlowError")],
-    ids=["burst-hits-the-control-frame-cap", "paced-hits-the-send-timeout"],
+    "budget, batch, pause, reason",
+    [(100, 2000, 0, "PING frames over 100 in 10 s"), (10**9, 100, 0.001, "write failed: TooSlowError")],
+    ids=["burst-hits-the-ping-budget", "paced-without-a-budget-hits-the-send-timeout"],
 )
-async def test_ping_flood_from_a_visitor_that_never_reads_is_closed(batch, pause, reason, caplog):
+async def test_ping_flood_from_a_visitor_that_never_reads_is_closed(budget, batch, pause, reason, caplog):
     caplog.set_level(logging.DEBUG, logger="edge.visitors.http2")
     async with tcp_pair() as (client_stream, server_stream):
-        connection = Http2Connection(server_stream, CLIENT, SERVER, Http2Limits(send_timeout=2))
+        connection = Http2Connection(server_stream, CLIENT, SERVER, Http2Limits(send_timeout=2, max_ping_frames=budget))
         client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
         client.initiate_connection()
         await client_stream.send_all(client.data_to_send())
@@ -368,19 +433,94 @@ def test_reset_guard_trips_only_past_the_stream_floor_and_half():
         assert not (i % 3 == 0 and calm.reset(i * 0.001))
 
 
-@pytest.mark.parametrize("step", [1, 7, 4096], ids=["byte-by-byte", "odd-chunks", "whole"])
-def test_header_block_meter_sums_continuations_across_reads(step):
-    def feed(meter, data):
-        for offset in range(0, len(data), step):
-            meter.feed(data[offset : offset + step])
+def feed(meter: FrameMeter, data: bytes, step: int, now: float = 0.0, data_sent: int = 0) -> None:
+    for offset in range(0, len(data), step):
+        meter.feed(data[offset : offset + step], now, data_sent)
 
+
+@pytest.mark.parametrize("step", [1, 7, 4096], ids=["byte-by-byte", "odd-chunks", "whole"])
+def test_frame_meter_sums_continuations_across_reads(step):
     fits = HeadersFrame(1, data=b"a" * 50).serialize()  # END_HEADERS absent
     fits += ContinuationFrame(1, data=b"b" * 40, flags=["END_HEADERS"]).serialize()
     fits += HeadersFrame(3, data=b"c" * 100, flags=["END_HEADERS"]).serialize()
-    meter = HeaderBlockMeter(max_block=100)
-    feed(meter, PREFACE + fits)
-    with pytest.raises(HeaderBlockTooLarge):
-        feed(meter, HeadersFrame(5, data=b"c" * 60).serialize() + ContinuationFrame(5, data=b"d" * 50).serialize())
+    meter = FrameMeter(Http2Limits(max_header_block=100))
+    feed(meter, PREFACE + fits, step)
+    with pytest.raises(Flood, match="header block over 100 bytes"):
+        feed(meter, HeadersFrame(5, data=b"c" * 60).serialize() + ContinuationFrame(5, data=b"d" * 50).serialize(), step)
+
+
+BUDGETS = {
+    "PRIORITY": (PriorityFrame(1, depends_on=0), "max_priority_frames"),
+    "RST_STREAM": (RstStreamFrame(1), "max_reset_frames"),
+    "empty DATA": (DataFrame(1, data=b""), "max_empty_data_frames"),
+    "empty DATA, padded": (DataFrame(1, data=b"", flags=["PADDED"], pad_length=20), "max_empty_data_frames"),
+    "WINDOW_UPDATE": (WindowUpdateFrame(0, window_increment=1), "max_window_update_frames"),
+    "SETTINGS": (SettingsFrame(0), "max_settings_frames"),
+    "PING": (PingFrame(0), "max_ping_frames"),
+    "CONTINUATION": (ContinuationFrame(1, data=b""), "max_continuation_frames"),
+    "unknown-type": (ExtensionFrame(0x42, 0, 0, b""), "max_unknown_frames"),
+}
+
+
+@pytest.mark.parametrize("step", [5, 4096], ids=["split", "whole"])
+@pytest.mark.parametrize("name", list(BUDGETS))
+def test_each_free_frame_type_has_a_budget_that_refills_over_the_window(name, step):
+    frame, field = BUDGETS[name]
+    limits = Http2Limits(**{field: 10}, frame_budget_window=10.0)
+    meter = FrameMeter(limits)
+    burst = PREFACE + (HeadersFrame(1, data=b"x").serialize() if name == "CONTINUATION" else b"") + frame.serialize() * 10
+    feed(meter, burst, step)
+    feed(meter, frame.serialize() * 5, step, now=5.0)  # half the window later: half the budget back
+    with pytest.raises(Flood, match=name.split(",")[0]):
+        feed(meter, frame.serialize(), step, now=5.0)
+
+
+def test_frames_that_carry_work_spend_no_budget():
+    meter = FrameMeter(Http2Limits(max_empty_data_frames=1, max_window_update_frames=1))
+    ended = DataFrame(1, data=b"", flags=["END_STREAM"]).serialize()
+    padded = DataFrame(1, data=b"abc", flags=["PADDED"], pad_length=5).serialize()
+    feed(meter, PREFACE + (ended + padded + DataFrame(1, data=b"z").serialize()) * 50, 3)
+    update = WindowUpdateFrame(1, window_increment=1024).serialize()
+    feed(meter, update, 9, data_sent=0)
+    for sent in range(1, 50):  # each KiB the edge sends pays for one WINDOW_UPDATE
+        feed(meter, update, 9, data_sent=sent * 1024)
+    with pytest.raises(Flood, match="WINDOW_UPDATE"):
+        feed(meter, update * 2, 9, data_sent=49 * 1024)
+
+
+def test_a_header_block_and_a_begun_frame_header_must_end_in_time():
+    meter = FrameMeter(Http2Limits(header_block_timeout=10.0))
+    feed(meter, PREFACE + PingFrame(0).serialize(), 4096, now=1.0)
+    assert meter.deadline == math.inf
+    feed(meter, HeadersFrame(1, data=b"x").serialize()[:5], 4096, now=2.0)  # half a frame header
+    assert meter.deadline == 12.0
+    feed(meter, HeadersFrame(1, data=b"x").serialize()[5:], 4096, now=3.0)
+    for now in (5.0, 8.0):
+        feed(meter, ContinuationFrame(1, data=b"y").serialize(), 4096, now=now)
+        assert meter.deadline == 12.0  # the whole block: from its first byte
+    last = ContinuationFrame(1, data=b"zz", flags=["END_HEADERS"]).serialize()
+    feed(meter, last[:-1], 4096, now=9.0)
+    assert meter.deadline == 12.0  # the last fragment's payload still under way
+    feed(meter, last[-1:] + DataFrame(1, data=b"body" * 100).serialize()[:20], 4096, now=9.5)
+    assert meter.deadline == math.inf  # DATA payloads have timers of their own
+
+
+def test_frame_meter_cuts_reads_into_pieces_of_at_most_100_frames():
+    frames = PingFrame(0).serialize() * 250  # 17 bytes each
+    meter = FrameMeter(Http2Limits(max_ping_frames=1000))
+    pieces = meter.feed(PREFACE + frames[:-5], 0.0, 0)
+    assert b"".join(pieces) == PREFACE + frames[:-5]
+    assert [len(p) for p in pieces] == [len(PREFACE) + 100 * 17, 100 * 17, 50 * 17 - 5]
+    assert meter.feed(frames[-5:], 0.0, 0) == [frames[-5:]]
+
+
+def test_leaky_bucket_waits_and_credits():
+    bucket = LeakyBucket(2, 1.0)
+    assert bucket.add(0.0) and bucket.add(0.0) and bucket.wait(0.0) == 0.5
+    assert not bucket.add(0.0)
+    assert bucket.wait(1.0) == 0.0
+    bucket.credit(5)
+    assert bucket.add(1.0) and bucket.add(1.0)
 
 
 async def test_held_responses_arrive_whole_small_or_beyond_the_flow_control_window():
