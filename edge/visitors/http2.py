@@ -162,6 +162,7 @@ class Http2Connection:
         self.h2.decoder.max_header_list_size = limits.max_header_block
 
     async def _read_loop(self) -> None:
+        reads_during_write = 0
         while not (self._last_stream is not None and not self._streams):
             with trio.CancelScope(deadline=min(self._deadline, self._frames.deadline)) as self._read_scope:
                 data = await receive_records(self.stream, self.limits.read_size)
@@ -185,7 +186,13 @@ class Http2Connection:
                     handler = self._dispatch.get(type(event))
                     if handler is not None:
                         handler(event)
-            await self.writer.flush_soon()
+            # A write under way takes what this read queued (acks, resets), unless the client
+            # stopped reading: after a few reads it is read no more until the write is done.
+            if await self.writer.flush_soon():
+                reads_during_write = 0
+            elif (reads_during_write := reads_during_write + 1) > self.limits.max_reads_during_write:
+                await self.writer.flush()
+                reads_during_write = 0
 
     # Events from h2 ----------------------------------------------------------------
 

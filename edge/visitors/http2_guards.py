@@ -45,6 +45,7 @@ class Http2Limits:
     max_requests: int = 10_000  # per connection, then a graceful GOAWAY
     rapid_reset_streams: int = 100  # streams opened within the window before resets count
     rapid_reset_window: float = 1.0
+    max_reads_during_write: int = 16  # reads handled while one write to the client is stuck
     max_stream_starts: int = 200  # request handlers started per second, at most; later ones wait
     # Frames that ask for no work, per connection: each type's budget refills in full every
     # `frame_budget_window` seconds; past it, GOAWAY ENHANCE_YOUR_CALM.

@@ -85,10 +85,13 @@ class Http2Writer:
         async with self._lock:
             await self._drain()
 
-    async def flush_soon(self) -> None:
-        """Flush, unless a writer holds the lock: it writes what we queued before releasing it."""
-        if not self._lock.locked():
-            await self.flush()
+    async def flush_soon(self) -> bool:
+        """Flush, unless a writer holds the lock: it writes what we queued before releasing
+        it. Returns whether it flushed."""
+        if self._lock.locked():
+            return False
+        await self.flush()
+        return True
 
     async def _drain(self) -> None:
         """Write everything queued; the caller holds the send lock.

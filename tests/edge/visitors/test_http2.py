@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 import h2.config
 import h2.connection
 import h2.events
+import hpack
 import pytest
 import trio
 import trio.testing
@@ -327,6 +328,55 @@ async def test_ping_flood_from_a_visitor_that_never_reads_is_closed(budget, batc
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     pass  # the edge hung up
     assert reason in caplog.text
+
+
+class StuckWrites(trio.abc.Stream):
+    """A server-side stream whose client stops reading once `stuck` is set."""
+
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        self.inner = inner
+        self.stuck = False
+        self.reads_while_stuck = 0
+
+    async def send_all(self, data) -> None:
+        if self.stuck:
+            await trio.sleep_forever()
+        await self.inner.send_all(data)
+
+    async def receive_some(self, max_bytes=None) -> bytes:
+        self.reads_while_stuck += self.stuck
+        return await self.inner.receive_some(max_bytes)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_a_visitor_that_never_reads_its_resets_stops_being_read(autojump_clock):
+    # A download's write is stuck; each malformed request then costs an RST_STREAM the edge
+    # can only queue: it reads `max_reads_during_write` more times, then waits for the write
+    # (until the send timeout).
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    stuck = StuckWrites(server_stream)
+    encoder, limits = hpack.Encoder(), Http2Limits(send_timeout=2, max_reads_during_write=4)
+    fields = [(":method", "GET"), (":scheme", "https"), (":authority", "a"), (":path", "/download?100000")]
+    download = HeadersFrame(1, data=encoder.encode(fields), flags=["END_HEADERS", "END_STREAM"]).serialize()
+    fields[3] = (":path", "no-slash")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(Http2Connection(stuck, CLIENT, SERVER, limits).serve, app)
+        await client_stream.send_all(PREFACE + SettingsFrame(0).serialize())
+        await trio.testing.wait_all_tasks_blocked()
+        stuck.stuck = True
+        await client_stream.send_all(download)
+        await trio.testing.wait_all_tasks_blocked()
+        for stream_id in range(3, 100, 2):
+            await client_stream.send_all(HeadersFrame(stream_id, data=encoder.encode(fields), flags=["END_HEADERS"]).serialize())
+            await trio.testing.wait_all_tasks_blocked()
+        assert stuck.reads_while_stuck == 4 + 1  # the last one waits for the write
+        started = trio.current_time()
+    assert trio.current_time() - started >= 2  # then the send timeout ended it
 
 
 async def test_silent_visitor_is_dropped_after_the_preface_timeout(autojump_clock):
