@@ -49,10 +49,10 @@ class Http2Limits:
     max_stream_starts: int = 200  # request handlers started per second, at most; later ones wait
     # Frames that ask for no work, per connection: each type's budget refills in full every
     # `frame_budget_window` seconds; past it, GOAWAY ENHANCE_YOUR_CALM.
-    max_priority_frames: int = 1000
+    max_priority_frames: int = 200
     max_reset_frames: int = 1000
     max_empty_data_frames: int = 100  # no payload (or padding only), no END_STREAM
-    max_window_update_frames: int = 1000  # plus one per `window_update_credit` body bytes sent
+    max_window_update_frames: int = 200  # plus one per `window_update_credit` body bytes sent
     window_update_credit: int = 1024
     max_settings_frames: int = 100
     max_ping_frames: int = 100
