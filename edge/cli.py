@@ -123,7 +123,7 @@ def serve(
     ),
     registration_rate: float = typer.Option(DEFAULT_RATE, help="Then this many registrations per second per source address."),
     metrics: str = typer.Option(None, "--metrics", help="HOST:PORT to serve /metrics, /ready and /healthcheck on (off by default)."),
-    header_timeout: str = typer.Option("10s", help="Close an HTTP/1.1 connection whose request head takes longer (slowloris)."),
+    header_timeout: str = typer.Option("10s", help="Close a connection whose request head (HTTP/1.1) or header block (HTTP/2) takes longer (slowloris)."),
     keepalive_timeout: str = typer.Option("75s", help="Close an idle HTTP/1.1 keep-alive connection after this."),
     max_connections_per_ip: int = typer.Option(DEFAULT_MAX_CONNECTIONS_PER_IP, min=1, help="Concurrent visitor connections one client IP may hold."),
     hsts_max_age: str = typer.Option(None, help="Send Strict-Transport-Security with this max-age (seconds or a duration, e.g. 8760h) on every response."),

@@ -27,6 +27,7 @@ from edge.routing.router import DEFAULT_MAX_STREAMS_PER_TUNNEL, Router
 from edge.tunnels.listener import SessionLimits, TunnelListener
 from edge.tunnels.ratelimit import DEFAULT_BURST, DEFAULT_RATE, SourceLimiter
 from edge.visitors.http1 import Http1Limits
+from edge.visitors.http2_guards import Http2Limits
 from edge.visitors.http_redirect import HttpRedirect
 from edge.visitors.https import ALPN, FrontendOptions, HttpsFrontend, harden
 from shared.aio import single_errors
@@ -217,7 +218,8 @@ async def serve(
         api = create_api(registry, edge_info, refresh, live=router, edge_id=edge_id, extra_routes=[dashboard])
         proxy = Proxy(router, api, frozenset({*cfg.public_ips, *cfg.zones}), metrics, gate)
         in_flight = InFlight(proxy)
-        frontend = HttpsFrontend(in_flight, http1_limits, options=frontend_options)
+        http2_limits = Http2Limits(header_block_timeout=http1_limits.request_head_timeout)  # `--header-timeout`
+        frontend = HttpsFrontend(in_flight, http1_limits, http2_limits, options=frontend_options)
         limits = SessionLimits(ping_interval=heartbeat_interval, ping_timeout=heartbeat_timeout)
         limiter = SourceLimiter(registration_rate, registration_burst)
         sessions = TunnelListener(registry, router, edge_id=edge_id, limits=limits, on_registration=metrics.registration, limiter=limiter)
@@ -235,7 +237,7 @@ async def serve(
             if cfg.http_listen is not None:
                 with _binding("HTTP", cfg.http_listen):
                     plain = HttpRedirect(
-                        challenges, addresses["https"][1], proxy=in_flight.handle, exempt=cfg.http_redirect_exempt,
+                        challenges, addresses["https"][1], serves=proxy.serves, proxy=in_flight.handle, exempt=cfg.http_redirect_exempt,
                         api_hosts=proxy.api_hosts, limits=http1_limits, max_connections_per_ip=frontend_options.max_connections_per_ip,
                     )
                     addresses["http"] = await nursery.start(plain.serve, cfg.http_listen)

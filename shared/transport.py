@@ -123,7 +123,9 @@ class TunnelConnection:
                 await trio.aclose_forcefully(self.transport)
 
     async def open_stream(self, head: RequestHead, kind: bytes = protocol.KIND_HTTP) -> TunnelStream:
-        """(edge) Open a stream carrying `head`."""
+        """(edge) Open a stream carrying `head` (none for a caller already cancelled: a
+        visitor's reset must not reach the connector)."""
+        await trio.lowlevel.checkpoint_if_cancelled()
         if self._error is not None:
             raise StreamRefused(f"tunnel session ended: {self._error}")
         try:

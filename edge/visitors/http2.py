@@ -31,23 +31,19 @@ from h2.settings import SettingCodes, Settings
 from hyperframe.frame import GoAwayFrame
 
 from edge.dns.zone import normalize_host
-from edge.visitors.http2_fields import request_head, trailer_fields
-from edge.visitors.http2_guards import (
-    HeaderBlockMeter,
-    HeaderBlockTooLarge,
-    Http2Limits,
-    ResetRateGuard,
-)
-from edge.visitors.http2_stream import SEND_BATCH, ConnectionLost, Http2Exchange
+from edge.visitors.http2_fields import MalformedRequest, StrictDecoder, request_head, trailer_fields
+from edge.visitors.http2_guards import Flood, FrameMeter, Http2Limits, LeakyBucket, ResetRateGuard
+from edge.visitors.http2_send import ConnectionLost, Http2Writer
+from edge.visitors.http2_stream import Http2Exchange
 from shared.aio import receive_records
 from shared.errors import BurrowError
 from shared.pages import error_page
 
 log = logging.getLogger(__name__)
-log = logging.getLogger(__name__)
 
 DEFAULT_WINDOW = 65_535  # RFC 9113 §6.9.2: every window before SETTINGS or WINDOW_UPDATE
 CLEANUP_TIMEOUT = 1.0
+LINGER_BYTES = 16 * 1024 * 1024  # read and dropped after an error GOAWAY, at most (socket buffers hold MBs)
 
 
 class _Stop(Exception):
@@ -56,8 +52,6 @@ class _Stop(Exception):
     def __init__(self, reason: str, error_code: ErrorCodes | None) -> None:
         super().__init__(reason)
         self.error_code = error_code
-
-
 
 
 Handler = Callable[[Http2Exchange], Awaitable[None]]
@@ -92,22 +86,20 @@ class Http2Connection:
         self.scheme = scheme
         self.sni = sni  # the TLS server name the visitor asked for; each :authority must match it
         self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding=None))
+        self.h2.decoder = StrictDecoder()
         self._handle: Handler | None = None
         self._nursery: trio.Nursery | None = None
         self._streams: dict[int, Http2Exchange] = {}
-        self._send_lock = trio.Lock()
-        self._write_scope: trio.CancelScope | None = None
-        self._injected = bytearray()  # frames h2 cannot send while staying open: the graceful GOAWAY
-        self._window_opened = trio.Event()
-        self._queued_control = 0
-        self._lost = False
+        self.writer = Http2Writer(stream, self.h2, limits, self._abort)
         self._settled = False  # the client's first SETTINGS arrived
         self._requests = 0
         self._last_stream: int | None = None  # set by our graceful GOAWAY
         self._deadline = math.inf
         self._read_scope = trio.CancelScope()
         self._resets = ResetRateGuard(limits.rapid_reset_streams, limits.rapid_reset_window)
-        self._meter = HeaderBlockMeter(limits.max_header_block)
+        self._frames = FrameMeter(limits)
+        self._waiting: dict[int, tuple[Http2Exchange, Handler]] = {}  # streams not yet started, in order
+        self._has_waiting = trio.Event()
         self._dispatch: dict[type, Callable] = {
             h2.events.RequestReceived: self._on_request,
             h2.events.DataReceived: self._on_data,
@@ -116,7 +108,6 @@ class Http2Connection:
             h2.events.StreamReset: self._on_stream_reset,
             h2.events.WindowUpdated: self._on_window,
             h2.events.RemoteSettingsChanged: self._on_settings,
-            h2.events.PingReceived: self._on_ping,
             h2.events.ConnectionTerminated: self._on_goaway,
         }
 
@@ -126,27 +117,30 @@ class Http2Connection:
         self._deadline = trio.current_time() + self.limits.preface_timeout
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            error_code = await self._run()
-            await self._close(error_code)
+            nursery.start_soon(self._start_streams)
+            stop = await self._run()
+            self._waiting.clear()
+            nursery.cancel_scope.cancel()  # every stream ends now (the closing frames go out shielded)
+            await self._close(stop)
             self._abort()
 
-    async def _run(self) -> ErrorCodes | None:
-        """Read until the end; returns the GOAWAY code to send (None: already queued or pointless)."""
+    async def _run(self) -> _Stop:
+        """Read until the end; returns the GOAWAY to send (its code None: queued already, or pointless)."""
         try:
             self._start()
-            await self.flush()
+            await self.writer.flush()
             await self._read_loop()
         except _Stop as exc:
             level = logging.DEBUG if exc.error_code in (None, ErrorCodes.NO_ERROR) else logging.WARNING
             log.log(level, "http2.closed client=%s reason=%s", self.client[0], exc)
-            return exc.error_code
+            return exc
         except h2.exceptions.ProtocolError as exc:  # h2 queued a GOAWAY naming the error
             log.debug("http2.protocol_error client=%s error=%s", self.client[0], exc)
-            return None
+            return _Stop(str(exc), None)
         except (ConnectionLost, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             log.debug("http2.lost client=%s error=%r", self.client[0], exc)
-            return None
-        return ErrorCodes.NO_ERROR
+            return _Stop(repr(exc), None)
+        return _Stop("", ErrorCodes.NO_ERROR)
 
     def _start(self) -> None:
         limits = self.limits
@@ -168,10 +162,13 @@ class Http2Connection:
         self.h2.decoder.max_header_list_size = limits.max_header_block
 
     async def _read_loop(self) -> None:
+        reads_during_write = 0
         while not (self._last_stream is not None and not self._streams):
-            with trio.CancelScope(deadline=self._deadline) as self._read_scope:
+            with trio.CancelScope(deadline=min(self._deadline, self._frames.deadline)) as self._read_scope:
                 data = await receive_records(self.stream, self.limits.read_size)
             if self._read_scope.cancelled_caught:
+                if trio.current_time() >= self._frames.deadline:
+                    raise _Stop(f"header block not complete in {self.limits.header_block_timeout:g} s", ErrorCodes.ENHANCE_YOUR_CALM)
                 if not self._settled:
                     raise _Stop("no preface and SETTINGS in time", ErrorCodes.NO_ERROR)
                 if self._last_stream is None and not self._streams:
@@ -181,16 +178,21 @@ class Http2Connection:
             if not data:
                 return
             try:
-                self._meter.feed(data)
-            except HeaderBlockTooLarge as exc:
+                pieces = self._frames.feed(data, trio.current_time(), self.writer.data_sent)
+            except Flood as exc:
                 raise _Stop(str(exc), ErrorCodes.ENHANCE_YOUR_CALM) from exc
-            for event in self.h2.receive_data(data):
-                handler = self._dispatch.get(type(event))
-                if handler is not None:
-                    handler(event)
-            if self._queued_control > self.limits.max_queued_control_frames:
-                raise _Stop("control frames queued faster than read", ErrorCodes.ENHANCE_YOUR_CALM)
-            await self._flush_soon()
+            for piece in pieces:  # so that a defence below acts within a piece, not a read
+                for event in self.h2.receive_data(piece):
+                    handler = self._dispatch.get(type(event))
+                    if handler is not None:
+                        handler(event)
+            # A write under way takes what this read queued (acks, resets), unless the client
+            # stopped reading: after a few reads it is read no more until the write is done.
+            if await self.writer.flush_soon():
+                reads_during_write = 0
+            elif (reads_during_write := reads_during_write + 1) > self.limits.max_reads_during_write:
+                await self.writer.flush()
+                reads_during_write = 0
 
     # Events from h2 ----------------------------------------------------------------
 
@@ -199,20 +201,25 @@ class Http2Connection:
         if self._last_stream is not None and stream_id > self._last_stream:
             self.h2.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
             return
+        try:
+            head, problem = request_head(event.headers, event.stream_ended is None, self.scheme, self.limits)
+        except MalformedRequest as exc:
+            log.debug("http2.malformed client=%s stream=%d reason=%s", self.client[0], stream_id, exc)
+            self.h2.reset_stream(stream_id, ErrorCodes.PROTOCOL_ERROR)
+            return
         self._resets.opened(trio.current_time())
         self._requests += 1
-        head, problem = request_head(event.headers, event.stream_ended is None, self.scheme, self.limits)
         if problem is None and self.sni is not None and normalize_host(head.authority.decode("latin-1")) != self.sni:
             problem = (421, "the :authority does not match the TLS server name")  # a coalesced connection: retry on a new one
         exchange = Http2Exchange(self, stream_id, head)
         if exchange.upgrade:  # the translated head has no body; the stream stays open for DATA
             exchange.remote_closed = event.stream_ended is not None
         self._streams[stream_id] = exchange
-        respond = functools.partial(_refuse, *problem) if problem else self._handle
-        self._nursery.start_soon(self._serve_stream, exchange, respond)
+        self._waiting[stream_id] = (exchange, functools.partial(_refuse, *problem) if problem else self._handle)
+        self._has_waiting.set()
         if self._requests >= self.limits.max_requests and self._last_stream is None:
             self._last_stream = stream_id
-            self._injected += GoAwayFrame(0, last_stream_id=stream_id, error_code=ErrorCodes.NO_ERROR).serialize()
+            self.writer.inject(GoAwayFrame(0, last_stream_id=stream_id, error_code=ErrorCodes.NO_ERROR).serialize())
             log.debug("http2.draining client=%s requests=%d", self.client[0], self._requests)
         self._update_deadline()
 
@@ -240,20 +247,17 @@ class Http2Connection:
         if not exchange.local_closed and self._resets.reset(trio.current_time()):
             raise _Stop("rapid reset", ErrorCodes.ENHANCE_YOUR_CALM)
         exchange.reset_by_peer()
+        if self._waiting.pop(event.stream_id, None):  # never started: no task, no tunnel stream
+            self._forget(exchange)
 
-    def _on_window(self, event: h2.events.Event) -> None:
-        self._window_opened.set()
-        self._window_opened = trio.Event()
+    def _on_window(self, event: h2.events.WindowUpdated) -> None:
+        self.writer.window_opened()
 
     def _on_settings(self, event: h2.events.RemoteSettingsChanged) -> None:
-        self._queued_control += 1  # h2 queued the ACK
         if not self._settled:
             self._settled = True
             self._update_deadline()
-        self._on_window(event)
-
-    def _on_ping(self, event: h2.events.PingReceived) -> None:
-        self._queued_control += 1  # h2 queued the ACK
+        self.writer.window_opened()
 
     def _on_goaway(self, event: h2.events.ConnectionTerminated) -> None:
         # Once h2 has a GOAWAY it refuses to send anything more, so nothing in flight can finish.
@@ -268,9 +272,26 @@ class Http2Connection:
             deadline = -math.inf  # drained: stop reading now
         else:
             deadline = trio.current_time() + self.limits.idle_timeout
-        self._deadline = self._read_scope.deadline = deadline
+        self._deadline = deadline
+        self._read_scope.deadline = min(deadline, self._frames.deadline)
 
     # Streams ----------------------------------------------------------------------
+
+    async def _start_streams(self) -> None:
+        """Start each waiting stream's task, at most `max_stream_starts` a second. A stream
+        waits at least until the reader handled the rest of its read: one reset in the same
+        read never starts."""
+        starts = LeakyBucket(self.limits.max_stream_starts, 1.0)
+        while True:
+            if not self._waiting:
+                self._has_waiting = trio.Event()
+                await self._has_waiting.wait()
+            elif delay := starts.wait(trio.current_time()):
+                await trio.sleep(delay)
+            else:
+                starts.add(trio.current_time())
+                exchange, respond = self._waiting.pop(next(iter(self._waiting)))
+                self._nursery.start_soon(self._serve_stream, exchange, respond)
 
     async def _serve_stream(self, exchange: Http2Exchange, respond: Handler) -> None:
         try:
@@ -281,14 +302,19 @@ class Http2Connection:
         except Exception:
             log.exception("http2.stream_failed client=%s stream=%d", self.client[0], exchange.stream_id)
         finally:
-            del self._streams[exchange.stream_id]
-            self._update_deadline()
-            with trio.CancelScope(shield=True, relative_deadline=CLEANUP_TIMEOUT):
-                await self._finish(exchange)
+            self._forget(exchange)
+            if not self.writer.lost:
+                with trio.CancelScope(shield=True, relative_deadline=CLEANUP_TIMEOUT):
+                    try:
+                        await self.writer.flush_soon()
+                    except ConnectionLost:
+                        pass
 
-    async def _finish(self, exchange: Http2Exchange) -> None:
-        """Return unread credit and reset whatever the handler left open."""
+    def _forget(self, exchange: Http2Exchange) -> None:
+        """The stream is done with: return its unread credit, reset it if it is still open."""
         stream_id = exchange.stream_id
+        del self._streams[stream_id]
+        self._update_deadline()
         if credit := exchange.unreturned_credit():
             self.h2.acknowledge_received_data(credit, stream_id)
         if not exchange.peer_reset and not (exchange.local_closed and exchange.remote_closed):
@@ -298,123 +324,45 @@ class Http2Connection:
                 self.h2.reset_stream(stream_id, code)
             except h2.exceptions.ProtocolError:
                 pass  # h2 already closed it, or the whole connection
-        if not self._lost:
-            try:
-                await self._flush_soon()
-            except ConnectionLost:
-                pass
 
-    # The send path ----------------------------------------------------------------
-
-    async def send(self, action: Callable[[], None]) -> None:
-        """Queue one h2 call's frames, then write everything queued (other streams' too)."""
-        action()
-        await self.flush()
-
-    async def send_data(self, stream_id: int, data: bytes, end_stream: bool = False, flush: bool = True) -> int:
-        """Send as much of `data` as the windows allow, waiting for credit; returns the count sent.
-
-        With `end_stream`, the frame carrying the last byte of `data` ends the stream;
-        without `flush`, the frames are only queued (unless it must wait for credit).
-        Each stream queues at most SEND_BATCH bytes before waiting for the write, so
-        the unsent backlog stays under max_concurrent_streams × SEND_BATCH.
-        """
-        while True:
-            size = min(len(data), self.h2.local_flow_control_window(stream_id), SEND_BATCH)
-            if size > 0:
-                frame = self.h2.max_outbound_frame_size
-                for offset in range(0, size, frame):
-                    last = offset + frame >= size
-                    self.h2.send_data(
-                        stream_id, data[offset : min(offset + frame, size)], end_stream=end_stream and last and size == len(data)
-                    )
-                if flush:
-                    await self.flush()
-                return size
-            opened = self._window_opened
-            if not flush:
-                await self.flush()  # what the caller queued: the client makes room only for what it got
-            with trio.fail_after(self.limits.send_timeout):
-                await opened.wait()
-
-    async def acknowledge(self, stream_id: int, size: int) -> None:
-        """Give the client credit for `size` flow-controlled bytes that were passed on."""
-        if size:
-            self.h2.acknowledge_received_data(size, stream_id)
-            await self._flush_soon()
-
-    async def flush(self) -> None:
-        async with self._send_lock:
-            await self._drain()
-
-    async def _flush_soon(self) -> None:
-        """Flush, unless a writer holds the lock: it writes what we queued before releasing it."""
-        if not self._send_lock.locked():
-            await self.flush()
-
-    async def _drain(self) -> None:
-        """Write everything queued; the caller holds the send lock.
-
-        Writes are shielded from stream cancellation (half a frame would break the
-        connection for every stream); only the send timeout or `_abort` stops one.
-        """
-        if self._lost:
-            raise ConnectionLost("connection closed")
-        while data := self._take():
-            # Shielded, so only its own deadline (the send timeout) or `_abort` cancels it.
-            scope = self._write_scope = trio.CancelScope(shield=True, relative_deadline=self.limits.send_timeout)
-            try:
-                with scope:
-                    await self.stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                self._abort()
-                raise ConnectionLost(f"write failed: {exc!r}") from exc
-            finally:
-                self._write_scope = None
-            if scope.cancelled_caught:
-                if self._lost:
-                    raise ConnectionLost("connection aborted during a write")
-                self._abort()
-                raise ConnectionLost(f"write failed: {trio.TooSlowError()!r}")
-        self._queued_control = 0
-
-    def _take(self) -> bytes:
-        data = bytes(self._injected) + self.h2.data_to_send()
-        self._injected.clear()
-        return data
-
-    async def _close(self, error_code: ErrorCodes | None) -> None:
-        """Send the final GOAWAY (if any) and whatever is queued, briefly."""
-        if self._lost:
+    async def _close(self, stop: _Stop) -> None:
+        """Send the final GOAWAY (if any; its debug data names the reason) and whatever is
+        queued, briefly. After an error, read and drop what the client still sends until
+        it closes or CLEANUP_TIMEOUT passes: closing with unread data would reset the
+        connection, and the client could lose the GOAWAY."""
+        if self.writer.lost:
             return
         with trio.CancelScope(shield=True, relative_deadline=CLEANUP_TIMEOUT):
-            if error_code is not None:
-                self.h2.close_connection(error_code, last_stream_id=self._last_stream)
+            if stop.error_code is not None:
+                self.h2.close_connection(stop.error_code, str(stop).encode(), last_stream_id=self._last_stream)
             try:
-                await self.flush()
-            except ConnectionLost:
+                await self.writer.flush()
+                lingered = 0
+                while stop.error_code not in (None, ErrorCodes.NO_ERROR) and lingered < LINGER_BYTES:
+                    if not (data := await receive_records(self.stream, self.limits.read_size)):
+                        break
+                    lingered += len(data)
+            except (ConnectionLost, trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
 
     def drain(self) -> None:
         """The edge is shutting down: GOAWAY naming the last stream taken; those finish, then it closes."""
-        if self._last_stream is not None or self._lost or self._nursery is None:
+        if self._last_stream is not None or self.writer.lost or self._nursery is None:
             return
         self._last_stream = self.h2.highest_inbound_stream_id
-        self._injected += GoAwayFrame(0, last_stream_id=self._last_stream, error_code=ErrorCodes.NO_ERROR).serialize()
+        self.writer.inject(GoAwayFrame(0, last_stream_id=self._last_stream, error_code=ErrorCodes.NO_ERROR).serialize())
         self._update_deadline()
         self._nursery.start_soon(self._flush_quietly)
 
     async def _flush_quietly(self) -> None:
         try:
-            await self.flush()
+            await self.writer.flush()
         except (ConnectionLost, trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
             pass
 
     def _abort(self) -> None:
         """Stop everything: writes (the one in progress too) and every stream task."""
-        self._lost = True
-        if self._write_scope is not None:
-            self._write_scope.cancel()
+        self.writer.abort()
         self._nursery.cancel_scope.cancel()
 
 

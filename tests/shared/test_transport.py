@@ -259,6 +259,20 @@ async def test_peer_loss_fails_waiting_streams():
         nursery.cancel_scope.cancel()
 
 
+async def test_a_cancelled_caller_opens_no_stream():
+    edge, connector = connection_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(edge.serve)
+        nursery.start_soon(connector.serve, echo_handler)
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await edge.open_stream(head(b"/never"))
+        assert scope.cancelled_caught and edge.active_streams == 0
+        await trio.testing.wait_all_tasks_blocked()
+        assert connector.active_streams == 0 and edge.session.data_to_send() == b""
+        nursery.cancel_scope.cancel()
+
+
 async def test_drain_lets_open_streams_finish():
     edge, connector = connection_pair()
     release = trio.Event()
