@@ -10,8 +10,10 @@ import pytest
 import trio
 from dnslib import CLASS, EDNS0, OPCODE, QTYPE, RCODE, DNSLabel, DNSQuestion, DNSRecord
 
-from edge.dns import server as dns
-from edge.dns.server import DnsServer, answer
+from edge.dns import answer as dns
+from edge.dns import server as shell
+from edge.dns.answer import answer
+from edge.dns.server import DnsServer
 from edge.dns.zone import Zone, Zones
 
 TID = "6ff42ae2-765d-4adf-8112-31c55c1551ef"
@@ -368,14 +370,14 @@ async def test_each_query_reads_the_current_snapshot(port, snapshot):
 
 
 async def test_idle_tcp_connection_is_closed(monkeypatch, port):
-    monkeypatch.setattr(dns, "TCP_IDLE_TIMEOUT", 0.2)
+    monkeypatch.setattr(shell, "TCP_IDLE_TIMEOUT", 0.2)
     async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
         await stream.send_all(b"\x00")  # half a length prefix, then nothing
         with trio.fail_after(5):
             assert await stream.receive_some(10) == b""
 
 
-@pytest.mark.parametrize("prefix", [b"\x00\x00", struct.pack("!H", dns.MAX_QUERY_SIZE + 1)], ids=["zero", "too-big"])
+@pytest.mark.parametrize("prefix", [b"\x00\x00", struct.pack("!H", shell.MAX_QUERY_SIZE + 1)], ids=["zero", "too-big"])
 async def test_bad_tcp_length_closes_the_connection(port, prefix):
     async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
         await stream.send_all(prefix)
@@ -383,7 +385,7 @@ async def test_bad_tcp_length_closes_the_connection(port, prefix):
 
 
 async def test_tcp_connections_are_bounded(monkeypatch, nursery, snapshot):
-    monkeypatch.setattr(dns, "MAX_TCP_CONNECTIONS", 2)
+    monkeypatch.setattr(shell, "MAX_TCP_CONNECTIONS", 2)
     server = DnsServer(lambda: snapshot.zones, ADDRS)
     _, port = await nursery.start(server.serve, ("127.0.0.1", 0))
     held = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(2)]
