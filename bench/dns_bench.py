@@ -80,6 +80,19 @@ def hostname(i: int) -> str:
     return f"host-{i}.{ZONE}"
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of `pid` and its descendants (nsd forks its server)."""
+    total, pending = 0.0, [pid]
+    while pending:
+        current = pending.pop()
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending += [int(child) for child in (task / "children").read_text().split()]
+    return total
+
+
 def rss_mib(pid: int) -> dict[str, float]:
     """VmRSS and VmHWM of `pid` in MiB."""
     status = Path(f"/proc/{pid}/status").read_text()
@@ -166,12 +179,15 @@ def dnsperf(port: int, data: Path, runs: int, seconds: float, prefix: list[str])
     return {key: round(float(match.group(1))) for key, match in figures.items()}
 
 
-def measure(port: int, data: Path, seconds: float, rounds: int, cap: float, client: list[str]) -> dict:
-    """A first pass over every name, then `rounds` timed runs; queries/s is their median."""
+def measure(port: int, pid: int, data: Path, seconds: float, rounds: int, cap: float, client: list[str]) -> dict:
+    """A first pass over every name, then `rounds` timed runs: their median queries/s, and
+    the server's CPU time per answered query over all of them."""
     first = dnsperf(port, data, 1, cap, client)
+    cpu = cpu_seconds(pid)
     runs = [dnsperf(port, data, DNSPERF_MAX_RUNS, seconds, client) for _ in range(rounds)]
+    cpu_us = (cpu_seconds(pid) - cpu) / max(1, sum(run["answered"] for run in runs)) * 1e6
     return {"qps": statistics.median(run["qps"] for run in runs), "first_pass_qps": first["qps"],
-            "lost": sum(run["lost"] for run in runs), "runs": runs}
+            "cpu_us": round(cpu_us, 1), "lost": sum(run["lost"] for run in runs), "runs": runs}
 
 
 def pinning() -> tuple[list[str], list[str], Callable[[], contextlib.AbstractContextManager]]:
@@ -208,14 +224,14 @@ def run(names: int, seconds: float, rounds: int, check_queries: int, cap: float 
         dns_peers.write_zone(zone_file, ZONE, tunnel_id, ADDRESS, (hostname(i) for i in range(names)))
         with running_edge(tmp / "edge", server) as (port, pid):
             rss_start = rss_mib(pid)
-            result["burrow"] = measure(port, data, seconds, rounds, cap, client)
+            result["burrow"] = measure(port, pid, data, seconds, rounds, cap, client)
             result["burrow"]["rss_start_mib"], result["burrow"]["rss_mib"] = rss_start, rss_mib(pid)
             with on_client_core():
                 result["check"] = python_load(port, names, check_queries, 8, 16, cap)
         for name in REFERENCES:
             try:
-                with dns_peers.reference(name, tmp, ZONE, zone_file, hostname(0), server) as ref_port:
-                    result[name] = measure(ref_port, data, seconds, rounds, cap, client)
+                with dns_peers.reference(name, tmp, ZONE, zone_file, hostname(0), server) as (ref_port, ref_pid):
+                    result[name] = measure(ref_port, ref_pid, data, seconds, rounds, cap, client)
             except RuntimeError as exc:
                 result[name] = {"skipped": str(exc).splitlines()[0]}
     return result
@@ -230,7 +246,7 @@ def report(result: dict) -> str:
     lines = [f"DNS: {result['names']:,} routed names, UDP A queries (dnsperf, {DNSPERF_OUTSTANDING} outstanding), "
              + ("servers on core 0, clients on core 1" if result["pinned"] else "unpinned")
              + f"; median of {result['rounds']} run(s) of {result['seconds']:g} s",
-             f"{'server':<8} {'queries/s':>10} {'first pass':>11} {'lost':>6}  notes"]
+             f"{'server':<8} {'queries/s':>10} {'first pass':>11} {'CPU µs/query':>13} {'lost':>6}  notes"]
     for name in ("burrow", *REFERENCES):
         figures = result[name]
         if "skipped" in figures:
@@ -240,7 +256,8 @@ def report(result: dict) -> str:
         if name == "burrow":
             notes = " ".join(f"{ratio(result, ref)}× {ref}" for ref in REFERENCES if ratio(result, ref)) + \
                 f"; RSS {figures['rss_start_mib']['VmRSS']} MiB after start, {figures['rss_mib']['VmRSS']} after the load"
-        lines.append(f"{name:<8} {figures['qps']:>10,.0f} {figures['first_pass_qps']:>11,.0f} {figures['lost']:>6}  {notes}")
+        lines.append(f"{name:<8} {figures['qps']:>10,.0f} {figures['first_pass_qps']:>11,.0f} {figures['cpu_us']:>13} "
+                     f"{figures['lost']:>6}  {notes}")
     check = result["check"]
     lines.append(f"check: {check['answered']}/{check['queries']} answered from Python, {check['wrong']} wrong, "
                  f"{check['lost']} lost; set-up {result['setup_s']} s")

@@ -115,8 +115,8 @@ def program(name: str) -> str | None:
 
 
 @contextlib.contextmanager
-def reference(name: str, tmp: Path, zone: str, zone_file: Path, probe: str, prefix: list[str]) -> Iterator[int]:
-    """knotd or nsd serving `zone_file`; yields its UDP port. RuntimeError if it is not installed."""
+def reference(name: str, tmp: Path, zone: str, zone_file: Path, probe: str, prefix: list[str]) -> Iterator[tuple[int, int]]:
+    """knotd or nsd serving `zone_file`; yields its UDP port and pid. RuntimeError if it is not installed."""
     binary = program("knotd" if name == "knotd" else "nsd")
     if binary is None:
         raise RuntimeError(f"not installed (apt-get install -y {'knot' if name == 'knotd' else 'nsd'})")
@@ -127,5 +127,5 @@ def reference(name: str, tmp: Path, zone: str, zone_file: Path, probe: str, pref
     conf = work / f"{name}.conf"
     conf.write_text(template.format(tmp=work, port=port, zone=zone, zone_file=zone_file))
     cmd = [binary, "-c", str(conf)] if name == "knotd" else [binary, "-d", "-c", str(conf)]
-    with running([*prefix, *cmd], work / f"{name}.log", lambda: answers(port, probe)):
-        yield port
+    with running([*prefix, *cmd], work / f"{name}.log", lambda: answers(port, probe)) as pid:
+        yield port, pid
