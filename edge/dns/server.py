@@ -1,6 +1,7 @@
 """The edge's authoritative DNS server: a thin trio UDP/TCP shell around `answer()`.
 
-The shell sends each UDP reply from the address its query was sent to (`pktinfo`).
+UDP queries go through the `AnswerCache`; each UDP reply leaves from the address its
+query was sent to (`pktinfo`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import trio
 
 from edge.dns import pktinfo
 from edge.dns.answer import answer, rcode_name
+from edge.dns.answer_cache import AnswerCache
 from edge.dns.zone import Zones
 
 log = logging.getLogger(__name__)
@@ -39,12 +41,16 @@ class DnsServer:
         self._zones = zones
         self._challenge_txt = challenge_txt  # ACME DNS-01 answers, read per query
         self._addresses = tuple(addresses)
+        self._cache = AnswerCache(self._addresses)  # UDP replies, kept per snapshot
         self._tcp_slots = trio.CapacityLimiter(MAX_TCP_CONNECTIONS)
         self._on_reply = on_reply  # called with each reply's RCODE name (metrics)
 
     def _reply(self, query: bytes, *, tcp: bool) -> bytes | None:
         try:
-            reply = answer(query, self._zones(), self._addresses, tcp=tcp, challenge_txt=self._challenge_txt)
+            if tcp:
+                reply = answer(query, self._zones(), self._addresses, tcp=True, challenge_txt=self._challenge_txt)
+            else:
+                reply = self._cache.reply(query, self._zones(), self._challenge_txt)
         except Exception:  # a bug must not take the edge down with it; it is logged loudly
             log.exception("dns.internal_error size=%d", len(query))
             return None
