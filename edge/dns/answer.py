@@ -45,6 +45,8 @@ ADDRESS_TYPES = (QTYPE.A, QTYPE.AAAA)
 NO_TRANSFER = (QTYPE.AXFR, QTYPE.IXFR)
 LDH_STAR = b"abcdefghijklmnopqrstuvwxyz0123456789-_*"
 
+RCODE_NAMES = tuple(RCODE.get(rcode, str(rcode)) for rcode in range(16))
+
 Node = dict[int, list]  # qtype → rdata at one name; {} is a name with no data (empty non-terminal)
 
 
@@ -94,8 +96,7 @@ def _size_limit(opt: RR | None, tcp: bool) -> int:
 
 def rcode_name(reply: bytes) -> str:
     """The RCODE of a packed reply by name: "NOERROR", "NXDOMAIN", "REFUSED"… (header bits only)."""
-    rcode = reply[3] & 0xF
-    return RCODE.get(rcode, str(rcode))
+    return RCODE_NAMES[reply[3] & 0xF]
 
 
 def _header_only(ident: int, opcode: int, rd: int, rcode: int) -> bytes:

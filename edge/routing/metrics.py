@@ -78,8 +78,9 @@ class EdgeMetrics:
     def registration(self, result: str) -> None:
         self.registrations.labels(result).inc()
 
-    def dns_reply(self, rcode: str) -> None:
-        self.dns_queries.labels(rcode).inc()
+    def dns_reply(self, rcode: str, count: int = 1) -> None:
+        """Count `count` DNS replies with `rcode` (the server counts a batch of UDP replies at once)."""
+        self.dns_queries.labels(rcode).inc(count)
 
     def observe_request(self, host: str, status: int, seconds: float, bytes_in: int, bytes_out: int) -> None:
         """Count one finished request to `host` (a routed hostname; pass "" for unknown ones)."""

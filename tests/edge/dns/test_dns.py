@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import socket
 import struct
 
 import pytest
@@ -367,6 +368,23 @@ async def test_each_query_reads_the_current_snapshot(port, snapshot):
     (zone, sub) = ZONES.zones
     snapshot.zones = Zones((Zone(zone.name, {**zone.records, "new.example.test": TARGET[:-1]}, zone.tunnel_ids), sub))
     assert rendered((await udp_exchange(port, query("new.example.test"))).rr)[0] == f"new.example.test. CNAME {TARGET}"
+
+
+async def test_a_burst_over_udp_is_answered_and_counted_by_rcode(nursery, snapshot):
+    """More datagrams than one batch, sent before the server runs: each answered once, each counted once."""
+    counted: dict[str, int] = {}
+    server = DnsServer(lambda: snapshot.zones, ADDRS, lambda rcode, count: counted.update({rcode: counted.get(rcode, 0) + count}))
+    _, port = await nursery.start(server.serve, ("127.0.0.1", 0))
+    names = ["app.example.test", "nope.example.test", "example.org"] * (shell.UDP_BATCH // 2)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        sock.settimeout(10)
+        sock.connect(("127.0.0.1", port))
+        for ident, name in enumerate(names):  # no checkpoint: all queued before the server reads
+            sock.send(struct.pack("!H", ident) + query(name)[2:])
+        replies = await trio.to_thread.run_sync(lambda: [sock.recv(512) for _ in names])
+    assert sorted(int.from_bytes(reply[:2], "big") for reply in replies) == list(range(len(names)))
+    assert counted == {"NOERROR": len(names) // 3, "NXDOMAIN": len(names) // 3, "REFUSED": len(names) // 3}
 
 
 async def test_idle_tcp_connection_is_closed(monkeypatch, port):
