@@ -8,12 +8,16 @@ The same zone goes into a zone file for knotd and nsd (bench/dns_peers.py, one w
 each). Servers run pinned to core 0 and the clients to core 1 (with 2 cores and taskset).
 
 For each server: one dnsperf pass over every name (the *first pass*: for Burrow the
-answers not yet cached), then --rounds timed dnsperf runs of --seconds each (A queries
-for the routed names in order, 64 outstanding), median reported. Burrow also gets a
-count-bounded UDP load from this process afterwards that checks every answer (NOERROR,
-CNAME + A), and its RSS is read after start-up and after the dnsperf runs.
+answers not yet cached), then --rounds timed dnsperf runs of --seconds each (--types
+queries, A by default, for the routed names in order, 64 outstanding, with EDNS0 if
+--edns), median reported, and the server's CPU time per answered query. Burrow also gets
+a count-bounded UDP load from this process afterwards that checks every answer (NOERROR,
+CNAME + A), and its RSS is read after start-up and after the dnsperf runs. --compare REV
+also runs the edge of git revision REV (its edge/ and shared/ exported to the temp dir)
+on the same zone, for before/after figures from one run.
 
-    .venv/bin/python bench/dns_bench.py [--names 100000] [--seconds 10] [--rounds 1] [--check-queries 20000]
+    .venv/bin/python bench/dns_bench.py [--names 100000] [--seconds 10] [--rounds 1] [--types A,AAAA,HTTPS] [--edns]
+                                        [--compare 212d0c9] [--check-queries 20000]
 
 Prints a table, then the same figures as JSON on the last line of stdout.
 """
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import os
 import re
@@ -33,9 +38,11 @@ import statistics
 import struct
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import dns_peers
@@ -45,6 +52,7 @@ from edge.registry.store import Registry
 from shared.crypto import SECRET_BYTES
 from shared.edge_config import load_edge_config
 
+ROOT = Path(__file__).resolve().parent.parent
 ZONE = "example.test"
 ADDRESS = "127.0.0.1"
 BIN = Path(sys.executable).parent
@@ -99,12 +107,24 @@ def rss_mib(pid: int) -> dict[str, float]:
     return {key: round(int(re.search(rf"{key}:\s+(\d+) kB", status).group(1)) / 1024, 1) for key in ("VmRSS", "VmHWM")}
 
 
+def export(revision: str, tmp: Path) -> Path:
+    """edge/ and shared/ of git `revision`, in a directory of `tmp` to put first on PYTHONPATH."""
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", revision, "edge", "shared"],
+                             capture_output=True, check=True).stdout
+    target = tmp / f"source-{revision}"
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(target, filter="data")
+    return target
+
+
 @contextlib.contextmanager
-def running_edge(home: Path, prefix: list[str]) -> Iterator[tuple[int, int]]:
-    """`burrow-edge serve`; yields its DNS port and pid; stopped on exit."""
+def running_edge(home: Path, prefix: list[str], source: Path | None = None) -> Iterator[tuple[int, int]]:
+    """`burrow-edge serve` (with its code from `source` if given); yields its DNS port and pid; stopped on exit."""
     listen = home / "listen.json"
+    listen.unlink(missing_ok=True)
+    env = {**os.environ, "PYTHONPATH": str(source)} if source else None
     with dns_peers.running([*prefix, str(BIN / "burrow-edge"), "serve", "--home", str(home)], home.parent / "edge.log",
-                           listen.exists) as pid:
+                           listen.exists, env) as pid:
         yield int(json.loads(listen.read_text())["dns"].rsplit(":", 1)[1]), pid
 
 
@@ -164,11 +184,11 @@ def python_load(port: int, names: int, queries: int, sockets: int, window: int, 
             "seconds": round(elapsed, 2), "qps": round(answered / elapsed)}
 
 
-def dnsperf(port: int, data: Path, runs: int, seconds: float, prefix: list[str]) -> dict:
+def dnsperf(port: int, data: Path, runs: int, seconds: float, prefix: list[str], edns: bool) -> dict:
     """One dnsperf run: at most `runs` passes over `data`, at most `seconds`."""
     result = subprocess.run(
         [*prefix, "dnsperf", "-s", ADDRESS, "-p", str(port), "-d", str(data), "-n", str(runs),
-         "-l", str(int(seconds)), "-q", str(DNSPERF_OUTSTANDING), "-t", "2"],
+         "-l", str(int(seconds)), "-q", str(DNSPERF_OUTSTANDING), "-t", "2", *(["-e"] if edns else [])],
         capture_output=True, text=True, timeout=seconds + 30,
     )
     figures = {key: re.search(rf"{pattern}\s+([\d.]+)", result.stdout) for key, pattern in
@@ -179,12 +199,22 @@ def dnsperf(port: int, data: Path, runs: int, seconds: float, prefix: list[str])
     return {key: round(float(match.group(1))) for key, match in figures.items()}
 
 
-def measure(port: int, pid: int, data: Path, seconds: float, rounds: int, cap: float, client: list[str]) -> dict:
-    """A first pass over every name, then `rounds` timed runs: their median queries/s, and
+@dataclass(frozen=True)
+class Load:
+    data: Path  # dnsperf's queries file
+    seconds: float
+    rounds: int
+    cap: float
+    client: list[str]  # command prefix (pinning)
+    edns: bool
+
+
+def measure(port: int, pid: int, load: Load) -> dict:
+    """A first pass over every name, then `load.rounds` timed runs: their median queries/s, and
     the server's CPU time per answered query over all of them."""
-    first = dnsperf(port, data, 1, cap, client)
+    first = dnsperf(port, load.data, 1, load.cap, load.client, load.edns)
     cpu = cpu_seconds(pid)
-    runs = [dnsperf(port, data, DNSPERF_MAX_RUNS, seconds, client) for _ in range(rounds)]
+    runs = [dnsperf(port, load.data, DNSPERF_MAX_RUNS, load.seconds, load.client, load.edns) for _ in range(load.rounds)]
     cpu_us = (cpu_seconds(pid) - cpu) / max(1, sum(run["answered"] for run in runs)) * 1e6
     return {"qps": statistics.median(run["qps"] for run in runs), "first_pass_qps": first["qps"],
             "cpu_us": round(cpu_us, 1), "lost": sum(run["lost"] for run in runs), "runs": runs}
@@ -207,56 +237,64 @@ def pinning() -> tuple[list[str], list[str], Callable[[], contextlib.AbstractCon
     return ["taskset", "-c", "0"], ["taskset", "-c", "1"], on_client_core
 
 
-def run(names: int, seconds: float, rounds: int, check_queries: int, cap: float = 120.0) -> dict:
+def run(names: int, seconds: float, rounds: int, check_queries: int, cap: float = 120.0,
+        types: tuple[str, ...] = ("A",), edns: bool = False, compare: str | None = None) -> dict:
     """Every figure of one benchmark run (see the module docstring)."""
     if not shutil.which("dnsperf"):
         raise RuntimeError("dnsperf not installed (apt-get install -y dnsperf)")
     server, client, on_client_core = pinning()
-    result: dict = {"names": names, "seconds": seconds, "rounds": rounds, "pinned": bool(server)}
+    result: dict = {"names": names, "types": types, "edns": edns, "seconds": seconds, "rounds": rounds,
+                    "pinned": bool(server), "compare": compare}
     with tempfile.TemporaryDirectory(prefix="burrow-dns-bench-") as tmp_dir:
         tmp = Path(tmp_dir)
         start = time.perf_counter()
         tunnel_id = setup_home(tmp / "edge", names)
         result["setup_s"] = round(time.perf_counter() - start, 1)
-        data = tmp / "queries.txt"
-        data.write_text("".join(f"{hostname(i)} A\n" for i in range(names)))
+        load = Load(tmp / "queries.txt", seconds, rounds, cap, client, edns)
+        load.data.write_text("".join(f"{hostname(i)} {qtype}\n" for i in range(names) for qtype in types))
         zone_file = tmp / f"{ZONE}.zone"
         dns_peers.write_zone(zone_file, ZONE, tunnel_id, ADDRESS, (hostname(i) for i in range(names)))
-        with running_edge(tmp / "edge", server) as (port, pid):
-            rss_start = rss_mib(pid)
-            result["burrow"] = measure(port, pid, data, seconds, rounds, cap, client)
-            result["burrow"]["rss_start_mib"], result["burrow"]["rss_mib"] = rss_start, rss_mib(pid)
-            with on_client_core():
-                result["check"] = python_load(port, names, check_queries, 8, 16, cap)
+        edges = [("burrow", None)] + ([(f"burrow@{compare}", export(compare, tmp))] if compare else [])
+        for label, source in edges:
+            with running_edge(tmp / "edge", server, source) as (port, pid):
+                rss_start = rss_mib(pid)
+                result[label] = measure(port, pid, load)
+                result[label]["rss_start_mib"], result[label]["rss_mib"] = rss_start, rss_mib(pid)
+                if source is None:
+                    with on_client_core():
+                        result["check"] = python_load(port, names, check_queries, 8, 16, cap)
         for name in REFERENCES:
             try:
                 with dns_peers.reference(name, tmp, ZONE, zone_file, hostname(0), server) as (ref_port, ref_pid):
-                    result[name] = measure(ref_port, ref_pid, data, seconds, rounds, cap, client)
+                    result[name] = measure(ref_port, ref_pid, load)
             except RuntimeError as exc:
                 result[name] = {"skipped": str(exc).splitlines()[0]}
     return result
 
 
-def ratio(result: dict, reference: str) -> float | None:
+def ratio(result: dict, reference: str, name: str = "burrow") -> float | None:
     qps = result.get(reference, {}).get("qps")
-    return round(result["burrow"]["qps"] / qps, 3) if qps else None
+    return round(result[name]["qps"] / qps, 3) if qps else None
 
 
 def report(result: dict) -> str:
-    lines = [f"DNS: {result['names']:,} routed names, UDP A queries (dnsperf, {DNSPERF_OUTSTANDING} outstanding), "
+    edns = " with EDNS0" if result["edns"] else ""
+    lines = [f"DNS: {result['names']:,} routed names, UDP {'/'.join(result['types'])} queries{edns} "
+             f"(dnsperf, {DNSPERF_OUTSTANDING} outstanding), "
              + ("servers on core 0, clients on core 1" if result["pinned"] else "unpinned")
              + f"; median of {result['rounds']} run(s) of {result['seconds']:g} s",
-             f"{'server':<8} {'queries/s':>10} {'first pass':>11} {'CPU µs/query':>13} {'lost':>6}  notes"]
-    for name in ("burrow", *REFERENCES):
+             f"{'server':<16} {'queries/s':>10} {'first pass':>11} {'CPU µs/query':>13} {'lost':>6}  notes"]
+    edges = ["burrow"] + ([f"burrow@{result['compare']}"] if result["compare"] else [])
+    for name in (*edges, *REFERENCES):
         figures = result[name]
         if "skipped" in figures:
-            lines.append(f"{name:<8} skipped: {figures['skipped']}")
+            lines.append(f"{name:<16} skipped: {figures['skipped']}")
             continue
         notes = ""
-        if name == "burrow":
-            notes = " ".join(f"{ratio(result, ref)}× {ref}" for ref in REFERENCES if ratio(result, ref)) + \
+        if name in edges:
+            notes = " ".join(f"{ratio(result, ref, name)}× {ref}" for ref in REFERENCES if ratio(result, ref, name)) + \
                 f"; RSS {figures['rss_start_mib']['VmRSS']} MiB after start, {figures['rss_mib']['VmRSS']} after the load"
-        lines.append(f"{name:<8} {figures['qps']:>10,.0f} {figures['first_pass_qps']:>11,.0f} {figures['cpu_us']:>13} "
+        lines.append(f"{name:<16} {figures['qps']:>10,.0f} {figures['first_pass_qps']:>11,.0f} {figures['cpu_us']:>13} "
                      f"{figures['lost']:>6}  {notes}")
     check = result["check"]
     lines.append(f"check: {check['answered']}/{check['queries']} answered from Python, {check['wrong']} wrong, "
@@ -271,8 +309,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--check-queries", type=int, default=20_000, help="checked queries from Python (default 20,000)")
     parser.add_argument("--duration-cap", type=float, default=120.0, help="bound on the first pass and the check")
+    parser.add_argument("--types", default="A", help="query types, comma-separated, each asked for every name (default A)")
+    parser.add_argument("--edns", action="store_true", help="queries with an EDNS0 OPT record (dnsperf -e)")
+    parser.add_argument("--compare", metavar="REV", help="also run the edge of this git revision, e.g. main")
     args = parser.parse_args()
-    result = run(args.names, args.seconds, args.rounds, args.check_queries, args.duration_cap)
+    result = run(args.names, args.seconds, args.rounds, args.check_queries, args.duration_cap,
+                 tuple(args.types.split(",")), args.edns, args.compare)
     for name in REFERENCES:
         result[f"ratio_{name}"] = ratio(result, name)
     print(report(result))

@@ -90,10 +90,10 @@ def answers(port: int, name: str) -> bool:
 
 
 @contextlib.contextmanager
-def running(cmd: list[str], log: Path, ready: Callable[[], bool]) -> Iterator[int]:
+def running(cmd: list[str], log: Path, ready: Callable[[], bool], env: dict | None = None) -> Iterator[int]:
     """Start `cmd`, wait until `ready()`, yield its pid; SIGTERM (then SIGKILL) on exit."""
     with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
         try:
             deadline = time.monotonic() + SETUP_TIMEOUT
             while not ready():
