@@ -15,8 +15,8 @@ later it is served with the query's ID, RD flag and spelling of the name put in.
   question depend on the name's case only through name compression, which matches the
   zone's lower-case names against the query name's suffixes: a name in mixed case (0x20
   resolvers) is keyed with how many of its last labels are lower-case.
-* Bound: MAX_ENTRIES replies (the newest one makes room), ≈ 130 bytes each when
-  replies of the same shape share their bytes, as a zone's routed names do.
+* Bound: MAX_ENTRIES replies (the newest one makes room), ≈ 115 bytes each when
+  replies of the same shape share their bytes, as a zone's routed names do: ≈ 60 MiB full.
 * Invalidation: a snapshot equal to the last (the edge re-reads the registry every few
   seconds) keeps every reply; otherwise the replies at each apex (the SOA serial) and at
   every name whose records changed are dropped, and all of them when a tunnel is gone, a

@@ -115,14 +115,17 @@ MUTATIONS = [
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.one_of(queries(st.sampled_from(NAMES + KEPT * 2), st.sampled_from(QTYPES[:6] * 2 + QTYPES)),
-                         st.sampled_from(MUTATIONS)), min_size=1, max_size=40))
+                         st.sampled_from(MUTATIONS)), min_size=4, max_size=40))
 def test_never_stale_across_snapshots(steps):
-    """Every snapshot change the registry can make, between queries: each reply is the current one."""
+    """Every snapshot change the registry can make, between queries: each reply is the current
+    one, including every question asked before the change (asked again after it)."""
     records, tunnel_ids, txt = dict(BASE), frozenset({LIVE, OTHER}), {}
     snapshot, cache = zones(dict(records), tunnel_ids, dict(txt)), AnswerCache(ADDRS)
+    asked: list[bytes] = []
     for step in steps:
         if isinstance(step, bytes):
             check(cache, step, snapshot)
+            asked.append(step)
             continue
         kind, name, value = step
         if kind == "route":
@@ -136,6 +139,8 @@ def test_never_stale_across_snapshots(steps):
         elif kind == "create":
             tunnel_ids |= {value}
         snapshot = zones(dict(records), tunnel_ids, dict(txt))  # a fresh object, as the edge's refresher makes
+        for message in asked:
+            check(cache, message, snapshot)
 
 
 def a_query(name: str, qtype: int = QTYPE.A, ident: int = 7) -> bytes:
@@ -165,8 +170,15 @@ def test_a_route_change_is_answered_at_once():
     check(cache, a_query("app.example.test"), zones(BASE))
     moved = zones({**BASE, "app.example.test": target(OTHER)})
     assert OTHER in str(DNSRecord.parse(cache.reply(a_query("app.example.test"), moved)).rr[0].rdata)
-    gone = zones(BASE, frozenset({OTHER}))
-    assert DNSRecord.parse(cache.reply(a_query("app.example.test"), gone)).header.rcode == RCODE.NXDOMAIN
+
+
+def test_a_deleted_tunnel_drops_the_replies_through_it():
+    cache = AnswerCache(ADDRS)
+    for name in ("app.example.test", target(LIVE), "a.sub.example.test"):
+        check(cache, a_query(name), zones(BASE))
+    gone = zones(BASE, frozenset({OTHER}))  # the same records: only the tunnel is gone
+    for name in ("app.example.test", target(LIVE), "a.sub.example.test"):
+        assert DNSRecord.parse(cache.reply(a_query(name), gone)).header.rcode == RCODE.NXDOMAIN
 
 
 def test_an_equal_snapshot_keeps_the_cache_and_a_change_drops_only_its_names():
