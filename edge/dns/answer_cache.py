@@ -18,9 +18,10 @@ later it is served with the query's ID, RD flag and spelling of the name put in.
 * Bound: MAX_ENTRIES replies (the newest one makes room), ≈ 115 bytes each when
   replies of the same shape share their bytes, as a zone's routed names do: ≈ 60 MiB full.
 * Invalidation: a snapshot equal to the last (the edge re-reads the registry every few
-  seconds) keeps every reply; otherwise the replies at each apex (the SOA serial) and at
-  every name whose records changed are dropped, and all of them when a tunnel is gone, a
-  wildcard changed, the zones differ or more than MAX_EVICTIONS names changed.
+  seconds) keeps every reply; otherwise the replies at each apex (the SOA serial), at
+  every name whose records changed, at a deleted tunnel's name and at the names routed
+  to it are dropped, and all of them when a wildcard changed (a wildcard routed to a
+  deleted tunnel included), the zones differ or more than MAX_EVICTIONS names changed.
 """
 
 from __future__ import annotations
@@ -199,14 +200,16 @@ def _changed_names(old: Zones, new: Zones) -> set[str] | None:
     """The names whose replies may differ between two snapshots; None when any reply may."""
     if [zone.name for zone in old.zones] != [zone.name for zone in new.zones]:
         return None
-    names: set[str] = set()
-    for before, after in zip(old.zones, new.zones):
-        if not before.tunnel_ids <= after.tunnel_ids:
-            return None
+    pairs = list(zip(old.zones, new.zones))
+    gone = {after.tunnel_target(tunnel_id) for before, after in pairs for tunnel_id in before.tunnel_ids - after.tunnel_ids}
+    names = set(gone)  # a deleted tunnel's name, and below: the names still routed to it
+    for before, after in pairs:
         names.add(after.name)  # the SOA serial follows every change
         for mine, theirs in ((before.records, after.records), (before.txt, after.txt)):
             if mine != theirs:
                 names.update(host for host, _ in mine.items() ^ theirs.items())
+        if gone:
+            names.update(host for host, target in after.records.items() if target in gone)
     if len(names) > MAX_EVICTIONS or any(name.startswith("*.") for name in names):
         return None
     return names

@@ -109,7 +109,7 @@ MUTATIONS = [
     ("route", "new.example.test", LIVE), ("route", "app.example.test", OTHER), ("route", "*.new.example.test", OTHER),
     ("route", "*.dev.example.test", OTHER), ("unroute", "app.example.test", None), ("unroute", "*.dev.example.test", None),
     ("route", "a.dev.example.test", OTHER), ("txt", "a.nope.example.test", "hello"), ("txt", "example.test", "apex"),
-    ("delete", None, LIVE), ("create", None, DEAD), ("same", None, None),
+    ("delete", None, LIVE), ("delete", None, OTHER), ("create", None, DEAD), ("same", None, None),
 ]
 
 
@@ -174,11 +174,14 @@ def test_a_route_change_is_answered_at_once():
 
 def test_a_deleted_tunnel_drops_the_replies_through_it():
     cache = AnswerCache(ADDRS)
-    for name in ("app.example.test", target(LIVE), "a.sub.example.test"):
+    for name in ("app.example.test", "www.example.test", target(OTHER), "a.dev.example.test"):
         check(cache, a_query(name), zones(BASE))
-    gone = zones(BASE, frozenset({OTHER}))  # the same records: only the tunnel is gone
-    for name in ("app.example.test", target(LIVE), "a.sub.example.test"):
+    gone = zones(BASE, frozenset({LIVE}))  # the same records: only the tunnel is gone
+    for name in ("www.example.test", target(OTHER)):
         assert DNSRecord.parse(cache.reply(a_query(name), gone)).header.rcode == RCODE.NXDOMAIN
+    assert len(cache) == 2  # the replies through the other tunnel are kept
+    check(cache, a_query("app.example.test"), zones(BASE, frozenset()))  # a wildcard through it: all are dropped
+    assert len(cache) == 0
 
 
 def test_an_equal_snapshot_keeps_the_cache_and_a_change_drops_only_its_names():
