@@ -29,7 +29,6 @@ BIND_ATTEMPTS = 5  # port 0: the UDP port picked by the kernel may be taken for 
 UDP_BATCH = 64  # datagrams answered per scheduling step while more are waiting
 
 
-
 class DnsServer:
     """UDP and TCP listeners on one port, answering from `zones()` read per TCP query or UDP batch."""
 
