@@ -12,8 +12,10 @@ pinned to core 0 and clients to core 1:
 
 Writes results.json and results.md (medians of --rounds, ratios to direct and to
 nginx-tls from the same run) into --out and prints the table. See docs/performance.md.
+Its last row is DNS (bench/dns_bench.py): the edge's UDP queries/s for --dns-names routed
+names on core 0, with its ratio to knotd and nsd serving the same zone in the same run.
 
-    bench/run [--rounds 3] [--load-seconds 5] [--mb 256] [--configs direct,burrow] [--out DIR]
+    bench/run [--rounds 3] [--load-seconds 5] [--mb 256] [--configs direct,burrow] [--dns-names 100000] [--out DIR]
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import dns_bench
 import figures
 from figures import Params
 from peers import Front, Peers, Unavailable, answers, descendants
@@ -53,7 +56,7 @@ FIGURES = (
     ("rss_back_mib", "peak RSS, tunnel back end (connector)", "MiB"),
 )
 APT_PACKAGES = {"nginx": "nginx", "pagekite": "pagekite", "h2load": "nghttp2-client", "sshd": "openssh-server",
-                "ssh": "openssh-client", "curl": "curl"}
+                "ssh": "openssh-client", "curl": "curl", "dnsperf": "dnsperf"}
 RECOVERY_S = 3.0
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -174,12 +177,35 @@ def markdown(result: dict) -> str:
             refs = [medians.get(ref, {}).get(key) for ref in REFERENCES]
             cells.append(fmt(value) if value is None else f"{fmt(value)} ({ratio(value, refs[0])} / {ratio(value, refs[1])})")
         lines.append(f"| {label.format(**params)} | {unit} | " + " | ".join(cells) + " |")
+    if "dns" in result:
+        lines.append(dns_row(result["dns"]))
     lines.append("")
     lines.append(f"Cells: median of {params['rounds']} round(s) (ratio to direct / ratio to nginx-tls, same run); "
                  "— = not applicable or not measured.")
+    if "dns" in result:
+        lines.append("DNS row: the edge's UDP queries/s, median of one timed run per round (ratio to knotd / nsd "
+                     "serving the same zone on the same core, same run; bench/dns_bench.py).")
     lines += [f"- skipped {config}: {why}" for config, why in skipped.items()]
     lines += [f"- note: {note}" for note in result["notes"]]
     return "\n".join(lines) + "\n"
+
+
+def dns_row(dns: dict) -> str:
+    """The DNS row: Burrow's cell holds its queries/s and its ratios to knotd and nsd."""
+    label = f"DNS, {dns.get('names', 0):,} routed names, UDP A"
+    if "skipped" in dns:
+        cell = f"skipped: {dns['skipped']}"
+    else:
+        ratios = [f"{ratio(dns['burrow']['qps'], dns[ref].get('qps'))} {ref}" for ref in dns_bench.REFERENCES]
+        cell = f"{fmt(dns['burrow']['qps'])} ({' / '.join(ratios)})"
+    return f"| {label} | queries/s | " + " | ".join(["—"] * (len(CONFIGS) - 1)) + f" | {cell} |"
+
+
+def measure_dns(args: argparse.Namespace) -> dict:
+    try:
+        return dns_bench.run(args.dns_names, args.dns_seconds, args.rounds, check_queries=min(args.dns_names, 5000))
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        return {"names": args.dns_names, "skipped": str(exc).splitlines()[0]}
 
 
 def run_suite(args: argparse.Namespace) -> dict:
@@ -227,6 +253,7 @@ def run_suite(args: argparse.Namespace) -> dict:
                     values, round_notes = measure(peers.fronts[config], p)
                 runs[config].append(values)
                 notes += [f"round {round_index + 1}: {note}" for note in round_notes]
+    dns = measure_dns(args) if args.dns_names else None
     for config in selected:
         if config not in skipped and not runs[config]:
             skipped[config] = "setup failed in every round (see the notes)"
@@ -242,6 +269,7 @@ def run_suite(args: argparse.Namespace) -> dict:
         "rounds": runs,
         "skipped": skipped,
         "notes": notes,
+        **({"dns": dns} if dns else {}),
     }
 
 
@@ -253,6 +281,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rate", type=int, default=1000, help="req/s of the latency run (default 1000)")
     parser.add_argument("--transfer-cap", type=float, default=10.0, help="seconds per download/upload at most (default 10)")
     parser.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated subset of {','.join(CONFIGS)}")
+    parser.add_argument("--dns-names", type=int, default=100_000, help="routed names of the DNS row; 0 leaves it out (default 100,000)")
+    parser.add_argument("--dns-seconds", type=int, default=5, help="seconds per timed DNS run, one per round (default 5)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="directory for results.json and results.md")
     parser.add_argument("--no-install", dest="install", action="store_false", help="never run apt-get for missing peers")
     parser.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin servers to core 0 and clients to core 1")
@@ -263,6 +293,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"unknown --configs {', '.join(sorted(unknown))}; choose from {', '.join(CONFIGS)}")
     if args.rounds < 1 or not 1 <= args.load_seconds <= 10 or args.mb < 1 or args.rate < 10 or not 0 < args.transfer_cap <= 60:
         parser.error("need --rounds ≥ 1, --load-seconds 1..10, --mb ≥ 1, --rate ≥ 10, --transfer-cap in (0, 60]")
+    if args.dns_names < 0 or not 1 <= args.dns_seconds <= 30:
+        parser.error("need --dns-names ≥ 0 and --dns-seconds 1..30")
     return args
 
 

@@ -10,6 +10,7 @@ addresses, and Linux sends from those too.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 import struct
@@ -36,13 +37,22 @@ def reply_source(received: Ancillary) -> Ancillary:
 
     The interface is left to routing (index 0), so the reply takes the route back to
     the client, except for an IPv6 link-local address, which means something only on its link.
+    The list returned is shared between calls: not to be modified.
     """
-    for level, kind, data in received:
-        if (level, kind) == (socket.IPPROTO_IP, IP_PKTINFO) and len(data) >= IN_PKTINFO.size:
-            _, local, _ = IN_PKTINFO.unpack_from(data)  # ipi_spec_dst: the destination, or for a broadcast the interface's own
-            return [(socket.IPPROTO_IP, IP_PKTINFO, IN_PKTINFO.pack(0, local, bytes(4)))]
-        if (level, kind) == (socket.IPPROTO_IPV6, IPV6_PKTINFO) and len(data) >= IN6_PKTINFO.size:
-            address, index = IN6_PKTINFO.unpack_from(data)
-            index = index if ipaddress.IPv6Address(address).is_link_local else 0
-            return [(socket.IPPROTO_IPV6, IPV6_PKTINFO, IN6_PKTINFO.pack(address, index))]
+    for message in received:
+        source = _source(*message)
+        if source:
+            return source
+    return []
+
+
+@functools.lru_cache(maxsize=256)  # a host has few addresses: one entry per (address, interface)
+def _source(level: int, kind: int, data: bytes) -> Ancillary:
+    if (level, kind) == (socket.IPPROTO_IP, IP_PKTINFO) and len(data) >= IN_PKTINFO.size:
+        _, local, _ = IN_PKTINFO.unpack_from(data)  # ipi_spec_dst: the destination, or for a broadcast the interface's own
+        return [(socket.IPPROTO_IP, IP_PKTINFO, IN_PKTINFO.pack(0, local, bytes(4)))]
+    if (level, kind) == (socket.IPPROTO_IPV6, IPV6_PKTINFO) and len(data) >= IN6_PKTINFO.size:
+        address, index = IN6_PKTINFO.unpack_from(data)
+        index = index if ipaddress.IPv6Address(address).is_link_local else 0
+        return [(socket.IPPROTO_IPV6, IPV6_PKTINFO, IN6_PKTINFO.pack(address, index))]
     return []

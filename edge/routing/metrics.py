@@ -64,6 +64,7 @@ class EdgeMetrics:
         for result in REGISTRATION_RESULTS:
             self.registrations.labels(result)
         self.dns_queries = Counter("burrow_edge_dns_queries", "DNS replies sent, by response code.", ["rcode"], registry=self.registry)
+        self._dns_rcodes: dict[str, Counter] = {}  # rcode → its child: labels() costs more than the count
         self.http = RequestMetrics(self.registry, "burrow_edge", "visitors")
         self.traffic = TrafficHistory()  # the dashboard's last hour per hostname, kept even when not served
 
@@ -78,8 +79,12 @@ class EdgeMetrics:
     def registration(self, result: str) -> None:
         self.registrations.labels(result).inc()
 
-    def dns_reply(self, rcode: str) -> None:
-        self.dns_queries.labels(rcode).inc()
+    def dns_reply(self, rcode: str, count: int = 1) -> None:
+        """Count `count` DNS replies with `rcode` (the server counts a batch of UDP replies at once)."""
+        child = self._dns_rcodes.get(rcode)
+        if child is None:
+            child = self._dns_rcodes[rcode] = self.dns_queries.labels(rcode)
+        child.inc(count)
 
     def observe_request(self, host: str, status: int, seconds: float, bytes_in: int, bytes_out: int) -> None:
         """Count one finished request to `host` (a routed hostname; pass "" for unknown ones)."""

@@ -27,7 +27,7 @@ def test_tiny_run_writes_every_column_and_figure(tmp_path):
     out = tmp_path / "out"
     done = subprocess.run(
         [sys.executable, str(REPO / "bench" / "suite.py"), "--no-install", "--rounds", "1", "--load-seconds", "1",
-         "--mb", "1", "--rate", "50", "--transfer-cap", "5", "--out", str(out)],
+         "--mb", "1", "--rate", "50", "--transfer-cap", "5", "--dns-names", "300", "--dns-seconds", "1", "--out", str(out)],
         capture_output=True, text=True, timeout=240, cwd=REPO,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -52,6 +52,10 @@ def test_tiny_run_writes_every_column_and_figure(tmp_path):
     assert set(result["medians"]) | set(result["skipped"]) == set(CONFIGS)
     # The ratios are printed next to every measured figure of the compared configurations.
     assert "× / " in rows["small GET, HTTP/1.1, 50 conns"]
+    # The DNS row: Burrow's queries/s with its ratios to knotd and nsd, or why it was skipped.
+    dns = rows["DNS, 300 routed names, UDP A"]
+    assert dns.count("|") == len(CONFIGS) + 3
+    assert ("knotd" in dns and "nsd" in dns) or "skipped: " in dns, dns
 
 
 def test_bad_arguments_get_a_clear_error():

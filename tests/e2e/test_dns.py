@@ -131,6 +131,26 @@ def test_a_route_is_visible_as_soon_as_the_cli_returns(routed, tcp):
     ]
 
 
+def test_a_kept_answer_follows_a_moved_route_and_a_deleted_tunnel_at_once(routed):
+    """UDP answers are kept per snapshot (docs/dns.md): the first query after a change sees it."""
+    edge, hostname = routed.edge, f"moving.{ZONE}"
+    other = edge.cli("burrow", "tunnel", "create", "dns-other", env=routed.env).stdout.strip()
+    assert routed.route(hostname).returncode == 0
+
+    def answer() -> list[tuple[str, str, str]]:
+        reply = ask(edge, hostname)
+        return [(str(rr.rname), QTYPE[rr.rtype], str(rr.rdata)) for rr in reply.rr] + [("rcode", RCODE[reply.header.rcode], "")]
+
+    first = answer()
+    assert answer() == first and first[0] == (f"{hostname}.", "CNAME", routed.target)  # the second from the cache
+    moved = edge.cli("burrow", "tunnel", "route", "dns", "--overwrite-dns", "dns-other", hostname, env=routed.env, check=False)
+    assert moved.returncode == 0, moved.stderr
+    assert answer()[0] == (f"{hostname}.", "CNAME", f"{other}.tunnels.{ZONE}.")
+    edge.cli("burrow", "tunnel", "delete", "dns-other", env=routed.env)
+    assert answer() == [("rcode", "NXDOMAIN", "")]
+    assert dig(edge, f"app.{ZONE}").answer[0] == (f"app.{ZONE}.", "CNAME", routed.target)
+
+
 def test_wildcard_route_answers_and_reaches_the_tunnel(routed):
     edge = routed.edge
     result = routed.route(f"*.dev.{ZONE}")

@@ -24,7 +24,7 @@ from edge.certs.cli import acme_settings
 from edge.certs.files import check_pair
 from edge.certs.store import CertStore, remove_pair, write_pair
 from edge.cli import app
-from edge.dns.server import answer
+from edge.dns.answer import answer
 from edge.dns.zone import Zone, Zones
 from edge.routing.metrics import EdgeMetrics
 from edge.visitors.http_redirect import respond

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import logging
 import random
+import socket
 import struct
 
 import pytest
 import trio
 from dnslib import CLASS, EDNS0, OPCODE, QTYPE, RCODE, DNSLabel, DNSQuestion, DNSRecord
 
-from edge.dns import server as dns
-from edge.dns.server import DnsServer, answer
+from edge.dns import answer as dns
+from edge.dns import server as shell
+from edge.dns.answer import answer
+from edge.dns.server import DnsServer
 from edge.dns.zone import Zone, Zones
 
 TID = "6ff42ae2-765d-4adf-8112-31c55c1551ef"
@@ -367,15 +370,32 @@ async def test_each_query_reads_the_current_snapshot(port, snapshot):
     assert rendered((await udp_exchange(port, query("new.example.test"))).rr)[0] == f"new.example.test. CNAME {TARGET}"
 
 
+async def test_a_burst_over_udp_is_answered_and_counted_by_rcode(nursery, snapshot):
+    """More datagrams than one batch, sent before the server runs: each answered once, each counted once."""
+    counted: dict[str, int] = {}
+    server = DnsServer(lambda: snapshot.zones, ADDRS, lambda rcode, count: counted.update({rcode: counted.get(rcode, 0) + count}))
+    _, port = await nursery.start(server.serve, ("127.0.0.1", 0))
+    names = ["app.example.test", "nope.example.test", "example.org"] * (shell.UDP_BATCH // 2)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        sock.settimeout(10)
+        sock.connect(("127.0.0.1", port))
+        for ident, name in enumerate(names):  # no checkpoint: all queued before the server reads
+            sock.send(struct.pack("!H", ident) + query(name)[2:])
+        replies = await trio.to_thread.run_sync(lambda: [sock.recv(512) for _ in names])
+    assert sorted(int.from_bytes(reply[:2], "big") for reply in replies) == list(range(len(names)))
+    assert counted == {"NOERROR": len(names) // 3, "NXDOMAIN": len(names) // 3, "REFUSED": len(names) // 3}
+
+
 async def test_idle_tcp_connection_is_closed(monkeypatch, port):
-    monkeypatch.setattr(dns, "TCP_IDLE_TIMEOUT", 0.2)
+    monkeypatch.setattr(shell, "TCP_IDLE_TIMEOUT", 0.2)
     async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
         await stream.send_all(b"\x00")  # half a length prefix, then nothing
         with trio.fail_after(5):
             assert await stream.receive_some(10) == b""
 
 
-@pytest.mark.parametrize("prefix", [b"\x00\x00", struct.pack("!H", dns.MAX_QUERY_SIZE + 1)], ids=["zero", "too-big"])
+@pytest.mark.parametrize("prefix", [b"\x00\x00", struct.pack("!H", shell.MAX_QUERY_SIZE + 1)], ids=["zero", "too-big"])
 async def test_bad_tcp_length_closes_the_connection(port, prefix):
     async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
         await stream.send_all(prefix)
@@ -383,7 +403,7 @@ async def test_bad_tcp_length_closes_the_connection(port, prefix):
 
 
 async def test_tcp_connections_are_bounded(monkeypatch, nursery, snapshot):
-    monkeypatch.setattr(dns, "MAX_TCP_CONNECTIONS", 2)
+    monkeypatch.setattr(shell, "MAX_TCP_CONNECTIONS", 2)
     server = DnsServer(lambda: snapshot.zones, ADDRS)
     _, port = await nursery.start(server.serve, ("127.0.0.1", 0))
     held = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(2)]

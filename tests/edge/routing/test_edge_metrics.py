@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 from dnslib import DNSRecord
 
-from edge.dns.server import rcode_name
+from edge.dns.answer import rcode_name
 from edge.routing.metrics import EdgeMetrics
 
 
