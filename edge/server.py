@@ -235,7 +235,7 @@ async def serve(
             if cfg.http_listen is not None:
                 with _binding("HTTP", cfg.http_listen):
                     plain = HttpRedirect(
-                        challenges, addresses["https"][1], proxy=in_flight.handle, exempt=cfg.http_redirect_exempt,
+                        challenges, addresses["https"][1], serves=proxy.serves, proxy=in_flight.handle, exempt=cfg.http_redirect_exempt,
                         api_hosts=proxy.api_hosts, limits=http1_limits, max_connections_per_ip=frontend_options.max_connections_per_ip,
                     )
                     addresses["http"] = await nursery.start(plain.serve, cfg.http_listen)

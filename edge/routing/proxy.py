@@ -135,6 +135,10 @@ class Proxy:
         self.api_hosts = api_hosts
         self.metrics = metrics
 
+    def serves(self, host: str) -> bool:
+        """True for a (normalized) hostname the edge answers over HTTPS: its API or a routed one."""
+        return host in self.api_hosts or self.router.tunnel_for(host) is not None
+
     async def handle(self, exchange: Exchange) -> None:
         host = normalize_host(exchange.head.authority.decode("latin-1"))
         if self.metrics is None and not access_log.isEnabledFor(logging.INFO):

@@ -11,6 +11,7 @@ import h11
 import trio
 
 from edge.dns.zone import normalize_host
+from edge.visitors.http1_chunks import ChunkScanner
 from edge.visitors.http1_guard import CheckedHead, HeadLimits, HeadScanner, Refused, check_scanned_head
 from shared.aio import receive_records
 from shared.errors import ProtocolError
@@ -168,6 +169,7 @@ class Http1Connection:
         self.closing = False  # the edge drains: answer what is in progress with `Connection: close`
         self._between_requests = trio.CancelScope(relative_deadline=limits.request_head_timeout)
         self._head_limits = HeadLimits(limits.max_request_line, limits.max_header_bytes, limits.max_header_fields)
+        self._chunks: ChunkScanner | None = None  # the strict check of a chunked request body
 
     def drain(self) -> None:
         """The edge is shutting down: the response in progress carries `Connection: close`
@@ -196,7 +198,12 @@ class Http1Connection:
             try:
                 await handle(exchange)
                 await self._discard_unread_body(exchange)
-            except (h11.RemoteProtocolError, trio.TooSlowError) as exc:
+            except (Refused, h11.RemoteProtocolError) as exc:  # bad body framing
+                log.info("http1.bad_body client=%s reason=%s", self.client[0], exc)
+                if not exchange.response_started:
+                    await self._refuse(400, str(exc))
+                return
+            except trio.TooSlowError as exc:
                 log.debug("http1.aborted client=%s error=%s", self.client[0], exc)
                 return
             if self.switched:
@@ -221,6 +228,7 @@ class Http1Connection:
         idle timeout), the rest within the head timeout, checked by `http1_guard` before
         h11 parses it. None when the visitor closed the connection."""
         head_limits = self._head_limits
+        self._chunks = None
         while not (buffered := self.h11.trailing_data[0]):  # (a copy of h11's buffer)
             if not await self._receive():
                 return None
@@ -241,10 +249,15 @@ class Http1Connection:
             raise Refused(exc.error_status_hint, str(exc)) from exc
         if not isinstance(event, h11.Request):
             raise Refused(400, "malformed request head")
+        if any(name == b"transfer-encoding" for name, _ in checked.headers):  # `chunked`, as checked
+            self._chunks = ChunkScanner(self.limits.max_header_bytes)
+            self._chunks.feed(self.h11.trailing_data[0])  # the body bytes that came with the head
         return self._request_head(event, checked)
 
     async def _receive(self) -> bytes:
         data = await receive_records(self.stream, self.limits.read_size)
+        if self._chunks is not None:
+            self._chunks.feed(data)
         self.h11.receive_data(data)
         return data
 

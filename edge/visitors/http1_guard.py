@@ -97,7 +97,7 @@ def check_scanned_head(head: bytes, limits: HeadLimits) -> CheckedHead:
     method, target, minor = match.groups()
     if len(field_lines) > limits.max_header_fields:
         raise Refused(431, f"more than {limits.max_header_fields} header fields")
-    fields = tuple([_field(line) for line in field_lines])
+    fields = tuple([field_line(line) for line in field_lines])
     hosts = [value for name, value in fields if name == b"host"]
     if not hosts:
         raise Refused(400, "no Host header")
@@ -112,7 +112,8 @@ def check_scanned_head(head: bytes, limits: HeadLimits) -> CheckedHead:
     return CheckedHead(host=host, target=_origin_form(target, host), headers=fields)
 
 
-def _field(line: bytes) -> tuple[bytes, bytes]:
+def field_line(line: bytes) -> tuple[bytes, bytes]:
+    """One header (or trailer) field line without its CRLF: (lower-case name, trimmed value)."""
     if line[:1] in (b" ", b"\t"):
         raise Refused(400, "obsolete line folding")
     name, colon, value = line.partition(b":")

@@ -31,19 +31,19 @@ from h2.settings import SettingCodes, Settings
 from hyperframe.frame import GoAwayFrame
 
 from edge.dns.zone import normalize_host
-from edge.visitors.http2_fields import request_head, trailer_fields
+from edge.visitors.http2_fields import MalformedRequest, StrictDecoder, request_head, trailer_fields
 from edge.visitors.http2_guards import (
     HeaderBlockMeter,
     HeaderBlockTooLarge,
     Http2Limits,
     ResetRateGuard,
 )
-from edge.visitors.http2_stream import SEND_BATCH, ConnectionLost, Http2Exchange
+from edge.visitors.http2_send import ConnectionLost, Http2Writer
+from edge.visitors.http2_stream import Http2Exchange
 from shared.aio import receive_records
 from shared.errors import BurrowError
 from shared.pages import error_page
 
-log = logging.getLogger(__name__)
 log = logging.getLogger(__name__)
 
 DEFAULT_WINDOW = 65_535  # RFC 9113 §6.9.2: every window before SETTINGS or WINDOW_UPDATE
@@ -56,8 +56,6 @@ class _Stop(Exception):
     def __init__(self, reason: str, error_code: ErrorCodes | None) -> None:
         super().__init__(reason)
         self.error_code = error_code
-
-
 
 
 Handler = Callable[[Http2Exchange], Awaitable[None]]
@@ -92,15 +90,11 @@ class Http2Connection:
         self.scheme = scheme
         self.sni = sni  # the TLS server name the visitor asked for; each :authority must match it
         self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding=None))
+        self.h2.decoder = StrictDecoder()
         self._handle: Handler | None = None
         self._nursery: trio.Nursery | None = None
         self._streams: dict[int, Http2Exchange] = {}
-        self._send_lock = trio.Lock()
-        self._write_scope: trio.CancelScope | None = None
-        self._injected = bytearray()  # frames h2 cannot send while staying open: the graceful GOAWAY
-        self._window_opened = trio.Event()
-        self._queued_control = 0
-        self._lost = False
+        self.writer = Http2Writer(stream, self.h2, limits, self._abort)
         self._settled = False  # the client's first SETTINGS arrived
         self._requests = 0
         self._last_stream: int | None = None  # set by our graceful GOAWAY
@@ -134,7 +128,7 @@ class Http2Connection:
         """Read until the end; returns the GOAWAY code to send (None: already queued or pointless)."""
         try:
             self._start()
-            await self.flush()
+            await self.writer.flush()
             await self._read_loop()
         except _Stop as exc:
             level = logging.DEBUG if exc.error_code in (None, ErrorCodes.NO_ERROR) else logging.WARNING
@@ -188,9 +182,9 @@ class Http2Connection:
                 handler = self._dispatch.get(type(event))
                 if handler is not None:
                     handler(event)
-            if self._queued_control > self.limits.max_queued_control_frames:
+            if self.writer.queued_control > self.limits.max_queued_control_frames:
                 raise _Stop("control frames queued faster than read", ErrorCodes.ENHANCE_YOUR_CALM)
-            await self._flush_soon()
+            await self.writer.flush_soon()
 
     # Events from h2 ----------------------------------------------------------------
 
@@ -199,9 +193,14 @@ class Http2Connection:
         if self._last_stream is not None and stream_id > self._last_stream:
             self.h2.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
             return
+        try:
+            head, problem = request_head(event.headers, event.stream_ended is None, self.scheme, self.limits)
+        except MalformedRequest as exc:
+            log.debug("http2.malformed client=%s stream=%d reason=%s", self.client[0], stream_id, exc)
+            self.h2.reset_stream(stream_id, ErrorCodes.PROTOCOL_ERROR)
+            return
         self._resets.opened(trio.current_time())
         self._requests += 1
-        head, problem = request_head(event.headers, event.stream_ended is None, self.scheme, self.limits)
         if problem is None and self.sni is not None and normalize_host(head.authority.decode("latin-1")) != self.sni:
             problem = (421, "the :authority does not match the TLS server name")  # a coalesced connection: retry on a new one
         exchange = Http2Exchange(self, stream_id, head)
@@ -212,7 +211,7 @@ class Http2Connection:
         self._nursery.start_soon(self._serve_stream, exchange, respond)
         if self._requests >= self.limits.max_requests and self._last_stream is None:
             self._last_stream = stream_id
-            self._injected += GoAwayFrame(0, last_stream_id=stream_id, error_code=ErrorCodes.NO_ERROR).serialize()
+            self.writer.inject(GoAwayFrame(0, last_stream_id=stream_id, error_code=ErrorCodes.NO_ERROR).serialize())
             log.debug("http2.draining client=%s requests=%d", self.client[0], self._requests)
         self._update_deadline()
 
@@ -241,19 +240,18 @@ class Http2Connection:
             raise _Stop("rapid reset", ErrorCodes.ENHANCE_YOUR_CALM)
         exchange.reset_by_peer()
 
-    def _on_window(self, event: h2.events.Event) -> None:
-        self._window_opened.set()
-        self._window_opened = trio.Event()
+    def _on_window(self, event: h2.events.WindowUpdated) -> None:
+        self.writer.window_opened()
 
     def _on_settings(self, event: h2.events.RemoteSettingsChanged) -> None:
-        self._queued_control += 1  # h2 queued the ACK
+        self.writer.queued_control += 1  # h2 queued the ACK
         if not self._settled:
             self._settled = True
             self._update_deadline()
-        self._on_window(event)
+        self.writer.window_opened()
 
     def _on_ping(self, event: h2.events.PingReceived) -> None:
-        self._queued_control += 1  # h2 queued the ACK
+        self.writer.queued_control += 1  # h2 queued the ACK
 
     def _on_goaway(self, event: h2.events.ConnectionTerminated) -> None:
         # Once h2 has a GOAWAY it refuses to send anything more, so nothing in flight can finish.
@@ -298,123 +296,42 @@ class Http2Connection:
                 self.h2.reset_stream(stream_id, code)
             except h2.exceptions.ProtocolError:
                 pass  # h2 already closed it, or the whole connection
-        if not self._lost:
+        if not self.writer.lost:
             try:
-                await self._flush_soon()
+                await self.writer.flush_soon()
             except ConnectionLost:
                 pass
 
-    # The send path ----------------------------------------------------------------
-
-    async def send(self, action: Callable[[], None]) -> None:
-        """Queue one h2 call's frames, then write everything queued (other streams' too)."""
-        action()
-        await self.flush()
-
-    async def send_data(self, stream_id: int, data: bytes, end_stream: bool = False, flush: bool = True) -> int:
-        """Send as much of `data` as the windows allow, waiting for credit; returns the count sent.
-
-        With `end_stream`, the frame carrying the last byte of `data` ends the stream;
-        without `flush`, the frames are only queued (unless it must wait for credit).
-        Each stream queues at most SEND_BATCH bytes before waiting for the write, so
-        the unsent backlog stays under max_concurrent_streams × SEND_BATCH.
-        """
-        while True:
-            size = min(len(data), self.h2.local_flow_control_window(stream_id), SEND_BATCH)
-            if size > 0:
-                frame = self.h2.max_outbound_frame_size
-                for offset in range(0, size, frame):
-                    last = offset + frame >= size
-                    self.h2.send_data(
-                        stream_id, data[offset : min(offset + frame, size)], end_stream=end_stream and last and size == len(data)
-                    )
-                if flush:
-                    await self.flush()
-                return size
-            opened = self._window_opened
-            if not flush:
-                await self.flush()  # what the caller queued: the client makes room only for what it got
-            with trio.fail_after(self.limits.send_timeout):
-                await opened.wait()
-
-    async def acknowledge(self, stream_id: int, size: int) -> None:
-        """Give the client credit for `size` flow-controlled bytes that were passed on."""
-        if size:
-            self.h2.acknowledge_received_data(size, stream_id)
-            await self._flush_soon()
-
-    async def flush(self) -> None:
-        async with self._send_lock:
-            await self._drain()
-
-    async def _flush_soon(self) -> None:
-        """Flush, unless a writer holds the lock: it writes what we queued before releasing it."""
-        if not self._send_lock.locked():
-            await self.flush()
-
-    async def _drain(self) -> None:
-        """Write everything queued; the caller holds the send lock.
-
-        Writes are shielded from stream cancellation (half a frame would break the
-        connection for every stream); only the send timeout or `_abort` stops one.
-        """
-        if self._lost:
-            raise ConnectionLost("connection closed")
-        while data := self._take():
-            # Shielded, so only its own deadline (the send timeout) or `_abort` cancels it.
-            scope = self._write_scope = trio.CancelScope(shield=True, relative_deadline=self.limits.send_timeout)
-            try:
-                with scope:
-                    await self.stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                self._abort()
-                raise ConnectionLost(f"write failed: {exc!r}") from exc
-            finally:
-                self._write_scope = None
-            if scope.cancelled_caught:
-                if self._lost:
-                    raise ConnectionLost("connection aborted during a write")
-                self._abort()
-                raise ConnectionLost(f"write failed: {trio.TooSlowError()!r}")
-        self._queued_control = 0
-
-    def _take(self) -> bytes:
-        data = bytes(self._injected) + self.h2.data_to_send()
-        self._injected.clear()
-        return data
-
     async def _close(self, error_code: ErrorCodes | None) -> None:
         """Send the final GOAWAY (if any) and whatever is queued, briefly."""
-        if self._lost:
+        if self.writer.lost:
             return
         with trio.CancelScope(shield=True, relative_deadline=CLEANUP_TIMEOUT):
             if error_code is not None:
                 self.h2.close_connection(error_code, last_stream_id=self._last_stream)
             try:
-                await self.flush()
+                await self.writer.flush()
             except ConnectionLost:
                 pass
 
     def drain(self) -> None:
         """The edge is shutting down: GOAWAY naming the last stream taken; those finish, then it closes."""
-        if self._last_stream is not None or self._lost or self._nursery is None:
+        if self._last_stream is not None or self.writer.lost or self._nursery is None:
             return
         self._last_stream = self.h2.highest_inbound_stream_id
-        self._injected += GoAwayFrame(0, last_stream_id=self._last_stream, error_code=ErrorCodes.NO_ERROR).serialize()
+        self.writer.inject(GoAwayFrame(0, last_stream_id=self._last_stream, error_code=ErrorCodes.NO_ERROR).serialize())
         self._update_deadline()
         self._nursery.start_soon(self._flush_quietly)
 
     async def _flush_quietly(self) -> None:
         try:
-            await self.flush()
+            await self.writer.flush()
         except (ConnectionLost, trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
             pass
 
     def _abort(self) -> None:
         """Stop everything: writes (the one in progress too) and every stream task."""
-        self._lost = True
-        if self._write_scope is not None:
-            self._write_scope.cancel()
+        self.writer.abort()
         self._nursery.cancel_scope.cancel()
 
 

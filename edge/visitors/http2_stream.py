@@ -17,6 +17,7 @@ from edge.visitors.http2_fields import (
     trailer_fields,
     websocket_accept,
 )
+from edge.visitors.http2_send import SEND_BATCH
 from shared.errors import ProtocolError
 from shared.events import Headers, RequestHead, ResponseHead
 
@@ -25,14 +26,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SEND_BATCH = 64 * 1024  # body bytes one stream queues (as several frames) per write
 NO_BODY_STATUSES = frozenset({204, 304})
 _END = None  # marks the end of a request body in an exchange's queue
-
-
-class ConnectionLost(Exception):
-    """A write to the visitor failed or timed out; the connection is finished."""
-
 
 
 class Http2Exchange:
@@ -40,6 +35,7 @@ class Http2Exchange:
 
     def __init__(self, connection: Http2Connection, stream_id: int, head: RequestHead) -> None:
         self._conn = connection
+        self._out = connection.writer
         self.stream_id = stream_id
         self.head = head
         self.client = connection.client
@@ -70,19 +66,19 @@ class Http2Exchange:
         if self._held:
             action()
         else:
-            await self._conn.send(action)
+            await self._out.send(action)
 
     async def release(self) -> None:
         """Write what `hold()` kept back, and hold no more."""
         if self._held:
             self._held = False
-            await self._conn.flush()
+            await self._out.flush()
 
     async def receive_body(self) -> bytes:
         return await self._receive(self._conn.limits.body_idle_timeout)
 
     async def _receive(self, idle_timeout: float) -> bytes:
-        await self._conn.acknowledge(self.stream_id, self._credit)
+        await self._out.acknowledge(self.stream_id, self._credit)
         self._credit = 0
         if self.remote_closed and self._body.statistics().current_buffer_used == 0:
             return b""
@@ -126,7 +122,7 @@ class Http2Exchange:
         last = self._unsent is not None and len(data) >= self._unsent
         offset = 0
         while offset < len(data):
-            offset += await self._conn.send_data(self.stream_id, data[offset:], end_stream=last, flush=not self._held)
+            offset += await self._out.send_data(self.stream_id, data[offset:], end_stream=last, flush=not self._held)
         if self._unsent is not None:
             self._unsent -= len(data)
         if last:

@@ -1,5 +1,6 @@
 """The plain-HTTP listener (`http-listen`, usually :80): ACME HTTP-01 answers, a 308
-redirect to HTTPS for everything else, except hostnames in `http-redirect-exempt`:
+redirect to HTTPS for the hostnames the edge serves (404 for others: a shared edge does
+not redirect for names it does not own), except hostnames in `http-redirect-exempt`:
 their requests go through the proxy as on HTTPS, with `X-Forwarded-Proto: http`.
 HTTP/1.1 with the HTTPS listener's limits (`Http1Limits`, connections per IP)."""
 
@@ -26,8 +27,11 @@ log = logging.getLogger(__name__)
 HOST = re.compile(r"(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:\d{1,5})?")
 
 
-def respond(challenges: Challenges, target: str, host: str | None, https_port: int) -> tuple[int, list[tuple[str, str]], bytes]:
-    """Status, headers and body for one plain-HTTP request that is not proxied (pure)."""
+def respond(
+    challenges: Challenges, target: str, host: str | None, https_port: int, served: bool
+) -> tuple[int, list[tuple[str, str]], bytes]:
+    """Status, headers and body for one plain-HTTP request that is not proxied (pure);
+    `served`: the edge serves the request's hostname over HTTPS."""
     path = target.split("?", 1)[0]
     if path.startswith(HTTP01_PREFIX):
         answer = challenges.http.get(path[len(HTTP01_PREFIX):])
@@ -37,6 +41,8 @@ def respond(challenges: Challenges, target: str, host: str | None, https_port: i
     match = HOST.fullmatch(host or "")
     if match is None:
         return 400, [("content-type", "text/plain")], b"a Host header is required\n"
+    if not served:
+        return 404, [("content-type", "text/plain")], b"no such hostname here\n"
     authority = match.group("host").lower() + ("" if https_port == 443 else f":{https_port}")
     if not target.startswith("/"):
         target = "/"
@@ -57,6 +63,7 @@ class HttpRedirect:
         challenges: Challenges,
         https_port: int,
         *,
+        serves: Callable[[str], bool],
         proxy: Callable[[Http1Exchange], Awaitable[None]] | None = None,
         exempt: tuple[str, ...] = (),
         api_hosts: frozenset[str] = frozenset(),
@@ -65,6 +72,7 @@ class HttpRedirect:
     ) -> None:
         self.challenges = challenges
         self.https_port = https_port
+        self.serves = serves  # normalized hostname -> routed here (the proxy's `serves`)
         self.proxy = proxy  # the HTTPS listener's request handler, for exempt hostnames
         self.exempt = exempt if proxy is not None else ()
         self.api_hosts = api_hosts  # the admin API is never served in plain text
@@ -105,7 +113,7 @@ class HttpRedirect:
         if not target.startswith(HTTP01_PREFIX) and host not in self.api_hosts and is_exempt(host, self.exempt):
             await self.proxy(exchange)
             return
-        status, headers, body = respond(self.challenges, target, authority, self.https_port)
+        status, headers, body = respond(self.challenges, target, authority, self.https_port, self.serves(host))
         if status == 200:
             log.info("http.acme_challenge_answered host=%s", host)
         fields = tuple((name.encode(), value.encode("latin-1")) for name, value in headers)

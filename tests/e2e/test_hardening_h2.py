@@ -9,6 +9,8 @@ import h2.config
 import h2.connection
 import h2.events
 import pytest
+from h2.errors import ErrorCodes
+from hyperframe.frame import HeadersFrame
 
 from tests.e2e.conftest import ZONE
 from tests.e2e.recording_origin import start_recording_origin
@@ -43,6 +45,26 @@ CASES = {
 }
 
 
+def replaced(name: bytes, value: bytes):
+    """`base` with one pseudo-header's value replaced, the marker in a header field."""
+    return lambda p: [(n, value if n == name else v) for n, v in base("/")] + [(b"x-marker", p.encode())]
+
+
+# RFC 9113 §8.3.1 values h2 lets through: each is a stream error PROTOCOL_ERROR, and the
+# connection carries the next request.
+MALFORMED = {
+    "path-without-slash": replaced(b":path", b"hostile-h2/x"),
+    "path-absolute-form": replaced(b":path", f"https://{HOST}/x".encode()),
+    "path-asterisk-for-get": replaced(b":path", b"*"),
+    "path-with-space": replaced(b":path", b"/a b"),
+    "authority-userinfo": replaced(b":authority", f"user@{HOST}".encode()),
+    "authority-with-path": replaced(b":authority", f"{HOST}/x".encode()),
+    "scheme-unknown": replaced(b":scheme", b"ftp"),
+    "scheme-empty": replaced(b":scheme", b""),
+    "method-not-a-token": replaced(b":method", b"GE T"),
+}
+
+
 @pytest.fixture(scope="module")
 def record(edge):
     server, record = start_recording_origin()
@@ -51,19 +73,22 @@ def record(edge):
     server.shutdown()
 
 
-def send_raw(edge, fields) -> list:
-    """Send one HEADERS frame built without h2's own checks; the events until the stream or
-    connection ends."""
+def send_raw(edge, *requests, raw: bytes = b"") -> list:
+    """Send HEADERS frames built without h2's own checks (or `raw` frames); the events until
+    the last stream or the connection ends."""
     context = edge_context(edge)
     context.set_alpn_protocols(["h2"])
     with context.wrap_socket(socket.create_connection(("127.0.0.1", edge.https_port), timeout=10), server_hostname=HOST) as sock:
         config = h2.config.H2Configuration(client_side=True, header_encoding=None, validate_outbound_headers=False, normalize_outbound_headers=False)
         conn = h2.connection.H2Connection(config)
         conn.initiate_connection()
-        conn.send_headers(1, fields, end_stream=True)
-        sock.sendall(conn.data_to_send())
+        for stream_id, fields in zip(range(1, 2 * len(requests), 2), requests):
+            conn.send_headers(stream_id, fields, end_stream=True)
+        sock.sendall(conn.data_to_send() + raw)
+        last = 2 * len(requests) - 1
         events = []
-        while not any(isinstance(e, (h2.events.StreamReset, h2.events.ConnectionTerminated, h2.events.StreamEnded)) for e in events):
+        ends = (h2.events.StreamReset, h2.events.StreamEnded)
+        while not any(isinstance(e, h2.events.ConnectionTerminated) or (isinstance(e, ends) and e.stream_id == last) for e in events):
             data = sock.recv(65536)
             if not data:
                 break
@@ -82,6 +107,32 @@ def test_pseudo_header_abuse_is_refused(edge, record, case):
     assert refused or (statuses and statuses[0].startswith(b"4")), events
     assert not record.matching(marker)
     assert not record.matching("/smuggled")
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+def test_malformed_pseudo_header_values_are_a_stream_error(edge, record, case):
+    marker = f"/hostile-h2/{case}"
+    events = send_raw(edge, MALFORMED[case](marker), base(f"/fine-h2/after-{case}"))
+    [reset] = [e for e in events if isinstance(e, h2.events.StreamReset)]
+    assert (reset.stream_id, reset.error_code) == (1, ErrorCodes.PROTOCOL_ERROR)
+    [response] = [e for e in events if isinstance(e, h2.events.ResponseReceived)]
+    assert response.stream_id == 3 and dict(response.headers)[b":status"] == b"200"
+    assert not record.matching(marker) and record.matching(f"/fine-h2/after-{case}")
+
+
+def test_options_asterisk_is_well_formed_and_refused_as_on_http1(edge, record):
+    fields = [(b":method", b"OPTIONS"), *replaced(b":path", b"*")("/hostile-h2/options-asterisk")[1:]]
+    events = send_raw(edge, fields)
+    [response] = [e for e in events if isinstance(e, h2.events.ResponseReceived)]
+    assert dict(response.headers)[b":status"] == b"400"
+    assert not record.matching("/hostile-h2/options-asterisk")
+
+
+def test_an_undecodable_header_block_is_a_compression_error(edge, record):
+    # An indexed field naming entry 2**21 of a table that holds 61 static entries.
+    events = send_raw(edge, raw=HeadersFrame(1, data=b"\xff\xff\xff\x7f", flags=["END_HEADERS", "END_STREAM"]).serialize())
+    [goaway] = [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
+    assert goaway.error_code == ErrorCodes.COMPRESSION_ERROR
 
 
 def test_a_valid_request_passes(edge, record):

@@ -1,4 +1,5 @@
-"""The plain-HTTP listener with real curl: a 308 to HTTPS for most hostnames, the
+"""The plain-HTTP listener with real curl: a 308 to HTTPS for routed hostnames (404 for
+others), the
 origin's answer through a real tunnel for one in `http-redirect-exempt`, and the ACME
 HTTP-01 path answered by the edge for both."""
 
@@ -74,6 +75,17 @@ def test_other_hosts_are_redirected_to_https(edge):
     assert result.returncode == 0
     seen = {name.lower(): value for name, value in json.loads(result.stdout)["headers"]}
     assert seen["x-forwarded-proto"] == "https"
+
+
+@pytest.mark.parametrize("host", ["elsewhere.example.org", f"unrouted.{ZONE}"])
+def test_hostnames_the_edge_does_not_route_get_404_not_a_redirect(edge, host):
+    status, headers, body = curl_http(edge, host, "/hello")
+    assert (status, body) == (404, b"no such hostname here\n") and "location" not in headers
+
+
+def test_the_edge_own_name_is_redirected(edge):
+    status, headers, _body = curl_http(edge, ZONE, "/api/v1/edge")
+    assert status == 308 and headers["location"] == f"https://{ZONE}:{edge.https_port}/api/v1/edge"
 
 
 @pytest.mark.parametrize("host", [PLAIN, SECURE])

@@ -159,16 +159,17 @@ def test_dns_answers_pending_challenges():
     assert not [rr for rr in reply.rr if rr.rtype == QTYPE.TXT]  # withdrawn: back to the wildcard route's CNAME
 
 
-def test_http_listener_answers_challenges_and_redirects():
+def test_http_listener_answers_challenges_and_redirects_served_hosts():
     challenges = Challenges()
     with challenges.published("http-01", "h.example.org", "tok", "tok.thumb"):
-        assert respond(challenges, "/.well-known/acme-challenge/tok", "h.example.org", 443) == (
+        assert respond(challenges, "/.well-known/acme-challenge/tok", "h.example.org", 443, False) == (
             200, [("content-type", "application/octet-stream")], b"tok.thumb"
         )
-    assert respond(challenges, "/.well-known/acme-challenge/tok", "h.example.org", 443)[0] == 404
-    status, headers, _ = respond(challenges, "/a?b=1", "App.Example.org:80", 8443)
+    assert respond(challenges, "/.well-known/acme-challenge/tok", "h.example.org", 443, True)[0] == 404
+    status, headers, _ = respond(challenges, "/a?b=1", "App.Example.org:80", 8443, True)
     assert status == 308 and ("location", "https://app.example.org:8443/a?b=1") in headers
-    assert respond(challenges, "/", "bad host/", 443)[0] == 400
+    assert respond(challenges, "/a?b=1", "App.Example.org:80", 8443, False)[0] == 404
+    assert respond(challenges, "/", "bad host/", 443, True)[0] == 400
 
 
 async def test_tls_alpn_challenge_certificate(tmp_path, store):

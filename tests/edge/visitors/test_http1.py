@@ -18,9 +18,10 @@ async def echo(exchange):
     await exchange.end()
 
 
-async def converse(request: bytes, limits=Http1Limits(), handler=echo, wrap=lambda stream: stream) -> bytes:
-    """Send raw bytes as a visitor; return everything the server wrote until it closed
-    (`wrap` may wrap the server's side of the connection, e.g. to count its writes)."""
+async def converse(request: bytes, limits=Http1Limits(), handler=echo, wrap=lambda stream: stream, later: bytes = b"") -> bytes:
+    """Send raw bytes as a visitor (`later` in a second write, once the server read the
+    first); return everything the server wrote until it closed (`wrap` may wrap the
+    server's side of the connection, e.g. to count its writes)."""
     client, server = trio.testing.memory_stream_pair()
     server = wrap(server)
     connection = Http1Connection(server, ("127.0.0.1", 5), ("127.0.0.1", 443), limits)
@@ -33,6 +34,9 @@ async def converse(request: bytes, limits=Http1Limits(), handler=echo, wrap=lamb
     async with trio.open_nursery() as nursery:
         nursery.start_soon(run_server)
         await client.send_all(request)
+        if later:
+            await trio.testing.wait_all_tasks_blocked()
+            await client.send_all(later)
         await client.send_eof() if hasattr(client, "send_eof") else None
         while data := await client.receive_some(65536):
             received += data
@@ -205,3 +209,23 @@ async def test_a_released_response_is_written_as_far_as_it_got():
 
     writes, received = await held_conversation(gives_up)
     assert len(writes) == 1 and received.startswith(b"HTTP/1.1 200 ") and received.endswith(b"\r\n\r\nab")
+
+
+CHUNKED = b"POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+@pytest.mark.parametrize("body", [b"0x5\r\nhello\r\n0\r\n\r\n", b"5;a\nb\r\nhello\r\n0\r\n\r\n"], ids=["0x-size", "lf-in-extension"])
+async def test_bad_chunked_framing_with_the_head_is_refused_before_the_handler(body):
+    seen = []
+
+    async def handler(exchange):
+        seen.append(exchange)
+
+    answer = await converse(CHUNKED + body + b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n", handler=handler)
+    assert answer.startswith(b"HTTP/1.1 400 ") and b"connection: close" in answer
+    assert answer.count(b"HTTP/1.1") == 1 and not seen
+
+
+async def test_bad_chunked_framing_later_in_the_body_gets_400_before_the_response():
+    answer = await converse(CHUNKED + b"5\r\nhello\r\n", later=b"2 \r\nab\r\n0\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400 ") and b"malformed chunk-size line" in answer

@@ -19,7 +19,7 @@ from h2.frame_buffer import FrameBuffer
 from hyperframe.frame import ContinuationFrame, HeadersFrame
 
 from edge.visitors.http2 import Http2Connection, Http2Limits
-from edge.visitors.http2_fields import request_head, response_headers, websocket_accept
+from edge.visitors.http2_fields import MalformedRequest, request_head, response_headers, websocket_accept
 from edge.visitors.http2_guards import (
     PREFACE,
     HeaderBlockMeter,
@@ -294,6 +294,26 @@ def test_request_head_takes_authority_and_the_connections_scheme():
         b"POST", b"/x", b"a.test", b"https", True
     )
     assert head.headers == ((b"host", b"a.test"), (b"x", b"1"))
+
+
+GET = ((b":method", b"GET"), (b":scheme", b"https"), (b":path", b"/"), (b":authority", b"a.test"))
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [(b":path", b"x"), (b":path", b"*"), (b":path", b"/a\x7fb"), (b":authority", b"u@a.test"), (b":authority", b""),
+     (b":authority", b"a.test:99999x"), (b":scheme", b"wss"), (b":method", b"G(T")],
+)
+def test_malformed_pseudo_header_values_are_refused(name, value):
+    fields = tuple((n, value if n == name else v) for n, v in GET)
+    with pytest.raises(MalformedRequest):
+        request_head(fields, False, b"https", Http2Limits())
+
+
+def test_options_asterisk_and_plain_connect_are_well_formed():
+    options = ((b":method", b"OPTIONS"), *GET[1:2], (b":path", b"*"), GET[3])
+    assert request_head(options, False, b"https", Http2Limits())[1][0] == 400
+    assert request_head(((b":method", b"CONNECT"), (b":authority", b"a.test:443")), False, b"https", Http2Limits())[1][0] == 501
 
 
 def test_request_with_content_length_zero_has_no_body_even_without_end_stream():

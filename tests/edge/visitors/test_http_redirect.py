@@ -14,6 +14,7 @@ from shared.errors import ConfigError
 from shared.events import ResponseHead
 
 EXEMPT = ("plain.example.test", "*.open.example.test")
+SERVED = {"app.example.test", "x.open.example.test"}  # the hostnames the edge routes
 
 
 def test_exempt_matches_names_and_one_label_wildcards():
@@ -37,7 +38,7 @@ async def start(nursery, **kwargs) -> tuple[HttpRedirect, int, list]:
         await exchange.end()
 
     challenges = Challenges()
-    redirect = HttpRedirect(challenges, 8443, proxy=proxy, exempt=EXEMPT, **kwargs)
+    redirect = HttpRedirect(challenges, 8443, serves=SERVED.__contains__, proxy=proxy, exempt=EXEMPT, **kwargs)
     _host, port = await nursery.start(redirect.serve, ("127.0.0.1", 0))
     return redirect, port, seen
 
@@ -81,6 +82,8 @@ async def test_each_request_is_proxied_answered_or_redirected_by_its_host(nurser
         assert b"location: https://app.example.test:8443/x?y=2\r\n" in response.lower()
         response = await exchange(stream, get("x.open.example.test"))  # an API host is never proxied in plain text
         assert response.startswith(b"HTTP/1.1 308 ")
+        response = await exchange(stream, get("elsewhere.example.org", "/x"))  # not served here: no redirect
+        assert response.startswith(b"HTTP/1.1 404 ") and b"location" not in response.lower()
         await stream.send_all(b"HEAD /h HTTP/1.1\r\nHost: app.example.test\r\n\r\n" + get("app.example.test", "/after-head"))
         response = b""
         with trio.fail_after(5):  # HEAD: a head only; the next response follows at once
