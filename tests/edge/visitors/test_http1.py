@@ -227,3 +227,10 @@ async def test_bad_chunked_framing_with_the_head_is_refused_before_the_handler(b
 async def test_bad_chunked_framing_later_in_the_body_gets_400_before_the_response():
     answer = await converse(CHUNKED + b"5\r\nhello\r\n", later=b"2 \r\nab\r\n0\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 400 ") and b"malformed chunk-size line" in answer
+
+
+async def test_expect_100_continue_is_answered_once_when_the_body_is_read():
+    answer = await converse(
+        b"POST /e HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\nConnection: close\r\n\r\n", later=b"hi"
+    )
+    assert answer.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n") and answer.endswith(b"POST /e hi")
