@@ -1,5 +1,5 @@
 """HTTP/1.1 bytes Burrow writes (sans-IO): checked header field lines (no CR, LF or other
-control byte can split them), chunked framing, reason phrases. The edge writes responses
+control byte can split them), body framing, reason phrases. The edge writes responses
 with them, the connector requests."""
 
 from __future__ import annotations
@@ -28,9 +28,26 @@ def field_lines(headers: Headers) -> bytes:
     return block
 
 
-def chunk(data: bytes) -> bytes:
-    """One chunk of a chunked body (RFC 9112 §7.1)."""
-    return b"%x\r\n%b\r\n" % (len(data), data)
+class BodyFraming:
+    """Frames one outgoing body: exactly `length` bytes, else chunked, else as it comes (to
+    the connection's close). ValueError for a body longer or shorter than its length."""
+
+    def __init__(self, length: int | None, chunked: bool = False) -> None:
+        self.left = length
+        self.chunked = chunked
+
+    def body(self, data: bytes) -> bytes:
+        if self.left is not None:
+            if len(data) > self.left:
+                raise ValueError("body longer than its Content-Length")
+            self.left -= len(data)
+            return data
+        return b"%x\r\n%b\r\n" % (len(data), data) if self.chunked and data else data
+
+    def end(self) -> bytes:
+        if self.left:
+            raise ValueError("body shorter than its Content-Length")
+        return LAST_CHUNK if self.chunked else b""
 
 
 def reason(status: int) -> bytes:

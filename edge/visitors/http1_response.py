@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 from shared.events import Headers
-from shared.http1_wire import LAST_CHUNK, chunk, field_lines, reason
+from shared.http1_wire import BodyFraming, field_lines, reason
 
 CONTENT_LENGTH = re.compile(rb"[0-9]{1,20}")
 CLOSE = b"connection: close\r\n"
@@ -30,46 +30,36 @@ class Response:
         self.http10 = http10
         self.keep_alive = keep_alive  # (the request allows it)
         self.ended = False
-        self._left: int | None = None  # Content-Length bytes still to send
-        self._chunked = False
-        self._bodiless = method == b"HEAD"
+        self._framing = BodyFraming(0)
 
     def head(self, status: int, headers: Headers, closing: bool) -> bytes:
         """The status line and header section; `closing`: the edge ends the connection after."""
         if not 200 <= status < 1000:
             raise ValueError(f"status {status} for a final response")
         headers, length = _content_length(headers)
-        extra = b""
+        extra, bodiless = b"", self.method == b"HEAD"  # (HEAD: the headers a GET would get)
         if status in (204, 304):
-            self._bodiless = True
+            bodiless = True
         elif length is not None:
-            self._left = length
+            self._framing = BodyFraming(length)
         elif not self.http10:
-            self._chunked, extra = True, b"transfer-encoding: chunked\r\n"
-        elif not self._bodiless:
-            self.keep_alive = False  # the body ends with the connection
+            extra, self._framing = b"transfer-encoding: chunked\r\n", BodyFraming(None, chunked=True)
+        elif not bodiless:
+            self._framing, self.keep_alive = BodyFraming(None), False  # the body ends with the connection
+        if bodiless:
+            self._framing = BodyFraming(0)
         if closing or not self.keep_alive:
             self.keep_alive = False
             extra += CLOSE
         return b"HTTP/1.1 %d %b\r\n%b%b\r\n" % (status, reason(status), field_lines(headers), extra)
 
     def body(self, data: bytes) -> bytes:
-        if self._bodiless:
-            if data and self.method != b"HEAD":
-                raise ValueError("a body in a response that has none")
-            return b""
-        if self._left is not None:
-            if len(data) > self._left:
-                raise ValueError("response body longer than its Content-Length")
-            self._left -= len(data)
-            return data
-        return chunk(data) if self._chunked and data else data
+        return self._framing.body(data)
 
     def end(self) -> bytes:
-        if self._left and not self._bodiless:
-            raise ValueError("response body shorter than its Content-Length")
+        data = self._framing.end()
         self.ended = True
-        return LAST_CHUNK if self._chunked and not self._bodiless else b""
+        return data
 
 
 def _content_length(headers: Headers) -> tuple[Headers, int | None]:

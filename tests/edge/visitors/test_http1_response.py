@@ -32,12 +32,14 @@ def test_bodiless_responses_keep_their_headers_and_send_no_body(method, status):
     head = response.head(status, CL, False)
     assert head.endswith(b"content-length: 5\r\n\r\n") and response.end() == b""
     assert response.keep_alive
+    no_length = Response(method, False, True).head(status, (), False)
+    assert (b"transfer-encoding" in no_length) == (method == b"HEAD")
 
 
 def test_head_without_a_length_announces_chunks_but_sends_none():
     response = Response(b"HEAD", False, True)
     assert b"transfer-encoding: chunked" in response.head(200, (), False)
-    assert response.body(b"ignored") == b"" and response.end() == b""
+    assert response.end() == b""
 
 
 def test_closing_and_the_visitors_close_say_connection_close():
@@ -64,9 +66,10 @@ def test_equal_content_lengths_are_merged_as_h11_merged_them():
         (200, CL, [b"toolong"]),
         (200, CL, [b"shrt"]),
         (204, (), [b"x"]),
+        (304, CL, [b"x"]),
     ],
     ids=["conflicting-lengths", "negative-length", "bad-name", "crlf-in-value", "nul-in-value", "empty-name",
-         "1xx-as-final", "body-over-length", "body-under-length", "body-in-204"],
+         "1xx-as-final", "body-over-length", "body-under-length", "body-in-204", "body-in-304"],
 )
 def test_a_response_the_tunnel_got_wrong_is_a_value_error(status, headers, body):
     with pytest.raises(ValueError):
