@@ -2,9 +2,8 @@
 
 `ChunkScanner` sees every body byte llhttp decodes, before llhttp does, finds where the
 body ends (llhttp would read on into a pipelined request) and refuses (400, connection
-closed) whatever falls outside RFC 9112 §7.1 or the edge's limits (llhttp bounds neither
-the size's digits, the chunk line, nor the trailer section; it reads trailers on its own
-terms):
+closed) whatever falls outside RFC 9112 §7.1 or the edge's limits, which llhttp does not
+have (the size's digits, the chunk line's length, the trailer section's size):
 
     chunked-body = *chunk last-chunk trailer-section CRLF
     chunk        = chunk-size [ chunk-ext ] CRLF chunk-data CRLF
