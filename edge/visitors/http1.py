@@ -95,10 +95,7 @@ class Http1Exchange:
         return data
 
     async def send_response(self, head: ResponseHead) -> None:
-        try:
-            data = self._response.head(head.status, end_to_end(head.headers), self._conn.closing)
-        except ValueError as exc:
-            raise ProtocolError(f"invalid response head from the tunnel: {exc}") from exc
+        data = self._framed(self._response.head, head.status, end_to_end(head.headers), self._conn.closing)
         self.response_started = True
         self._continue = False
         await self._send(data)
@@ -119,9 +116,9 @@ class Http1Exchange:
             data, self._held = b"".join(self._held), None
             await self._conn.send_bytes(data)
 
-    def _framed(self, write, *data: bytes) -> bytes:
+    def _framed(self, write, *args) -> bytes:
         try:
-            return write(*data)
+            return write(*args)
         except ValueError as exc:
             raise ProtocolError(f"invalid response from the tunnel: {exc}") from exc
 
