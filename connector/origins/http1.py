@@ -1,4 +1,5 @@
-"""Forward one tunnel stream to an HTTP origin (h11), bodies streamed both ways.
+"""Forward one tunnel stream to an HTTP origin (HTTP/1.1 on the wire: `http1_codec`),
+bodies streamed both ways.
 
 Connections to each origin are kept alive and reused (not with proxyProtocol: each
 such connection carries one visitor's address); a request that failed on a
@@ -12,15 +13,17 @@ import logging
 import time
 from collections import defaultdict
 
-import h11
 import trio
 
 from connector.ingress.origin_request import OriginRequest
 from connector.origins.connect import Origin, certificate_refused, open_origin_stream, tls_name, uses_tls
 from connector.origins.errors import BodyTooLarge, InvalidResponse, OriginClosed
+from connector.origins.http1_codec import Request, ResponseReader, write_request
 from connector.origins.proxy_protocol import Address
 from shared.aio import single_errors
+from shared.errors import ProtocolError
 from shared.events import RequestHead, ResponseHead, end_to_end
+from shared.http1_wire import BodyFraming
 from shared.tunnel_stream import TunnelStream
 
 log = logging.getLogger(__name__)
@@ -29,7 +32,10 @@ READ_SIZE = 64 * 1024
 MAX_RESPONSE_HEAD = 64 * 1024
 MAX_BUFFERED_BODY = 16 * 1024 * 1024  # disableChunkedEncoding buffers a body of unknown length up to this
 SAFE_TO_RETRY = frozenset({b"GET", b"HEAD", b"OPTIONS"})
-END = h11.EndOfMessage()
+
+
+class _StaleConnection(OriginClosed):
+    """The origin connection failed before any byte of the response arrived."""
 
 
 class OriginConnection:
@@ -37,29 +43,70 @@ class OriginConnection:
 
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
-        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_RESPONSE_HEAD)
+        self.reader = ResponseReader()
         self.idle_since = time.monotonic()
+        self.request_done = True  # the last request's body was sent whole
+        self._framing = BodyFraming(0)
 
-    async def send(self, event: h11.Event) -> None:
-        await self.stream.send_all(self.h11.send(event))
-
-    async def send_request(self, request: h11.Request, ended: bool) -> None:
+    async def send_request(self, request: Request, ended: bool, upgrade: bool = False) -> None:
         """The request head and, when `ended`, its end (bodiless requests), in one write."""
-        data = self.h11.send(request)
-        if ended:
-            data += self.h11.send(END)
+        try:
+            data, self._framing = write_request(request)
+            if ended:
+                data += self._framing.end()
+        except ValueError as exc:
+            raise ProtocolError(f"invalid request head from the tunnel: {exc}") from exc
+        self.reader.start(request.method, upgrade)
+        self.request_done = ended
         await self.stream.send_all(data)
 
-    async def next_event(self) -> h11.Event:
-        while True:
-            event = self.h11.next_event()
-            if event is not h11.NEED_DATA:
-                return event
-            self.h11.receive_data(await self.stream.receive_some(READ_SIZE))
+    async def send_body(self, data: bytes) -> None:
+        await self.stream.send_all(self._framed(self._framing.body, data))
+
+    async def end_body(self) -> None:
+        if data := self._framed(self._framing.end):
+            await self.stream.send_all(data)
+        self.request_done = True
+
+    def _framed(self, write, *data: bytes) -> bytes:
+        try:
+            return write(*data)
+        except ValueError as exc:
+            raise ProtocolError(f"request body from the tunnel: {exc}") from exc
+
+    async def read_head(self) -> None:
+        """Read up to the final response head (`reader.status`, `reader.headers`); 1xx are
+        skipped. `_StaleConnection` if the origin closed before sending a byte."""
+        received = 0
+        try:
+            while not self.reader.head_done:
+                data = await self.stream.receive_some(READ_SIZE)
+                if not data:
+                    if not received:
+                        raise _StaleConnection("closed before responding")
+                    raise InvalidResponse("origin sent an invalid response: it closed the connection within the head")
+                received += len(data)
+                self.reader.feed(data)
+                if received > MAX_RESPONSE_HEAD and not self.reader.head_done:
+                    raise InvalidResponse(f"origin sent an invalid response: a head over {MAX_RESPONSE_HEAD} bytes")
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise _StaleConnection(str(exc)) from exc
+
+    async def next_body(self) -> bytes:
+        """Response body bytes; b"" at its end."""
+        reader = self.reader
+        while not (data := reader.take_body()) and not reader.done:
+            if data := await self.stream.receive_some(READ_SIZE):
+                reader.feed(data)
+            else:
+                reader.eof()
+                if not reader.done:
+                    raise OriginClosed("origin closed the connection in the middle of the response")
+        return data
 
     @property
     def reusable(self) -> bool:
-        return self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE
+        return self.request_done and self.reader.reusable
 
 
 class OriginPool:
@@ -88,7 +135,6 @@ class OriginPool:
     def give_back(self, key: tuple[str, str | None, str], options: OriginRequest, connection: OriginConnection) -> None:
         idle = self._idle[key]
         if connection.reusable and len(idle) < options.keep_alive_connections and not options.proxy_protocol:
-            connection.h11.start_next_cycle()
             connection.idle_since = time.monotonic()
             idle.append(connection)
         else:
@@ -132,7 +178,7 @@ class OriginPool:
         await stream.end()
 
     async def _exchange(
-        self, stream: TunnelStream, connection: OriginConnection, request: h11.Request, body: bytes | None
+        self, stream: TunnelStream, connection: OriginConnection, request: Request, body: bytes | None
     ) -> None:
         has_body = stream.head.has_body
         try:  # a bodiless request ends now, not in a task the response could overtake
@@ -145,38 +191,28 @@ class OriginPool:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_upload, stream, connection, body)
                 await _relay_response(stream, connection)
-                if connection.h11.our_state is not h11.DONE:
+                if not connection.request_done:
                     nursery.cancel_scope.cancel()
 
 
 async def _relay_response(stream: TunnelStream, connection: OriginConnection) -> None:
     """The origin's response, head and body, into the tunnel stream (which `_finish` ends)."""
-    response = await _read_response_head(connection)
-    has_body = stream.head.method != b"HEAD" and response.status_code not in (204, 304)
-    await stream.send_response(ResponseHead(response.status_code, tuple(response.headers), has_body=has_body))
-    while has_body:
-        event = await connection.next_event()
-        if type(event) is h11.Data:
-            await stream.send(bytes(event.data))
-        elif type(event) is h11.EndOfMessage:
-            return
-        else:
-            raise OriginClosed("origin closed the connection in the middle of the response")
-    await connection.next_event()  # EndOfMessage
-
-
-class _StaleConnection(Exception):
-    """The origin connection failed before any byte of the response arrived."""
+    await connection.read_head()
+    status = connection.reader.status
+    has_body = stream.head.method != b"HEAD" and status not in (204, 304)
+    await stream.send_response(ResponseHead(status, connection.reader.headers, has_body=has_body))
+    while chunk := await connection.next_body():
+        await stream.send(chunk)
 
 
 async def _upload(stream: TunnelStream, connection: OriginConnection, body: bytes | None) -> None:
     if body is not None:
         if body:
-            await connection.send(h11.Data(data=body))
+            await connection.send_body(body)
     else:
         while chunk := await stream.receive():
-            await connection.send(h11.Data(data=chunk))
-    await connection.send(END)
+            await connection.send_body(chunk)
+    await connection.end_body()
 
 
 def _must_buffer(head: RequestHead, options: OriginRequest) -> bool:
@@ -196,30 +232,7 @@ async def _buffered_body(stream: TunnelStream) -> bytes:
     return bytes(body)
 
 
-async def _read_response_head(connection: OriginConnection) -> h11.Response:
-    """The response head, skipping 1xx; `_StaleConnection` if the origin closed before sending a byte
-    (h11 would call that end of file a protocol error)."""
-    answered = False
-    try:
-        while True:
-            event = connection.h11.next_event()
-            if event is h11.NEED_DATA:
-                data = await connection.stream.receive_some(READ_SIZE)
-                if not data and not answered:
-                    raise _StaleConnection("closed before responding")
-                answered = True
-                connection.h11.receive_data(data)
-            elif type(event) is h11.Response:
-                return event
-            elif type(event) is h11.ConnectionClosed:
-                raise _StaleConnection("closed before responding")
-    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-        raise _StaleConnection(str(exc)) from exc
-    except h11.RemoteProtocolError as exc:
-        raise InvalidResponse(f"origin sent an invalid response: {exc}") from exc
-
-
-def _origin_request(head: RequestHead, options: OriginRequest, body: bytes | None) -> h11.Request:
+def _origin_request(head: RequestHead, options: OriginRequest, body: bytes | None) -> Request:
     headers = list(end_to_end(head.headers))
     if options.http_host_header:
         headers = [(k, v) for k, v in headers if k not in (b"host", b"x-forwarded-host")]
@@ -228,7 +241,7 @@ def _origin_request(head: RequestHead, options: OriginRequest, body: bytes | Non
         headers.append((b"content-length", str(len(body)).encode()))
     elif head.has_body and not any(k == b"content-length" for k, _ in headers):
         headers.append((b"transfer-encoding", b"chunked"))
-    return h11.Request(method=head.method, target=head.target, headers=headers)
+    return Request(head.method, head.target, tuple(headers))
 
 
 def _close_quietly(connection: OriginConnection) -> None:

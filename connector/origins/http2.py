@@ -25,9 +25,9 @@ from h2.errors import ErrorCodes
 from h2.settings import SettingCodes, Settings
 
 from connector.ingress.origin_request import OriginRequest
+from connector.origins.connect import Origin, certificate_refused, open_origin_stream, tls_name, uses_tls
 from connector.origins.errors import InvalidResponse, OriginClosed, OriginTLSError
 from connector.origins.proxy_protocol import Address
-from connector.origins.connect import Origin, certificate_refused, open_origin_stream, tls_name, uses_tls
 from shared.aio import single_errors
 from shared.events import Headers, RequestHead, ResponseHead, end_to_end
 from shared.tunnel_stream import TunnelStream

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import logging
 
-import h11
 import trio
 
 from connector.ingress.rules import Rule, normalize_host
 from connector.ingress.services import HttpService, PoolService, TcpService, UnixService
 from connector.origins.connect import open_origin_stream, tls_name, uses_tls
-from connector.origins.errors import InvalidResponse, OriginClosed
-from connector.origins.http1 import OriginConnection, OriginPool, _close_quietly
+from connector.origins.http1 import OriginPool, _close_quietly
+from connector.origins.http1_codec import Request
 from connector.origins.proxy_protocol import Address
 from shared.events import RequestHead, ResponseHead, end_to_end
 from shared.pages import error_page
@@ -71,28 +70,21 @@ async def _http(stream: TunnelStream, rule: Rule, pool: OriginPool, visitor: Add
     server_name = tls_name(rule.service, options, head) if uses_tls(rule.service) else None
     connection = await pool.connect(rule.service, options, server_name, visitor)
     try:
-        await connection.send(_upgrade_request(head, options))
-        await connection.send(h11.EndOfMessage())
-        response = await _response_head(connection)
-        if response.status_code == 101:
-            await stream.send_response(ResponseHead(101, tuple(response.headers)))
-            data, _closed = connection.h11.trailing_data
-            await _pipe(connection.stream, stream, bytes(data))
+        await connection.send_request(_upgrade_request(head, options), ended=True, upgrade=True)
+        await connection.read_head()
+        response = connection.reader
+        if response.status == 101:
+            await stream.send_response(ResponseHead(101, response.headers))
+            await _pipe(connection.stream, stream, response.trailing)
             return
         log.warning(
             "upgrade.refused rule=%d protocol=%s status=%d",
-            rule.index, upgrade_token(head).decode("latin-1"), response.status_code,
+            rule.index, upgrade_token(head).decode("latin-1"), response.status,
         )
-        has_body = head.method != b"HEAD" and response.status_code not in (204, 304)
-        await stream.send_response(ResponseHead(response.status_code, tuple(response.headers), has_body=has_body))
-        while has_body:
-            event = await connection.next_event()
-            if isinstance(event, h11.Data):
-                await stream.send(bytes(event.data))
-            elif isinstance(event, h11.EndOfMessage):
-                break
-            else:
-                raise OriginClosed("origin closed the connection in the middle of the response")
+        has_body = head.method != b"HEAD" and response.status not in (204, 304)
+        await stream.send_response(ResponseHead(response.status, response.headers, has_body=has_body))
+        while chunk := await connection.next_body():
+            await stream.send(chunk)
         await stream.end()
     finally:
         _close_quietly(connection)
@@ -104,28 +96,14 @@ async def _pipe(origin: trio.abc.Stream, stream: TunnelStream, first_down: bytes
     await relay(origin, stream)
 
 
-def _upgrade_request(head: RequestHead, options) -> h11.Request:
+def _upgrade_request(head: RequestHead, options) -> Request:
     """The visitor's request with its Upgrade and Connection headers kept."""
     headers = list(end_to_end(head.headers))
     headers += [(b"connection", b"upgrade"), (b"upgrade", head.header(b"upgrade") or b"")]
     if options.http_host_header:
         headers = [(k, v) for k, v in headers if k not in (b"host", b"x-forwarded-host")]
         headers += [(b"host", options.http_host_header.encode()), (b"x-forwarded-host", head.authority)]
-    return h11.Request(method=head.method, target=head.target, headers=headers)
-
-
-async def _response_head(connection: OriginConnection) -> h11.Response | h11.InformationalResponse:
-    try:
-        while True:
-            event = await connection.next_event()
-            if isinstance(event, h11.Response) or (
-                isinstance(event, h11.InformationalResponse) and event.status_code == 101
-            ):
-                return event
-            if isinstance(event, h11.ConnectionClosed):
-                raise OriginClosed("origin closed the connection before responding")
-    except h11.RemoteProtocolError as exc:
-        raise InvalidResponse(f"origin sent an invalid response: {exc}") from exc
+    return Request(head.method, head.target, tuple(headers))
 
 
 async def _send_page(stream: TunnelStream, status: int, message: str) -> None:

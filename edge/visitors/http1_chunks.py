@@ -1,9 +1,9 @@
-"""Strict chunked framing of an HTTP/1.1 request body, checked beside h11 (sans-IO).
+"""Strict chunked framing of an HTTP/1.1 request body, checked beside llhttp (sans-IO).
 
-h11 reads chunk sizes and extensions loosely (trailing spaces after the size, anything
-after a `;`, bare-LF trailer lines); two parsers could then split the same bytes into
-different bodies. `ChunkScanner` sees every body byte h11 sees, before h11 parses it,
-and refuses (400, connection closed) whatever falls outside RFC 9112 §7.1:
+`ChunkScanner` sees every body byte llhttp decodes, before llhttp does, finds where the
+body ends (llhttp would read on into a pipelined request) and refuses (400, connection
+closed) whatever falls outside RFC 9112 §7.1 or the edge's limits, which llhttp does not
+have (the size's digits, the chunk line's length, the trailer section's size):
 
     chunked-body = *chunk last-chunk trailer-section CRLF
     chunk        = chunk-size [ chunk-ext ] CRLF chunk-data CRLF
@@ -45,7 +45,8 @@ class ChunkScanner:
     def done(self) -> bool:
         return self._state == _DONE
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes) -> int:
+        """Check `data`; return how many of its bytes belong to the body."""
         position, size = 0, len(data)
         while position < size and self._state != _DONE:
             if self._state == _DATA:
@@ -63,6 +64,7 @@ class ChunkScanner:
                     self._state = _SIZE
             else:
                 position = self._take_line(data, position)
+        return position
 
     def _take_line(self, data: bytes, position: int) -> int:
         """Collect a line up to its LF; on a whole one, act on it. Returns the new position."""

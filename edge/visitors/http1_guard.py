@@ -1,14 +1,16 @@
-"""Strict checks on a raw HTTP/1.1 request head, before h11 parses it (sans-IO).
+"""Strict checks on a raw HTTP/1.1 request head (sans-IO), around llhttp's parse.
 
-h11 is lenient where leniency lets requests be smuggled past a proxy: it accepts bare-LF
-line endings, folded header lines, Content-Length together with chunked encoding,
-absolute-form targets and CONNECT. Every visitor head passes `check_head` first.
+`HeadScanner` delimits the head and refuses early what can no longer become valid;
+`check_request_line` reads the request line (llhttp knows a fixed list of methods and
+accepts shapes two parsers read differently: HTTP/0.9, doubled spaces); `check_fields`
+checks what llhttp parsed: one Host, one unambiguous body length, the target's form.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from edge.dns.zone import normalize_host
@@ -18,7 +20,6 @@ REQUEST_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([\x21-\x7e]+) HTTP/
 BAD_VALUE_BYTE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # controls other than HTAB
 HOST = re.compile(rb"(?:[A-Za-z0-9\-._~!$&'()*+,;=%]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 DIGITS = re.compile(rb"[0-9]{1,18}")
-BARE_LF = re.compile(rb"(?<!\r)\n")
 
 
 class Refused(Exception):
@@ -37,14 +38,17 @@ class HeadLimits:
     max_header_fields: int = 100
 
 
-@dataclass(frozen=True)
-class CheckedHead:
-    """What the checks learnt: the Host, the origin-form target to forward, and the header
-    fields (lower-case names, values without surrounding spaces and tabs, in order)."""
+class CheckedHead(NamedTuple):
+    """What the checks learnt: the method, the Host, the origin-form target to forward, the
+    header fields (lower-case names, values without surrounding spaces and tabs, in order)
+    and the body's framing."""
 
     host: bytes
     target: bytes
     headers: tuple[tuple[bytes, bytes], ...] = ()
+    method: bytes = b"GET"
+    http10: bool = False
+    length: int | None = 0  # the body's Content-Length; None for a chunked body
 
 
 class HeadScanner:
@@ -58,8 +62,8 @@ class HeadScanner:
 
     def feed(self, data: bytes) -> bytes | None:
         """Add `data`; the complete head once its blank line arrived (checked with
-        `check_head` by the caller), else None. Raise `Refused` for a head that can no
-        longer become valid."""
+        `check_request_line` and `check_fields` by the caller), else None. Raise `Refused`
+        for a head that can no longer become valid."""
         start = len(self.buffer)
         self.buffer += data
         end = self.buffer.find(b"\r\n\r\n", max(0, start - 3))
@@ -72,32 +76,27 @@ class HeadScanner:
             raise Refused(431, f"request head larger than {self.limits.max_header_bytes} bytes")
         if self.buffer.find(b"\x00", start, stop) != -1:
             raise Refused(400, "NUL byte in the request head")
-        if BARE_LF.search(self.buffer, start, stop):
+        if self.buffer.count(b"\n", start, stop) != self.buffer.count(b"\r\n", max(0, start - 1), stop):
             raise Refused(400, "bare LF line ending")
         return None if end == -1 else bytes(self.buffer[:stop])
 
 
-def check_head(head: bytes, limits: HeadLimits) -> CheckedHead:
-    """Validate a complete head (as `HeadScanner` delimits it); raise `Refused` if it is unsafe."""
-    if HeadScanner(limits).feed(head) != head:
-        raise Refused(400, "malformed request head")
-    return check_scanned_head(head, limits)
-
-
-def check_scanned_head(head: bytes, limits: HeadLimits) -> CheckedHead:
-    """`check_head` for a head exactly as `HeadScanner.feed` returned it (its byte checks
-    already passed)."""
-    lines = head[:-4].split(b"\r\n")
-    request_line, field_lines = lines[0], lines[1:]
+def check_request_line(head: bytes, limits: HeadLimits) -> tuple[bytes, bytes, bool]:
+    """(method, target, HTTP/1.0?) of a head exactly as `HeadScanner.feed` returned it (its
+    byte checks passed); also counts its field lines, which llhttp does not limit."""
     if head.count(b"\r") != head.count(b"\r\n"):  # (the head ends with CRLF CRLF)
         raise Refused(400, "bare CR in the request head")
-    match = REQUEST_LINE.fullmatch(request_line)
+    match = REQUEST_LINE.fullmatch(head, 0, head.find(b"\r\n"))
     if match is None:
         raise Refused(400, "malformed request line")
-    method, target, minor = match.groups()
-    if len(field_lines) > limits.max_header_fields:
+    if head.count(b"\r\n") - 2 > limits.max_header_fields:
         raise Refused(431, f"more than {limits.max_header_fields} header fields")
-    fields = tuple([field_line(line) for line in field_lines])
+    method, target, minor = match.groups()
+    return method, target, minor == b"0"
+
+
+def check_fields(method: bytes, target: bytes, http10: bool, fields: tuple[tuple[bytes, bytes], ...]) -> CheckedHead:
+    """The checks on a request's parsed fields: Host, framing, CONNECT, the target's form."""
     hosts = [value for name, value in fields if name == b"host"]
     if not hosts:
         raise Refused(400, "no Host header")
@@ -106,10 +105,10 @@ def check_scanned_head(head: bytes, limits: HeadLimits) -> CheckedHead:
     host = hosts[0]
     if not HOST.fullmatch(host):
         raise Refused(400, "invalid Host header")
-    _check_framing(fields, http10=minor == b"0")
+    length = _check_framing(fields, http10)
     if method == b"CONNECT":
         raise Refused(405, "CONNECT is not supported")
-    return CheckedHead(host=host, target=_origin_form(target, host), headers=fields)
+    return CheckedHead(host, _origin_form(target, host), fields, method, http10, length)
 
 
 def field_line(line: bytes) -> tuple[bytes, bytes]:
@@ -125,9 +124,9 @@ def field_line(line: bytes) -> tuple[bytes, bytes]:
     return name.lower(), value
 
 
-def _check_framing(fields: tuple[tuple[bytes, bytes], ...], http10: bool) -> None:
-    """One unambiguous body length: RFC 9112 §6.3, refusing every shape two parsers could
-    read differently."""
+def _check_framing(fields: tuple[tuple[bytes, bytes], ...], http10: bool) -> int | None:
+    """One unambiguous body length (RFC 9112 §6.3), refusing every shape two parsers could
+    read differently: the Content-Length, 0 for none, None for chunked."""
     lengths = [value for name, value in fields if name == b"content-length"]
     encodings = [value for name, value in fields if name == b"transfer-encoding"]
     if lengths and encodings:
@@ -141,6 +140,8 @@ def _check_framing(fields: tuple[tuple[bytes, bytes], ...], http10: bool) -> Non
             raise Refused(400, "Transfer-Encoding in an HTTP/1.0 request")
         if len(encodings) > 1 or encodings[0].lower() != b"chunked":
             raise Refused(400, "Transfer-Encoding other than a single chunked")
+        return None
+    return int(lengths[0]) if lengths else 0
 
 
 def _origin_form(target: bytes, host: bytes) -> bytes:

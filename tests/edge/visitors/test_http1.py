@@ -84,8 +84,6 @@ async def test_an_invalid_response_head_from_the_tunnel_is_a_protocol_error():
 
     client, server = trio.testing.memory_stream_pair()
     connection = Http1Connection(server, ("127.0.0.1", 5), ("127.0.0.1", 443), Http1Limits())
-    await client.send_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-    await connection.next_event(1)
     exchange = Http1Exchange(connection, RequestHead(b"GET", b"/", b"x"))
     with pytest.raises(ProtocolError):
         await exchange.send_response(ResponseHead(200, ((b"bad header", b"v"),)))
@@ -229,3 +227,10 @@ async def test_bad_chunked_framing_with_the_head_is_refused_before_the_handler(b
 async def test_bad_chunked_framing_later_in_the_body_gets_400_before_the_response():
     answer = await converse(CHUNKED + b"5\r\nhello\r\n", later=b"2 \r\nab\r\n0\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 400 ") and b"malformed chunk-size line" in answer
+
+
+async def test_expect_100_continue_is_answered_once_when_the_body_is_read():
+    answer = await converse(
+        b"POST /e HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\nConnection: close\r\n\r\n", later=b"hi"
+    )
+    assert answer.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n") and answer.endswith(b"POST /e hi")

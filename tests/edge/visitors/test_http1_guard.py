@@ -2,9 +2,17 @@
 
 import pytest
 
-from edge.visitors.http1_guard import HeadLimits, HeadScanner, Refused, check_head
+from edge.visitors.http1_guard import HeadLimits, HeadScanner, Refused
+from edge.visitors.http1_parser import RequestParser
 
 LIMITS = HeadLimits()
+
+
+def check_head(head: bytes, limits: HeadLimits):
+    """A whole head through every check (the scanner's, the request line's, llhttp's, the fields')."""
+    parser = RequestParser(limits, limits.max_header_bytes)
+    parser.feed(head)
+    return parser.head
 GOOD = b"GET /a?b=1 HTTP/1.1\r\nHost: app.example.test\r\nX-A: 1\r\n\r\n"
 
 
