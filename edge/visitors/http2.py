@@ -99,6 +99,7 @@ class Http2Connection:
         self._resets = ResetRateGuard(limits.rapid_reset_streams, limits.rapid_reset_window)
         self._frames = FrameMeter(limits)
         self._waiting: dict[int, tuple[Http2Exchange, Handler]] = {}  # streams not yet started, in order
+        self._starts = LeakyBucket(self.limits.max_stream_starts, 1.0)  # streams started and not answered
         self._has_waiting = trio.Event()
         self._dispatch: dict[type, Callable] = {
             h2.events.RequestReceived: self._on_request,
@@ -278,18 +279,18 @@ class Http2Connection:
     # Streams ----------------------------------------------------------------------
 
     async def _start_streams(self) -> None:
-        """Start each waiting stream's task, at most `max_stream_starts` a second. A stream
-        waits at least until the reader handled the rest of its read: one reset in the same
-        read never starts."""
-        starts = LeakyBucket(self.limits.max_stream_starts, 1.0)
+        """Start each waiting stream's task, at most `max_stream_starts` a second not counting
+        the streams answered in full (`_forget` gives their start back), so a busy client is not
+        slowed and streams abandoned unanswered (rapid reset) are paced. A stream waits at least
+        until the reader handled the rest of its read: one reset in the same read never starts."""
         while True:
             if not self._waiting:
                 self._has_waiting = trio.Event()
                 await self._has_waiting.wait()
-            elif delay := starts.wait(trio.current_time()):
+            elif delay := self._starts.wait(trio.current_time()):
                 await trio.sleep(delay)
             else:
-                starts.add(trio.current_time())
+                self._starts.add(trio.current_time())
                 exchange, respond = self._waiting.pop(next(iter(self._waiting)))
                 self._nursery.start_soon(self._serve_stream, exchange, respond)
 
@@ -315,6 +316,8 @@ class Http2Connection:
         stream_id = exchange.stream_id
         del self._streams[stream_id]
         self._update_deadline()
+        if exchange.local_closed and not exchange.peer_reset:
+            self._starts.credit(1)  # answered in full: work the client asked for, done
         if credit := exchange.unreturned_credit():
             self.h2.acknowledge_received_data(credit, stream_id)
         if not exchange.peer_reset and not (exchange.local_closed and exchange.remote_closed):
