@@ -5,11 +5,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test bench clean system-deps
 
-# Real peers the tests drive (dig, h2load, nft for the HA tests' NAT, sshd, headless chromium + certutil, testssl, pebble, nginx + pagekite for the benchmark smoke run); installed when missing and we may use apt.
+# Real peers the tests drive (dig, h2load, nft for the HA tests' NAT, sshd, headless chromium + certutil, testssl, pebble, nginx + pagekite for the benchmark smoke run,
+# PostgreSQL for the shared registry, knotd and dnsmasq as DNS peers, tinyproxy and dante as the proxies a connector may sit behind, nc for SOCKS clients); installed when missing and we may use apt.
 system-deps:
-	@{ command -v dig && command -v h2load && command -v nft && { command -v sshd || test -x /usr/sbin/sshd; } && command -v chromium && command -v certutil && command -v testssl && command -v pebble && { command -v nginx || test -x /usr/sbin/nginx; } && command -v pagekite; } >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bind9-dnsutils nghttp2-client nftables openssh-server chromium libnss3-tools testssl.sh pebble nginx pagekite >/dev/null; } || \
-		echo "note: install bind9-dnsutils (dig), nghttp2-client (h2load), nftables (nft), openssh-server (sshd), chromium, libnss3-tools (certutil), testssl.sh, pebble, nginx and pagekite for the DNS, HTTP/2, HA, SSH, browser, TLS, ACME and benchmark tests" >&2
+	@{ command -v dig && command -v h2load && command -v nft && { command -v sshd || test -x /usr/sbin/sshd; } && command -v chromium && command -v certutil && command -v testssl && command -v pebble && { command -v nginx || test -x /usr/sbin/nginx; } && command -v pagekite && test -x /usr/sbin/knotd && test -x /usr/sbin/dnsmasq && command -v tinyproxy && test -x /usr/sbin/danted && command -v nc && ls /usr/lib/postgresql/*/bin/pg_ctl; } >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bind9-dnsutils nghttp2-client nftables openssh-server chromium libnss3-tools testssl.sh pebble nginx pagekite postgresql knot dnsmasq tinyproxy dante-server netcat-openbsd >/dev/null; } || \
+		echo "note: install bind9-dnsutils (dig), nghttp2-client (h2load), nftables (nft), openssh-server (sshd), chromium, libnss3-tools (certutil), testssl.sh, pebble, nginx, pagekite, postgresql, knot, dnsmasq, tinyproxy, dante-server and netcat-openbsd for the DNS, HTTP/2, HA, SSH, browser, TLS, ACME, registry, proxy and benchmark tests" >&2
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
