@@ -175,9 +175,11 @@ class Proxy:
         if tunnel_id is None:
             await send_page(exchange, 404, "edge", f"no tunnel serves {host}")
             return
-        if (admitted := await self.gate.admit(exchange, host) if self.gate else _unchanged) is None:
+        quick = self.router.limits.get(tunnel_id)  # a quick tunnel: no Access, its own limits
+        gate = self.gate if quick is None else None
+        if (admitted := await gate.admit(exchange, host) if gate else _unchanged) is None:
             return  # the gate answered: refused, or its login pages
-        if (max_body := self.gate.max_body(host) if self.gate else None) is not None:
+        if (max_body := quick.max_body if quick else self.gate.max_body(host) if self.gate else None) is not None:
             if declared_too_large(exchange.head, max_body):
                 await send_page(exchange, 413, "edge", f"the request body is larger than {host} accepts ({max_body} bytes)")
                 return
@@ -190,9 +192,9 @@ class Proxy:
             if exchange.response_started:  # too late for a 413: end the visitor's connection (HTTP/1.1) or stream (HTTP/2)
                 raise trio.BrokenResourceError(f"request body over the limit of {host}") from None
             await send_page(exchange, 413, "edge", f"the request body is larger than {host} accepts ({max_body} bytes)")
-        except TunnelBusy:
+        except TunnelBusy as exc:
             log.debug("request.busy host=%s", host)  # debug: a flood must not become a flood of log lines
-            await send_page(exchange, 503, "edge", f"the tunnel for {host} is busy; retry", ((b"retry-after", str(BUSY_RETRY_AFTER).encode()),))
+            await send_page(exchange, exc.status, "edge", f"the tunnel for {host} is busy; retry", ((b"retry-after", str(BUSY_RETRY_AFTER).encode()),))
         except TunnelUnavailable:
             await send_page(exchange, 502, "edge", f"the tunnel for {host} has no connector")
         except BurrowError as exc:
