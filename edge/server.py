@@ -251,7 +251,7 @@ async def serve(
                     )
                     addresses["http"] = await nursery.start(plain.serve, cfg.http_listen)
             if cfg.acme_directory is not None:
-                nursery.start_soon(AcmeManager(cfg, certs, challenges).run)
+                nursery.start_soon(AcmeManager(cfg, certs, challenges, quick_tunnels=quick is not None).run)
             listening = {name: format_hostport(addr) for name, addr in addresses.items()}
             write_private(cfg.home / LISTEN_FILE, json.dumps(listening))
             log.info("edge.listening https=%s tunnel=%s zone=%s edge=%s stale_connections_removed=%d", listening["https"], listening["tunnel"], ",".join(cfg.zones), edge_id, stale)

@@ -79,10 +79,13 @@ class Zone:
         return host == self.name or host.endswith("." + self.name)
 
     def owner(self, host: str) -> str | None:
-        """The record name that answers for `host`: itself, or the closest wildcard above it."""
+        """The record name that answers for `host`: itself, or the closest wildcard above it.
+        No wildcard answers under `quick.<zone>`: those names are quick tunnels' or nobody's."""
         host = normalize_host(host)
         if host in self.records or host in self.txt:
             return host
+        if host.endswith(f".{QUICK_LABEL}.{self.name}") or host == f"{QUICK_LABEL}.{self.name}":
+            return None
         for parent in ancestors(host):
             if not (parent == self.name or parent.endswith("." + self.name)):
                 break

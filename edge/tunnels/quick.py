@@ -98,15 +98,11 @@ class SourceWindow:
             del self._events[min(self._events, key=lambda s: self._events[s][-1] if self._events[s] else 0.0)]
 
 
-def quick_domain(zone: str) -> str:
-    return f"{QUICK_LABEL}.{zone}"
-
-
 def new_hostname(zone: str) -> str:
     """`WORD-WORD-WORD.quick.<zone>` from coolname's word lists (its phrases like `of-x` skipped)."""
     while (slug := coolname.generate_slug(NAME_WORDS)).count("-") != NAME_WORDS - 1:
         pass  # two thirds of slugs are three plain words
-    return hostnames.normalize(f"{slug}.{quick_domain(zone)}")
+    return hostnames.normalize(f"{slug}.{QUICK_LABEL}.{zone}")
 
 
 class QuickTunnels:

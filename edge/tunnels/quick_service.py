@@ -8,7 +8,7 @@ import logging
 import trio
 
 from edge.routing.router import Router, TunnelLimits
-from edge.tunnels.quick import QuickTunnels, quick_domain
+from edge.tunnels.quick import QuickTunnels
 from shared.crypto import b64encode, mint_secret
 
 log = logging.getLogger(__name__)
@@ -59,8 +59,6 @@ class QuickService:
         self.router.set_extra_hosts(self.tunnels.hosts())
 
     def _taken(self, hostname: str) -> bool:
-        """True when an account's record answers for `hostname`: its exact name, or a wildcard
-        under `quick.<zone>` (a wildcard higher up, like `*.<zone>`, owns no particular name)."""
+        """True when an account's record holds `hostname` (from before `quick.<zone>` was reserved)."""
         zone = self.router.registry_zones.zone_for(hostname)
-        owner = zone.owner(hostname) if zone is not None else None
-        return owner is not None and (owner == hostname or owner.endswith("." + quick_domain(self.tunnels.zone)))
+        return zone is not None and zone.owner(hostname) == hostname

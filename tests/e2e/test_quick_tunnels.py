@@ -78,6 +78,11 @@ def create_with_curl(edge, source: str) -> subprocess.CompletedProcess:
 
 
 def test_quick_tunnel_serves_resolves_and_expires(quick_edge) -> None:
+    env = quick_edge.login("wildcard")  # an account's *.ZONE must not catch quick names, live or expired
+    quick_edge.cli("burrow", "tunnel", "create", "catch-all", env=env)
+    quick_edge.cli("burrow", "tunnel", "route", "dns", "catch-all", f"*.{ZONE}", env=env)
+    assert dig(quick_edge, f"anything.{ZONE}")[0] == "NOERROR"
+    assert dig(quick_edge, f"anything.quick.{ZONE}")[0] == "NXDOMAIN"
     connector, host = start_quick(quick_edge, "127.0.0.4", "quick-serve")
     result = quick_edge.curl(host, "/hello?x=1")
     assert result.returncode == 0, result.stderr
@@ -88,6 +93,7 @@ def test_quick_tunnel_serves_resolves_and_expires(quick_edge) -> None:
     assert status == "NOERROR"
     assert any("CNAME" in line and f".tunnels.{ZONE}." in line for line in answers), answers
     assert any(line.split()[-2:] == ["A", "127.0.0.1"] for line in answers), answers
+    assert all(line.split()[1] == "10" for line in answers), answers  # a short TTL: resolvers forget it soon
 
     connector.stop()
     stopped = time.monotonic()

@@ -146,3 +146,11 @@ async def test_the_service_routes_and_limits_through_the_router() -> None:
     with pytest.raises(TunnelBusy) as busy:
         router.pick(answer["id"])
     assert busy.value.status == 429
+
+
+def test_no_wildcard_answers_under_quick_dot_zone() -> None:
+    zone = Zone(ZONE, {"*.example.test": "t1.tunnels.example.test"}, frozenset({"t1"}))
+    assert zone.owner("app.example.test") == "*.example.test"
+    assert zone.owner("a-b-c.quick.example.test") is None and zone.owner("quick.example.test") is None
+    merged = Zones((zone,)).with_hosts({"a-b-c.quick.example.test": "q1"})
+    assert merged.tunnel_for("a-b-c.quick.example.test") == "q1" and merged.tunnel_for("x-y-z.quick.example.test") is None
