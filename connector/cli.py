@@ -26,11 +26,11 @@ from connector.tunnel.reload import Reloader
 from connector.tunnel.streams import StreamServer
 from connector.tunnel.supervisor import Supervisor
 from shared import logs
-from shared.aio import wait_for_signal
+from shared.aio import single_errors, wait_for_signal
 from shared.commands import examples, package_version, reported_errors
 from shared.config import ConnectorConfig, load_connector_config
 from shared.credentials import load_credentials
-from shared.errors import ConfigError
+from shared.errors import AuthError, ConfigError
 from shared.metrics import MetricsServer
 from shared.tunnel_token import decode_token
 from shared.values import burrow_home, parse_duration
@@ -126,7 +126,12 @@ def quick(
         server = StreamServer(ingress, access=AccessVerifier(creds))
         supervisor = Supervisor(creds, server.serve, DEFAULT_HA_CONNECTIONS, limits=DialLimits(local_address=edge_bind_address))
         log.info("tunnel.starting quick=%s tunnel=%s connections=%d edge=%s", public_url, creds.tunnel_id, DEFAULT_HA_CONNECTIONS, creds.endpoint)
-        trio.run(_run_until_signalled, supervisor, DEFAULT_GRACE_PERIOD, None, None, server.balancers)
+        try:
+            with single_errors():
+                trio.run(_run_until_signalled, supervisor, DEFAULT_GRACE_PERIOD, None, None, server.balancers)
+        except AuthError as exc:  # the edge forgot the quick tunnel: it restarted, or the connector was away past the grace
+            raise AuthError(f"{exc}; the quick tunnel {public_url} is gone (the edge restarted, or this connector was away"
+                            " longer than the edge's grace): run `burrow tunnel --url` again for a new one") from None
 
 
 @tunnel_app.command(epilog=examples("burrow tunnel run my-web-tunnel", "burrow tunnel run --url http://localhost:8080 my-web-tunnel", 'burrow tunnel run --token "$TUNNEL_TOKEN" --metrics 127.0.0.1:2000 --log-format json'))

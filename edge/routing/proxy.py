@@ -39,6 +39,7 @@ CONNECTING_PORT = b"burrow-connecting-port"
 RETRY_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE"})
 MAX_RETRIES = 2  # further sessions tried for a request no session took
 VISITOR_REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,64}")
+QUICK_TUNNELS_LABEL = "quick-tunnels"  # every quick tunnel's requests: their random names would crowd out the others
 
 
 class Exchange(Protocol):
@@ -154,9 +155,8 @@ class Proxy:
             duration = time.monotonic() - started
             tunnel_id = self.router.tunnel_for(host)  # after the request: the routes may have changed
             if self.metrics is not None:
-                self.metrics.observe_request(  # one label for unrouted hosts
-                    host if tunnel_id else "", metered.status, duration, metered.bytes_in, metered.bytes_out
-                )
+                label = (QUICK_TUNNELS_LABEL if tunnel_id in self.router.limits else host) if tunnel_id else ""  # one for unrouted hosts
+                self.metrics.observe_request(label, metered.status, duration, metered.bytes_in, metered.bytes_out)
             if access_log.isEnabledFor(logging.INFO):
                 head = exchange.head
                 fields = {

@@ -4,11 +4,13 @@ Each quick tunnel gets a random `WORD-WORD-WORD.quick.<zone>` name and an
 ephemeral secret (the edge keeps its hash, in memory only: no registry rows).
 It lives while it has sessions and is forgotten `grace` seconds after its last
 session ended (or after it was created, if no session ever came). One source
-address may create `per_source` of them per `window`. The caller passes the time.
+(IPv4 address, IPv6 /64) may create `per_source` of them per `window`. The caller
+passes the time.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import uuid
 from collections import deque
 from collections.abc import Callable
@@ -98,6 +100,17 @@ class SourceWindow:
             del self._events[min(self._events, key=lambda s: self._events[s][-1] if self._events[s] else 0.0)]
 
 
+def source_key(address: str) -> str:
+    """What the per-source limit counts: an IPv4 address, or an IPv6 /64 (one site's usual share)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        return str(ip.ipv4_mapped) if ip.ipv4_mapped else str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
 def new_hostname(zone: str) -> str:
     """`WORD-WORD-WORD.quick.<zone>` from coolname's word lists (its phrases like `of-x` skipped)."""
     while (slug := coolname.generate_slug(NAME_WORDS)).count("-") != NAME_WORDS - 1:
@@ -119,10 +132,11 @@ class QuickTunnels:
         """A new quick tunnel for `source`, named so that `taken(hostname)` is false (an account's name)."""
         if len(self._tunnels) >= self.settings.max_tunnels:
             raise QuickRefused(f"this edge serves {self.settings.max_tunnels} quick tunnels already; retry later", 503)
-        if not self.sources.take(source, now):
-            wait = self.sources.retry_after(source, now)
+        key = source_key(source)
+        if not self.sources.take(key, now):
+            wait = self.sources.retry_after(key, now)
             raise QuickRefused(
-                f"{source} created {self.settings.per_source} quick tunnels in the last {_period(self.settings.window)};"
+                f"{key} created {self.settings.per_source} quick tunnels in the last {_period(self.settings.window)};"
                 f" retry in {wait:.0f}s", 429, retry_after=wait,
             )
         used = {tunnel.hostname for tunnel in self._tunnels.values()}

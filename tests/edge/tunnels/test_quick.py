@@ -10,7 +10,7 @@ import pytest
 
 from edge.dns.zone import Zone, Zones
 from edge.routing.router import Router, TunnelBusy, TunnelLimits
-from edge.tunnels.quick import QuickRefused, QuickSettings, QuickTunnels, SourceWindow, new_hostname, parse_per_period
+from edge.tunnels.quick import QuickRefused, QuickSettings, QuickTunnels, SourceWindow, new_hostname, parse_per_period, source_key
 from edge.tunnels.quick_service import QuickService
 from shared.errors import AuthError, ConfigError
 
@@ -154,3 +154,14 @@ def test_no_wildcard_answers_under_quick_dot_zone() -> None:
     assert zone.owner("a-b-c.quick.example.test") is None and zone.owner("quick.example.test") is None
     merged = Zones((zone,)).with_hosts({"a-b-c.quick.example.test": "q1"})
     assert merged.tunnel_for("a-b-c.quick.example.test") == "q1" and merged.tunnel_for("x-y-z.quick.example.test") is None
+
+
+def test_an_ipv6_source_is_its_slash_64() -> None:
+    assert source_key("2001:db8:1:2:aaaa::1") == source_key("2001:db8:1:2:bbbb::2") == "2001:db8:1:2::/64"
+    assert source_key("2001:db8:1:3::1") == "2001:db8:1:3::/64"
+    assert source_key("::ffff:192.0.2.7") == "192.0.2.7" and source_key("192.0.2.7") == "192.0.2.7"
+    quick = QuickTunnels(ZONE, QuickSettings(per_source=1))
+    quick.create("2001:db8:1:2::10", SECRET, 0.0, never_taken)
+    with pytest.raises(QuickRefused, match=r"2001:db8:1:2::/64 created 1"):
+        quick.create("2001:db8:1:2::11", SECRET, 0.0, never_taken)
+    quick.create("2001:db8:1:3::10", SECRET, 0.0, never_taken)
