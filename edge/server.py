@@ -220,6 +220,8 @@ async def serve(
 
         refresh = partial(refresh_all, refresher, gate)
         quick = QuickService(QuickTunnels(cfg.zone, quick_tunnels), router, tunnel_endpoint) if quick_tunnels else None
+        if quick is not None:
+            metrics.watch_quick_tunnels(partial(len, quick.tunnels))
         dashboard = create_dashboard(registry, lambda: list(cfg.zones), refresh, router, metrics.traffic, edge_id)
         extra_routes = [*quick_routes(quick), dashboard]
         api = create_api(registry, edge_info, refresh, live=router, edge_id=edge_id, extra_routes=extra_routes)
