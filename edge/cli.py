@@ -161,7 +161,7 @@ def serve(
             per_source, window = quick.parse_per_period(quick_tunnels_per_ip)
             heartbeat["quick_tunnels"] = quick.QuickSettings(
                 grace=_positive_duration("--quick-grace", quick_grace), per_source=per_source, window=window,
-                max_streams=quick_max_streams, max_body=parse_size(quick_max_body),
+                max_streams=quick_max_streams, max_body=_size("--quick-max-body", quick_max_body),
             )
         metrics_listen = parse_hostport(metrics) if metrics is not None else None
         user = user if user is not None else cfg.user
@@ -173,6 +173,13 @@ def _positive_rate(flag: str, rate: float) -> float:
     if rate <= 0:
         raise ConfigError(f"{flag} must be a positive number per second, not {rate:g}")
     return rate
+
+
+def _size(flag: str, text: str) -> int:
+    try:
+        return parse_size(text)
+    except ConfigError as exc:
+        raise ConfigError(f"{flag}: {exc}") from None
 
 
 def _positive_duration(flag: str, text: str) -> float:

@@ -227,3 +227,25 @@ def test_default_grace_is_60_seconds(tmp_path) -> None:
         assert QUICK_NAME.fullmatch(answer["url"])
     finally:
         edge.proc.stop()
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (("--quick-tunnels-per-ip", "ten/h"), "error: --quick-tunnels-per-ip 'ten/h': use a count per period, e.g. 10/h or 3/30m"),
+    (("--quick-max-body", "0"), "error: --quick-max-body: invalid size '0': from 1 byte to 1 TiB"),
+    (("--quick-grace", "0s"), "error: --quick-grace must be a positive duration, not '0s'"),
+])
+def test_bad_quick_flags_are_one_line(edge, flags, message) -> None:
+    result = edge.cli("burrow-edge", "serve", "--home", edge.home, "--quick-tunnels", *flags, check=False, timeout=30)
+    assert (result.returncode, result.stderr.strip()) == (2, message)
+
+
+def test_bad_connector_input_is_one_line(edge) -> None:
+    env = edge.connector_env("quick-bad")
+    for args, message in [
+        (("--url", "localhost-8000", "--edge", edge.url), "error: --url: ingress rule 1: service: 'localhost-8000' is an invalid address"),
+        (("--url", "http://127.0.0.1:9", "--edge", "http://127.0.0.1:1"), "error: --edge 'http://127.0.0.1:1' must be an https:// URL"),
+        (("--url", "http://127.0.0.1:9"), "error: which edge? give --edge https://HOST:PORT (or run `burrow tunnel login` first)"),
+        (("--url", "http://127.0.0.1:9", "--edge", f"https://127.0.0.1:{free_port()}"), "error: cannot reach the edge at https://127.0.0.1:"),
+    ]:
+        result = edge.cli("burrow", "tunnel", *args, env=env, check=False)
+        assert result.returncode in (2, 4) and result.stderr.startswith(message) and result.stderr.count("\n") == 1, result.stderr
