@@ -165,3 +165,11 @@ def test_an_ipv6_source_is_its_slash_64() -> None:
     with pytest.raises(QuickRefused, match=r"2001:db8:1:2::/64 created 1"):
         quick.create("2001:db8:1:2::11", SECRET, 0.0, never_taken)
     quick.create("2001:db8:1:3::10", SECRET, 0.0, never_taken)
+
+
+def test_by_default_a_name_goes_60_seconds_after_the_last_session() -> None:
+    quick = QuickTunnels(ZONE)
+    tunnel = quick.create("127.0.0.2", SECRET, 0.0, never_taken)
+    quick.session_started(tunnel.id)
+    quick.session_ended(tunnel.id, 100.0)
+    assert quick.expire(159.9) == [] and quick.expire(160.0) == [tunnel]
