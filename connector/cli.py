@@ -18,6 +18,7 @@ from connector.ingress.rules import Ingress
 from connector.management import service
 from connector.management.cli import tunnel_app
 from connector.management.credentials import credentials_path
+from connector.management.quick import edge_and_ca, request_quick_tunnel, url_box
 from connector.origins.balancer import Balancers
 from connector.tunnel.connection import DialLimits
 from connector.tunnel.metrics import ConnectorMetrics
@@ -25,11 +26,11 @@ from connector.tunnel.reload import Reloader
 from connector.tunnel.streams import StreamServer
 from connector.tunnel.supervisor import Supervisor
 from shared import logs
-from shared.aio import wait_for_signal
+from shared.aio import single_errors, wait_for_signal
 from shared.commands import examples, package_version, reported_errors
 from shared.config import ConnectorConfig, load_connector_config
 from shared.credentials import load_credentials
-from shared.errors import ConfigError
+from shared.errors import AuthError, ConfigError
 from shared.metrics import MetricsServer
 from shared.tunnel_token import decode_token
 from shared.values import burrow_home, parse_duration
@@ -95,6 +96,42 @@ def ingress_rule(url: str = typer.Argument(..., help="URL (or host/path) to matc
             typer.echo(f"\tpath: {rule.path.pattern}")
         typer.echo(f"\tservice: {rule.service}")
         typer.echo(f"\twhy: {rule.explain(host, path)}")
+
+
+@tunnel_app.callback(invoke_without_command=True, epilog=examples(
+    "burrow tunnel --url http://localhost:8000 --edge https://203.0.113.10", "burrow tunnel --url http://localhost:8000 --edge https://edge.example.com:8443 --ca-file ca.pem",
+))
+def quick(
+    ctx: typer.Context,
+    url: str = typer.Option(None, "--url", help="Quick tunnel: no login; the edge names it https://WORD-WORD-WORD.quick.ZONE and sends every request to this origin."),
+    edge: str = typer.Option(None, "--edge", help="The edge's URL, https://HOST[:PORT] (default: the edge of `burrow tunnel login`)."),
+    ca_file: Path = typer.Option(None, "--ca-file", help="PEM file of the edge's CA, if it is private (dev CA)."),
+    edge_bind_address: str = typer.Option(None, "--edge-bind-address", help="Local address to reach the edge from (the edge counts quick tunnels per source address)."),
+    log_level: str = typer.Option("info", "--loglevel", "--log-level", help="debug, info, warning or error."),
+) -> None:
+    """Create, route and run tunnels; with --url alone, run a quick tunnel until SIGINT/SIGTERM."""
+    if ctx.invoked_subcommand is not None:
+        if url is not None or edge is not None or ca_file is not None or edge_bind_address is not None:
+            with reported_errors():
+                raise ConfigError(f"--url, --edge, --ca-file and --edge-bind-address start a quick tunnel; `tunnel {ctx.invoked_subcommand}` takes its own options after its name")
+        return
+    if url is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit()
+    with reported_errors():
+        ingress = _ingress(ConnectorConfig(ingress=({"service": url},)), Path("--url")).require_files()
+        creds, public_url = request_quick_tunnel(*edge_and_ca(edge, ca_file), edge_bind_address)
+        logs.configure(log_level, None, "text", None, logs.CONNECTOR_ACCESS_LOGGER)
+        typer.echo(url_box(public_url))
+        server = StreamServer(ingress, access=AccessVerifier(creds))
+        supervisor = Supervisor(creds, server.serve, DEFAULT_HA_CONNECTIONS, limits=DialLimits(local_address=edge_bind_address))
+        log.info("tunnel.starting quick=%s tunnel=%s connections=%d edge=%s", public_url, creds.tunnel_id, DEFAULT_HA_CONNECTIONS, creds.endpoint)
+        try:
+            with single_errors():
+                trio.run(_run_until_signalled, supervisor, DEFAULT_GRACE_PERIOD, None, None, server.balancers)
+        except AuthError as exc:  # the edge forgot the quick tunnel: it restarted, or the connector was away past the grace
+            raise AuthError(f"{exc}; the quick tunnel {public_url} is gone (the edge restarted, or this connector was away"
+                            " longer than the edge's grace): run `burrow tunnel --url` again for a new one") from None
 
 
 @tunnel_app.command(epilog=examples("burrow tunnel run my-web-tunnel", "burrow tunnel run --url http://localhost:8080 my-web-tunnel", 'burrow tunnel run --token "$TUNNEL_TOKEN" --metrics 127.0.0.1:2000 --log-format json'))

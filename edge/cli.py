@@ -12,9 +12,11 @@ import typer
 from edge import privileges, server
 from edge.certs.cli import acme_settings, cert_app
 from edge.certs.files import create_dev_ca
+from edge.registry.policy import format_size, parse_size
 from edge.registry.store import Registry
 from edge.routing.metrics import EdgeMetrics
 from edge.routing.router import DEFAULT_MAX_STREAMS_PER_TUNNEL
+from edge.tunnels import quick
 from edge.tunnels.ratelimit import DEFAULT_BURST, DEFAULT_RATE
 from edge.visitors.connections import DEFAULT_MAX_CONNECTIONS_PER_IP
 from edge.visitors.http1 import Http1Limits
@@ -129,6 +131,11 @@ def serve(
     hsts_max_age: str = typer.Option(None, help="Send Strict-Transport-Security with this max-age (seconds or a duration, e.g. 8760h) on every response."),
     max_streams_per_tunnel: int = typer.Option(DEFAULT_MAX_STREAMS_PER_TUNNEL, min=1, help="Concurrent requests one tunnel may carry (all its sessions); more get 503 with Retry-After."),
     user: str = typer.Option(None, "--user", help="Start as root, bind every port, then run as this user (default: user in edge.yml; see docs/security.md)."),
+    quick_tunnels: bool = typer.Option(False, "--quick-tunnels", help="Let anyone who reaches the edge run `burrow tunnel --url` without an account (docs/quick-tunnels.md)."),
+    quick_grace: str = typer.Option(f"{quick.DEFAULT_GRACE:g}s", help="A quick tunnel's name stops resolving and routing this long after its last session ended."),
+    quick_tunnels_per_ip: str = typer.Option(f"{quick.DEFAULT_PER_SOURCE}/h", help="Quick tunnels one source address may create per period (COUNT/PERIOD, e.g. 10/h); more get 429."),
+    quick_max_streams: int = typer.Option(quick.DEFAULT_MAX_STREAMS, min=1, help="Concurrent requests one quick tunnel may carry; more get 429."),
+    quick_max_body: str = typer.Option(format_size(quick.DEFAULT_MAX_BODY), help="Largest request body a quick tunnel accepts (e.g. 100m); larger get 413."),
 ) -> None:
     """Run the edge until SIGINT or SIGTERM; then drain: refuse new connections, tell connectors,
     let in-flight requests finish within the grace period, exit 0. A second signal stops at once."""
@@ -150,6 +157,12 @@ def serve(
                 hsts_max_age=None if hsts_max_age is None else int(_positive_duration("--hsts-max-age", hsts_max_age)),
             ),
         }
+        if quick_tunnels:
+            per_source, window = quick.parse_per_period(quick_tunnels_per_ip)
+            heartbeat["quick_tunnels"] = quick.QuickSettings(
+                grace=_positive_duration("--quick-grace", quick_grace), per_source=per_source, window=window,
+                max_streams=quick_max_streams, max_body=_size("--quick-max-body", quick_max_body),
+            )
         metrics_listen = parse_hostport(metrics) if metrics is not None else None
         user = user if user is not None else cfg.user
         run_as = privileges.target_user(user) if user is not None else None
@@ -160,6 +173,13 @@ def _positive_rate(flag: str, rate: float) -> float:
     if rate <= 0:
         raise ConfigError(f"{flag} must be a positive number per second, not {rate:g}")
     return rate
+
+
+def _size(flag: str, text: str) -> int:
+    try:
+        return parse_size(text)
+    except ConfigError as exc:
+        raise ConfigError(f"{flag}: {exc}") from None
 
 
 def _positive_duration(flag: str, text: str) -> float:

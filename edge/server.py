@@ -16,6 +16,7 @@ import trio
 from edge.access.gate import open_gate, refresh_all
 from edge.admin.api import create_api
 from edge.admin.dashboard import create_dashboard
+from edge.admin.quick_api import quick_routes
 from edge.certs.acme import AcmeManager
 from edge.certs.challenges import Challenges
 from edge.certs.store import CertStore
@@ -25,6 +26,8 @@ from edge.routing.metrics import EdgeMetrics
 from edge.routing.proxy import Exchange, Proxy, send_page
 from edge.routing.router import DEFAULT_MAX_STREAMS_PER_TUNNEL, Router
 from edge.tunnels.listener import SessionLimits, TunnelListener
+from edge.tunnels.quick import QuickSettings, QuickTunnels
+from edge.tunnels.quick_service import QuickService
 from edge.tunnels.ratelimit import DEFAULT_BURST, DEFAULT_RATE, SourceLimiter
 from edge.visitors.http1 import Http1Limits
 from edge.visitors.http2_guards import Http2Limits
@@ -185,10 +188,12 @@ async def serve(
     http1_limits: Http1Limits = Http1Limits(),
     frontend_options: FrontendOptions = FrontendOptions(),
     max_streams_per_tunnel: int = DEFAULT_MAX_STREAMS_PER_TUNNEL,
+    quick_tunnels: QuickSettings | None = None,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the edge until cancelled, or until `shutdown` is set: then drain for up to
-    `grace_period` seconds and return. `started()` reports the bound addresses."""
+    `grace_period` seconds and return. `started()` reports the bound addresses.
+    `quick_tunnels`: offer quick tunnels with these limits (None: off)."""
     check_dns_off(cfg)
     registry = Registry.open(cfg.registry_path)
     try:
@@ -214,20 +219,26 @@ async def serve(
             return {"zone": cfg.zone, "zones": list(cfg.zones), "tunnel_endpoint": tunnel_endpoint}
 
         refresh = partial(refresh_all, refresher, gate)
+        quick = QuickService(QuickTunnels(cfg.zone, quick_tunnels), router, tunnel_endpoint) if quick_tunnels else None
+        if quick is not None:
+            metrics.watch_quick_tunnels(partial(len, quick.tunnels))
         dashboard = create_dashboard(registry, lambda: list(cfg.zones), refresh, router, metrics.traffic, edge_id)
-        api = create_api(registry, edge_info, refresh, live=router, edge_id=edge_id, extra_routes=[dashboard])
+        extra_routes = [*quick_routes(quick), dashboard]
+        api = create_api(registry, edge_info, refresh, live=router, edge_id=edge_id, extra_routes=extra_routes)
         proxy = Proxy(router, api, frozenset({*cfg.public_ips, *cfg.zones}), metrics, gate)
         in_flight = InFlight(proxy)
         http2_limits = Http2Limits(header_block_timeout=http1_limits.request_head_timeout)  # `--header-timeout`
         frontend = HttpsFrontend(in_flight, http1_limits, http2_limits, options=frontend_options)
         limits = SessionLimits(ping_interval=heartbeat_interval, ping_timeout=heartbeat_timeout)
         limiter = SourceLimiter(registration_rate, registration_burst)
-        sessions = TunnelListener(registry, router, edge_id=edge_id, limits=limits, on_registration=metrics.registration, limiter=limiter)
+        sessions = TunnelListener(registry, router, edge_id=edge_id, limits=limits, on_registration=metrics.registration, limiter=limiter, quick=quick)
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(refresher.run)
             nursery.start_soon(gate.run)
             nursery.start_soon(_refresh_certs, certs)
+            if quick is not None:
+                nursery.start_soon(quick.run)
             accepting = trio.CancelScope()  # cancelled on drain; the handlers live on in `nursery`
             nursery.start_soon(_accept, accepting, nursery, [(frontend.handle, https_listeners), (sessions.handle, tunnel_listeners)])
             dns = DnsServer(lambda: router.zones, cfg.public_ips, metrics.dns_reply, challenges.txt)  # the router's snapshot, read per query
@@ -242,7 +253,7 @@ async def serve(
                     )
                     addresses["http"] = await nursery.start(plain.serve, cfg.http_listen)
             if cfg.acme_directory is not None:
-                nursery.start_soon(AcmeManager(cfg, certs, challenges).run)
+                nursery.start_soon(AcmeManager(cfg, certs, challenges, quick_tunnels=quick is not None).run)
             listening = {name: format_hostport(addr) for name, addr in addresses.items()}
             write_private(cfg.home / LISTEN_FILE, json.dumps(listening))
             log.info("edge.listening https=%s tunnel=%s zone=%s edge=%s stale_connections_removed=%d", listening["https"], listening["tunnel"], ",".join(cfg.zones), edge_id, stale)

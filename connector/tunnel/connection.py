@@ -28,6 +28,7 @@ class DialLimits:
     read_size: int = 16 * 1024
     ping_interval: float = PING_INTERVAL  # `--heartbeat-interval`
     ping_timeout: float = PING_TIMEOUT  # `--heartbeat-timeout`: a session whose PING is unanswered this long is dead
+    local_address: str | None = None  # dial from this address (`burrow tunnel --url --edge-bind-address`)
 
 
 async def open_tunnel_connection(
@@ -38,7 +39,7 @@ async def open_tunnel_connection(
     where = creds.endpoint
     try:
         with trio.fail_after(limits.connect_timeout):
-            tcp = await trio.open_tcp_stream(host, port)
+            tcp = await trio.open_tcp_stream(host, port, local_address=limits.local_address)
         tls = trio.SSLStream(tcp, tunnel_client_context(creds.edge_ca), server_hostname=creds.edge_server_name)
         with trio.fail_after(limits.handshake_timeout):
             await tls.do_handshake()

@@ -1,8 +1,9 @@
 """Certificates from an ACME CA, obtained and renewed by the running edge.
 
 What it manages: for each zone, one certificate for `*.ZONE` and `ZONE` through
-DNS-01 (answered by the edge's own DNS server); for each name in
-`acme-challenges`, one certificate through the challenge named there.
+DNS-01 (answered by the edge's own DNS server); with quick tunnels on, one for
+`*.quick.ZONE` (the first zone) the same way; for each name in `acme-challenges`,
+one certificate through the challenge named there.
 
 When: at start for a certificate the store lacks, then at two thirds of its
 lifetime. A failure is retried after `acme-retry` (default 5 min), doubling up to
@@ -30,6 +31,7 @@ from edge.certs.acme_state import AcmeEntry, load_state, save_state
 from edge.certs.challenges import Challenges
 from edge.certs.files import check_pair
 from edge.certs.store import CertInfo, CertStore, stem_for, write_pair
+from edge.dns.zone import QUICK_LABEL
 from shared.edge_config import EdgeConfig
 from shared.errors import ConfigError
 from shared.files import write_private
@@ -54,8 +56,11 @@ class Wanted:
     challenge: str
 
 
-def wanted_certificates(cfg: EdgeConfig) -> list[Wanted]:
+def wanted_certificates(cfg: EdgeConfig, quick_tunnels: bool = False) -> list[Wanted]:
     wanted = [Wanted(stem_for(zone), (f"*.{zone}", zone), "dns-01") for zone in cfg.zones]
+    if quick_tunnels:  # WORD-WORD-WORD.quick.ZONE: two labels below the zone, which `*.ZONE` does not cover
+        name = f"*.{QUICK_LABEL}.{cfg.zone}"
+        wanted.append(Wanted(stem_for(name), (name,), "dns-01"))
     wanted += [Wanted(stem_for(name), (name,), kind) for name, kind in cfg.acme_challenges.items()]
     return wanted
 
@@ -104,12 +109,14 @@ def acme_tls_verify(cfg: EdgeConfig) -> ssl.SSLContext:
 class AcmeManager:
     """Keeps every wanted certificate issued and renewed; see the module docstring."""
 
-    def __init__(self, cfg: EdgeConfig, store: CertStore, challenges: Challenges, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, cfg: EdgeConfig, store: CertStore, challenges: Challenges, rng: random.Random | None = None, *, quick_tunnels: bool = False,
+    ) -> None:
         self.cfg = cfg
         self.store = store
         self.challenges = challenges
         self.rng = rng or random.Random()
-        self.wanted = {w.stem: w for w in wanted_certificates(cfg)}
+        self.wanted = {w.stem: w for w in wanted_certificates(cfg, quick_tunnels)}
         saved = load_state(cfg.home)
         now = _now()
         self.entries: dict[str, AcmeEntry] = {}

@@ -67,7 +67,7 @@ def _key_usage(*, signs_certificates: bool) -> x509.KeyUsage:
 def create_dev_ca(home: Path, zones: Sequence[str], public_ips: Sequence[str]) -> None:
     """Make a private CA (`ca.pem`, `ca-key.pem`) and a certificate for the zones in `certs/`.
 
-    The leaf covers each zone, *.zone, *.tunnels.zone and the public IPs. The CA is
+    The leaf covers each zone, *.zone, *.tunnels.zone, *.quick.zone (quick tunnels) and the public IPs. The CA is
     name-constrained to the zones (DNS names only), so trusting it cannot expose sites of
     other names. The first zone names the files.
     """
@@ -102,7 +102,7 @@ def create_dev_ca(home: Path, zones: Sequence[str], public_ips: Sequence[str]) -
                 [
                     x509.DNSName(name)
                     for zone_name in zones
-                    for name in (zone_name, f"*.{zone_name}", f"*.tunnels.{zone_name}")
+                    for name in (zone_name, f"*.{zone_name}", f"*.tunnels.{zone_name}", f"*.quick.{zone_name}")
                 ]
                 + [x509.IPAddress(ip) for ip in ips]
             ),

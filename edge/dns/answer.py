@@ -23,9 +23,10 @@ from collections.abc import Mapping
 
 from dnslib import AAAA, CLASS, CNAME, EDNS0, NS, OPCODE, QTYPE, RCODE, RR, SOA, TXT, A, DNSError, DNSHeader, DNSLabel, DNSRecord
 
-from edge.dns.zone import NS_LABEL, Zone, Zones
+from edge.dns.zone import NS_LABEL, QUICK_LABEL, Zone, Zones
 
 RECORD_TTL = 300
+QUICK_TTL = 10  # names under quick.<zone> (and their chain): resolvers forget an expired quick tunnel soon
 NEGATIVE_TTL = 60  # SOA minimum and the SOA's TTL in negative answers (RFC 2308)
 SOA_REFRESH, SOA_RETRY, SOA_EXPIRE = 3600, 600, 1_209_600
 HOSTMASTER_LABEL = "hostmaster"
@@ -112,6 +113,7 @@ def _resolve(reply: DNSRecord, zones: Zones, addresses: tuple[str, ...], challen
         reply.header.rcode = RCODE.REFUSED
         return
     reply.header.aa = 1
+    ttl = QUICK_TTL if name.endswith(f".{QUICK_LABEL}.{zone.name}") else RECORD_TTL
     for _ in range(MAX_CNAME_CHAIN):
         node = _challenge_node(challenge_txt, name) or _node(zone, name, addresses)
         if node is None:
@@ -119,7 +121,7 @@ def _resolve(reply: DNSRecord, zones: Zones, addresses: tuple[str, ...], challen
             reply.add_auth(_soa_rr(zone, NEGATIVE_TTL))
             return
         if QTYPE.CNAME in node and qtype != QTYPE.CNAME:
-            reply.add_answer(RR(owner, QTYPE.CNAME, ttl=RECORD_TTL, rdata=node[QTYPE.CNAME][0]))
+            reply.add_answer(RR(owner, QTYPE.CNAME, ttl=ttl, rdata=node[QTYPE.CNAME][0]))
             if qtype not in ADDRESS_TYPES:
                 return  # any other type: the CNAME alone tells the resolver where to look
             owner = node[QTYPE.CNAME][0].label
@@ -134,7 +136,7 @@ def _resolve(reply: DNSRecord, zones: Zones, addresses: tuple[str, ...], challen
             reply.add_auth(_soa_rr(zone, NEGATIVE_TTL))
             return
         for rdata in node[qtype]:
-            reply.add_answer(RR(owner, qtype, ttl=RECORD_TTL, rdata=rdata))
+            reply.add_answer(RR(owner, qtype, ttl=ttl, rdata=rdata))
         if qtype == QTYPE.NS:
             ns1 = f"{NS_LABEL}.{zone.name}"
             for rtype, rdatas in _addresses(addresses).items():

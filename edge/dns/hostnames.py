@@ -11,7 +11,7 @@ import encodings.idna
 import re
 from collections.abc import Sequence
 
-from edge.dns.zone import NS_LABEL, TUNNELS_LABEL
+from edge.dns.zone import NS_LABEL, QUICK_LABEL, TUNNELS_LABEL
 from shared.errors import ConfigError
 
 MAX_HOSTNAME = 253
@@ -74,9 +74,10 @@ def _in_zone(host: str, hostname: str, zone_names: Sequence[str]) -> str:
         names = ", ".join(f"'{z}'" for z in zone_names)
         plural = "s" if len(zone_names) > 1 else ""
         raise ConfigError(f"hostname '{host}' is outside the zone{plural} {names}")
-    tunnels = f"{TUNNELS_LABEL}.{zone}"
-    if host == tunnels or host.endswith("." + tunnels):
-        raise ConfigError(f"hostname '{host}' is under '{tunnels}', which the edge keeps for tunnel targets")
+    for label, purpose in ((TUNNELS_LABEL, "tunnel targets"), (QUICK_LABEL, "quick tunnels")):
+        reserved = f"{label}.{zone}"
+        if host == reserved or host.endswith("." + reserved):
+            raise ConfigError(f"hostname '{host}' is under '{reserved}', which the edge keeps for {purpose}")
     return zone
 
 

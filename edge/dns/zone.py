@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 TUNNELS_LABEL = "tunnels"
+QUICK_LABEL = "quick"  # quick tunnels' names: WORD-WORD-WORD.quick.<zone>, never an account's
 NS_LABEL = "ns1"  # the edge's own name server in every zone
 
 
@@ -78,10 +79,13 @@ class Zone:
         return host == self.name or host.endswith("." + self.name)
 
     def owner(self, host: str) -> str | None:
-        """The record name that answers for `host`: itself, or the closest wildcard above it."""
+        """The record name that answers for `host`: itself, or the closest wildcard above it.
+        No wildcard answers under `quick.<zone>`: those names are quick tunnels' or nobody's."""
         host = normalize_host(host)
         if host in self.records or host in self.txt:
             return host
+        if host.endswith(f".{QUICK_LABEL}.{self.name}") or host == f"{QUICK_LABEL}.{self.name}":
+            return None
         for parent in ancestors(host):
             if not (parent == self.name or parent.endswith("." + self.name)):
                 break
@@ -124,3 +128,19 @@ class Zones:
     def tunnel_for(self, host: str) -> str | None:
         zone = self.zone_for(host)
         return zone.tunnel_for(host) if zone else None
+
+    def with_hosts(self, hosts: Mapping[str, str]) -> Zones:
+        """These zones plus a CNAME from each hostname in `hosts` to its tunnel (quick tunnels,
+        which live in memory, not in the registry); a hostname outside every zone is skipped."""
+        added: dict[str, dict[str, str]] = {}
+        for host, tunnel_id in hosts.items():
+            if (zone := self.zone_for(host)) is not None:
+                added.setdefault(zone.name, {})[host] = tunnel_id
+        return Zones(tuple(
+            replace(
+                zone,
+                records={**zone.records, **{host: zone.tunnel_target(tid) for host, tid in added[zone.name].items()}},
+                tunnel_ids=zone.tunnel_ids | frozenset(added[zone.name].values()),
+            ) if zone.name in added else zone
+            for zone in self.zones
+        ))

@@ -52,6 +52,16 @@ class CertificateExpiry(Collector):
         yield days
 
 
+class QuickTunnelCount(Collector):
+    """`burrow_edge_quick_tunnels`: quick tunnels alive (serving, or within their grace), read when scraped."""
+
+    def __init__(self, count: Callable[[], int]) -> None:
+        self._count = count
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily("burrow_edge_quick_tunnels", "Quick tunnels alive: serving, or within their grace.", value=self._count())
+
+
 class EdgeMetrics:
     """Every edge metric, registered in `registry` (a fresh one by default)."""
 
@@ -75,6 +85,10 @@ class EdgeMetrics:
     def watch_certificates(self, infos: Callable[[], Iterable]) -> None:
         """Report `burrow_edge_certificate_expiry_days` for the certificates `infos()` returns."""
         self.registry.register(CertificateExpiry(infos))
+
+    def watch_quick_tunnels(self, count: Callable[[], int]) -> None:
+        """Report `burrow_edge_quick_tunnels` as `count()` at each scrape."""
+        self.registry.register(QuickTunnelCount(count))
 
     def registration(self, result: str) -> None:
         self.registrations.labels(result).inc()

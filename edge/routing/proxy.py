@@ -39,6 +39,7 @@ CONNECTING_PORT = b"burrow-connecting-port"
 RETRY_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE"})
 MAX_RETRIES = 2  # further sessions tried for a request no session took
 VISITOR_REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,64}")
+QUICK_TUNNELS_LABEL = "quick-tunnels"  # every quick tunnel's requests: their random names would crowd out the others
 
 
 class Exchange(Protocol):
@@ -154,9 +155,8 @@ class Proxy:
             duration = time.monotonic() - started
             tunnel_id = self.router.tunnel_for(host)  # after the request: the routes may have changed
             if self.metrics is not None:
-                self.metrics.observe_request(  # one label for unrouted hosts
-                    host if tunnel_id else "", metered.status, duration, metered.bytes_in, metered.bytes_out
-                )
+                label = (QUICK_TUNNELS_LABEL if tunnel_id in self.router.limits else host) if tunnel_id else ""  # one for unrouted hosts
+                self.metrics.observe_request(label, metered.status, duration, metered.bytes_in, metered.bytes_out)
             if access_log.isEnabledFor(logging.INFO):
                 head = exchange.head
                 fields = {
@@ -175,9 +175,11 @@ class Proxy:
         if tunnel_id is None:
             await send_page(exchange, 404, "edge", f"no tunnel serves {host}")
             return
-        if (admitted := await self.gate.admit(exchange, host) if self.gate else _unchanged) is None:
+        quick = self.router.limits.get(tunnel_id)  # a quick tunnel: no Access, its own limits
+        gate = self.gate if quick is None else None
+        if (admitted := await gate.admit(exchange, host) if gate else _unchanged) is None:
             return  # the gate answered: refused, or its login pages
-        if (max_body := self.gate.max_body(host) if self.gate else None) is not None:
+        if (max_body := quick.max_body if quick else self.gate.max_body(host) if self.gate else None) is not None:
             if declared_too_large(exchange.head, max_body):
                 await send_page(exchange, 413, "edge", f"the request body is larger than {host} accepts ({max_body} bytes)")
                 return
@@ -190,9 +192,9 @@ class Proxy:
             if exchange.response_started:  # too late for a 413: end the visitor's connection (HTTP/1.1) or stream (HTTP/2)
                 raise trio.BrokenResourceError(f"request body over the limit of {host}") from None
             await send_page(exchange, 413, "edge", f"the request body is larger than {host} accepts ({max_body} bytes)")
-        except TunnelBusy:
+        except TunnelBusy as exc:
             log.debug("request.busy host=%s", host)  # debug: a flood must not become a flood of log lines
-            await send_page(exchange, 503, "edge", f"the tunnel for {host} is busy; retry", ((b"retry-after", str(BUSY_RETRY_AFTER).encode()),))
+            await send_page(exchange, exc.status, "edge", f"the tunnel for {host} is busy; retry", ((b"retry-after", str(BUSY_RETRY_AFTER).encode()),))
         except TunnelUnavailable:
             await send_page(exchange, 502, "edge", f"the tunnel for {host} has no connector")
         except BurrowError as exc:

@@ -8,6 +8,8 @@ decide first, await after.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -25,14 +27,30 @@ _UNCACHED = object()
 
 
 class TunnelBusy(BurrowError):
-    """The tunnel already carries its maximum of concurrent streams."""
+    """The tunnel already carries its maximum of concurrent streams; `status` is what the visitor gets."""
+
+    def __init__(self, message: str, status: int = 503) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class TunnelLimits:
+    """Limits of one tunnel tighter than the edge's own (a quick tunnel's): past `max_streams`
+    a visitor gets 429, a request body over `max_body` bytes 413."""
+
+    max_streams: int
+    max_body: int
 
 
 class Router:
     """Hostname → tunnel → live sessions."""
 
     def __init__(self, zones: Zones, max_streams_per_tunnel: int = DEFAULT_MAX_STREAMS_PER_TUNNEL) -> None:
-        self.zones = zones
+        self.zones = zones  # `registry_zones` with `extra_hosts` added: what DNS and routing answer from
+        self.registry_zones = zones
+        self.extra_hosts: Mapping[str, str] = {}  # hostname → tunnel id, outside the registry (quick tunnels)
+        self.limits: dict[str, TunnelLimits] = {}  # tunnel id → its own limits
         self.max_streams_per_tunnel = max_streams_per_tunnel
         self._sessions: dict[str, list[TunnelConnection]] = {}
         self._info: dict[TunnelConnection, Any] = {}
@@ -54,7 +72,13 @@ class Router:
 
     def update_zones(self, zones: Zones) -> None:
         """Swap in a fresh registry snapshot."""
-        self.zones = zones
+        self.registry_zones = zones
+        self.zones = zones.with_hosts(self.extra_hosts) if self.extra_hosts else zones
+
+    def set_extra_hosts(self, hosts: Mapping[str, str]) -> None:
+        """Route (and resolve) each hostname of `hosts` to its tunnel, on top of the registry's routes."""
+        self.extra_hosts = dict(hosts)
+        self.update_zones(self.registry_zones)
 
     def add(self, tunnel_id: str, connection: TunnelConnection, info: Any = None) -> None:
         """Start routing to `connection`; `info` describes it for `connections()`.
@@ -133,6 +157,8 @@ class Router:
                 best, fewest = conn, streams
         if best is None:
             raise TunnelUnavailable(f"tunnel {tunnel_id} has no connector")
+        if (limits := self.limits.get(tunnel_id)) is not None and total >= limits.max_streams:
+            raise TunnelBusy(f"tunnel {tunnel_id} carries {limits.max_streams} requests already", status=429)
         if total >= self.max_streams_per_tunnel:
             raise TunnelBusy(f"tunnel {tunnel_id} carries {self.max_streams_per_tunnel} requests already")
         return best

@@ -13,6 +13,7 @@ import trio
 from edge.registry.models import Connection
 from edge.registry.store import Registry
 from edge.routing.router import Router
+from edge.tunnels.quick_service import QuickService
 from edge.tunnels.ratelimit import SourceLimiter
 from shared import protocol, registration
 from shared.errors import AuthError, BurrowError, ProtocolError
@@ -37,9 +38,10 @@ class TunnelListener:
     def __init__(
         self, registry: Registry, router: Router, edge_id: str, limits: SessionLimits = SessionLimits(),
         on_registration: Callable[[str], None] = lambda result: None,
-        limiter: SourceLimiter | None = None,
+        limiter: SourceLimiter | None = None, quick: QuickService | None = None,
     ):
         self.registry = registry
+        self.quick = quick  # quick tunnels: verified in memory, no connection rows
         self.limiter = limiter if limiter is not None else SourceLimiter()
         self.router = router
         self.edge_id = edge_id
@@ -57,11 +59,20 @@ class TunnelListener:
                 await stream.do_handshake()
             with trio.fail_after(self.limits.registration_timeout):
                 register, rest = await self._read_registration(stream)
-                tunnel_id = await self._authorize(stream, register, peer)
+                tunnel_id, quick = await self._authorize(stream, register, peer)
         except (trio.BrokenResourceError, trio.TooSlowError, BurrowError) as exc:
             log.info("session.refused peer=%s error=%s", peer, exc or type(exc).__name__)
             await trio.aclose_forcefully(stream)
             return
+        try:
+            await self._serve(stream, register, rest, tunnel_id, peer, quick)
+        finally:
+            if quick:
+                self.quick.closed(tunnel_id)
+
+    async def _serve(
+        self, stream: trio.SSLStream, register: registration.Register, rest: bytes, tunnel_id: str, peer: str, quick: bool
+    ) -> None:
         record = Connection(
             id=str(uuid.uuid4()),
             tunnel_id=tunnel_id,
@@ -73,7 +84,8 @@ class TunnelListener:
             connected_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
         try:
-            await trio.to_thread.run_sync(self.registry.add_connection, record)
+            if not quick:
+                await trio.to_thread.run_sync(self.registry.add_connection, record)
         except AuthError as exc:  # the tunnel was deleted since the secret was checked
             self.on_registration("rejected")
             log.info("session.refused peer=%s error=%s", peer, exc)
@@ -90,7 +102,8 @@ class TunnelListener:
             self.on_registration("accepted")
         except (trio.BrokenResourceError, BurrowError) as exc:
             log.info("session.refused peer=%s error=%s", peer, exc)
-            await self._forget(record)
+            if not quick:
+                await self._forget(record)
             await trio.aclose_forcefully(stream)
             return
         log.info(
@@ -104,7 +117,8 @@ class TunnelListener:
             log.warning("session.lost tunnel=%s connection=%s error=%s", tunnel_id, connection_id, exc)
         finally:
             self.router.remove(tunnel_id, connection)
-            await self._forget(record)
+            if not quick:
+                await self._forget(record)
 
     def _admit(self, peer: str) -> bool:
         """Take a token from the source address's bucket; log a refused flood once per interval."""
@@ -144,8 +158,12 @@ class TunnelListener:
             if message is not None:
                 raise ProtocolError("expected a register message")
 
-    async def _authorize(self, stream: trio.SSLStream, register: registration.Register, peer: str) -> str:
+    async def _authorize(self, stream: trio.SSLStream, register: registration.Register, peer: str) -> tuple[str, bool]:
+        """(tunnel id, whether it is a quick tunnel); a quick tunnel's session is counted from here."""
         try:
+            if self.quick is not None and self.quick.tunnels.verify(register.tunnel_id, register.secret) is not None:
+                self.quick.opened(register.tunnel_id)
+                return register.tunnel_id, True
             tunnel = await trio.to_thread.run_sync(
                 self.registry.verify_tunnel, register.tunnel_id, register.secret
             )
@@ -153,7 +171,7 @@ class TunnelListener:
             self.on_registration("rejected")
             await stream.send_all(registration.Rejected(str(exc), retryable=False).to_wire())
             raise
-        return tunnel.id
+        return tunnel.id, False
 
 
 async def _reject(stream: trio.SSLStream, exc: AuthError) -> None:

@@ -118,7 +118,9 @@ class PinnedHTTPS(http.client.HTTPSConnection):
         self.sock = self.tls_context.wrap_socket(socket.create_connection(("127.0.0.1", self.port), self.timeout), server_hostname=self.host)
 
 
-def start_acme_edge(tmp: Path, pebble_for, *, challenges: dict | None = None, extra_init=(), prepare=None) -> tuple[AcmeEdge, Pebble]:
+def start_acme_edge(
+    tmp: Path, pebble_for, *, challenges: dict | None = None, extra_init=(), prepare=None, serve_args=(),
+) -> tuple[AcmeEdge, Pebble]:
     """pebble (made by `pebble_for(dns_port, http_port, tls_port)`), then `burrow-edge init` with
     its directory and `serve`; returns once the edge listens (certificates come later)."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("BURROW")}
@@ -142,7 +144,7 @@ def start_acme_edge(tmp: Path, pebble_for, *, challenges: dict | None = None, ex
             config.write("acme-challenges:\n" + "".join(f"  {name}: {kind}\n" for name, kind in challenges.items()))
     if prepare is not None:
         prepare(home)
-    proc = Proc([BIN / "burrow-edge", "serve", "--home", home], tmp / "edge.log", env)
+    proc = Proc([BIN / "burrow-edge", "serve", "--home", home, *serve_args], tmp / "edge.log", env)
     wait_until(lambda: (home / "listen.json").exists() or not proc.alive(), START_TIMEOUT, "the edge to listen")
     addresses = json.loads((home / "listen.json").read_text())
     tunnel = int(addresses["tunnel"].rsplit(":", 1)[1])
@@ -391,3 +393,43 @@ def test_cert_add_on_a_running_edge(acme, tmp_path):
     assert cert_names(peer_certificate(edge.https_port, f"shop.{ZONE}", root)) == [f"shop.{ZONE}"]
     edge.cli("burrow-edge", "cert", "remove", "--home", edge.home, f"shop.{ZONE}")
     wait_until(lambda: cert_names(peer_certificate(edge.https_port, f"shop.{ZONE}")) != [f"shop.{ZONE}"], 15, "the removal")
+
+
+def test_quick_tunnels_get_their_own_wildcard_certificate(tmp_path):
+    """With --quick-tunnels the edge also obtains *.quick.ZONE (DNS-01), which *.ZONE cannot
+    cover; curl reaches a quick tunnel trusting pebble's root alone."""
+    ip_ca = trustme.CA()  # the connector asks https://127.0.0.1:PORT for its quick tunnel
+    ip_cert = ip_ca.issue_cert("127.0.0.1")
+    ip_cert.cert_chain_pems[0].write_to_path(str(tmp_path / "ip.pem"))
+    ip_cert.private_key_pem.write_to_path(str(tmp_path / "ip.key"))
+
+    def add_ip_cert(home):
+        subprocess.run([BIN / "burrow-edge", "cert", "add", "--home", home, tmp_path / "ip.pem", tmp_path / "ip.key"], check=True, capture_output=True)
+
+    edge, pebble = start_acme_edge(
+        tmp_path, lambda dns, http, tls: Pebble(tmp_path, dns, http, tls), prepare=add_ip_cert, serve_args=("--quick-tunnels",),
+    )
+    try:
+        edge.proc.wait_for_log(r"acme\.issued name=", count=3, timeout=60)  # ZONE, the second zone, *.quick.ZONE
+        assert re.search(r"acme\.issued name=_wildcard\.quick\." + re.escape(ZONE), edge.proc.log())
+        edge.root.write_text(pebble.root())
+        edge.ca.write_text(edge.root.read_text() + ip_ca.cert_pem.bytes().decode())
+        origin, origin_port = start_origin(tmp_path, edge.env)
+        edge.procs.append(origin)
+        connector = edge.start(
+            ["burrow", "tunnel", "--url", f"http://127.0.0.1:{origin_port}", "--edge", edge.url, "--ca-file", edge.ca],
+            "quick", {**edge.env, "BURROW_HOME": str(tmp_path / "quick-home")},
+        )
+        connector.wait_for_log(r"tunnel\.registered index=")
+        host = re.search(r"https://([a-z-]+\.quick\." + re.escape(ZONE) + ")", connector.log()).group(1)
+        assert cert_names(peer_certificate(edge.https_port, host, edge.root.read_text())) == [f"*.quick.{ZONE}"]
+        result = subprocess.run(
+            ["curl", "-sS", "--cacert", str(edge.root), "--resolve", f"{host}:{edge.https_port}:127.0.0.1",
+             "-o", "/dev/null", "-w", "%{http_code}", f"https://{host}:{edge.https_port}/"],
+            capture_output=True, text=True, timeout=30,
+        )
+        assert result.stdout == "200", result.stderr
+    finally:
+        for proc in reversed(edge.procs):
+            proc.stop()
+        pebble.stop()

@@ -59,7 +59,7 @@ def test_create_dev_ca_files(home):
     ca = x509.load_pem_x509_certificate((home / "ca.pem").read_bytes())
     assert ca.subject.rfc4514_string() == f"CN=Burrow dev CA for {ZONE}"
     store = CertStore.load(home / "certs")
-    assert store.names() == sorted([ZONE, f"*.{ZONE}", f"*.tunnels.{ZONE}"])
+    assert store.names() == sorted([ZONE, f"*.{ZONE}", f"*.tunnels.{ZONE}", f"*.quick.{ZONE}"])
 
 
 def test_create_dev_ca_refuses_to_replace_the_ca(home):
