@@ -115,6 +115,7 @@ def test_quick_tunnel_serves_resolves_and_expires(quick_edge) -> None:
     assert all(line.split()[1] == "10" for line in answers), answers  # a short TTL: resolvers forget it soon
 
     connector.stop()
+    assert connector.popen.returncode == 0 and "tunnel.draining" in connector.log()  # SIGTERM: a drain, then exit 0
     wait_until(lambda: dig(quick_edge, host)[0] == "NXDOMAIN", GRACE + 10, "the quick name to stop resolving")
     assert status_of(quick_edge, host) == 404
     closed, expired = session_end_and_expiry(quick_edge.proc.log(), host)
