@@ -111,9 +111,9 @@ def quick(
 ) -> None:
     """Create, route and run tunnels; with --url alone, run a quick tunnel until SIGINT/SIGTERM."""
     if ctx.invoked_subcommand is not None:
-        if url is not None or edge is not None or ca_file is not None or edge_bind_address is not None:
+        if url is not None or edge is not None or ca_file is not None or edge_bind_address is not None or log_level != "info":
             with reported_errors():
-                raise ConfigError(f"--url, --edge, --ca-file and --edge-bind-address start a quick tunnel; `tunnel {ctx.invoked_subcommand}` takes its own options after its name")
+                raise ConfigError(f"--url, --edge, --ca-file, --edge-bind-address and --loglevel before a subcommand start a quick tunnel; `tunnel {ctx.invoked_subcommand}` takes its own options after its name")
         return
     if url is None:
         typer.echo(ctx.get_help())

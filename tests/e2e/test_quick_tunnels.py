@@ -7,7 +7,6 @@ import json
 import re
 import subprocess
 import threading
-import time
 from datetime import datetime
 
 import httpx
@@ -82,6 +81,12 @@ def session_end_and_expiry(log: str, host: str) -> tuple[float, float]:
     return max(closed), expired[0]
 
 
+def active_streams(edge, tunnel: str) -> int:
+    metrics = httpx.get(f"http://127.0.0.1:{edge.metrics_port}/metrics").text
+    found = re.search(rf'^burrow_edge_active_streams\{{tunnel="{tunnel}"\}} (\d+)', metrics, re.M)
+    return int(float(found.group(1))) if found else 0
+
+
 def status_of(edge, host: str, path: str = "/", *extra: str) -> int:
     result = edge.curl(host, path, "-o", "/dev/null", "-w", "%{http_code}", *extra)
     return int(result.stdout)
@@ -115,6 +120,7 @@ def test_quick_tunnel_serves_resolves_and_expires(quick_edge) -> None:
     assert all(line.split()[1] == "10" for line in answers), answers  # a short TTL: resolvers forget it soon
 
     connector.stop()
+    assert connector.popen.returncode == 0 and "tunnel.draining" in connector.log()  # SIGTERM: a drain, then exit 0
     wait_until(lambda: dig(quick_edge, host)[0] == "NXDOMAIN", GRACE + 10, "the quick name to stop resolving")
     assert status_of(quick_edge, host) == 404
     closed, expired = session_end_and_expiry(quick_edge.proc.log(), host)
@@ -141,11 +147,12 @@ def test_per_ip_limit_answers_429_while_another_address_gets_a_tunnel(quick_edge
 
 def test_stream_and_body_limits_of_a_quick_tunnel(quick_edge) -> None:
     connector, host = start_quick(quick_edge, "127.0.0.5", "quick-limits")
+    tunnel = re.search(r"tunnel\.starting quick=\S+ tunnel=(\S+)", connector.log()).group(1)
     slow: list[int] = []
-    threads = [threading.Thread(target=lambda: slow.append(status_of(quick_edge, host, "/?delay=3"))) for _ in range(2)]
+    threads = [threading.Thread(target=lambda: slow.append(status_of(quick_edge, host, "/?delay=5"))) for _ in range(2)]
     for thread in threads:
         thread.start()
-    time.sleep(1.0)  # both slow requests are at the origin: the tunnel carries its 2 streams
+    wait_until(lambda: active_streams(quick_edge, tunnel) == 2, 5, "both slow requests at the origin")  # its 2 streams
     assert status_of(quick_edge, host) == 429
     for thread in threads:
         thread.join()
