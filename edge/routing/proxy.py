@@ -25,6 +25,7 @@ from shared.errors import BurrowError, TunnelUnavailable
 from shared.events import Headers, RequestHead, ResponseHead
 from shared.logs import ACCESS_LOGGER, log_access
 from shared.pages import error_page
+from shared.private_flows import PRIVATE_UPGRADE
 from shared.protocol import KIND_UPGRADE
 from shared.relay import relay
 from shared.tunnel_stream import StreamRefused, TunnelStream
@@ -128,9 +129,11 @@ class Proxy:
     """Routes visitor requests by Host."""
 
     def __init__(
-        self, router: Router, api_app: object, api_hosts: frozenset[str], metrics: EdgeMetrics | None = None, gate=None
+        self, router: Router, api_app: object, api_hosts: frozenset[str], metrics: EdgeMetrics | None = None, gate=None,
+        private=None,
     ) -> None:
         self.gate = gate  # edge.access.gate.Gate: hostname policies, None for none
+        self.private = private  # edge.access.private.PrivateNetworks: `burrow-private` upgrades to the API hosts
         self.router = router
         self.api_app = api_app
         self.api_hosts = api_hosts
@@ -169,7 +172,10 @@ class Proxy:
 
     async def _route(self, exchange: Exchange, host: str) -> None:
         if host in self.api_hosts:
-            await self._serve_api(exchange)
+            if self.private is not None and getattr(exchange, "upgrade", None) == PRIVATE_UPGRADE:
+                await self.private.handle(exchange)
+            else:
+                await self._serve_api(exchange)
             return
         tunnel_id = self.router.tunnel_for(host)
         if tunnel_id is None:
