@@ -145,6 +145,9 @@ class Proxy:
 
     async def handle(self, exchange: Exchange) -> None:
         host = normalize_host(exchange.head.authority.decode("latin-1"))
+        if host in self.api_hosts and self.private is not None and getattr(exchange, "upgrade", None) == PRIVATE_UPGRADE:
+            await self.private.handle(exchange)  # a private-network flow: its own access log line and metrics
+            return
         if self.metrics is None and not access_log.isEnabledFor(logging.INFO):
             await self._route(exchange, host)
             return
@@ -172,10 +175,7 @@ class Proxy:
 
     async def _route(self, exchange: Exchange, host: str) -> None:
         if host in self.api_hosts:
-            if self.private is not None and getattr(exchange, "upgrade", None) == PRIVATE_UPGRADE:
-                await self.private.handle(exchange)
-            else:
-                await self._serve_api(exchange)
+            await self._serve_api(exchange)
             return
         tunnel_id = self.router.tunnel_for(host)
         if tunnel_id is None:
