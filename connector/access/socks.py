@@ -69,30 +69,37 @@ class SocksProxy:
         await trio.serve_listeners(self._handle, listeners)
 
     async def _handle(self, local: trio.SocketStream) -> None:
-        async with local:
-            server = Socks5Server()
-            try:
-                with trio.fail_after(HANDSHAKE_TIMEOUT):
-                    request = None
-                    while request is None:
-                        data = await local.receive_some(READ_SIZE)
-                        if not data:
-                            return
-                        request = server.receive_data(data)
-                        await local.send_all(bytes(server.out))
-                        server.out.clear()
-            except (ProtocolError, trio.TooSlowError, trio.BrokenResourceError) as exc:
-                if server.out:
-                    with trio.move_on_after(1):
-                        await local.send_all(bytes(server.out))
-                log.info("socks.bad_client error=%s", exc or "timed out")
-                return
-            if request.command == SOCKS5Command.CONNECT:
-                await self._connect(local, server, request.host, request.port)
-            elif request.command == SOCKS5Command.UDP_ASSOCIATE:
-                await self._associate(local, server)
-            else:
-                await local.send_all(server.reply(flows.COMMAND_NOT_SUPPORTED))
+        """One SOCKS client connection; a client that goes away mid-way ends only its own flow."""
+        try:
+            async with local:
+                await self._serve_client(local)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            log.debug("socks.client_gone error=%s", exc)
+
+    async def _serve_client(self, local: trio.SocketStream) -> None:
+        server = Socks5Server()
+        try:
+            with trio.fail_after(HANDSHAKE_TIMEOUT):
+                request = None
+                while request is None:
+                    data = await local.receive_some(READ_SIZE)
+                    if not data:
+                        return
+                    request = server.receive_data(data)
+                    await local.send_all(bytes(server.out))
+                    server.out.clear()
+        except (ProtocolError, trio.TooSlowError, trio.BrokenResourceError) as exc:
+            if server.out:
+                with trio.move_on_after(1):
+                    await local.send_all(bytes(server.out))
+            log.info("socks.bad_client error=%s", exc or "timed out")
+            return
+        if request.command == SOCKS5Command.CONNECT:
+            await self._connect(local, server, request.host, request.port)
+        elif request.command == SOCKS5Command.UDP_ASSOCIATE:
+            await self._associate(local, server)
+        else:
+            await local.send_all(server.reply(flows.COMMAND_NOT_SUPPORTED))
 
     async def _connect(self, local: trio.SocketStream, server: Socks5Server, host: str, port: int) -> None:
         try:
@@ -204,7 +211,7 @@ class UdpAssociation:
                     nursery.start_soon(self._replies, remote, first, host, port)
                     async for payload in datagrams:
                         await remote.send_all(flows.frame_datagram(payload))
-            except* (trio.BrokenResourceError, ProtocolError) as group:
+            except* (trio.BrokenResourceError, ProtocolError, OSError) as group:
                 log.debug("socks.udp_flow_ended target=%s:%d error=%s", host, port, group.exceptions[0])
             finally:
                 self.flows.pop(key, None)

@@ -10,11 +10,13 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
 
 import pytest
+from socksio.socks5 import SOCKS5Command
 
 from tests.e2e import netns
 from tests.e2e.conftest import REPO, free_port, start_origin, wait_until
@@ -32,6 +34,7 @@ from tests.e2e.private_lab import (
     Lab,
     make_lab,
 )
+from tests.e2e.socks_client import connect, socks_open
 
 REFUSAL_LIMIT = 2.0  # seconds: every refusal is answered within this
 BIG_MIB = 200
@@ -231,8 +234,6 @@ def test_hostnames_are_resolved_by_the_connector_only_with_resolve_names(edge, l
                             capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 0 and '"method": "GET"' in result.stdout, result.stderr
     _, carol_port = loopback["homes"]["pn-carol"]
-    from tests.e2e.socks_client import connect
-
     reply = connect(("127.0.0.1", carol_port), "localhost", loopback["origin_port"])
     assert reply["reply"] == ADDRESS_TYPE_NOT_SUPPORTED and reply["seconds"] < REFUSAL_LIMIT
 
@@ -253,3 +254,19 @@ def test_route_ip_cli_refuses_overlaps_and_bad_input_in_one_line(edge, loopback)
     assert missing.returncode != 0 and "no route for 198.18.200.0/24" in missing.stderr
     carol_env, _ = loopback["homes"]["pn-carol"]
     assert "127.0.0.0/8" in edge.cli("burrow", "tunnel", "route", "ip", "show", env=carol_env).stdout  # carol's own route
+
+
+def test_bad_or_vanishing_socks_clients_leave_the_proxy_serving(edge, loopback):
+    _, port = loopback["homes"]["pn-alice"]
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\n\r\n")  # not SOCKS: closed
+        assert sock.recv(100) == b""
+    for _ in range(5):  # CONNECT, then gone before the answer
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"\x05\x01\x00\x05\x01\x00\x01\x7f\x00\x00\x01" + loopback["origin_port"].to_bytes(2, "big"))
+    bind, code, _ = socks_open(("127.0.0.1", port), SOCKS5Command.BIND, "127.0.0.1", 80)
+    bind.close()
+    assert code == 7  # command not supported
+    url = f"http://127.0.0.1:{loopback['origin_port']}/"
+    result = subprocess.run(["curl", "-sS", "--max-time", "20", "--socks5", f"127.0.0.1:{port}", url], capture_output=True, text=True)
+    assert result.returncode == 0 and '"method": "GET"' in result.stdout, result.stderr
