@@ -33,6 +33,7 @@ OFFICE_NET, PLAIN_NET, LAB_NET = "198.18.5.0/24", "198.18.12.0/24", "198.18.9.0/
 PRINTER = "printer.office.test"  # dnsmasq answers it with WEB
 HTTPS_PORT, TUNNEL_PORT = 8443, 7844
 SOCKS_PORT = 1080
+RECORDED_PORT = 7000  # every private address listens here and records each connection (tests/e2e/accept_recorder.py)
 METRICS_PORT = 9400  # the edge's, on the edge namespace's loopback
 NGINX = "/usr/sbin/nginx"
 SSHD = "/usr/sbin/sshd"
@@ -159,6 +160,9 @@ class Lab:
         self.sshd_key = self._start_sshd()
         self.start("lab2", [sys.executable, "-m", "http.server", "80", "--bind", LAB_WEB, "--directory", self.lab_www()],
                    "lab-web", cwd=REPO)  # fmt: skip
+        for role, addresses in (("office", [WEB, PLAIN_WEB]), ("lab2", [LAB_WEB])):
+            self.start(role, [sys.executable, "-m", "tests.e2e.accept_recorder", RECORDED_PORT, *addresses],
+                       f"recorder-{role}", cwd=REPO).wait_for_log("recording")  # fmt: skip
         for role, address, port in (("conn", WEB, 80), ("conn", SSH, 22), ("conn2", LAB_WEB, 80)):
             wait_until(lambda: self.run(role, "nc", "-z", "-w", "1", address, str(port), check=False).returncode == 0,
                        START_TIMEOUT, f"{address}:{port}")  # fmt: skip
@@ -189,8 +193,10 @@ class Lab:
         return self.run("edge", "curl", "-sS", "--max-time", "5", f"http://127.0.0.1:{METRICS_PORT}/metrics").stdout
 
     def private_log(self) -> str:
-        """Everything the private servers recorded so far (nginx's access log, dnsmasq's queries, sshd)."""
-        logs = [self.tmp / "nginx-access.log", self.tmp / "dnsmasq.log", self.tmp / "sshd.log", self.tmp / "lab-web.log"]
+        """Everything the private servers recorded so far (nginx's access log, dnsmasq's queries, sshd,
+        the connections the recorders accepted)."""
+        logs = [self.tmp / name for name in ("nginx-access.log", "dnsmasq.log", "sshd.log", "lab-web.log",
+                                             "recorder-office.log", "recorder-lab2.log")]  # fmt: skip
         return "".join(path.read_text(errors="replace") for path in logs if path.exists())
 
 

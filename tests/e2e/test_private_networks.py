@@ -28,6 +28,7 @@ from tests.e2e.private_lab import (
     PLAIN_NET,
     PLAIN_WEB,
     PRINTER,
+    RECORDED_PORT,
     SOCKS_PORT,
     SSH,
     WEB,
@@ -131,9 +132,10 @@ def test_each_address_goes_to_its_tunnels_connector(lab):
     assert (by_network[OFFICE_NET], by_network[LAB_NET]) == (tunnels[WEB], tunnels[LAB_WEB])
 
 
-def _refused(lab: Lab, address: str, port: int, code: int, socks_port: int = SOCKS_PORT) -> None:
+def _refused(lab: Lab, address: str, code: int, socks_port: int = SOCKS_PORT) -> None:
+    """A CONNECT to address:RECORDED_PORT gets reply `code` in time, and no private server saw a thing."""
     before = lab.private_log()
-    reply = socks_client(lab, "connect", address, str(port), port=socks_port)
+    reply = socks_client(lab, "connect", address, str(RECORDED_PORT), port=socks_port)
     assert reply["reply"] == code, reply
     assert reply["seconds"] < REFUSAL_LIMIT, reply
     time.sleep(0.3)
@@ -144,18 +146,24 @@ def test_another_accounts_credential_is_refused_and_sees_nothing(lab):
     assert json.loads(lab.burrow("client", lab.bob, "tunnel", "route", "ip", "show", "--output", "json").stdout) == []
     bob_socks = lab.socks(lab.bob, "--token-file", str(lab.bob / "token"), port=1081)
     try:
-        _refused(lab, WEB, 80, NETWORK_UNREACHABLE, socks_port=1081)
+        _refused(lab, WEB, NETWORK_UNREACHABLE, socks_port=1081)
     finally:
         bob_socks.stop()
 
 
 def test_an_address_outside_every_route_is_refused(lab):
-    _refused(lab, "198.18.11.10", 80, NETWORK_UNREACHABLE)
+    _refused(lab, "198.18.11.10", NETWORK_UNREACHABLE)
+
+
+def test_the_recorders_record(lab):
+    before = lab.private_log().count("accepted")
+    assert socks_client(lab, "connect", WEB, str(RECORDED_PORT))["reply"] == 0
+    assert wait_until(lambda: lab.private_log().count("accepted") == before + 1, 5, "the recorder to log the connection")
 
 
 def test_a_tunnel_whose_connector_has_no_warp_routing_gets_no_flow(lab):
     assert lab.run("conn", "nc", "-z", "-w", "1", PLAIN_WEB, "80", check=False).returncode == 0  # it could reach it
-    _refused(lab, PLAIN_WEB, 80, NETWORK_UNREACHABLE)
+    _refused(lab, PLAIN_WEB, NETWORK_UNREACHABLE)
 
 
 def test_service_tokens_follow_the_network_policy_and_revocation(lab):
@@ -168,10 +176,10 @@ def test_service_tokens_follow_the_network_policy_and_revocation(lab):
     other = lab.socks(lab.alice, "--service-token", tokens["other"], port=1083)
     try:
         assert curl(lab, f"http://{WEB}/", port=1082).stdout == "office\n"
-        _refused(lab, WEB, 80, NOT_ALLOWED, socks_port=1083)  # a valid token the policy does not list
-        _refused(lab, LAB_WEB, 80, NOT_ALLOWED, socks_port=1082)  # a network the policy does not cover
+        _refused(lab, WEB, NOT_ALLOWED, socks_port=1083)  # a valid token the policy does not list
+        _refused(lab, LAB_WEB, NOT_ALLOWED, socks_port=1082)  # a network the policy does not cover
         lab.burrow("client", lab.alice, "access", "token", "revoke", "ci")
-        _refused(lab, WEB, 80, NOT_ALLOWED, socks_port=1082)
+        _refused(lab, WEB, NOT_ALLOWED, socks_port=1082)
     finally:
         ci.stop()
         other.stop()
