@@ -62,7 +62,10 @@ class SocksProxy:
             raise FlowRefused(flows.GENERAL_FAILURE, str(exc)) from None
 
     async def serve(self, host: str, port: int, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        listeners = await trio.open_tcp_listeners(port, host=host)
+        try:
+            listeners = await trio.open_tcp_listeners(port, host=host)
+        except OSError as exc:
+            raise ConfigError(f"--listen {host}:{port}: {exc.strerror or exc}") from None
         bound = listeners[0].socket.getsockname()[1]
         log.info("socks.listening address=%s:%d edge=%s:%d", host, bound, self.edge.target.edge_host, self.edge.target.edge_port)
         task_status.started(bound)

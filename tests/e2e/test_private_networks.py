@@ -278,3 +278,16 @@ def test_bad_or_vanishing_socks_clients_leave_the_proxy_serving(edge, loopback):
     url = f"http://127.0.0.1:{loopback['origin_port']}/"
     result = subprocess.run(["curl", "-sS", "--max-time", "20", "--socks5", f"127.0.0.1:{port}", url], capture_output=True, text=True)
     assert result.returncode == 0 and '"method": "GET"' in result.stdout, result.stderr
+
+
+def test_access_socks_bad_input_is_one_clear_line(edge, loopback):
+    env, busy_port = loopback["homes"]["pn-alice"]  # its proxy listens there already
+    for args, message in (
+        (["--listen", f"127.0.0.1:{busy_port}"], f"--listen 127.0.0.1:{busy_port}: Address already in use"),
+        (["--service-token", "no-colon"], "--service-token must be CLIENT_ID:CLIENT_SECRET"),
+        (["--token-file", str(edge.tmp / "missing")], "--token-file"),
+        (["--edge", "127.0.0.1:port"], "the port must be a number"),
+    ):
+        result = edge.cli("burrow", "access", "socks", *args, env=env, check=False, timeout=20)
+        assert result.returncode != 0 and message in result.stderr, (args, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
