@@ -63,8 +63,8 @@ class Credential:
 def decide(snapshot: PrivateSnapshot, credential: Credential, target: flows.Target) -> list[Route] | Refusal:
     """The routes a flow may take, in the order to try them (several only for a hostname)."""
     routes = snapshot.routes.get(credential.account_id, ())
-    if credential.token is not None:
-        admitted = [net for net, names in snapshot.policies.get(credential.account_id, ()) if credential.token in names]
+    policies = snapshot.policies.get(credential.account_id, ())
+    admitted = [net for net, names in policies if credential.token in names] if credential.token is not None else []
     ip = target.ip
     if ip is None:
         by_tunnel: dict[str, list[IpNetwork]] = {}
