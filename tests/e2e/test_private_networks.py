@@ -121,6 +121,11 @@ def test_dns_through_the_udp_associate(lab):
     assert f"query[A] {PRINTER} from 198.18.5.1" in lab.private_log()
 
 
+def test_the_documented_dns_client_works(lab):
+    result = lab.run("client", sys.executable, REPO / "docs" / "examples" / "socks-dns.py", DNS, PRINTER)
+    assert result.stdout.strip() == f"rcode=0 answers=1 last={WEB}", result.stderr
+
+
 def test_each_address_goes_to_its_tunnels_connector(lab):
     office, lab2 = curl(lab, f"http://{WEB}/"), curl(lab, f"http://{LAB_WEB}/")
     assert (office.stdout, lab2.stdout) == ("office\n", "lab2\n"), office.stderr + lab2.stderr
