@@ -20,6 +20,7 @@ from connector.management.cli import tunnel_app
 from connector.management.credentials import credentials_path
 from connector.management.quick import edge_and_ca, request_quick_tunnel, url_box
 from connector.origins.balancer import Balancers
+from connector.origins.private import PrivateDialer
 from connector.tunnel.connection import DialLimits
 from connector.tunnel.metrics import ConnectorMetrics
 from connector.tunnel.reload import Reloader
@@ -183,7 +184,8 @@ def run(
             log.warning("config.warning %s", warning)
         connector_metrics = ConnectorMetrics()
         server = StreamServer(  # request metrics only when served: otherwise the request path skips them
-            ingress, access=AccessVerifier(creds), metrics=connector_metrics if metrics_listen is not None else None
+            ingress, access=AccessVerifier(creds), metrics=connector_metrics if metrics_listen is not None else None,
+            private=PrivateDialer(cfg.warp_routing),
         )
 
         source = config or _default_config()
@@ -193,7 +195,9 @@ def run(
             ping_interval=_positive_duration("--heartbeat-interval", heartbeat_interval),
             ping_timeout=_positive_duration("--heartbeat-timeout", heartbeat_timeout),
         )
-        supervisor = Supervisor(creds, server.serve, connections, limits=limits, metrics=connector_metrics)
+        supervisor = Supervisor(
+            creds, server.serve, connections, limits=limits, metrics=connector_metrics, warp_routing=cfg.warp_routing.enabled
+        )
         log.info("tunnel.starting tunnel=%s connections=%d edge=%s", creds.tunnel_id, connections, creds.endpoint)
         trio.run(_run_until_signalled, supervisor, grace_period, reloader, metrics_listen, server.balancers)
 

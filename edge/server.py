@@ -14,6 +14,7 @@ from functools import partial
 import trio
 
 from edge.access.gate import open_gate, refresh_all
+from edge.access.private import PrivateNetworks
 from edge.admin.api import create_api
 from edge.admin.dashboard import create_dashboard
 from edge.admin.quick_api import quick_routes
@@ -218,14 +219,16 @@ async def serve(
         def edge_info() -> dict:
             return {"zone": cfg.zone, "zones": list(cfg.zones), "tunnel_endpoint": tunnel_endpoint}
 
-        refresh = partial(refresh_all, refresher, gate)
+        private = PrivateNetworks(registry, router, metrics)
+        await private.refresh()
+        refresh = partial(refresh_all, refresher, gate, private)
         quick = QuickService(QuickTunnels(cfg.zone, quick_tunnels), router, tunnel_endpoint) if quick_tunnels else None
         if quick is not None:
             metrics.watch_quick_tunnels(partial(len, quick.tunnels))
         dashboard = create_dashboard(registry, lambda: list(cfg.zones), refresh, router, metrics.traffic, edge_id)
         extra_routes = [*quick_routes(quick), dashboard]
         api = create_api(registry, edge_info, refresh, live=router, edge_id=edge_id, extra_routes=extra_routes)
-        proxy = Proxy(router, api, frozenset({*cfg.public_ips, *cfg.zones}), metrics, gate)
+        proxy = Proxy(router, api, frozenset({*cfg.public_ips, *cfg.zones}), metrics, gate, private)
         in_flight = InFlight(proxy)
         http2_limits = Http2Limits(header_block_timeout=http1_limits.request_head_timeout)  # `--header-timeout`
         frontend = HttpsFrontend(in_flight, http1_limits, http2_limits, options=frontend_options)
@@ -236,6 +239,7 @@ async def serve(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(refresher.run)
             nursery.start_soon(gate.run)
+            nursery.start_soon(private.run)
             nursery.start_soon(_refresh_certs, certs)
             if quick is not None:
                 nursery.start_soon(quick.run)

@@ -20,6 +20,15 @@ TYPED_KEYS = (  # key, its type, what the error message says it should be
 
 
 @dataclass(frozen=True)
+class WarpRouting:
+    """`warp-routing` (cloudflared's key): serve private-network flows (`burrow tunnel route ip`);
+    `resolveNames` lets the connector resolve hostnames that SOCKS5 clients send."""
+
+    enabled: bool = False
+    resolve_names: bool = False
+
+
+@dataclass(frozen=True)
 class ConnectorConfig:
     """A connector's `config.yml`. `ingress` holds the raw rules and `pools` the raw pools (see
     `connector.ingress`); `extra` holds every other top-level key, for the caller to use or warn about."""
@@ -30,6 +39,7 @@ class ConnectorConfig:
     origin_request: dict = field(default_factory=dict)
     ha_connections: int | None = None
     pools: dict | None = None
+    warp_routing: WarpRouting = WarpRouting()
     extra: dict = field(default_factory=dict)
 
 
@@ -46,7 +56,7 @@ def load_connector_config(path: Path) -> ConnectorConfig:
     if ha is not None and (not isinstance(ha, int) or isinstance(ha, bool) or not 1 <= ha <= MAX_HA_CONNECTIONS):
         line = line_of(data, "ha-connections")
         raise ConfigError(f"{where(str(path), line)}: ha-connections must be a whole number from 1 to {MAX_HA_CONNECTIONS}")
-    known = {"tunnel", "credentials-file", "ingress", "originRequest", "ha-connections", "pools"}
+    known = {"tunnel", "credentials-file", "ingress", "originRequest", "ha-connections", "pools", "warp-routing"}
     return ConnectorConfig(
         tunnel=tunnel,
         credentials_file=Path(credentials).expanduser() if credentials else None,
@@ -54,5 +64,20 @@ def load_connector_config(path: Path) -> ConnectorConfig:
         origin_request=origin_request or {},
         ha_connections=ha,
         pools=data.get("pools"),
+        warp_routing=_warp_routing(path, data),
         extra={key: value for key, value in data.items() if key not in known},
     )
+
+
+def _warp_routing(path: Path, data: dict) -> WarpRouting:
+    raw = data.get("warp-routing")
+    if raw is None:
+        return WarpRouting()
+    if not isinstance(raw, dict):
+        raise type_error(path, data, "warp-routing", "a mapping like {enabled: true}")
+    for key, value in raw.items():
+        if key not in ("enabled", "resolveNames"):
+            raise ConfigError(f"{where(str(path), line_of(data, 'warp-routing'))}: unknown key warp-routing.{key} (enabled, resolveNames)")
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where(str(path), line_of(data, 'warp-routing'))}: warp-routing.{key} must be true or false")
+    return WarpRouting(raw.get("enabled", False), raw.get("resolveNames", False))

@@ -55,7 +55,8 @@ MAX_HEADER_LIST_SIZE = framing.MAX_HEADER_LIST_SIZE  # a head's payload
 
 KIND_HTTP = b"http"  # a request and its response
 KIND_UPGRADE = b"upgrade"  # a request whose 101 answer turns the stream into a byte pipe
-STREAM_KINDS = frozenset({KIND_HTTP, KIND_UPGRADE})
+KIND_PRIVATE = b"private"  # a flow to a private-network address (`shared.private_flows`); a 200 answer starts its bytes
+STREAM_KINDS = frozenset({KIND_HTTP, KIND_UPGRADE, KIND_PRIVATE})
 
 # A PING with this payload announces a graceful drain: open no new streams.
 # (GOAWAY closes the session at once, so it is only sent once streams are done.)

@@ -30,6 +30,7 @@ class Register:
     connector_id: str
     conn_index: int
     client_version: str
+    warp_routing: bool = False  # config.yml `warp-routing.enabled`: the connector serves private-network flows
 
     def to_wire(self) -> bytes:
         return MAGIC + frame(
@@ -42,6 +43,7 @@ class Register:
                 "conn_index": self.conn_index,
                 "client_version": self.client_version,
             }
+            | ({"warp_routing": True} if self.warp_routing else {})
         )
 
 
@@ -131,6 +133,7 @@ def _parse_registration(body: bytes) -> Register | Registered | Rejected:
                 connector_id=str(message["connector_id"]),
                 conn_index=int(message["conn_index"]),
                 client_version=str(message["client_version"]),
+                warp_routing=message.get("warp_routing") is True,
             )
         if kind == "registered":
             return Registered(str(message["connection_id"]), str(message["edge_id"]))

@@ -1,4 +1,4 @@
-"""Client for the edge's `/api/v1/access` routes: service tokens, hostname policies, login users."""
+"""Client for the edge's `/api/v1/access` routes: service tokens, hostname and network policies, login users."""
 
 from __future__ import annotations
 
@@ -22,6 +22,15 @@ class AccessAPI(EdgeAPI):
 
     def policy(self, hostname: str, method: str = "GET", body: dict | None = None) -> dict[str, Any]:
         return self._call(method, "/access/policies/" + quote(hostname, safe=""), body)
+
+    def set_network_policy(self, network: str, allow_tokens: list[str]) -> dict[str, Any]:
+        return self._call("PUT", "/access/networks", {"allow_tokens": allow_tokens}, params={"network": network})
+
+    def network_policies(self) -> dict[str, list[str]]:
+        return self._call("GET", "/access/networks")["policies"]
+
+    def delete_network_policy(self, network: str) -> dict[str, Any]:
+        return self._call("DELETE", "/access/networks", params={"network": network})
 
     def set_user(self, email: str, password: str) -> dict[str, Any]:
         return self._call("POST", "/access/users", {"email": email, "password": password})

@@ -1,19 +1,22 @@
-"""`burrow access tcp|ssh`: local ends of TCP and SSH routes; `burrow access token|policy|user …`:
-service tokens, hostname policies and login users, through the edge's admin API with the
-account credential from `tunnel login`."""
+"""`burrow access tcp|ssh|socks`: local ends of TCP and SSH routes and of private networks;
+`burrow access token|policy|user …`: service tokens, hostname and network policies and login
+users, through the edge's admin API with the account credential from `tunnel login`."""
 
 from __future__ import annotations
 
 import ipaddress
 import re
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import trio
 import typer
 
 from connector.access.api import AccessAPI
+from connector.access.socks import SocksEdge, SocksProxy
 from connector.access.tcp import Target, parse_hostport, serve_stdio, serve_tcp
 from shared import logs
 from shared.commands import examples, reported_errors
@@ -22,9 +25,9 @@ from shared.errors import ConfigError
 from shared.values import burrow_home, parse_duration
 
 token_app = typer.Typer(help="Service tokens: machine credentials for Access-protected hostnames.", no_args_is_help=True)
-policy_app = typer.Typer(help="Per-hostname policies: IP lists, rate limits and Access.", no_args_is_help=True)
+policy_app = typer.Typer(help="Per-hostname policies (IP lists, rate limits, Access) and per-network ones.", no_args_is_help=True)
 user_app = typer.Typer(help="People who may sign in on Access-protected hostnames.", no_args_is_help=True)
-access_app = typer.Typer(help="Reach TCP/SSH routes through the edge (`Upgrade: burrow-tcp`).", no_args_is_help=True)
+access_app = typer.Typer(help="Reach TCP/SSH routes and private networks through the edge.", no_args_is_help=True)
 access_app.add_typer(token_app, name="token")
 access_app.add_typer(policy_app, name="policy")
 access_app.add_typer(user_app, name="user")
@@ -126,6 +129,35 @@ def policy_delete(hostname: str = typer.Argument(..., help="A hostname this acco
         typer.echo(f"Deleted the policy of {shown['hostname']}")
 
 
+@policy_app.command("set-network", epilog=examples("burrow access policy set-network 198.18.5.0/24 --allow-token ci"))
+def policy_set_network(
+    network: str = typer.Argument(..., help="A CIDR inside one of this account's `route ip` routes."),
+    allow_token: list[str] = typer.Option([], "--allow-token", help="Service token NAME that may reach it through `access socks` (repeatable)."),
+) -> None:
+    """Replace which service tokens may reach NETWORK (the account credential always may)."""
+    with reported_errors():
+        _check_cidrs([network])
+        with _api() as api:
+            shown = api.set_network_policy(network, allow_token)
+        typer.echo(f"Policy of {shown['network']} set: {', '.join(shown['allow_tokens']) or 'no service token'} allowed")
+
+
+@policy_app.command("show-networks", epilog=examples("burrow access policy show-networks"))
+def policy_show_networks() -> None:
+    """List this account's network policies: CIDR and the service tokens it allows."""
+    with reported_errors(), _api() as api:
+        for network, tokens in api.network_policies().items():
+            typer.echo(f"{network}: {', '.join(tokens) or '-'}")
+
+
+@policy_app.command("delete-network", epilog=examples("burrow access policy delete-network 198.18.5.0/24"))
+def policy_delete_network(network: str = typer.Argument(..., help="The policy's CIDR.")) -> None:
+    """Remove NETWORK's policy: no service token reaches it any more."""
+    with reported_errors(), _api() as api:
+        shown = api.delete_network_policy(network)
+        typer.echo(f"Deleted the policy of {shown['network']}")
+
+
 def _print_policy(shown: dict[str, Any]) -> None:
     policy = shown["policy"]
     typer.echo(f"hostname: {shown['hostname']}")
@@ -209,3 +241,56 @@ def access_ssh(
     with reported_errors():
         logs.configure(log_level)
         trio.run(serve_stdio, _access_target(hostname, edge, ca_file))
+
+
+@access_app.command("socks", epilog=examples(
+    "burrow access socks --listen 127.0.0.1:1080",
+    "curl --socks5-hostname 127.0.0.1:1080 http://198.18.5.10/",
+    "burrow access socks --edge edge.example.com:443 --service-token \"$CLIENT_ID:$CLIENT_SECRET\"",
+))
+def access_socks(
+    listen: str = typer.Option("127.0.0.1:1080", "--listen", help="Local HOST:PORT of the SOCKS5 proxy."),
+    edge: str = typer.Option(None, "--edge", help="Edge HOST:PORT (default: the edge of `tunnel login`)."),
+    ca_file: Path = typer.Option(None, "--ca-file", help="Extra CA (PEM) to trust for the edge."),
+    token_file: Path = typer.Option(None, "--token-file", help="File holding the account's login token (default: the credential of `tunnel login`)."),
+    service_token: str = typer.Option(None, "--service-token", envvar="BURROW_SERVICE_TOKEN", help="CLIENT_ID:CLIENT_SECRET of a service token allowed by `access policy set-network`."),
+    log_level: str = typer.Option("info", "--loglevel", "--log-level", help="debug, info, warning or error."),
+) -> None:
+    """Run a SOCKS5 proxy (CONNECT, UDP ASSOCIATE) into this account's private networks (`tunnel route ip`)."""
+    with reported_errors():
+        logs.configure(log_level)
+        listen_host, listen_port = parse_hostport(listen)
+        proxy = SocksProxy(_socks_edge(edge, ca_file, token_file, service_token))
+        trio.run(partial(proxy.serve, listen_host, listen_port))
+
+
+def _socks_edge(edge: str | None, ca_file: Path | None, token_file: Path | None, service_token: str | None) -> SocksEdge:
+    """Where flows go and the credential they carry: a service token, a token file, or `tunnel login`'s credential."""
+    if token_file is not None and service_token is not None:
+        raise ConfigError("give --token-file or --service-token, not both")
+    cert_path = burrow_home() / "cert.pem"
+    needs_cert = edge is None or (token_file is None and service_token is None)
+    cert = load_account_cert(cert_path) if needs_cert or cert_path.exists() else None
+    if service_token is not None:
+        client_id, sep, secret = service_token.partition(":")
+        if not sep or not client_id or not secret:
+            raise ConfigError("--service-token must be CLIENT_ID:CLIENT_SECRET")
+        headers = (("burrow-access-client-id", client_id.encode()), ("burrow-access-client-secret", secret.encode()))
+    elif token_file is not None:
+        try:
+            token = token_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"--token-file {token_file}: {exc.strerror}") from None
+        if not token:
+            raise ConfigError(f"--token-file {token_file} is empty")
+        headers = (("authorization", f"Bearer {token}".encode()),)
+    else:
+        headers = (("authorization", b"Bearer " + cert.api_token.value),)
+    if edge is not None:
+        edge_host, edge_port = parse_hostport(edge, 443)
+    else:
+        url = urlsplit(cert.edge_url)
+        edge_host, edge_port = url.hostname, url.port or 443
+    ca_pem = cert.edge_ca if cert is not None else None
+    target = Target(edge_host, edge_host, edge_port, str(ca_file) if ca_file else None, ca_pem)
+    return SocksEdge(target, headers)

@@ -33,12 +33,22 @@ class NotATcpRoute(BurrowError):
     """The edge answered the upgrade with something other than 101."""
 
 
+class UpgradeRefused(BurrowError):
+    """The edge answered an upgrade with `status` (not 101); `detail` is its first line."""
+
+    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.headers = headers
+
+
 @dataclass(frozen=True)
 class Target:
     hostname: str
     edge_host: str
     edge_port: int
     ca_file: str | None = None
+    ca_pem: str | None = None  # the edge CA pinned in the account credential
 
 
 def parse_hostport(text: str, default_port: int | None = None) -> tuple[str, int]:
@@ -54,8 +64,8 @@ def parse_hostport(text: str, default_port: int | None = None) -> tuple[str, int
         raise ConfigError(f"{text!r}: the port must be a number") from None
 
 
-def _context(ca_file: str | None) -> ssl.SSLContext:
-    context = ssl.create_default_context()
+def _context(ca_file: str | None, ca_pem: str | None = None) -> ssl.SSLContext:
+    context = ssl.create_default_context(cadata=ca_pem) if ca_pem else ssl.create_default_context()
     if ca_file:
         try:
             context.load_verify_locations(cafile=ca_file)
@@ -67,18 +77,31 @@ def _context(ca_file: str | None) -> ssl.SSLContext:
 
 async def open_upgraded(target: Target) -> tuple[trio.abc.Stream, bytes]:
     """Dial the edge and switch to `burrow-tcp`; returns the stream and bytes read past the 101."""
+    try:
+        return await dial_upgrade(target, TCP_UPGRADE)
+    except UpgradeRefused as exc:
+        if exc.status in (502, 503, 504):
+            raise Unreachable(f"{target.hostname}: the TCP origin is unavailable (edge answered {exc})") from None
+        raise NotATcpRoute(f"{target.hostname} is not a TCP route (edge answered {exc})") from None
+
+
+async def dial_upgrade(
+    target: Target, protocol: bytes, headers: tuple[tuple[str, bytes], ...] = (), context: ssl.SSLContext | None = None
+) -> tuple[trio.abc.Stream, bytes]:
+    """Dial the edge and switch to `protocol`, sending `headers`; returns the stream and bytes read
+    past the 101, or raises UpgradeRefused with the edge's answer."""
     where = f"{target.edge_host}:{target.edge_port}"
     try:
         with trio.fail_after(CONNECT_TIMEOUT):
             tcp = await trio.open_tcp_stream(target.edge_host, target.edge_port)
     except (OSError, trio.TooSlowError) as exc:
         raise Unreachable(f"cannot reach the edge at {where}: {exc or 'timed out'}") from exc
-    stream = trio.SSLStream(tcp, _context(target.ca_file), server_hostname=target.hostname)
+    stream = trio.SSLStream(tcp, context or edge_context(target), server_hostname=target.hostname)
     try:
         with trio.fail_after(HANDSHAKE_TIMEOUT):
             await stream.do_handshake()
         with trio.fail_after(UPGRADE_TIMEOUT):
-            return stream, await _upgrade(stream, target.hostname)
+            return stream, await _upgrade(stream, target.hostname, protocol, headers)
     except trio.TooSlowError:
         await trio.aclose_forcefully(stream)
         raise Unreachable(f"the edge at {where} did not answer in time") from None
@@ -90,12 +113,17 @@ async def open_upgraded(target: Target) -> tuple[trio.abc.Stream, bytes]:
         raise
 
 
-async def _upgrade(stream: trio.abc.Stream, hostname: str) -> bytes:
+def edge_context(target: Target) -> ssl.SSLContext:
+    """The TLS context for dialing the edge (build it once for many connections)."""
+    return _context(target.ca_file, target.ca_pem)
+
+
+async def _upgrade(stream: trio.abc.Stream, hostname: str, protocol: bytes, headers) -> bytes:
     conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
     request = h11.Request(
         method="GET",
         target="/",
-        headers=[("host", hostname), ("connection", "Upgrade"), ("upgrade", TCP_UPGRADE), ("user-agent", "burrow-access")],
+        headers=[("host", hostname), ("connection", "Upgrade"), ("upgrade", protocol), ("user-agent", "burrow-access"), *headers],
     )
     await stream.send_all(conn.send(request) + conn.send(h11.EndOfMessage()))
     body = b""
@@ -119,9 +147,7 @@ async def _upgrade(stream: trio.abc.Stream, hostname: str) -> bytes:
     lines = body.decode("utf-8", "replace").strip().splitlines()
     status = response.status_code
     detail = lines[0] if lines and lines[0].startswith(f"{status} ") else f"{status} {response.reason.decode()}"
-    if response.status_code in (502, 503, 504):
-        raise Unreachable(f"{hostname}: the TCP origin is unavailable (edge answered {detail})")
-    raise NotATcpRoute(f"{hostname} is not a TCP route (edge answered {detail})")
+    raise UpgradeRefused(status, list(response.headers), detail)
 
 
 async def splice(a: trio.abc.Stream, b: trio.abc.Stream, first_to_a: bytes = b"") -> None:

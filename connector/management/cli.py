@@ -1,4 +1,4 @@
-"""`burrow tunnel login|create|list|info|delete|cleanup|token` and `tunnel route dns`: tunnels
+"""`burrow tunnel login|create|list|info|delete|cleanup|token` and `tunnel route dns|ip`: tunnels
 managed through the edge's admin API with the account credential from `tunnel login`."""
 
 from __future__ import annotations
@@ -15,12 +15,15 @@ from shared.commands import examples, reported_errors
 from shared.credentials import AccountCert, Credentials, load_account_cert, load_credentials, save_account_cert, save_credentials
 from shared.crypto import mint_secret
 from shared.errors import ConfigError, ConflictError
+from shared.output import check_output, structured, table
 from shared.tunnel_token import encode_token
 from shared.values import Secret, burrow_home
 
 tunnel_app = typer.Typer(help="Create, route and run tunnels.", no_args_is_help=True)
-route_app = typer.Typer(help="Point hostnames at a tunnel.", no_args_is_help=True)
+route_app = typer.Typer(help="Point hostnames and private networks at a tunnel.", no_args_is_help=True)
 tunnel_app.add_typer(route_app, name="route")
+ip_app = typer.Typer(help="Private networks (CIDRs) a tunnel serves to `burrow access socks`.", no_args_is_help=True)
+route_app.add_typer(ip_app, name="ip")
 
 
 def _cert_path() -> Path:
@@ -146,3 +149,40 @@ def route_dns(
     with reported_errors(), _api() as api:
         record = api.route_dns(tunnel, hostname, overwrite_dns)
         typer.echo(f"Added CNAME {record['hostname']} → {record['target']} (tunnel {record['tunnel_id']})")
+
+
+@ip_app.command("add", epilog=examples("burrow tunnel route ip add 198.18.5.0/24 office --comment 'office LAN'"))
+def route_ip_add(
+    network: str = typer.Argument(..., help="CIDR of the private network, e.g. 198.18.5.0/24."),
+    tunnel: str = typer.Argument(..., help="Tunnel name or UUID whose connectors (warp-routing) reach it."),
+    comment: str = typer.Option("", "--comment", help="A note shown by `route ip show`."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace this account's routes that overlap NETWORK."),
+) -> None:
+    """Route a private network to a tunnel: `burrow access socks` flows to it go to the tunnel's connectors."""
+    with reported_errors(), _api() as api:
+        route = api.add_ip_route(network, tunnel, comment, overwrite)
+        for replaced in route["replaced"]:
+            typer.echo(f"Replaced the route of {replaced}")
+        typer.echo(f"Added route {route['network']} → tunnel {route['tunnel_name']} ({route['tunnel_id']})")
+
+
+@ip_app.command("show", epilog=examples("burrow tunnel route ip show", "burrow tunnel route ip show --output json"))
+def route_ip_show(output: str = typer.Option("table", "--output", "-o", help="table, json or yaml.")) -> None:
+    """List this account's private-network routes."""
+    with reported_errors():
+        check_output(output)
+        with _api() as api:
+            routes = api.ip_routes()
+        if output != "table":
+            typer.echo(structured(routes, output))
+            return
+        rows = [(r["network"], r["tunnel_name"], r["tunnel_id"], r["comment"], r["created_at"]) for r in routes]
+        typer.echo(table(("NETWORK", "TUNNEL", "TUNNEL-ID", "COMMENT", "CREATED"), rows))
+
+
+@ip_app.command("delete", epilog=examples("burrow tunnel route ip delete 198.18.5.0/24"))
+def route_ip_delete(network: str = typer.Argument(..., help="The route's CIDR, as `route ip show` lists it.")) -> None:
+    """Delete a private-network route."""
+    with reported_errors(), _api() as api:
+        deleted = api.delete_ip_route(network)
+        typer.echo(f"Deleted route {deleted['network']}")

@@ -108,6 +108,16 @@ class EdgeAPI:
             {"tunnel": tunnel, "hostname": hostname, "overwrite": overwrite},
         )
 
+    def add_ip_route(self, network: str, tunnel: str, comment: str, overwrite: bool) -> dict[str, Any]:
+        """Route the private network `network` (a CIDR) to `tunnel`."""
+        return self._call("POST", "/routes/ip", {"network": network, "tunnel": tunnel, "comment": comment, "overwrite": overwrite})
+
+    def ip_routes(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/routes/ip")["routes"]
+
+    def delete_ip_route(self, network: str) -> dict[str, Any]:
+        return self._call("DELETE", "/routes/ip", params={"network": network})
+
     def remove_route(self, hostname: str) -> dict[str, Any]:
         return self._call("DELETE", "/routes/dns/" + quote(hostname, safe=""))
 

@@ -32,9 +32,10 @@ class DialLimits:
 
 
 async def open_tunnel_connection(
-    creds: Credentials, connector_id: str, index: int, limits: DialLimits = DialLimits()
+    creds: Credentials, connector_id: str, index: int, limits: DialLimits = DialLimits(), warp_routing: bool = False
 ) -> tuple[TunnelConnection, registration.Registered]:
-    """Dial and register; raise AuthError when the edge rejects the credentials."""
+    """Dial and register (announcing `warp_routing`: private-network flows welcome); raise AuthError
+    when the edge rejects the credentials."""
     host, port = parse_hostport(creds.endpoint)
     where = creds.endpoint
     try:
@@ -45,7 +46,9 @@ async def open_tunnel_connection(
             await tls.do_handshake()
         if tls.selected_alpn_protocol() != TUNNEL_ALPN:
             raise ProtocolError(f"{where} is not a Burrow edge tunnel port (ALPN {tls.selected_alpn_protocol()!r})")
-        register = registration.Register(creds.tunnel_id, creds.tunnel_secret.value, connector_id, index, CLIENT_VERSION)
+        register = registration.Register(
+            creds.tunnel_id, creds.tunnel_secret.value, connector_id, index, CLIENT_VERSION, warp_routing
+        )
         with trio.fail_after(limits.registration_timeout):
             await tls.send_all(register.to_wire())
             answer, rest = await _read_answer(tls, limits.read_size)

@@ -28,13 +28,16 @@ from connector.origins.errors import NoHealthyOrigin
 from connector.origins.hello import hello_page
 from connector.origins.http1 import OriginPool
 from connector.origins.http2 import forward_h2
+from connector.origins.private import PrivateDialer
 from connector.origins.proxy_protocol import Address
 from connector.origins.upgrade import serve_upgrade, upgrade_token, wants_upgrade
 from connector.tunnel.metrics import ConnectorMetrics
+from shared.config import WarpRouting
 from shared.errors import BurrowError, ProtocolError
 from shared.events import RequestHead, ResponseHead
 from shared.logs import CONNECTOR_ACCESS_LOGGER, log_access
 from shared.pages import error_page
+from shared.protocol import KIND_PRIVATE
 from shared.tunnel_stream import TunnelStream
 
 log = logging.getLogger(__name__)
@@ -47,9 +50,11 @@ class StreamServer:
     """Answers tunnel streams according to the ingress rules."""
 
     def __init__(
-        self, ingress: Ingress, pool: OriginPool | None = None, access=None, metrics: ConnectorMetrics | None = None
+        self, ingress: Ingress, pool: OriginPool | None = None, access=None, metrics: ConnectorMetrics | None = None,
+        private: PrivateDialer | None = None,
     ) -> None:
         self.access = access  # connector.access_jwt.AccessVerifier for `originRequest.access.required`
+        self.private = private if private is not None else PrivateDialer(WarpRouting())  # `warp-routing` flows
         self.balancers = Balancers()  # of the rules' pools; `balancers.run()` runs their health checks
         self.ingress = ingress
         self.pool = pool or OriginPool()
@@ -70,6 +75,9 @@ class StreamServer:
         self.balancers.update(ingress.pools)
 
     async def serve(self, stream: TunnelStream) -> None:
+        if stream.kind == KIND_PRIVATE:
+            await self.private.serve(stream)
+            return
         head = stream.head
         rule = self.ingress.match(head.authority.decode("latin-1"), head.target.decode("latin-1"))
         if self.metrics is None and not access_log.isEnabledFor(logging.INFO):

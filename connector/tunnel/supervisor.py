@@ -39,8 +39,9 @@ class Supervisor:
 
     def __init__(
         self, creds: Credentials, handler: StreamHandler, ha_connections: int, backoff: Backoff = Backoff(),
-        limits: DialLimits = DialLimits(), metrics: ConnectorMetrics | None = None,
+        limits: DialLimits = DialLimits(), metrics: ConnectorMetrics | None = None, warp_routing: bool = False,
     ):
+        self.warp_routing = warp_routing
         self.metrics = metrics if metrics is not None else ConnectorMetrics()  # a throwaway registry unless served
         self.creds = creds
         self.handler = handler
@@ -69,7 +70,9 @@ class Supervisor:
         while True:
             started = trio.current_time()
             try:
-                connection, registered = await open_tunnel_connection(self.creds, self.connector_id, index, self.limits)
+                connection, registered = await open_tunnel_connection(
+                    self.creds, self.connector_id, index, self.limits, self.warp_routing
+                )
                 self.connections[index] = connection
                 self.metrics.sessions.set(len(self.connections))
                 log.info(

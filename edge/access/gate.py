@@ -225,7 +225,10 @@ async def open_gate(registry: Registry, home: Path, issuer: str) -> Gate:
     return gate
 
 
-async def refresh_all(refresher, gate: Gate) -> None:
-    """After an admin API write: the zone snapshot (routes) and the gate's policies."""
+async def refresh_all(refresher, gate: Gate, *others) -> None:
+    """After an admin API write: the zone snapshot (routes), the gate's policies, and `others`
+    (e.g. the private networks)."""
     await refresher.refresh()
     await gate.refresh()
+    for other in others:
+        await other.refresh()

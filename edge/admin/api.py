@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.schemas import SchemaGenerator
 
 from edge.admin.access_api import access_routes
+from edge.admin.networks_api import network_routes
 from edge.registry.models import Account, Connection, Record, Tunnel
 from edge.registry.store import Registry
 from shared.crypto import b64decode
@@ -335,6 +336,7 @@ def create_api(
             Route("/api/v1/routes/dns", authed(route_dns), methods=["PUT"]),
             Route("/api/v1/routes/dns/{hostname}", authed(remove_route), methods=["DELETE"]),
             *access_routes(registry, authed, run, on_change, _body),
+            *network_routes(registry, authed, run, on_change, _body),
             *extra_routes,
         ],
         exception_handlers={BurrowError: burrow_error, HTTPException: http_error},

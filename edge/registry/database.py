@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Self
 
 from edge.registry import schema
-from shared.errors import ConfigError
+from edge.registry.models import Tunnel
+from shared.errors import ConfigError, NotFoundError
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 BUSY_TIMEOUT_S = 10.0
@@ -83,3 +84,15 @@ def check_name(kind: str, name: str) -> str:
             "starting with a letter or digit"
         )
     return name
+
+
+def live_tunnel(db: sqlite3.Connection, account_id: str, name_or_id: str) -> Tunnel:
+    """The account's live tunnel with this name or id, read in the caller's transaction."""
+    row = db.execute(
+        "SELECT id, account_id, name, created_at FROM tunnels "
+        "WHERE account_id = ? AND deleted_at IS NULL AND (id = ? OR name = ?)",
+        (account_id, name_or_id, name_or_id),
+    ).fetchone()
+    if row is None:
+        raise NotFoundError(f"tunnel '{name_or_id}' not found")
+    return Tunnel(*row)

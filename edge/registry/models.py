@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from edge.registry.policy import Policy
+from edge.registry.policy import IpNetwork, Policy
 
 
 @dataclass(frozen=True)
@@ -66,3 +66,23 @@ class AccessSnapshot:
     policies: dict[str, tuple[str, Policy]]  # hostname → (owner account id, policy)
     tokens: dict[str, ServiceToken]  # live tokens by client id
     users: dict[tuple[str, str], str]  # (account id, email) → password hash
+
+
+@dataclass(frozen=True)
+class IpRoute:
+    """`burrow tunnel route ip add`: the account's tunnel serves the private network `network`."""
+
+    network: str
+    tunnel_id: str
+    tunnel_name: str
+    comment: str
+    created_at: str
+
+
+@dataclass(frozen=True)
+class PrivateSnapshot:
+    """What the edge needs per private-network flow, read in one transaction."""
+
+    routes: dict[str, tuple[tuple[IpNetwork, str], ...]]  # account id → (network, tunnel id), most specific first
+    policies: dict[str, tuple[tuple[IpNetwork, frozenset[str]], ...]]  # account id → (network, allowed token names)
+    tokens: dict[str, ServiceToken]  # live service tokens by client id

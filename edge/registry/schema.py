@@ -98,6 +98,25 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             seen_at TEXT NOT NULL
         )""",
     ),
+    # 4: private networks: the CIDRs each tunnel serves (`route ip`) and who may reach them.
+    (
+        """CREATE TABLE ip_routes (
+            account_id TEXT NOT NULL REFERENCES accounts(id),
+            network TEXT NOT NULL,
+            tunnel_id TEXT NOT NULL REFERENCES tunnels(id),
+            comment TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (account_id, network)
+        )""",
+        "CREATE INDEX ip_routes_tunnel ON ip_routes(tunnel_id)",
+        """CREATE TABLE network_policies (
+            account_id TEXT NOT NULL REFERENCES accounts(id),
+            network TEXT NOT NULL,
+            allow_tokens TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (account_id, network)
+        )""",
+    ),
 )
 
 LATEST = len(MIGRATIONS)

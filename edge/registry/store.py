@@ -8,12 +8,12 @@ Methods block: call them from a worker thread (`trio.to_thread.run_sync`).
 from __future__ import annotations
 
 import logging
-import sqlite3
 import uuid
 
 from edge.registry.access_store import AccessStore
-from edge.registry.database import check_name, timestamp
+from edge.registry.database import check_name, live_tunnel, timestamp
 from edge.registry.models import CONNECTION_COLUMNS, Account, Connection, Tunnel
+from edge.registry.networks import NetworkStore
 from edge.registry.routes import RouteStore
 from shared.crypto import SECRET_BYTES, hash_secret, mint_token, verify_secret
 from shared.errors import AuthError, ConfigError, ConflictError, NotFoundError
@@ -21,9 +21,9 @@ from shared.errors import AuthError, ConfigError, ConflictError, NotFoundError
 log = logging.getLogger(__name__)
 
 
-class Registry(RouteStore, AccessStore):
-    """Accounts, tunnels and live connections, with DNS records (`RouteStore`) and Access
-    (`AccessStore`); safe to share between threads."""
+class Registry(RouteStore, AccessStore, NetworkStore):
+    """Accounts, tunnels and live connections, with DNS records (`RouteStore`), Access
+    (`AccessStore`) and private networks (`NetworkStore`); safe to share between threads."""
 
     # accounts
 
@@ -101,7 +101,7 @@ class Registry(RouteStore, AccessStore):
     def get_tunnel(self, account_id: str, name_or_id: str) -> Tunnel:
         """The account's live tunnel with this name or id."""
         with self._read() as db:
-            return _live_tunnel(db, account_id, name_or_id)
+            return live_tunnel(db, account_id, name_or_id)
 
     def list_tunnels(self, account_id: str) -> list[Tunnel]:
         """The account's live tunnels, oldest first."""
@@ -133,10 +133,11 @@ class Registry(RouteStore, AccessStore):
         The row (and secret hash) stays, marked `deleted_at`, so its secret is rejected from now on.
         """
         with self._write() as db:
-            tunnel = _live_tunnel(db, account_id, name_or_id)
+            tunnel = live_tunnel(db, account_id, name_or_id)
             db.execute("UPDATE tunnels SET deleted_at = ? WHERE id = ?", (timestamp(), tunnel.id))
             db.execute("DELETE FROM policies WHERE hostname IN (SELECT hostname FROM records WHERE tunnel_id = ?)", (tunnel.id,))
             db.execute("DELETE FROM records WHERE tunnel_id = ?", (tunnel.id,))
+            db.execute("DELETE FROM ip_routes WHERE tunnel_id = ?", (tunnel.id,))
             db.execute("DELETE FROM connections WHERE tunnel_id = ?", (tunnel.id,))
         log.info("tunnel.deleted account=%s tunnel=%s name=%s", account_id, tunnel.id, tunnel.name)
         return tunnel
@@ -184,13 +185,3 @@ class Registry(RouteStore, AccessStore):
             log.info("connections.cleaned removed=%d tunnel=%s", removed, tunnel_id or "*")
         return removed
 
-
-def _live_tunnel(db: sqlite3.Connection, account_id: str, name_or_id: str) -> Tunnel:
-    row = db.execute(
-        "SELECT id, account_id, name, created_at FROM tunnels "
-        "WHERE account_id = ? AND deleted_at IS NULL AND (id = ? OR name = ?)",
-        (account_id, name_or_id, name_or_id),
-    ).fetchone()
-    if row is None:
-        raise NotFoundError(f"tunnel '{name_or_id}' not found")
-    return Tunnel(*row)

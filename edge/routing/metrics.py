@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, ProcessCollector
+from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -77,6 +77,17 @@ class EdgeMetrics:
         self._dns_rcodes: dict[str, Counter] = {}  # rcode → its child: labels() costs more than the count
         self.http = RequestMetrics(self.registry, "burrow_edge", "visitors")
         self.traffic = TrafficHistory()  # the dashboard's last hour per hostname, kept even when not served
+        self.private_flows = Counter(
+            "burrow_edge_private_flows", "Private-network flows (access socks) by tunnel, protocol and SOCKS reply.",
+            ["tunnel", "protocol", "reply"], registry=self.registry,
+        )
+        self.private_bytes = Counter(
+            "burrow_edge_private_bytes", "Bytes of private-network flows by tunnel; in: client to private network.",
+            ["tunnel", "direction"], registry=self.registry,
+        )
+        self.private_open = Gauge(
+            "burrow_edge_private_open_flows", "Private-network flows open now, by tunnel.", ["tunnel"], registry=self.registry
+        )
 
     def watch_router(self, live: Callable[[], dict[str, Iterable]]) -> None:
         """Report the sessions and open streams `live()` returns at each scrape."""
@@ -104,3 +115,17 @@ class EdgeMetrics:
         """Count one finished request to `host` (a routed hostname; pass "" for unknown ones)."""
         self.traffic.record(host, status)
         self.http.observe(host, status, seconds, bytes_in, bytes_out)
+
+    def private_flow_opened(self, tunnel_id: str) -> None:
+        self.private_open.labels(tunnel_id).inc()
+
+    def private_flow_closed(self, tunnel_id: str) -> None:
+        self.private_open.labels(tunnel_id).dec()
+
+    def private_flow_done(self, flow: dict) -> None:
+        """Count one finished private flow (`flow` as the access log has it; tunnel "-" if refused before routing)."""
+        tunnel = flow["tunnel"] if flow["tunnel"] != "-" else ""
+        self.private_flows.labels(tunnel, flow["protocol"], flow["reply"]).inc()
+        if flow["bytes_in"] or flow["bytes_out"]:
+            self.private_bytes.labels(tunnel, "in").inc(flow["bytes_in"])
+            self.private_bytes.labels(tunnel, "out").inc(flow["bytes_out"])

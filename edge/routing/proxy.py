@@ -25,6 +25,7 @@ from shared.errors import BurrowError, TunnelUnavailable
 from shared.events import Headers, RequestHead, ResponseHead
 from shared.logs import ACCESS_LOGGER, log_access
 from shared.pages import error_page
+from shared.private_flows import PRIVATE_UPGRADE
 from shared.protocol import KIND_UPGRADE
 from shared.relay import relay
 from shared.tunnel_stream import StreamRefused, TunnelStream
@@ -129,9 +130,11 @@ class Proxy:
     """Routes visitor requests by Host."""
 
     def __init__(
-        self, router: Router, api_app: object, api_hosts: frozenset[str], metrics: EdgeMetrics | None = None, gate=None
+        self, router: Router, api_app: object, api_hosts: frozenset[str], metrics: EdgeMetrics | None = None, gate=None,
+        private=None,
     ) -> None:
         self.gate = gate  # edge.access.gate.Gate: hostname policies, None for none
+        self.private = private  # edge.access.private.PrivateNetworks: `burrow-private` upgrades to the API hosts
         self.router = router
         self.api_app = api_app
         self.api_hosts = api_hosts
@@ -143,6 +146,9 @@ class Proxy:
 
     async def handle(self, exchange: Exchange) -> None:
         host = normalize_host(exchange.head.authority.decode("latin-1"))
+        if host in self.api_hosts and self.private is not None and getattr(exchange, "upgrade", None) == PRIVATE_UPGRADE:
+            await self.private.handle(exchange)  # a private-network flow: its own access log line and metrics
+            return
         if self.metrics is None and not access_log.isEnabledFor(logging.INFO):
             await self._route(exchange, host)
             return

@@ -98,7 +98,7 @@ class TunnelListener:
                 stream, protocol.TunnelSession("edge"), initial_data=rest,
                 ping_interval=self.limits.ping_interval, ping_timeout=self.limits.ping_timeout,
             )
-            self.router.add(tunnel_id, connection, record)
+            self.router.add(tunnel_id, connection, record, private=register.warp_routing)
             self.on_registration("accepted")
         except (trio.BrokenResourceError, BurrowError) as exc:
             log.info("session.refused peer=%s error=%s", peer, exc)
@@ -107,8 +107,8 @@ class TunnelListener:
             await trio.aclose_forcefully(stream)
             return
         log.info(
-            "session.registered tunnel=%s connector=%s index=%d connection=%s peer=%s",
-            tunnel_id, register.connector_id, register.conn_index, connection_id, peer,
+            "session.registered tunnel=%s connector=%s index=%d connection=%s peer=%s warp_routing=%s",
+            tunnel_id, register.connector_id, register.conn_index, connection_id, peer, register.warp_routing,
         )
         try:
             await connection.serve()
