@@ -16,6 +16,7 @@ TYPED_KEYS = (  # key, its type, what the error message says it should be
     ("ingress", list, "a list of rules"),
     ("originRequest", dict, "a mapping"),
     ("pools", dict, "a mapping of pool names to pools"),
+    ("proxy", str, "a proxy URL like http://HOST:PORT or socks5://HOST:PORT"),
 )
 
 
@@ -30,6 +31,7 @@ class ConnectorConfig:
     origin_request: dict = field(default_factory=dict)
     ha_connections: int | None = None
     pools: dict | None = None
+    proxy: str | None = None  # the connector's egress proxy URL (see connector.egress)
     extra: dict = field(default_factory=dict)
 
 
@@ -46,7 +48,7 @@ def load_connector_config(path: Path) -> ConnectorConfig:
     if ha is not None and (not isinstance(ha, int) or isinstance(ha, bool) or not 1 <= ha <= MAX_HA_CONNECTIONS):
         line = line_of(data, "ha-connections")
         raise ConfigError(f"{where(str(path), line)}: ha-connections must be a whole number from 1 to {MAX_HA_CONNECTIONS}")
-    known = {"tunnel", "credentials-file", "ingress", "originRequest", "ha-connections", "pools"}
+    known = {"tunnel", "credentials-file", "ingress", "originRequest", "ha-connections", "pools", "proxy"}
     return ConnectorConfig(
         tunnel=tunnel,
         credentials_file=Path(credentials).expanduser() if credentials else None,
@@ -54,5 +56,6 @@ def load_connector_config(path: Path) -> ConnectorConfig:
         origin_request=origin_request or {},
         ha_connections=ha,
         pools=data.get("pools"),
+        proxy=data.get("proxy"),
         extra={key: value for key, value in data.items() if key not in known},
     )

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import trio
 
+from connector.egress.proxies import ProxyChoice
 from connector.tunnel.connection import DialLimits, open_tunnel_connection
 from connector.tunnel.metrics import ConnectorMetrics
 from shared.credentials import Credentials
@@ -39,7 +40,7 @@ class Supervisor:
 
     def __init__(
         self, creds: Credentials, handler: StreamHandler, ha_connections: int, backoff: Backoff = Backoff(),
-        limits: DialLimits = DialLimits(), metrics: ConnectorMetrics | None = None,
+        limits: DialLimits = DialLimits(), metrics: ConnectorMetrics | None = None, egress: ProxyChoice = ProxyChoice(),
     ):
         self.metrics = metrics if metrics is not None else ConnectorMetrics()  # a throwaway registry unless served
         self.creds = creds
@@ -47,6 +48,7 @@ class Supervisor:
         self.ha_connections = ha_connections
         self.backoff = backoff
         self.limits = limits
+        self.egress = egress
         self.connector_id = str(uuid.uuid4())
         self.connections: dict[int, TunnelConnection] = {}
         self.stopping = False
@@ -69,7 +71,9 @@ class Supervisor:
         while True:
             started = trio.current_time()
             try:
-                connection, registered = await open_tunnel_connection(self.creds, self.connector_id, index, self.limits)
+                connection, registered = await open_tunnel_connection(
+                    self.creds, self.connector_id, index, self.limits, self.egress
+                )
                 self.connections[index] = connection
                 self.metrics.sessions.set(len(self.connections))
                 log.info(
