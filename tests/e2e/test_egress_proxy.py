@@ -142,7 +142,11 @@ def test_http_connect_proxy_from_config_yml(lab):
 
 
 def test_socks5_proxy_from_all_proxy(lab):
-    connector = lab.connector("connector-socks", env={**lab.env, "ALL_PROXY": proxies.SOCKS_PROXY_URL})
+    socks_env = {**lab.env, "ALL_PROXY": proxies.SOCKS_PROXY_URL}
+    listed = lab.burrow("tunnel", "list", env=socks_env)  # httpx's SOCKS5 client, chosen the same way
+    assert listed.returncode == 0 and "egress-tunnel" in listed.stdout, listed.stderr
+    assert lab.connects_seen(lab.danted, proxies.EDGE_IP, HTTPS_PORT) == 1
+    connector = lab.connector("connector-socks", env=socks_env)
     _serves_through(lab, connector, lab.danted)
     download = lab.curl("/download?mb=8", "-o", "/dev/null", "-w", "%{http_code} %{size_download}")
     assert download.stdout.split() == ["200", str(8 << 20)], download.stderr
