@@ -68,7 +68,7 @@ class EdgeAPI:
         except httpx.TransportError as exc:
             reason = str(exc) or type(exc).__name__
             via = f" through proxy {self.proxy}" if self.proxy else ""
-            raise Unreachable(f"cannot reach the edge at {self.edge_url}{via}: {reason}") from None
+            raise Unreachable(f"cannot reach the edge at {self.edge_url}{via}: {reason}") from exc
         try:
             body = response.json()
         except ValueError:

@@ -211,3 +211,16 @@ def test_no_proxy_bypasses_the_proxy(tmp_path):
     finally:
         for proc in reversed(edge.procs):
             proc.stop()
+
+
+@pytest.mark.parametrize("args, env, says", [
+    (["--proxy", "ftp://bob:hunter2@proxy.example:21"], {}, "--proxy: proxy 'ftp://bob:***@proxy.example:21' must be http://"),
+    ([], {"HTTPS_PROXY": "http://bob:hunter2@proxy.example:99999"}, "$HTTPS_PROXY: proxy 'http://bob:***@proxy.example:99999' has"),
+])
+def test_a_bad_proxy_url_is_one_line_without_the_password(tmp_path, args, env, says):
+    clean = {key: value for key, value in os.environ.items() if key.lower() not in ("https_proxy", "all_proxy", "no_proxy")}
+    result = subprocess.run([BIN / "burrow", "tunnel", "run", *args, "some-tunnel"], capture_output=True, text=True, timeout=30,
+                            env={**clean, "BURROW_HOME": str(tmp_path), **env})
+    lines = result.stderr.splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"error: {says}"), result.stderr
+    assert "hunter2" not in result.stderr and "Traceback" not in result.stderr
