@@ -65,13 +65,13 @@ def parse_proxy_url(text: str, source: str) -> ProxyURL:
     shown = _redacted(text)
     scheme = parts.scheme.lower()
     if scheme not in SCHEMES:
-        raise ConfigError(f"{source}: proxy {shown!r} must be http://, socks5:// or socks5h://")
+        raise ConfigError(f"{source}: {shown!r} must be http://, socks5:// or socks5h://")
     try:
         port = parts.port
     except ValueError:
-        raise ConfigError(f"{source}: proxy {shown!r} has an invalid port") from None
+        raise ConfigError(f"{source}: {shown!r} has an invalid port") from None
     if not parts.hostname or parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ConfigError(f"{source}: proxy {shown!r} must be SCHEME://[USER:PASSWORD@]HOST:PORT")
+        raise ConfigError(f"{source}: {shown!r} must be SCHEME://[USER:PASSWORD@]HOST:PORT")
     username = unquote(parts.username) if parts.username is not None else None
     password = Secret(unquote(parts.password).encode()) if parts.password is not None else None
     return ProxyURL(scheme, parts.hostname, port or SCHEMES[scheme], username, password)

@@ -214,8 +214,8 @@ def test_no_proxy_bypasses_the_proxy(tmp_path):
 
 
 @pytest.mark.parametrize("args, env, says", [
-    (["--proxy", "ftp://bob:hunter2@proxy.example:21"], {}, "--proxy: proxy 'ftp://bob:***@proxy.example:21' must be http://"),
-    ([], {"HTTPS_PROXY": "http://bob:hunter2@proxy.example:99999"}, "$HTTPS_PROXY: proxy 'http://bob:***@proxy.example:99999' has"),
+    (["--proxy", "ftp://bob:hunter2@proxy.example:21"], {}, "--proxy: 'ftp://bob:***@proxy.example:21' must be http://"),
+    ([], {"HTTPS_PROXY": "http://bob:hunter2@proxy.example:99999"}, "$HTTPS_PROXY: 'http://bob:***@proxy.example:99999' has"),
 ])
 def test_a_bad_proxy_url_is_one_line_without_the_password(tmp_path, args, env, says):
     clean = {key: value for key, value in os.environ.items() if key.lower() not in ("https_proxy", "all_proxy", "no_proxy")}

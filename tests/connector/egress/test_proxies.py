@@ -71,3 +71,10 @@ def test_no_proxy_applies_to_every_source():
 ])
 def test_no_proxy_matches_like_curl(host, entries, expected):
     assert bypasses(host, tuple(entries.replace(",", " ").split())) is expected
+
+
+def test_a_bad_url_names_where_it_came_from():
+    with pytest.raises(ConfigError, match=r"^/etc/burrow/web.yml: proxy: 'ftp://h:1' must be"):
+        choose(None, "ftp://h:1", "/etc/burrow/web.yml", env={})
+    with pytest.raises(ConfigError, match=r"^\$all_proxy: 'gopher://h:1' must be"):
+        choose(None, None, env={"all_proxy": "gopher://h:1"})
