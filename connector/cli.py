@@ -14,6 +14,7 @@ import typer
 
 from connector.access import cli as access_cli
 from connector.access.verifier import AccessVerifier
+from connector.egress.proxies import choose
 from connector.ingress.rules import Ingress
 from connector.management import service
 from connector.management.cli import tunnel_app
@@ -153,6 +154,10 @@ def run(
     token: str = typer.Option(None, "--token", envvar="BURROW_TUNNEL_TOKEN", help="Tunnel token from `burrow tunnel token` (no files needed)."),
     url: str = typer.Option(None, "--url", help="Send every request to this origin (only without ingress rules)."),
     metrics: str = typer.Option(None, "--metrics", help="HOST:PORT to serve /metrics, /ready and /healthcheck on (off by default)."),
+    proxy: str = typer.Option(
+        None, "--proxy", help="Reach the edge through this proxy: http://[USER:PASSWORD@]HOST:PORT or socks5://HOST:PORT "
+        "(default: `proxy` in config.yml, else $HTTPS_PROXY / $ALL_PROXY; $NO_PROXY exempts hosts).",
+    ),
 ) -> None:
     """Run a tunnel: connect to the edge and serve requests until SIGINT/SIGTERM."""
     with reported_errors():
@@ -162,6 +167,7 @@ def run(
         cfg = _load_config(config)
         for key in cfg.extra:
             log.warning("config.unknown_key key=%s", key)
+        egress = choose(proxy, cfg.proxy, str(config or _default_config()))
         if url is not None:
             if cfg.ingress:
                 raise ConfigError("--url cannot be combined with ingress rules in the config file")
@@ -184,7 +190,7 @@ def run(
             log.warning("config.warning %s", warning)
         connector_metrics = ConnectorMetrics()
         server = StreamServer(  # request metrics only when served: otherwise the request path skips them
-            ingress, access=AccessVerifier(creds), metrics=connector_metrics if metrics_listen is not None else None,
+            ingress, access=AccessVerifier(creds, egress), metrics=connector_metrics if metrics_listen is not None else None,
             private=PrivateDialer(cfg.warp_routing),
         )
 
@@ -196,9 +202,14 @@ def run(
             ping_timeout=_positive_duration("--heartbeat-timeout", heartbeat_timeout),
         )
         supervisor = Supervisor(
-            creds, server.serve, connections, limits=limits, metrics=connector_metrics, warp_routing=cfg.warp_routing.enabled
+            creds, server.serve, connections, limits=limits, metrics=connector_metrics,
+            warp_routing=cfg.warp_routing.enabled, egress=egress,
         )
-        log.info("tunnel.starting tunnel=%s connections=%d edge=%s", creds.tunnel_id, connections, creds.endpoint)
+        edge_proxy = egress.for_host(_listen_address(creds.endpoint)[0])
+        log.info(
+            "tunnel.starting tunnel=%s connections=%d edge=%s proxy=%s",
+            creds.tunnel_id, connections, creds.endpoint, edge_proxy or "none",
+        )
         trio.run(_run_until_signalled, supervisor, grace_period, reloader, metrics_listen, server.balancers)
 
 

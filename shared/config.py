@@ -16,6 +16,7 @@ TYPED_KEYS = (  # key, its type, what the error message says it should be
     ("ingress", list, "a list of rules"),
     ("originRequest", dict, "a mapping"),
     ("pools", dict, "a mapping of pool names to pools"),
+    ("proxy", str, "a proxy URL like http://HOST:PORT or socks5://HOST:PORT"),
 )
 
 
@@ -40,6 +41,7 @@ class ConnectorConfig:
     ha_connections: int | None = None
     pools: dict | None = None
     warp_routing: WarpRouting = WarpRouting()
+    proxy: str | None = None  # the connector's egress proxy URL (see connector.egress)
     extra: dict = field(default_factory=dict)
 
 
@@ -56,7 +58,7 @@ def load_connector_config(path: Path) -> ConnectorConfig:
     if ha is not None and (not isinstance(ha, int) or isinstance(ha, bool) or not 1 <= ha <= MAX_HA_CONNECTIONS):
         line = line_of(data, "ha-connections")
         raise ConfigError(f"{where(str(path), line)}: ha-connections must be a whole number from 1 to {MAX_HA_CONNECTIONS}")
-    known = {"tunnel", "credentials-file", "ingress", "originRequest", "ha-connections", "pools", "warp-routing"}
+    known = {"tunnel", "credentials-file", "ingress", "originRequest", "ha-connections", "pools", "warp-routing", "proxy"}
     return ConnectorConfig(
         tunnel=tunnel,
         credentials_file=Path(credentials).expanduser() if credentials else None,
@@ -65,6 +67,7 @@ def load_connector_config(path: Path) -> ConnectorConfig:
         ha_connections=ha,
         pools=data.get("pools"),
         warp_routing=_warp_routing(path, data),
+        proxy=data.get("proxy"),
         extra={key: value for key, value in data.items() if key not in known},
     )
 

@@ -15,7 +15,7 @@ FORBIDDEN = {"shared": {"edge", "connector"}, "edge": {"connector"}, "connector"
 CLI_ONLY = {"typer"}
 LAYERS = {
     "edge": ["dns", "certs", "registry", "routing", "tunnels", "access", "visitors", "admin"],
-    "connector": ["ingress", "origins", "management", "access", "tunnel"],
+    "connector": ["egress", "ingress", "origins", "management", "access", "tunnel"],
 }
 
 

@@ -17,6 +17,7 @@ import httpx
 import jwt
 import trio
 
+from connector.egress.proxies import ProxyChoice
 from connector.ingress.origin_request import Access
 from connector.ingress.rules import Rule, normalize_host
 from shared.credentials import Credentials
@@ -51,8 +52,9 @@ def jwks_location(creds: Credentials, access: Access) -> tuple[str, str, int]:
 class AccessVerifier:
     """Verifies assertions against the edge's JWKS, fetched lazily and cached per location."""
 
-    def __init__(self, creds: Credentials) -> None:
+    def __init__(self, creds: Credentials, egress: ProxyChoice = ProxyChoice()) -> None:
         self.creds = creds
+        self.egress = egress  # the JWKS comes from the edge: the same way out as the tunnel connections
         self._keys: dict[tuple[str, str, int], tuple[float, dict[str, jwt.PyJWK]]] = {}
         self._lock = trio.Lock()
 
@@ -97,7 +99,8 @@ class AccessVerifier:
         host = f"[{address}]" if ":" in address else address
         verify = ssl.create_default_context(cadata=self.creds.edge_ca) if self.creds.edge_ca else True
         try:
-            async with httpx.AsyncClient(verify=verify, timeout=FETCH_TIMEOUT) as client:
+            transport = httpx.AsyncHTTPTransport(verify=verify, proxy=self.egress.httpx_proxy(address))
+            async with httpx.AsyncClient(transport=transport, timeout=FETCH_TIMEOUT) as client:
                 response = await client.get(
                     f"https://{host}:{port}{JWKS_PATH}", headers={"host": name}, extensions={"sni_hostname": name}
                 )

@@ -8,10 +8,12 @@ from urllib.parse import urlsplit
 
 import typer
 
+from connector.egress.proxies import ProxyChoice, choose
 from connector.management import listing
 from connector.management.credentials import credentials_path, remove_local_credentials
 from connector.management.edge_api import EdgeAPI
 from shared.commands import examples, reported_errors
+from shared.config import load_connector_config
 from shared.credentials import AccountCert, Credentials, load_account_cert, load_credentials, save_account_cert, save_credentials
 from shared.crypto import mint_secret
 from shared.errors import ConfigError, ConflictError
@@ -32,7 +34,14 @@ def _cert_path() -> Path:
 
 def _api() -> EdgeAPI:
     cert = load_account_cert(_cert_path())
-    return EdgeAPI(cert.edge_url, cert.api_token.value.decode(), cert.edge_ca)
+    return EdgeAPI(cert.edge_url, cert.api_token.value.decode(), cert.edge_ca, _egress())
+
+
+def _egress() -> ProxyChoice:
+    """The proxy to the edge, chosen as `tunnel run` chooses it: `proxy` in $BURROW_HOME/config.yml,
+    else $HTTPS_PROXY / $ALL_PROXY, with $NO_PROXY."""
+    config = burrow_home() / "config.yml"
+    return choose(None, load_connector_config(config).proxy if config.exists() else None, str(config))
 
 
 @tunnel_app.command(epilog=examples('burrow tunnel login https://edge.example.com --token "$TOKEN"', 'burrow tunnel login https://203.0.113.10 --token "$TOKEN" --ca-file ca.pem'))
@@ -51,7 +60,7 @@ def login(
                 ca_pem = ca_file.read_text()
             except OSError as exc:
                 raise ConfigError(f"cannot read {ca_file}: {exc.strerror}") from None
-        with EdgeAPI(edge_url, token, ca_pem) as api:
+        with EdgeAPI(edge_url, token, ca_pem, _egress()) as api:
             account = api.account()
         save_account_cert(_cert_path(), AccountCert(edge_url.rstrip("/"), account["id"], Secret(token.encode()), ca_pem))
         typer.echo(f"Logged in to {edge_url} as {account['name']}; credential saved to {_cert_path()}")

@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import ssl
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 
+from connector.egress.errors import ProxyAuthError
+from connector.egress.proxies import ProxyChoice
 from shared.crypto import b64encode
 from shared.errors import (
     AuthError,
@@ -33,13 +35,16 @@ ERRORS_BY_STATUS: dict[int, type[BurrowError]] = {
 class EdgeAPI:
     """Synchronous admin API client authenticated with an account login token."""
 
-    def __init__(self, edge_url: str, token: str, ca_pem: str | None = None) -> None:
+    def __init__(self, edge_url: str, token: str, ca_pem: str | None = None, egress: ProxyChoice = ProxyChoice()) -> None:
+        """`egress` picks the proxy to the edge, as it does for `tunnel run`'s connections."""
         self.edge_url = edge_url.rstrip("/")
         verify = ssl.create_default_context(cadata=ca_pem) if ca_pem else True
+        host = urlsplit(self.edge_url).hostname or ""
+        self.proxy = egress.for_host(host)
         self._client = httpx.Client(
             base_url=self.edge_url + "/api/v1",
             headers={"Authorization": f"Bearer {token}"},
-            verify=verify,
+            transport=httpx.HTTPTransport(verify=verify, proxy=egress.httpx_proxy(host)),
             timeout=TIMEOUT_S,
         )
 
@@ -55,9 +60,15 @@ class EdgeAPI:
     def _call(self, method: str, path: str, json: dict[str, Any] | None = None, params: dict | None = None) -> Any:
         try:
             response = self._client.request(method, path, json=json, params=params)
+        except httpx.ProxyError as exc:  # the proxy answered CONNECT with an error status
+            reason = str(exc) or type(exc).__name__
+            if reason.startswith(("401", "407")) or "username/password" in reason:  # HTTP CONNECT (as in http_connect), SOCKS5
+                raise ProxyAuthError(f"proxy {self.proxy} rejected the user name or password ({reason})") from None
+            raise Unreachable(f"proxy {self.proxy} refused to connect to the edge at {self.edge_url}: {reason}") from None
         except httpx.TransportError as exc:
             reason = str(exc) or type(exc).__name__
-            raise Unreachable(f"cannot reach the edge at {self.edge_url}: {reason}") from exc
+            via = f" through proxy {self.proxy}" if self.proxy else ""
+            raise Unreachable(f"cannot reach the edge at {self.edge_url}{via}: {reason}") from exc
         try:
             body = response.json()
         except ValueError:

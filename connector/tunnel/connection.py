@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import trio
 
+from connector.egress.dialer import open_tcp_stream
+from connector.egress.proxies import ProxyChoice
 from shared import protocol, registration
 from shared.credentials import Credentials
 from shared.crypto import TUNNEL_ALPN, tunnel_client_context
@@ -32,15 +34,18 @@ class DialLimits:
 
 
 async def open_tunnel_connection(
-    creds: Credentials, connector_id: str, index: int, limits: DialLimits = DialLimits(), warp_routing: bool = False
+    creds: Credentials, connector_id: str, index: int, limits: DialLimits = DialLimits(), warp_routing: bool = False,
+    egress: ProxyChoice = ProxyChoice(),
 ) -> tuple[TunnelConnection, registration.Registered]:
-    """Dial and register (announcing `warp_routing`: private-network flows welcome); raise AuthError
-    when the edge rejects the credentials."""
+    """Dial (through the proxy `egress` picks for the edge, if any) and register, announcing
+    `warp_routing` (private-network flows welcome); raise AuthError when the edge rejects the
+    credentials or the proxy ours. `connect_timeout` covers the proxy's handshake."""
     host, port = parse_hostport(creds.endpoint)
-    where = creds.endpoint
+    proxy = egress.for_host(host)
+    where = creds.endpoint if proxy is None else f"{creds.endpoint} (through proxy {proxy})"
     try:
         with trio.fail_after(limits.connect_timeout):
-            tcp = await trio.open_tcp_stream(host, port, local_address=limits.local_address)
+            tcp = await open_tcp_stream(host, port, proxy, local_address=limits.local_address)
         tls = trio.SSLStream(tcp, tunnel_client_context(creds.edge_ca), server_hostname=creds.edge_server_name)
         with trio.fail_after(limits.handshake_timeout):
             await tls.do_handshake()

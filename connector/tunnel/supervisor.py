@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import trio
 
+from connector.egress.proxies import ProxyChoice
 from connector.tunnel.connection import DialLimits, open_tunnel_connection
 from connector.tunnel.metrics import ConnectorMetrics
 from shared.credentials import Credentials
@@ -40,6 +41,7 @@ class Supervisor:
     def __init__(
         self, creds: Credentials, handler: StreamHandler, ha_connections: int, backoff: Backoff = Backoff(),
         limits: DialLimits = DialLimits(), metrics: ConnectorMetrics | None = None, warp_routing: bool = False,
+        egress: ProxyChoice = ProxyChoice(),
     ):
         self.warp_routing = warp_routing
         self.metrics = metrics if metrics is not None else ConnectorMetrics()  # a throwaway registry unless served
@@ -48,6 +50,7 @@ class Supervisor:
         self.ha_connections = ha_connections
         self.backoff = backoff
         self.limits = limits
+        self.egress = egress
         self.connector_id = str(uuid.uuid4())
         self.connections: dict[int, TunnelConnection] = {}
         self.stopping = False
@@ -71,7 +74,7 @@ class Supervisor:
             started = trio.current_time()
             try:
                 connection, registered = await open_tunnel_connection(
-                    self.creds, self.connector_id, index, self.limits, self.warp_routing
+                    self.creds, self.connector_id, index, self.limits, self.warp_routing, self.egress
                 )
                 self.connections[index] = connection
                 self.metrics.sessions.set(len(self.connections))

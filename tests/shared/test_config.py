@@ -213,6 +213,7 @@ def test_connector_config(tmp_path, monkeypatch):
         credentials-file: ~/.burrow/web/credentials.json
         originRequest: {connectTimeout: 10s}
         ha-connections: 2
+        proxy: socks5://198.18.0.1:1080
         protocol: http2
         no-autoupdate: true
         ingress:
@@ -225,10 +226,11 @@ def test_connector_config(tmp_path, monkeypatch):
     assert cfg.credentials_file == tmp_path / ".burrow" / "web" / "credentials.json"
     assert cfg.origin_request == {"connectTimeout": "10s"}
     assert cfg.ha_connections == 2
+    assert cfg.proxy == "socks5://198.18.0.1:1080"
     assert cfg.extra == {"protocol": "http2", "no-autoupdate": True}
     assert cfg.ingress == ({"hostname": "app.example.com", "service": "http://localhost:8000"}, {"service": "http_status:404"})
-    assert [line_of(rule) for rule in cfg.ingress] == [8, 10]
-    assert line_of(cfg.ingress[0], "service") == 9
+    assert [line_of(rule) for rule in cfg.ingress] == [9, 11]
+    assert line_of(cfg.ingress[0], "service") == 10
 
 
 def test_connector_config_empty_file(tmp_path):
@@ -243,6 +245,7 @@ CONNECTOR_ERRORS = [
     ("ingress-not-list", "tunnel: web\ningress: {service: x}\n", "config.yml line 2: ingress must be a list of rules, not mapping"),
     ("tunnel-not-string", "tunnel: [a]\n", "config.yml line 1: tunnel must be a tunnel name or UUID, not list"),
     ("ha-not-int", "ha-connections: many\n", "config.yml line 1: ha-connections must be a whole number from 1 to 16"),
+    ("proxy-not-string", "proxy: {host: p}\n", "config.yml line 1: proxy must be a proxy URL like http://HOST:PORT or socks5://HOST:PORT, not mapping"),
     ("origin-request-not-mapping", "originRequest: 5\n", "config.yml line 1: originRequest must be a mapping, not int"),
     ("not-a-mapping", "just text\n", "config.yml: expected a mapping"),
 ]
