@@ -1,8 +1,9 @@
 """What the tunnel's read size costs on TLS: CPU µs per `SSLObject.read(size)` of one small record.
 
 A TLS read returns at most one record (≤ 16 KiB) whatever the size asked, but CPython
-allocates the whole size first, so a large size is pure cost on every read of the tunnel
-(shared/transport.py READ_SIZE). In memory, no sockets:
+allocates the whole size first, so a large size is pure cost on every read: why
+shared/aio.receive_records asks for one record per `SSLObject.read` and gathers records up
+to the caller's size (shared/transport.py READ_SIZE) itself. In memory, no sockets:
 
     .venv/bin/python bench/tls_read_micro.py [--reads 20000]
 """

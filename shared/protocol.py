@@ -105,7 +105,7 @@ class TunnelSession:
         self._send_credit = CONNECTION_WINDOW
         self._receive_credit = CONNECTION_WINDOW
         self._unreported = 0  # connection-level: acknowledged bytes not yet granted back
-        self._out: list[bytes] = []
+        self._out: list[bytes | memoryview] = []
         self._header = b""  # the first bytes of a header cut short
         self._pieces: list[bytes | memoryview] = []  # the payload received so far of a frame cut short
         self._frame = (DATA, 0, 0)  # that frame's kind, flags and stream id
@@ -325,11 +325,15 @@ class TunnelSession:
     # Output --------------------------------------------------------------------
 
     def data_to_send(self) -> bytes:
+        return b"".join(self.take_output())
+
+    def take_output(self) -> list[bytes | memoryview]:
+        """The frames queued since the last call, as pieces not yet joined: a writer that
+        gathers several calls' output joins it once."""
         out = self._out
-        if not out:
-            return b""
-        self._out = []
-        return b"".join(out)
+        if out:
+            self._out = []
+        return out
 
     def open_stream(self, head: RequestHead, kind: bytes = KIND_HTTP) -> int:
         """(edge) Start a stream carrying `head`; end it at once when there is no body
@@ -374,15 +378,18 @@ class TunnelSession:
             return 0
         return min(stream.send, self._send_credit, MAX_FRAME_SIZE)
 
-    def send_data(self, stream_id: int, data: bytes, *, end_stream: bool = False) -> None:
-        """Send `data` (at most `send_window(stream_id)` bytes)."""
+    def send_data(self, stream_id: int, data: bytes | memoryview, *, end_stream: bool = False) -> None:
+        """Send `data` (at most `send_window(stream_id)` bytes). A memoryview is queued as it
+        is, not copied: it must be of bytes, which cannot change."""
         stream = self._sendable(stream_id, body=True)
         length = len(data)
         if length > min(stream.send, self._send_credit, MAX_FRAME_SIZE):
             raise ProtocolError(f"cannot send {length} bytes on stream {stream_id}: beyond its send window")
         stream.send -= length
         self._send_credit -= length
-        self._out += (HEADER.pack(length, DATA, END_STREAM if end_stream else 0, stream_id), bytes(data))
+        if type(data) is not bytes and not (type(data) is memoryview and type(data.obj) is bytes):
+            data = bytes(data)
+        self._out += (HEADER.pack(length, DATA, END_STREAM if end_stream else 0, stream_id), data)
         if end_stream:
             self._local_end(stream_id, stream)
 

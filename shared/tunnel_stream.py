@@ -13,11 +13,13 @@ from shared import protocol
 from shared.aio import Signal
 from shared.errors import ProtocolError
 from shared.events import Headers, RequestHead, ResponseHead
+from shared.framing import MAX_FRAME_SIZE
 
 if TYPE_CHECKING:
     from shared.transport import TunnelConnection
 
 CLEANUP_TIMEOUT = 1.0
+RECEIVE_BATCH = 256 * 1024  # body bytes `receive` joins from the chunks already queued
 
 
 class StreamResetError(ProtocolError):
@@ -94,7 +96,8 @@ class TunnelStream:
         self.connection._forget_if_done(self)
 
     async def receive(self) -> bytes:
-        """The next body chunk, or b"" at the end of the body."""
+        """The body bytes that arrived (at most RECEIVE_BATCH of them in one piece, unless one
+        chunk is larger), or b"" at the end of the body."""
         await trio.lowlevel.checkpoint_if_cancelled()
         while not self._inbound:
             if self.remote_closed:
@@ -102,7 +105,18 @@ class TunnelStream:
             if self._error is not None:
                 raise self._error
             await self._readable.wait()
-        data, flow_length = self._inbound.popleft()
+        inbound = self._inbound
+        data, flow_length = inbound.popleft()
+        if inbound and len(data) < RECEIVE_BATCH:  # what else arrived, in one piece: one write downstream
+            chunks = [data]
+            size = len(data)
+            while inbound and size + len(inbound[0][0]) <= RECEIVE_BATCH:
+                chunk, length = inbound.popleft()
+                chunks.append(chunk)
+                size += len(chunk)
+                flow_length += length
+            if len(chunks) > 1:
+                data = b"".join(chunks)
         self.bytes_received += len(data)
         connection = self.connection
         if connection._error is None:  # else the session ended: what had arrived is still passed on
@@ -111,8 +125,10 @@ class TunnelStream:
         return data
 
     async def send(self, data: bytes) -> None:
-        """Send body bytes, waiting for flow-control credit."""
+        """Send body bytes, waiting for flow-control credit. Frames of a larger chunk are
+        views of it, copied once, when the writer joins its output."""
         session = self.connection.session
+        view = memoryview(data) if type(data) is bytes and len(data) > MAX_FRAME_SIZE else data
         offset = 0
         while offset < len(data):
             self._check()
@@ -120,7 +136,7 @@ class TunnelStream:
             if window <= 0:
                 await self._writable.wait()
                 continue
-            chunk = data[offset : offset + window]
+            chunk = view[offset : offset + window] if offset or window < len(data) else data
             session.send_data(self.stream_id, chunk)
             offset += len(chunk)
             self.bytes_sent += len(chunk)

@@ -41,7 +41,7 @@ class Http1Limits:
     body_min_rate: float = 240.0
     body_rate_grace: float = 5.0
     send_timeout: float = 60.0
-    read_size: int = 64 * 1024
+    read_size: int = 256 * 1024  # at most, per read (receive_records: the TLS records already received)
     max_discard_bytes: int = 64 * 1024  # unread request body drained to keep a connection alive
 
 

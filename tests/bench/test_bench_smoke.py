@@ -65,3 +65,17 @@ def test_bad_arguments_get_a_clear_error():
     )
     assert done.returncode == 2
     assert "unknown --configs frp" in done.stderr and "Traceback" not in done.stderr
+
+def test_transfer_bench_at_one_mib_prints_both_configurations_with_cpu_per_gib(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "transfer_bench.py"), "--mib", "1", "--rounds", "1",
+         "--transfer-cap", "20", "--json", str(tmp_path / "transfers.json")],
+        capture_output=True, text=True, timeout=180, cwd=REPO,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {line.split("|")[1].strip(): line for line in done.stdout.splitlines() if line.startswith("| ")}
+    assert rows["nginx-tls"].count("1.000×") == 2
+    result = json.loads((tmp_path / "transfers.json").read_text())
+    [burrow] = result["rounds"]["burrow"]
+    for direction in ("download", "upload"):
+        assert burrow[direction]["mbs"] > 0 and set(burrow[direction]) == {"mbs", "front_s_per_gib", "back_s_per_gib"}

@@ -275,6 +275,19 @@ def send_frames(connector, edge, stream_id, count):
     return edge.receive_data(connector.data_to_send())
 
 
+def test_output_is_taken_as_frames_with_views_of_bytes_uncopied():
+    edge, connector, stream_id = body_pair()
+    body = bytes(range(256)) * 512
+    view = memoryview(body)[1000:3000]
+    connector.send_data(stream_id, view)
+    connector.send_data(stream_id, bytearray(b"changeable"))
+    frames = connector.take_output()
+    assert frames[1] is view and type(frames[3]) is bytes  # a bytearray is copied, a view of bytes is not
+    assert connector.take_output() == []
+    events = edge.receive_data(b"".join(frames))
+    assert [event.data for event in events] == [body[1000:3000], b"changeable"]
+
+
 def test_window_updates_are_batched_until_half_a_window_is_consumed():
     edge, connector, stream_id = body_pair()
     half = protocol.STREAM_WINDOW // 2 // protocol.MAX_FRAME_SIZE

@@ -130,6 +130,36 @@ async def test_receive_records_takes_every_tls_record_already_received():
     assert await receive_records(server, 64 * 1024) == b""
 
 
+async def tls_socket_pair() -> tuple[trio.SSLStream, trio.SSLStream]:
+    """As tls_stream_pair, over a real socket pair (receive_records refills from the socket)."""
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("tunnel.example.test").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    client_side, server_side = (trio.SocketStream(sock) for sock in trio.socket.socketpair())
+    client = trio.SSLStream(client_side, client_context, server_hostname="tunnel.example.test")
+    server = trio.SSLStream(server_side, server_context, server_side=True)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client.do_handshake)
+        nursery.start_soon(server.do_handshake)
+    return client, server
+
+
+async def test_receive_records_takes_what_is_on_the_socket_in_one_step():
+    client, server = await tls_socket_pair()
+    body = os.urandom(8 * 16384)  # more than trio's SSLStream reads from its socket at once (64 KiB)
+    await client.send_all(body)
+    assert await receive_records(server, 256 * 1024) == body
+    await client.send_all(body)
+    assert await receive_records(server, 100_000) == body[:100_000]  # never more than asked
+    assert await receive_records(server, 256 * 1024) == body[100_000:]
+    await client.send_all(b"end")
+    await client.aclose()  # close_notify, then the socket's EOF: the batch ends, the next read sees it
+    assert await receive_records(server, 256 * 1024) == b"end"
+    assert await receive_records(server, 256 * 1024) == b""
+
+
 async def test_many_concurrent_streams_get_their_own_answers():
     edge, connector = connection_pair()
     results = {}
@@ -181,6 +211,34 @@ async def test_body_that_arrived_before_a_reset_is_received_first():
             assert await stream.receive() == b"partial"
             with pytest.raises(StreamResetError):
                 await stream.receive()
+        nursery.cancel_scope.cancel()
+
+
+async def test_receive_joins_the_chunks_already_queued_up_to_a_bound():
+    chunks = [bytes([i]) * 50_000 for i in range(12)]  # 600,000 bytes, more than one RECEIVE_BATCH
+
+    async def download(stream):
+        await stream.send_response(ResponseHead(200))
+        for chunk in chunks:
+            await stream.send(chunk)
+        await stream.end()
+
+    edge, connector = connection_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(edge.serve)
+        nursery.start_soon(connector.serve, download)
+        async with await edge.open_stream(head(has_body=False)) as stream:
+            await stream.receive_response()
+            while not stream.remote_closed:
+                await trio.testing.wait_all_tasks_blocked()
+            pieces = []
+            while piece := await stream.receive():
+                pieces.append(piece)
+            assert b"".join(pieces) == b"".join(chunks)
+            assert [len(piece) for piece in pieces] == [250_000, 250_000, 100_000]  # ≤ RECEIVE_BATCH each
+            assert stream.bytes_received == 600_000
+        _, received = await exchange(edge, b"/again", b"")  # unbatched reads give the same bytes
+        assert received == b"".join(chunks)
         nursery.cancel_scope.cancel()
 
 
