@@ -27,7 +27,9 @@ from shared.edge_config import (
     DEFAULT_TUNNEL_LISTEN,
     EDGE_CONFIG_NAME,
     EdgeConfig,
+    check_port_ranges,
     load_edge_config,
+    parse_port_range,
     validate_ip,
     validate_zone,
     write_edge_config,
@@ -75,6 +77,8 @@ def init(
     acme_directory: str = typer.Option(None, help="ACME directory URL: get certificates from this CA (see docs/certificates.md)."),
     acme_email: str = typer.Option(None, help="Contact e-mail for the ACME account."),
     acme_ca_file: Path = typer.Option(None, help="PEM CA to trust for the ACME server's own TLS certificate."),
+    tcp_ports: str = typer.Option(None, "--tcp-ports", help="LO-HI: public TCP ports tunnels may reserve with `burrow tunnel route tcp` (none by default)."),
+    udp_ports: str = typer.Option(None, "--udp-ports", help="LO-HI: public UDP ports tunnels may reserve with `burrow tunnel route udp` (none by default)."),
 ) -> None:
     """Create the edge's config, registry and (with --dev-ca) certificates."""
     with reported_errors():
@@ -88,14 +92,20 @@ def init(
             dns_listen=parse_listen_or_off(dns_listen),
             home=home,
             **acme_settings(http_listen, acme_directory, acme_email, acme_ca_file, dev_ca),
+            tcp_ports=parse_port_range(tcp_ports) if tcp_ports is not None else None,
+            udp_ports=parse_port_range(udp_ports) if udp_ports is not None else None,
         )
         server.check_dns_off(cfg)
+        check_port_ranges(cfg)
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
         if dev_ca:
             create_dev_ca(home, cfg.zones, cfg.public_ips)
         Registry.open(cfg.registry_path).close()
         write_edge_config(cfg)
         typer.echo(f"Initialized the edge for {', '.join(cfg.zones)} in {home}")
+        for kind, ports in (("TCP", cfg.tcp_ports), ("UDP", cfg.udp_ports)):
+            if ports is not None:
+                typer.echo(f"Public {kind} ports {ports} may be reserved by tunnels (`burrow tunnel route {kind.lower()}`)")
         if dev_ca:
             typer.echo(f"Dev CA certificate (give it to connectors and clients): {cfg.ca_path}")
         elif cfg.acme_directory:

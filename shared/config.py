@@ -16,13 +16,16 @@ TYPED_KEYS = (  # key, its type, what the error message says it should be
     ("ingress", list, "a list of rules"),
     ("originRequest", dict, "a mapping"),
     ("pools", dict, "a mapping of pool names to pools"),
+    ("tcp", list, "a list of {port, service} entries"),
+    ("udp", list, "a list of {port, service} entries"),
 )
 
 
 @dataclass(frozen=True)
 class ConnectorConfig:
-    """A connector's `config.yml`. `ingress` holds the raw rules and `pools` the raw pools (see
-    `connector.ingress`); `extra` holds every other top-level key, for the caller to use or warn about."""
+    """A connector's `config.yml`. `ingress` holds the raw rules, `pools` the raw pools, `tcp` and `udp`
+    the raw public-port routes (see `connector.ingress`); `extra` holds every other top-level key, for
+    the caller to use or warn about."""
 
     tunnel: str | None = None
     credentials_file: Path | None = None
@@ -30,6 +33,8 @@ class ConnectorConfig:
     origin_request: dict = field(default_factory=dict)
     ha_connections: int | None = None
     pools: dict | None = None
+    tcp: list | None = None
+    udp: list | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -46,7 +51,7 @@ def load_connector_config(path: Path) -> ConnectorConfig:
     if ha is not None and (not isinstance(ha, int) or isinstance(ha, bool) or not 1 <= ha <= MAX_HA_CONNECTIONS):
         line = line_of(data, "ha-connections")
         raise ConfigError(f"{where(str(path), line)}: ha-connections must be a whole number from 1 to {MAX_HA_CONNECTIONS}")
-    known = {"tunnel", "credentials-file", "ingress", "originRequest", "ha-connections", "pools"}
+    known = {"tunnel", "credentials-file", "ingress", "originRequest", "ha-connections", "pools", "tcp", "udp"}
     return ConnectorConfig(
         tunnel=tunnel,
         credentials_file=Path(credentials).expanduser() if credentials else None,
@@ -54,5 +59,7 @@ def load_connector_config(path: Path) -> ConnectorConfig:
         origin_request=origin_request or {},
         ha_connections=ha,
         pools=data.get("pools"),
+        tcp=data.get("tcp"),
+        udp=data.get("udp"),
         extra={key: value for key, value in data.items() if key not in known},
     )

@@ -18,6 +18,8 @@ PROTOCOL_VERSION = 2
 MAGIC = b"BURROW-TUNNEL/2\n"
 _MAGIC_NAME = b"BURROW-TUNNEL/"  # the part every protocol version shares
 MAX_REGISTRATION_BYTES = 16 * 1024
+FEATURE_PORTS = "ports"  # the connector serves `tcp` and `udp` streams (public ports)
+MAX_FEATURES = 32
 _LENGTH = struct.Struct("!I")
 
 
@@ -30,6 +32,7 @@ class Register:
     connector_id: str
     conn_index: int
     client_version: str
+    features: frozenset[str] = frozenset()  # what the connector serves beyond HTTP and upgrades
 
     def to_wire(self) -> bytes:
         return MAGIC + frame(
@@ -41,6 +44,7 @@ class Register:
                 "connector_id": self.connector_id,
                 "conn_index": self.conn_index,
                 "client_version": self.client_version,
+                "features": sorted(self.features),
             }
         )
 
@@ -108,6 +112,13 @@ class RegistrationReader:
         return message, bytes(self._buffer[end:])
 
 
+def _features(raw: object) -> frozenset[str]:
+    """The connector's feature names (absent from connectors older than the field: none)."""
+    if not isinstance(raw, list) or len(raw) > MAX_FEATURES or not all(isinstance(name, str) for name in raw):
+        raise ValueError(f"features must be a list of at most {MAX_FEATURES} names")
+    return frozenset(raw)
+
+
 def _wrong_magic(received: bytes) -> str:
     if received.startswith(_MAGIC_NAME) and received.endswith(b"\n"):
         version = received[len(_MAGIC_NAME) : -1].decode("ascii", "replace")
@@ -131,6 +142,7 @@ def _parse_registration(body: bytes) -> Register | Registered | Rejected:
                 connector_id=str(message["connector_id"]),
                 conn_index=int(message["conn_index"]),
                 client_version=str(message["client_version"]),
+                features=_features(message.get("features", [])),
             )
         if kind == "registered":
             return Registered(str(message["connection_id"]), str(message["edge_id"]))

@@ -108,6 +108,13 @@ class EdgeAPI:
             {"tunnel": tunnel, "hostname": hostname, "overwrite": overwrite},
         )
 
+    def route_port(self, tunnel: str, protocol: str, port: int) -> dict[str, Any]:
+        """Reserve public `protocol` (tcp, udp) `port` of the edge for `tunnel` (name or id)."""
+        return self._call("PUT", f"{_tunnel_path(tunnel)}/ports/{protocol}/{port}")
+
+    def remove_port(self, tunnel: str, protocol: str, port: int) -> dict[str, Any]:
+        return self._call("DELETE", f"{_tunnel_path(tunnel)}/ports/{protocol}/{port}")
+
     def remove_route(self, hostname: str) -> dict[str, Any]:
         return self._call("DELETE", "/routes/dns/" + quote(hostname, safe=""))
 

@@ -44,7 +44,9 @@ async def open_tunnel_connection(
             await tls.do_handshake()
         if tls.selected_alpn_protocol() != TUNNEL_ALPN:
             raise ProtocolError(f"{where} is not a Burrow edge tunnel port (ALPN {tls.selected_alpn_protocol()!r})")
-        register = registration.Register(creds.tunnel_id, creds.tunnel_secret.value, connector_id, index, CLIENT_VERSION)
+        register = registration.Register(
+            creds.tunnel_id, creds.tunnel_secret.value, connector_id, index, CLIENT_VERSION, frozenset({registration.FEATURE_PORTS})
+        )
         with trio.fail_after(limits.registration_timeout):
             await tls.send_all(register.to_wire())
             answer, rest = await _read_answer(tls, limits.read_size)

@@ -86,7 +86,7 @@ class TunnelListener:
                 stream, protocol.TunnelSession("edge"), initial_data=rest,
                 ping_interval=self.limits.ping_interval, ping_timeout=self.limits.ping_timeout,
             )
-            self.router.add(tunnel_id, connection, record)
+            self.router.add(tunnel_id, connection, record, register.features)
             self.on_registration("accepted")
         except (trio.BrokenResourceError, BurrowError) as exc:
             log.info("session.refused peer=%s error=%s", peer, exc)

@@ -212,7 +212,7 @@ def frame(kind, stream_id, payload=b"", flags=0):
         ("connector", frame(framing.DATA, 1, b"x", flags=0x2), "flags"),
         ("connector", frame(framing.DATA, 1, b"x"), "never opened"),
         ("connector", frame(framing.REQUEST, 2, framing.pack_request(b"GET", b"https", b"h", b"/", b"http", ())), "out of order"),
-        ("connector", frame(framing.REQUEST, 1, framing.pack_request(b"GET", b"https", b"h", b"/", b"tcp", ())), "kind"),
+        ("connector", frame(framing.REQUEST, 1, framing.pack_request(b"GET", b"https", b"h", b"/", b"sctp", ())), "kind"),
         ("connector", frame(framing.RESPONSE, 1, framing.pack_response(200, ())), "the edge sent a RESPONSE"),
         ("edge", frame(framing.REQUEST, 1, framing.pack_request(b"GET", b"https", b"h", b"/", b"http", ())), "the connector opened"),
         ("edge", frame(framing.RESPONSE, 1, framing.pack_response(200, ())), "never opened"),
