@@ -19,6 +19,7 @@ from edge.tunnels.ratelimit import DEFAULT_BURST, DEFAULT_RATE
 from edge.visitors.connections import DEFAULT_MAX_CONNECTIONS_PER_IP
 from edge.visitors.http1 import Http1Limits
 from edge.visitors.https import FrontendOptions
+from edge.visitors.udp_port import FlowLimits
 from shared import logs
 from shared.commands import examples, package_version, reported_errors
 from shared.edge_config import (
@@ -138,6 +139,7 @@ def serve(
     max_connections_per_ip: int = typer.Option(DEFAULT_MAX_CONNECTIONS_PER_IP, min=1, help="Concurrent visitor connections one client IP may hold."),
     hsts_max_age: str = typer.Option(None, help="Send Strict-Transport-Security with this max-age (seconds or a duration, e.g. 8760h) on every response."),
     max_streams_per_tunnel: int = typer.Option(DEFAULT_MAX_STREAMS_PER_TUNNEL, min=1, help="Concurrent requests one tunnel may carry (all its sessions); more get 503 with Retry-After."),
+    udp_idle_timeout: str = typer.Option("60s", help="End a public UDP port's flow (one visitor address and port) after this long without a datagram either way."),
     user: str = typer.Option(None, "--user", help="Start as root, bind every port, then run as this user (default: user in edge.yml; see docs/security.md)."),
 ) -> None:
     """Run the edge until SIGINT or SIGTERM; then drain: refuse new connections, tell connectors,
@@ -150,6 +152,7 @@ def serve(
             "heartbeat_timeout": _positive_duration("--heartbeat-timeout", heartbeat_timeout),
             "registration_burst": registration_burst,
             "max_streams_per_tunnel": max_streams_per_tunnel,
+            "flow_limits": FlowLimits(idle_timeout=_positive_duration("--udp-idle-timeout", udp_idle_timeout)),
             "registration_rate": _positive_rate("--registration-rate", registration_rate),
             "http1_limits": Http1Limits(
                 request_head_timeout=_positive_duration("--header-timeout", header_timeout),

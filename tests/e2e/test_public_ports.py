@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import free_port, start_edge, wait_until
+from tests.e2e.conftest import BIN, free_port, start_edge, wait_until
 from tests.e2e.test_tcp_access import SSHD, start_sshd
 from tests.e2e.tunnels import ThreadingTcpServer, start_tcp_echo
 
@@ -108,7 +108,7 @@ def dig(port: int, name: str) -> str:
 @pytest.fixture(scope="module")
 def ports(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ports")
-    edge = start_edge(tmp, init_args=("--tcp-ports", RANGE, "--udp-ports", RANGE))
+    edge = start_edge(tmp, init_args=("--tcp-ports", RANGE, "--udp-ports", RANGE), serve_args=("--udp-idle-timeout", "2s"))
     servers = [start_tcp_echo(), start_server(ReportHandler), start_server(FirstLineHandler)]
     echo, report, first_line = (server.server_address[1] for server in servers)
     udp_echo = start_udp_echo()
@@ -298,3 +298,37 @@ def test_10000_datagrams_over_50_flows_loss_counted(ports):
     print(f"\n{sum(echoed)} of {DATAGRAMS} datagrams echoed over {FLOWS} flows in {seconds:.1f}s, lost {sum(lost)}")
     assert sum(echoed) + sum(lost) == DATAGRAMS
     assert sum(lost) == 0
+
+
+def test_an_idle_flow_ends_and_the_next_datagram_starts_a_new_one(ports):
+    edge = ports["edge"]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(10)
+        sock.bind(("127.0.0.3", 0))  # a visitor address no other test uses: its flow's log line is its own
+        sock.connect(("127.0.0.1", UDP_ECHO))
+        for attempt in (1, 2):
+            sock.send(b"hello %d" % attempt)
+            assert sock.recv(100) == b"hello %d" % attempt
+            pattern = rf"port\.flow protocol=udp port={UDP_ECHO} peer=127\.0\.0\.3 datagrams_in=1 datagrams_out=1"
+            edge.proc.wait_for_log(pattern, count=attempt, timeout=10)  # --udp-idle-timeout 2s
+
+
+def test_ingress_validate_names_each_bad_port_entry(tmp_path):
+    config = tmp_path / "config.yml"
+    config.write_text(
+        "tcp:\n  - port: 70000\n    service: tcp://127.0.0.1:22\n  - port: 2222\n    service: http://127.0.0.1:80\n"
+        "  - port: 2223\n    service: tcp://127.0.0.1:22\n    originRequest: {proxyProtocol: v3}\n"
+        "udp:\n  - port: 53\n    service: udp://127.0.0.1\n    extra: 1\n"
+        "ingress:\n  - service: http_status:404\n"
+    )
+    command = [BIN / "burrow", "tunnel", "ingress", "validate", "--config", config]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        f"error: {config} line 2: tcp[1].port: must be a port number 1-65535 (of the edge's range), not 70000",
+        f"error: {config} line 5: tcp[2].service: 'http://127.0.0.1:80' is not a TCP origin: use tcp://HOST:PORT",
+        f"error: {config} line 8: tcp[3].originRequest.proxyProtocol: must be v1 or v2, not 'v3'",
+        f"error: {config} line 12: udp[1].extra: unknown key (known: port, service)",
+        f"error: {config} line 11: udp[1].service: 'udp://127.0.0.1' is not a UDP origin: use udp://HOST:PORT",
+    ]
