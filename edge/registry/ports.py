@@ -24,7 +24,7 @@ def check_port(protocol: str, port: object, ports: PortRange | None) -> int:
     kind = protocol.upper()
     if ports is None:
         raise ConfigError(
-            f"this edge has no public {kind} ports (the operator enables them with `burrow-edge init --{protocol}-ports LO-HI`)"
+            f"this edge has no public {kind} ports (the operator enables them with burrow-edge init --{protocol}-ports LO-HI)"
         )
     if isinstance(port, bool) or not isinstance(port, int) or port not in ports:
         raise ConfigError(f"port {port} is outside this edge's public {kind} ports {ports}")
