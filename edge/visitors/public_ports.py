@@ -109,34 +109,44 @@ class PublicPorts:
                     del self.udp[port]
 
     async def _tcp_connection(self, port: int, visitor: trio.SocketStream) -> None:
-        peer = visitor.socket.getpeername()[:2]
-        started = time.monotonic()
+        """One visitor connection; whatever goes wrong ends this connection only."""
         async with visitor:
-            tunnel_id = self.routes.get(("tcp", port))
-            if tunnel_id is None:
+            try:
+                peer = visitor.socket.getpeername()[:2]
+            except OSError:  # gone already (reset before we looked)
                 return
             try:
-                connection = self.router.pick(tunnel_id, feature=FEATURE_PORTS)
-                stream = await connection.open_stream(port_head("tcp", port, peer), KIND_TCP)
-            except BurrowError as exc:
-                log.info("port.refused protocol=tcp port=%d peer=%s error=%s", port, peer[0], exc)
+                await self._carry_tcp(port, visitor, peer)
+            except Exception:
+                log.exception("port.crashed protocol=tcp port=%d peer=%s", port, peer[0])
+
+    async def _carry_tcp(self, port: int, visitor: trio.SocketStream, peer: tuple[str, int]) -> None:
+        tunnel_id = self.routes.get(("tcp", port))
+        if tunnel_id is None:
+            return
+        started = time.monotonic()
+        try:
+            connection = self.router.pick(tunnel_id, feature=FEATURE_PORTS)
+            stream = await connection.open_stream(port_head("tcp", port, peer), KIND_TCP)
+        except BurrowError as exc:
+            log.info("port.refused protocol=tcp port=%d peer=%s error=%s", port, peer[0], exc)
+            return
+        async with stream:
+            try:
+                with trio.fail_after(ANSWER_TIMEOUT):
+                    response = await stream.receive_response()
+                    if response.status != 200:
+                        reason = await _reason(stream)
+                        log.info("port.refused protocol=tcp port=%d peer=%s status=%d error=%s", port, peer[0], response.status, reason)
+                        return
+                await relay(visitor, stream)
+            except (BurrowError, trio.TooSlowError, trio.BrokenResourceError) as exc:
+                log.info("port.failed protocol=tcp port=%d peer=%s error=%s", port, peer[0], exc or type(exc).__name__)
                 return
-            async with stream:
-                try:
-                    with trio.fail_after(ANSWER_TIMEOUT):
-                        response = await stream.receive_response()
-                        if response.status != 200:
-                            reason = await _reason(stream)
-                            log.info("port.refused protocol=tcp port=%d peer=%s status=%d error=%s", port, peer[0], response.status, reason)
-                            return
-                    await relay(visitor, stream)
-                except (BurrowError, trio.TooSlowError, trio.BrokenResourceError) as exc:
-                    log.info("port.failed protocol=tcp port=%d peer=%s error=%s", port, peer[0], exc or type(exc).__name__)
-                    return
-            log.info(
-                "port.connection protocol=tcp port=%d peer=%s bytes_in=%d bytes_out=%d duration_ms=%.1f",
-                port, peer[0], stream.bytes_sent, stream.bytes_received, (time.monotonic() - started) * 1000,
-            )
+        log.info(
+            "port.connection protocol=tcp port=%d peer=%s bytes_in=%d bytes_out=%d duration_ms=%.1f",
+            port, peer[0], stream.bytes_sent, stream.bytes_received, (time.monotonic() - started) * 1000,
+        )
 
 
 async def _reason(stream) -> str:

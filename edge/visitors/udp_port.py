@@ -75,6 +75,7 @@ class UdpPort:
                         self.dropped += 1
 
     async def _flow(self, sock, address: Address, source: pktinfo.Ancillary, queued: trio.MemoryReceiveChannel) -> None:
+        """One flow; whatever goes wrong ends this flow only."""
         peer = address[0]
         try:
             with queued:
@@ -85,6 +86,8 @@ class UdpPort:
                             self.dropped += 1
                     return
                 log.info("port.flow protocol=udp port=%d peer=%s datagrams_in=%d datagrams_out=%d", self.port, peer, *counts)
+        except Exception:
+            log.exception("port.crashed protocol=udp port=%d peer=%s", self.port, peer)
         finally:
             self.flows.pop(address, None)
 
