@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 UDP_IDLE_TIMEOUT = 300.0  # a flow the edge forgot to end (its own idle timeout is shorter) is closed after this
 UDP_RESOLVE_TIMEOUT = 10.0
+RECEIVE_BATCH = 64  # the origin's datagrams written to the stream at once
 
 
 async def serve_port(stream: TunnelStream, tcp: Mapping[int, PortRoute], udp: Mapping[int, PortRoute]) -> None:
@@ -66,8 +67,9 @@ async def _udp(stream: TunnelStream, route: PortRoute) -> None:
     service = route.service
     with trio.fail_after(UDP_RESOLVE_TIMEOUT):
         family, _, _, _, address = (await trio.socket.getaddrinfo(service.host, service.port, type=socket.SOCK_DGRAM))[0]
-    with trio.socket.socket(family, socket.SOCK_DGRAM) as sock:
-        await sock.connect(address)
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.setblocking(False)
+        sock.connect(address)  # a numeric address: no wait
         await stream.send_response(ResponseHead(200))
         with trio.move_on_after(UDP_IDLE_TIMEOUT) as idle:
 
@@ -76,20 +78,18 @@ async def _udp(stream: TunnelStream, route: PortRoute) -> None:
                 while chunk := await stream.receive():
                     idle.deadline = trio.current_time() + UDP_IDLE_TIMEOUT
                     for datagram in reader.feed(chunk):
-                        try:
-                            await sock.send(datagram)
-                        except OSError:  # e.g. ECONNREFUSED left by an earlier datagram: UDP drops it
+                        try:  # never waits: what the socket cannot take now is dropped, as a full network would
+                            sock.send(datagram)
+                        except OSError:  # also ECONNREFUSED left by an earlier datagram
                             pass
                 nursery.cancel_scope.cancel()
 
             async def from_origin() -> None:
                 while True:
-                    try:
-                        datagram = await sock.recv(datagrams.MAX_DATAGRAM)
-                    except OSError:  # ICMP port unreachable: nothing listens (yet); keep the flow
-                        continue
-                    idle.deadline = trio.current_time() + UDP_IDLE_TIMEOUT
-                    await stream.send(datagrams.pack(datagram))
+                    await trio.lowlevel.wait_readable(sock)
+                    if batch := _received(sock):
+                        idle.deadline = trio.current_time() + UDP_IDLE_TIMEOUT
+                        await stream.send(b"".join(batch))
 
             with single_errors():
                 async with trio.open_nursery() as nursery:
@@ -97,6 +97,19 @@ async def _udp(stream: TunnelStream, route: PortRoute) -> None:
                     nursery.start_soon(from_origin)
         if not stream.local_closed:
             await stream.end()
+
+
+def _received(sock: socket.socket) -> list[bytes]:
+    """Up to RECEIVE_BATCH datagrams already received, each framed for the stream."""
+    batch: list[bytes] = []
+    while len(batch) < RECEIVE_BATCH:
+        try:
+            batch.append(datagrams.pack(sock.recv(datagrams.MAX_DATAGRAM)))
+        except (BlockingIOError, InterruptedError):
+            break
+        except OSError:  # ICMP port unreachable: nothing listens (yet); the flow stays
+            continue
+    return batch
 
 
 def _visitor(head: RequestHead) -> Address | None:
