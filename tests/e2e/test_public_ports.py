@@ -14,6 +14,7 @@ import socket
 import socketserver
 import ssl
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -31,10 +32,11 @@ DATAGRAMS = 10_000
 WINDOW = 8  # datagrams a flow keeps in flight
 DNSMASQ = shutil.which("dnsmasq") or ("/usr/sbin/dnsmasq" if os.path.exists("/usr/sbin/dnsmasq") else None)
 DNS_NAME, DNS_ADDRESS = "db.ports.test", "198.18.0.7"
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 # Ports of the edge's public ranges, below Linux's ephemeral range so no client socket holds them.
 BASE = random.Random(os.getpid()).randrange(20000, 32000, 16)
-ECHO, SSH, HALF, PROXIED, LATER, UNCONFIGURED = (BASE + i for i in range(6))
+ECHO, SSH, HALF, PROXIED, LATER, UNCONFIGURED, POSTGRES = (BASE + i for i in range(7))
 DNS, UDP_ECHO = BASE, BASE + 1
 RANGE = f"{BASE}-{BASE + 15}"
 
@@ -97,6 +99,31 @@ def start_dnsmasq(tmp: Path) -> tuple[subprocess.Popen, int]:
     return proc, port
 
 
+def start_postgres() -> tuple[subprocess.Popen, int, Path]:
+    """A throwaway PostgreSQL on 127.0.0.1 (trust authentication, user burrow), run as the postgres user under root."""
+    data = Path(tempfile.mkdtemp(prefix="burrow-ports-pg-"))
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if as_postgres:
+        shutil.chown(data, "postgres")
+    subprocess.run([*as_postgres, PG_BIN / "initdb", "-D", data / "db", "-A", "trust", "-U", "burrow", "--no-sync"],
+                   check=True, capture_output=True, timeout=120)
+    port = free_port()
+    proc = subprocess.Popen(
+        [*as_postgres, PG_BIN / "postgres", "-D", data / "db", "-p", str(port), "-k", data, "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
+        stdout=subprocess.DEVNULL, stderr=open(data / "postgres.log", "wb"),
+    )
+    wait_until(lambda: psql(port, "SELECT 1") == "1", 30, "PostgreSQL to accept connections")
+    return proc, port, data
+
+
+def psql(port: int, query: str) -> str:
+    result = subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "burrow", "-d", "postgres", "-tAc", query],
+        capture_output=True, text=True, timeout=30,
+    )
+    return result.stdout.strip() if result.returncode == 0 else ""
+
+
 def dig(port: int, name: str) -> str:
     result = subprocess.run(
         ["dig", "@127.0.0.1", "-p", str(port), name, "A", "+short", "+tries=1", "+time=2"],
@@ -114,13 +141,15 @@ def ports(tmp_path_factory):
     udp_echo = start_udp_echo()
     sshd = start_sshd(tmp_path_factory.mktemp("sshd")) if SSHD and shutil.which("ssh") else None
     dnsmasq = start_dnsmasq(tmp) if DNSMASQ and shutil.which("dig") else None
+    postgres = start_postgres() if (PG_BIN / "postgres").exists() and shutil.which("psql") else None
     env = edge.login("porter")
     edge.cli("burrow", "tunnel", "create", "ports-tunnel", env=env)
-    for port in (ECHO, SSH, HALF, PROXIED, UNCONFIGURED):
+    for port in (ECHO, SSH, HALF, PROXIED, UNCONFIGURED, POSTGRES):
         edge.cli("burrow", "tunnel", "route", "tcp", "ports-tunnel", port, env=env)
     for port in (DNS, UDP_ECHO):
         edge.cli("burrow", "tunnel", "route", "udp", "ports-tunnel", port, env=env)
     tcp = [(ECHO, echo), (HALF, report), (LATER, echo), (SSH, sshd["port"] if sshd else free_port())]
+    tcp += [(POSTGRES, postgres[1])] if postgres else []
     config = Path(env["BURROW_HOME"]) / "config.yml"
     config.write_text(
         "tunnel: ports-tunnel\ntcp:\n"
@@ -133,7 +162,7 @@ def ports(tmp_path_factory):
     assert edge.cli("burrow", "tunnel", "ingress", "validate", "--config", config, env=env).stdout.strip() == "OK"
     connector = edge.start(["burrow", "tunnel", "run", "--config", config, "ports-tunnel"], "connector", env)
     connector.wait_for_log(r"tunnel\.registered index=", count=4)
-    yield {"edge": edge, "env": env, "sshd": sshd, "connector": connector}
+    yield {"edge": edge, "env": env, "sshd": sshd, "connector": connector, "config": config, "echo": echo}
     for proc in reversed(edge.procs):
         proc.stop()
     for server in servers:
@@ -142,9 +171,11 @@ def ports(tmp_path_factory):
     for proc in [sshd["proc"]] if sshd else []:
         proc.terminate()
         proc.wait()
-    if dnsmasq:
-        dnsmasq[0].terminate()
-        dnsmasq[0].wait()
+    for proc in [process for process, *_ in (dnsmasq, postgres) if process]:
+        proc.terminate()
+        proc.wait()
+    if postgres:
+        shutil.rmtree(postgres[2], ignore_errors=True)
 
 
 def connect(port: int) -> socket.socket:
@@ -208,6 +239,14 @@ def test_real_ssh_through_a_public_tcp_port(ports):
     assert result.stdout.split()[-2] == hashlib.sha256(bytes(1000000)).hexdigest()
 
 
+@pytest.mark.skipif(not (PG_BIN / "postgres").exists() or not shutil.which("psql"), reason="PostgreSQL 15 is not installed: make system-deps")
+def test_real_psql_through_a_public_tcp_port(ports):
+    assert psql(POSTGRES, "SELECT 41 + 1") == "42"
+    rows = psql(POSTGRES, "SELECT count(*), md5(string_agg(i::text, ',')) FROM generate_series(1, 200000) AS i")
+    expected = hashlib.md5(",".join(map(str, range(1, 200001))).encode()).hexdigest()
+    assert rows == f"200000|{expected}"
+
+
 def refused(port: int) -> bool:
     try:
         connect(port).close()
@@ -252,10 +291,17 @@ def test_a_port_outside_the_range_or_of_another_account_is_refused(ports):
         assert sock.recv(4) == b"mine"
 
 
-def test_a_port_the_connector_does_not_configure_is_closed_with_a_clear_log(ports):
+def test_a_port_the_connector_does_not_configure_is_closed_until_config_yml_names_it(ports):
     with connect(UNCONFIGURED) as sock:
         assert sock.recv(1) == b""
-    ports["connector"].wait_for_log(rf"port\.unconfigured protocol=tcp port={UNCONFIGURED}")
+    connector, config = ports["connector"], ports["config"]
+    connector.wait_for_log(rf"port\.unconfigured protocol=tcp port={UNCONFIGURED}")
+    text = config.read_text()
+    config.write_text(text.replace("tcp:\n", f"tcp:\n  - port: {UNCONFIGURED}\n    service: tcp://127.0.0.1:{ports['echo']}\n", 1))
+    connector.wait_for_log(r"config\.reloaded why=file changed")  # polled every second
+    with connect(UNCONFIGURED) as sock:
+        sock.sendall(b"reloaded")
+        assert sock.recv(8) == b"reloaded"
 
 
 @pytest.mark.skipif(not DNSMASQ or not shutil.which("dig"), reason="dnsmasq and dig are not installed: make system-deps")
