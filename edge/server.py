@@ -220,6 +220,7 @@ async def serve(
             return {"zone": cfg.zone, "zones": list(cfg.zones), "tunnel_endpoint": tunnel_endpoint, **ports}
 
         public_ports = PublicPorts(registry, router, cfg.https_listen[0], cfg.tcp_ports, cfg.udp_ports, flow_limits)
+        metrics.watch_ports(public_ports.stats)
 
         async def refresh() -> None:
             await refresh_all(refresher, gate)

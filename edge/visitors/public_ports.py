@@ -48,10 +48,16 @@ class PublicPorts:
         self.flow_limits = flow_limits
         self.routes: dict[Key, str] = {}  # (protocol, port) → tunnel id, read per connection / flow
         self.udp: dict[int, UdpPort] = {}
+        self.tcp: dict[int, list[int]] = {}  # port → [connections open, connections accepted] while it listens
         self._open: dict[Key, trio.CancelScope] = {}
         self._failed: set[Key] = set()  # reported once until the port opens
         self._lock = trio.Lock()
         self._nursery: trio.Nursery | None = None
+
+    def stats(self) -> list[tuple[str, int, int, int, int]]:
+        """(protocol, port, open now, opened, datagrams dropped) per listening port, for /metrics."""
+        tcp = [("tcp", port, now, total, 0) for port, (now, total) in self.tcp.items()]
+        return tcp + [("udp", port, len(udp.flows), udp.started, udp.dropped) for port, udp in self.udp.items()]
 
     @property
     def enabled(self) -> bool:
@@ -94,9 +100,14 @@ class PublicPorts:
     async def _serve_tcp(self, port: int, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         with trio.CancelScope() as scope:
             listeners = await trio.open_tcp_listeners(port, host=self.host or None, backlog=TCP_BACKLOG)
+            counts = self.tcp[port] = [0, 0]
             task_status.started(scope)
-            async with trio.open_nursery() as connections:  # cancelled with the port
-                await trio.serve_listeners(partial(self._tcp_connection, port), listeners, handler_nursery=connections)
+            try:
+                async with trio.open_nursery() as connections:  # cancelled with the port
+                    await trio.serve_listeners(partial(self._tcp_connection, port, counts), listeners, handler_nursery=connections)
+            finally:
+                if self.tcp.get(port) is counts:
+                    del self.tcp[port]
 
     async def _serve_udp(self, port: int, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         udp = UdpPort(port, lambda: self.routes.get(("udp", port)), self.router, self.flow_limits)
@@ -108,17 +119,20 @@ class PublicPorts:
                 if self.udp.get(port) is udp:
                     del self.udp[port]
 
-    async def _tcp_connection(self, port: int, visitor: trio.SocketStream) -> None:
+    async def _tcp_connection(self, port: int, counts: list[int], visitor: trio.SocketStream) -> None:
         """One visitor connection; whatever goes wrong ends this connection only."""
+        counts[0] += 1
+        counts[1] += 1
         async with visitor:
             try:
                 peer = visitor.socket.getpeername()[:2]
-            except OSError:  # gone already (reset before we looked)
-                return
-            try:
                 await self._carry_tcp(port, visitor, peer)
+            except OSError:  # gone already (reset before we looked)
+                pass
             except Exception:
-                log.exception("port.crashed protocol=tcp port=%d peer=%s", port, peer[0])
+                log.exception("port.crashed protocol=tcp port=%d", port)
+            finally:
+                counts[0] -= 1
 
     async def _carry_tcp(self, port: int, visitor: trio.SocketStream, peer: tuple[str, int]) -> None:
         tunnel_id = self.routes.get(("tcp", port))

@@ -53,6 +53,7 @@ class UdpPort:
         self.limits = limits
         self.flows: dict[Address, trio.MemorySendChannel] = {}
         self.dropped = 0  # datagrams dropped on this port (full queue, too many flows, no connector)
+        self.started = 0  # flows started
 
     async def serve(self, host: str, scope: trio.CancelScope, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         sock = await _bind(host, self.port)
@@ -83,6 +84,7 @@ class UdpPort:
                     continue
                 flow, queued = trio.open_memory_channel(self.limits.queue)
                 self.flows[address] = flow
+                self.started += 1
                 nursery.start_soon(self._flow, sock, address, pktinfo.reply_source(ancillary), queued)
             try:
                 flow.send_nowait(data)

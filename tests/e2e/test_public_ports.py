@@ -135,7 +135,9 @@ def dig(port: int, name: str) -> str:
 @pytest.fixture(scope="module")
 def ports(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ports")
-    edge = start_edge(tmp, init_args=("--tcp-ports", RANGE, "--udp-ports", RANGE), serve_args=("--udp-idle-timeout", "2s"))
+    metrics = free_port()
+    serve_args = ("--udp-idle-timeout", "2s", "--metrics", f"127.0.0.1:{metrics}")
+    edge = start_edge(tmp, init_args=("--tcp-ports", RANGE, "--udp-ports", RANGE), serve_args=serve_args)
     servers = [start_tcp_echo(), start_server(ReportHandler), start_server(FirstLineHandler)]
     echo, report, first_line = (server.server_address[1] for server in servers)
     udp_echo = start_udp_echo()
@@ -162,7 +164,7 @@ def ports(tmp_path_factory):
     assert edge.cli("burrow", "tunnel", "ingress", "validate", "--config", config, env=env).stdout.strip() == "OK"
     connector = edge.start(["burrow", "tunnel", "run", "--config", config, "ports-tunnel"], "connector", env)
     connector.wait_for_log(r"tunnel\.registered index=", count=4)
-    yield {"edge": edge, "env": env, "sshd": sshd, "connector": connector, "config": config, "echo": echo}
+    yield {"edge": edge, "env": env, "sshd": sshd, "connector": connector, "config": config, "echo": echo, "metrics": metrics}
     for proc in reversed(edge.procs):
         proc.stop()
     for server in servers:
@@ -378,3 +380,19 @@ def test_ingress_validate_names_each_bad_port_entry(tmp_path):
         f"error: {config} line 12: udp[1].extra: unknown key (known: port, service)",
         f"error: {config} line 11: udp[1].service: 'udp://127.0.0.1' is not a UDP origin: use udp://HOST:PORT",
     ]
+
+
+def test_metrics_count_each_ports_connections_flows_and_drops(ports):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.settimeout(10)
+        udp.sendto(b"counted", ("127.0.0.1", UDP_ECHO))
+        assert udp.recv(100) == b"counted"
+    with connect(ECHO) as sock:
+        sock.sendall(b"x")
+        assert sock.recv(1) == b"x"
+        text = httpx.get(f"http://127.0.0.1:{ports['metrics']}/metrics", timeout=10).text
+    samples = dict(line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("burrow_edge_port_"))
+    assert float(samples[f'burrow_edge_port_open{{port="{ECHO}",protocol="tcp"}}']) == 1
+    assert float(samples[f'burrow_edge_port_connections_total{{port="{ECHO}",protocol="tcp"}}']) >= 1
+    assert float(samples[f'burrow_edge_port_connections_total{{port="{UDP_ECHO}",protocol="udp"}}']) >= 1
+    assert float(samples[f'burrow_edge_port_datagrams_dropped_total{{port="{UDP_ECHO}"}}']) == 0
