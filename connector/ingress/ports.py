@@ -93,7 +93,7 @@ def _entry(
 
 def _tcp_service(text: Any) -> TcpService:
     service = parse_service(text)
-    if not isinstance(service, TcpService) or service.scheme != "tcp" or f":{service.port}" not in str(text):
+    if not isinstance(service, TcpService) or service.scheme != "tcp" or urlsplit(text).port is None:
         raise RuleError("service", f"{text!r} is not a TCP origin: use tcp://HOST:PORT")
     return service
 
