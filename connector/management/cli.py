@@ -148,7 +148,7 @@ def route_dns(
         typer.echo(f"Added CNAME {record['hostname']} → {record['target']} (tunnel {record['tunnel_id']})")
 
 
-PORT_ARGS = typer.Argument(..., metavar="[delete] NAME PORT", help="Tunnel name or UUID and a port of the edge's range; `delete` first releases it.")
+PORT_ARGS = typer.Argument(..., metavar="[delete] NAME PORT", help="Tunnel name or UUID and a port of the edge's range; with `delete` before them, release that port.")
 
 
 def _route_port(protocol: str, args: list[str]) -> None:
