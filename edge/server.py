@@ -268,6 +268,7 @@ async def serve(
             if shutdown is not None:
                 await shutdown.wait()
                 accepting.cancel()
+                public_ports.stop_accepting()
                 await drain([*https_listeners, *tunnel_listeners], router, in_flight, grace_period, frontend)
                 nursery.cancel_scope.cancel()
     finally:

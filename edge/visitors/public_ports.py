@@ -49,7 +49,9 @@ class PublicPorts:
         self.routes: dict[Key, str] = {}  # (protocol, port) → tunnel id, read per connection / flow
         self.udp: dict[int, UdpPort] = {}
         self.tcp: dict[int, list[int]] = {}  # port → [connections open, connections accepted] while it listens
-        self._open: dict[Key, trio.CancelScope] = {}
+        self._open: dict[Key, trio.CancelScope] = {}  # each listening port: cancelling it closes its connections too
+        self._accepting: dict[int, trio.CancelScope] = {}  # each TCP port's accept loop
+        self._stopped = False
         self._failed: set[Key] = set()  # reported once until the port opens
         self._lock = trio.Lock()
         self._nursery: trio.Nursery | None = None
@@ -73,10 +75,19 @@ class PublicPorts:
                 await trio.sleep(REFRESH_INTERVAL)
                 await self.sync()
 
+    def stop_accepting(self) -> None:
+        """The edge drains: new TCP connections are refused and new UDP flows dropped; those
+        open go on until they end or the edge stops."""
+        self._stopped = True
+        for scope in self._accepting.values():
+            scope.cancel()
+        for udp in self.udp.values():
+            udp.accepting = False
+
     async def sync(self) -> None:
         """Open a listener for each newly reserved port, close those of released ones (their
         connections and flows too). A port that cannot be bound is logged and tried again."""
-        if self._nursery is None or not self.enabled:
+        if self._nursery is None or not self.enabled or self._stopped:
             return
         routes = await trio.to_thread.run_sync(self.registry.port_routes)
         async with self._lock:
@@ -101,13 +112,17 @@ class PublicPorts:
         with trio.CancelScope() as scope:
             listeners = await trio.open_tcp_listeners(port, host=self.host or None, backlog=TCP_BACKLOG)
             counts = self.tcp[port] = [0, 0]
+            accepting = self._accepting[port] = trio.CancelScope()
             task_status.started(scope)
             try:
                 async with trio.open_nursery() as connections:  # cancelled with the port
-                    await trio.serve_listeners(partial(self._tcp_connection, port, counts), listeners, handler_nursery=connections)
+                    with accepting:  # cancelled alone by a drain: the listeners close, connections go on
+                        await trio.serve_listeners(partial(self._tcp_connection, port, counts), listeners, handler_nursery=connections)
             finally:
                 if self.tcp.get(port) is counts:
                     del self.tcp[port]
+                if self._accepting.get(port) is accepting:
+                    del self._accepting[port]
 
     async def _serve_udp(self, port: int, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         udp = UdpPort(port, lambda: self.routes.get(("udp", port)), self.router, self.flow_limits)

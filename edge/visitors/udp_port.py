@@ -54,6 +54,7 @@ class UdpPort:
         self.flows: dict[Address, trio.MemorySendChannel] = {}
         self.dropped = 0  # datagrams dropped on this port (full queue, too many flows, no connector)
         self.started = 0  # flows started
+        self.accepting = True  # False while the edge drains: flows open go on, new ones are dropped
 
     async def serve(self, host: str, scope: trio.CancelScope, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         sock = await _bind(host, self.port)
@@ -79,7 +80,7 @@ class UdpPort:
             handled += 1
             flow = self.flows.get(address)
             if flow is None:
-                if len(self.flows) >= self.limits.max_flows or len(data) > datagrams.MAX_DATAGRAM:
+                if not self.accepting or len(self.flows) >= self.limits.max_flows or len(data) > datagrams.MAX_DATAGRAM:
                     self.dropped += 1
                     continue
                 flow, queued = trio.open_memory_channel(self.limits.queue)
