@@ -315,6 +315,8 @@ def _load_config(path: Path | None) -> ConnectorConfig:
 
 
 def _ingress(cfg: ConnectorConfig, source: Path) -> Ingress:
-    if not cfg.ingress:
+    if not cfg.ingress and not (cfg.tcp or cfg.udp):
         log.warning("config.no_ingress every request will get 503")
-    return Ingress.from_rules(cfg.ingress or NO_RULES, cfg.origin_request, source=str(source), raw_pools=cfg.pools)
+    return Ingress.from_rules(
+        cfg.ingress or NO_RULES, cfg.origin_request, source=str(source), raw_pools=cfg.pools, raw_tcp=cfg.tcp, raw_udp=cfg.udp
+    )

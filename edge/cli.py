@@ -21,6 +21,7 @@ from edge.tunnels.ratelimit import DEFAULT_BURST, DEFAULT_RATE
 from edge.visitors.connections import DEFAULT_MAX_CONNECTIONS_PER_IP
 from edge.visitors.http1 import Http1Limits
 from edge.visitors.https import FrontendOptions
+from edge.visitors.udp_port import FlowLimits
 from shared import logs
 from shared.commands import examples, package_version, reported_errors
 from shared.edge_config import (
@@ -29,7 +30,9 @@ from shared.edge_config import (
     DEFAULT_TUNNEL_LISTEN,
     EDGE_CONFIG_NAME,
     EdgeConfig,
+    check_port_ranges,
     load_edge_config,
+    parse_port_range,
     validate_ip,
     validate_zone,
     write_edge_config,
@@ -77,6 +80,8 @@ def init(
     acme_directory: str = typer.Option(None, help="ACME directory URL: get certificates from this CA (see docs/certificates.md)."),
     acme_email: str = typer.Option(None, help="Contact e-mail for the ACME account."),
     acme_ca_file: Path = typer.Option(None, help="PEM CA to trust for the ACME server's own TLS certificate."),
+    tcp_ports: str = typer.Option(None, "--tcp-ports", help="LO-HI: public TCP ports tunnels may reserve with `burrow tunnel route tcp` (none by default)."),
+    udp_ports: str = typer.Option(None, "--udp-ports", help="LO-HI: public UDP ports tunnels may reserve with `burrow tunnel route udp` (none by default)."),
 ) -> None:
     """Create the edge's config, registry and (with --dev-ca) certificates."""
     with reported_errors():
@@ -90,14 +95,20 @@ def init(
             dns_listen=parse_listen_or_off(dns_listen),
             home=home,
             **acme_settings(http_listen, acme_directory, acme_email, acme_ca_file, dev_ca),
+            tcp_ports=parse_port_range(tcp_ports) if tcp_ports is not None else None,
+            udp_ports=parse_port_range(udp_ports) if udp_ports is not None else None,
         )
         server.check_dns_off(cfg)
+        check_port_ranges(cfg)
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
         if dev_ca:
             create_dev_ca(home, cfg.zones, cfg.public_ips)
         Registry.open(cfg.registry_path).close()
         write_edge_config(cfg)
         typer.echo(f"Initialized the edge for {', '.join(cfg.zones)} in {home}")
+        for kind, ports in (("TCP", cfg.tcp_ports), ("UDP", cfg.udp_ports)):
+            if ports is not None:
+                typer.echo(f"Public {kind} ports {ports} may be reserved by tunnels (`burrow tunnel route {kind.lower()}`)")
         if dev_ca:
             typer.echo(f"Dev CA certificate (give it to connectors and clients): {cfg.ca_path}")
         elif cfg.acme_directory:
@@ -130,6 +141,7 @@ def serve(
     max_connections_per_ip: int = typer.Option(DEFAULT_MAX_CONNECTIONS_PER_IP, min=1, help="Concurrent visitor connections one client IP may hold."),
     hsts_max_age: str = typer.Option(None, help="Send Strict-Transport-Security with this max-age (seconds or a duration, e.g. 8760h) on every response."),
     max_streams_per_tunnel: int = typer.Option(DEFAULT_MAX_STREAMS_PER_TUNNEL, min=1, help="Concurrent requests one tunnel may carry (all its sessions); more get 503 with Retry-After."),
+    udp_idle_timeout: str = typer.Option("60s", help="End a public UDP port's flow (one visitor address and port) after this long without a datagram either way."),
     user: str = typer.Option(None, "--user", help="Start as root, bind every port, then run as this user (default: user in edge.yml; see docs/security.md)."),
     quick_tunnels: bool = typer.Option(False, "--quick-tunnels", help="Let anyone who reaches the edge run `burrow tunnel --url` without an account (docs/quick-tunnels.md)."),
     quick_grace: str = typer.Option(f"{quick.DEFAULT_GRACE:g}s", help="A quick tunnel's name stops resolving and routing this long after its last session ended."),
@@ -147,6 +159,7 @@ def serve(
             "heartbeat_timeout": _positive_duration("--heartbeat-timeout", heartbeat_timeout),
             "registration_burst": registration_burst,
             "max_streams_per_tunnel": max_streams_per_tunnel,
+            "flow_limits": FlowLimits(idle_timeout=_positive_duration("--udp-idle-timeout", udp_idle_timeout)),
             "registration_rate": _positive_rate("--registration-rate", registration_rate),
             "http1_limits": Http1Limits(
                 request_head_timeout=_positive_duration("--header-timeout", header_timeout),

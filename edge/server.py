@@ -34,6 +34,8 @@ from edge.visitors.http1 import Http1Limits
 from edge.visitors.http2_guards import Http2Limits
 from edge.visitors.http_redirect import HttpRedirect
 from edge.visitors.https import ALPN, FrontendOptions, HttpsFrontend, harden
+from edge.visitors.public_ports import PublicPorts
+from edge.visitors.udp_port import FlowLimits
 from shared.aio import single_errors
 from shared.crypto import TUNNEL_ALPN
 from shared.edge_config import EdgeConfig
@@ -190,6 +192,7 @@ async def serve(
     frontend_options: FrontendOptions = FrontendOptions(),
     max_streams_per_tunnel: int = DEFAULT_MAX_STREAMS_PER_TUNNEL,
     quick_tunnels: QuickSettings | None = None,
+    flow_limits: FlowLimits = FlowLimits(),
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the edge until cancelled, or until `shutdown` is set: then drain for up to
@@ -216,18 +219,30 @@ async def serve(
         addresses = {"https": _bound(https_listeners), "tunnel": _bound(tunnel_listeners)}
         tunnel_endpoint = format_hostport((cfg.public_ip, addresses["tunnel"][1]))
 
+        port_ranges = {"tcp": cfg.tcp_ports, "udp": cfg.udp_ports}
+
         def edge_info() -> dict:
-            return {"zone": cfg.zone, "zones": list(cfg.zones), "tunnel_endpoint": tunnel_endpoint}
+            ports = {f"{kind}_ports": str(ports) for kind, ports in port_ranges.items() if ports is not None}
+            return {"zone": cfg.zone, "zones": list(cfg.zones), "tunnel_endpoint": tunnel_endpoint, **ports}
+
+        public_ports = PublicPorts(registry, router, cfg.https_listen[0], cfg.tcp_ports, cfg.udp_ports, flow_limits)
+        metrics.watch_ports(public_ports.stats)
 
         private = PrivateNetworks(registry, router, metrics)
         await private.refresh()
-        refresh = partial(refresh_all, refresher, gate, private)
+
+        async def refresh() -> None:
+            await refresh_all(refresher, gate, private)
+            await public_ports.sync()  # a port routed or released: its listener opens or closes before the API answers
+
         quick = QuickService(QuickTunnels(cfg.zone, quick_tunnels), router, tunnel_endpoint) if quick_tunnels else None
         if quick is not None:
             metrics.watch_quick_tunnels(partial(len, quick.tunnels))
         dashboard = create_dashboard(registry, lambda: list(cfg.zones), refresh, router, metrics.traffic, edge_id)
         extra_routes = [*quick_routes(quick), dashboard]
-        api = create_api(registry, edge_info, refresh, live=router, edge_id=edge_id, extra_routes=extra_routes)
+        api = create_api(
+            registry, edge_info, refresh, live=router, edge_id=edge_id, extra_routes=extra_routes, port_ranges=port_ranges
+        )
         proxy = Proxy(router, api, frozenset({*cfg.public_ips, *cfg.zones}), metrics, gate, private)
         in_flight = InFlight(proxy)
         http2_limits = Http2Limits(header_block_timeout=http1_limits.request_head_timeout)  # `--header-timeout`
@@ -258,6 +273,8 @@ async def serve(
                     addresses["http"] = await nursery.start(plain.serve, cfg.http_listen)
             if cfg.acme_directory is not None:
                 nursery.start_soon(AcmeManager(cfg, certs, challenges, quick_tunnels=quick is not None).run)
+            if public_ports.enabled:
+                await nursery.start(public_ports.run)
             listening = {name: format_hostport(addr) for name, addr in addresses.items()}
             write_private(cfg.home / LISTEN_FILE, json.dumps(listening))
             log.info("edge.listening https=%s tunnel=%s zone=%s edge=%s stale_connections_removed=%d", listening["https"], listening["tunnel"], ",".join(cfg.zones), edge_id, stale)
@@ -267,6 +284,7 @@ async def serve(
             if shutdown is not None:
                 await shutdown.wait()
                 accepting.cancel()
+                public_ports.stop_accepting()
                 await drain([*https_listeners, *tunnel_listeners], router, in_flight, grace_period, frontend)
                 nursery.cancel_scope.cancel()
     finally:

@@ -17,6 +17,8 @@ TYPED_KEYS = (  # key, its type, what the error message says it should be
     ("originRequest", dict, "a mapping"),
     ("pools", dict, "a mapping of pool names to pools"),
     ("proxy", str, "a proxy URL like http://HOST:PORT or socks5://HOST:PORT"),
+    ("tcp", list, "a list of {port, service} entries"),
+    ("udp", list, "a list of {port, service} entries"),
 )
 
 
@@ -31,8 +33,9 @@ class WarpRouting:
 
 @dataclass(frozen=True)
 class ConnectorConfig:
-    """A connector's `config.yml`. `ingress` holds the raw rules and `pools` the raw pools (see
-    `connector.ingress`); `extra` holds every other top-level key, for the caller to use or warn about."""
+    """A connector's `config.yml`. `ingress` holds the raw rules, `pools` the raw pools, `tcp` and `udp`
+    the raw public-port routes (see `connector.ingress`); `extra` holds every other top-level key, for
+    the caller to use or warn about."""
 
     tunnel: str | None = None
     credentials_file: Path | None = None
@@ -42,6 +45,8 @@ class ConnectorConfig:
     pools: dict | None = None
     warp_routing: WarpRouting = WarpRouting()
     proxy: str | None = None  # the connector's egress proxy URL (see connector.egress)
+    tcp: list | None = None
+    udp: list | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -58,7 +63,7 @@ def load_connector_config(path: Path) -> ConnectorConfig:
     if ha is not None and (not isinstance(ha, int) or isinstance(ha, bool) or not 1 <= ha <= MAX_HA_CONNECTIONS):
         line = line_of(data, "ha-connections")
         raise ConfigError(f"{where(str(path), line)}: ha-connections must be a whole number from 1 to {MAX_HA_CONNECTIONS}")
-    known = {"tunnel", "credentials-file", "ingress", "originRequest", "ha-connections", "pools", "warp-routing", "proxy"}
+    known = {"tunnel", "credentials-file", "ingress", "originRequest", "ha-connections", "pools", "warp-routing", "proxy", "tcp", "udp"}
     return ConnectorConfig(
         tunnel=tunnel,
         credentials_file=Path(credentials).expanduser() if credentials else None,
@@ -68,6 +73,8 @@ def load_connector_config(path: Path) -> ConnectorConfig:
         pools=data.get("pools"),
         warp_routing=_warp_routing(path, data),
         proxy=data.get("proxy"),
+        tcp=data.get("tcp"),
+        udp=data.get("udp"),
         extra={key: value for key, value in data.items() if key not in known},
     )
 

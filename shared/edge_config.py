@@ -23,6 +23,43 @@ EDGE_CONFIG_NAME = "edge.yml"
 
 
 @dataclass(frozen=True)
+class PortRange:
+    """Public ports `low`..`high` (both included) that tunnels may reserve."""
+
+    low: int
+    high: int
+
+    def __contains__(self, port: object) -> bool:
+        return isinstance(port, int) and self.low <= port <= self.high
+
+    def __str__(self) -> str:
+        return f"{self.low}-{self.high}"
+
+
+def parse_port_range(raw: Any) -> PortRange:
+    """`LO-HI` (or one port) → PortRange, or ConfigError."""
+    text = str(raw).strip()
+    match = re.fullmatch(r"([0-9]{1,5})(?:-([0-9]{1,5}))?", text)
+    if match is None:
+        raise ConfigError(f"invalid port range {raw!r}: expected LO-HI, e.g. 20000-20099")
+    low, high = int(match[1]), int(match[2] or match[1])
+    if not 1 <= low <= high <= 65535:
+        raise ConfigError(f"invalid port range {raw!r}: ports 1-65535, the first not above the last")
+    return PortRange(low, high)
+
+
+def check_port_ranges(cfg: EdgeConfig) -> None:
+    """The public port ranges must not hold the edge's own listeners: HTTPS, tunnels, HTTP and DNS
+    (TCP), DNS (UDP)."""
+    tcp = {"https-listen": cfg.https_listen, "tunnel-listen": cfg.tunnel_listen, "http-listen": cfg.http_listen}
+    own = (("tcp-ports", cfg.tcp_ports, {**tcp, "dns-listen": cfg.dns_listen}), ("udp-ports", cfg.udp_ports, {"dns-listen": cfg.dns_listen}))
+    for flag, ports, listeners in own:
+        for key, address in listeners.items():
+            if ports is not None and address is not None and address[1] in ports:
+                raise ConfigError(f"{flag} {ports} holds port {address[1]} of {key}")
+
+
+@dataclass(frozen=True)
 class EdgeConfig:
     """The edge's settings (`edge.yml` in its home). A host of "" means every address.
 
@@ -44,6 +81,8 @@ class EdgeConfig:
     acme_retry: float = 300.0  # seconds before the first retry of a failed issuance; doubles up to 6 h
     http_redirect_exempt: tuple[str, ...] = ()  # hostnames / *.wildcards proxied on http-listen, not redirected
     user: str | None = None  # `serve` binds as root, then runs as this user (`--user`)
+    tcp_ports: PortRange | None = None  # public TCP ports tunnels may reserve (`--tcp-ports LO-HI`); None: none
+    udp_ports: PortRange | None = None  # public UDP ports likewise (`--udp-ports LO-HI`)
 
     @property
     def zone(self) -> str:
@@ -165,7 +204,10 @@ def load_edge_config(home: Path) -> EdgeConfig:
     home = Path(home)
     path = home / EDGE_CONFIG_NAME
     data = load_yaml(path)
-    known = {"zone", "public-ip", "https-listen", "tunnel-listen", "dns-listen", "user", *ACME_KEYS, "http-redirect-exempt"}
+    known = {
+        "zone", "public-ip", "https-listen", "tunnel-listen", "dns-listen", "user", *ACME_KEYS, "http-redirect-exempt",
+        "tcp-ports", "udp-ports",
+    }
     for key in data:
         if key not in known:
             raise ConfigError(f"{where(str(path), line_of(data, key))}: unknown key {key!r}")
@@ -196,7 +238,13 @@ def load_edge_config(home: Path) -> EdgeConfig:
         acme_retry=value("acme-retry", _acme_retry, 300.0),
         http_redirect_exempt=value("http-redirect-exempt", validate_redirect_exempt, ()),
         user=value("user", _user_name, None),
+        tcp_ports=value("tcp-ports", parse_port_range, None),
+        udp_ports=value("udp-ports", parse_port_range, None),
     )
+    try:
+        check_port_ranges(cfg)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     if cfg.http_redirect_exempt:
         here = f"{where(str(path), line_of(data, 'http-redirect-exempt'))}: http-redirect-exempt"
         if cfg.http_listen is None:
@@ -223,6 +271,8 @@ def write_edge_config(cfg: EdgeConfig) -> None:
         "acme-challenges": dict(cfg.acme_challenges) or None,
         "http-redirect-exempt": list(cfg.http_redirect_exempt) or None,
         "user": cfg.user,
+        "tcp-ports": str(cfg.tcp_ports) if cfg.tcp_ports else None,
+        "udp-ports": str(cfg.udp_ports) if cfg.udp_ports else None,
     }
     data.update({key: value for key, value in optional.items() if value is not None})
     write_private(cfg.home / EDGE_CONFIG_NAME, yaml.safe_dump(data, sort_keys=False))

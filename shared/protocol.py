@@ -56,7 +56,10 @@ MAX_HEADER_LIST_SIZE = framing.MAX_HEADER_LIST_SIZE  # a head's payload
 KIND_HTTP = b"http"  # a request and its response
 KIND_UPGRADE = b"upgrade"  # a request whose 101 answer turns the stream into a byte pipe
 KIND_PRIVATE = b"private"  # a flow to a private-network address (`shared.private_flows`); a 200 answer starts its bytes
-STREAM_KINDS = frozenset({KIND_HTTP, KIND_UPGRADE, KIND_PRIVATE})
+KIND_TCP = b"tcp"  # a visitor's connection to a public TCP port: a 200 answer, then a byte pipe
+KIND_UDP = b"udp"  # one flow of a public UDP port: a 200 answer, then datagrams (`shared.datagrams`)
+STREAM_KINDS = frozenset({KIND_HTTP, KIND_UPGRADE, KIND_PRIVATE, KIND_TCP, KIND_UDP})
+PORT_KINDS = frozenset({KIND_TCP, KIND_UDP})  # sent only to connectors that registered FEATURE_PORTS
 
 # A PING with this payload announces a graceful drain: open no new streams.
 # (GOAWAY closes the session at once, so it is only sent once streams are done.)

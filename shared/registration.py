@@ -18,6 +18,9 @@ PROTOCOL_VERSION = 2
 MAGIC = b"BURROW-TUNNEL/2\n"
 _MAGIC_NAME = b"BURROW-TUNNEL/"  # the part every protocol version shares
 MAX_REGISTRATION_BYTES = 16 * 1024
+FEATURE_PORTS = "ports"  # the connector serves `tcp` and `udp` streams (public ports)
+WARP_ROUTING = "warp-routing"  # the edge's name for `warp_routing: true`: the connector serves `private` streams
+MAX_FEATURES = 32
 _LENGTH = struct.Struct("!I")
 
 
@@ -31,6 +34,7 @@ class Register:
     conn_index: int
     client_version: str
     warp_routing: bool = False  # config.yml `warp-routing.enabled`: the connector serves private-network flows
+    features: frozenset[str] = frozenset()  # what the connector serves beyond HTTP and upgrades
 
     def to_wire(self) -> bytes:
         return MAGIC + frame(
@@ -42,6 +46,7 @@ class Register:
                 "connector_id": self.connector_id,
                 "conn_index": self.conn_index,
                 "client_version": self.client_version,
+                "features": sorted(self.features),
             }
             | ({"warp_routing": True} if self.warp_routing else {})
         )
@@ -110,6 +115,13 @@ class RegistrationReader:
         return message, bytes(self._buffer[end:])
 
 
+def _features(raw: object) -> frozenset[str]:
+    """The connector's feature names (absent from connectors older than the field: none)."""
+    if not isinstance(raw, list) or len(raw) > MAX_FEATURES or not all(isinstance(name, str) for name in raw):
+        raise ValueError(f"features must be a list of at most {MAX_FEATURES} names")
+    return frozenset(raw)
+
+
 def _wrong_magic(received: bytes) -> str:
     if received.startswith(_MAGIC_NAME) and received.endswith(b"\n"):
         version = received[len(_MAGIC_NAME) : -1].decode("ascii", "replace")
@@ -134,6 +146,7 @@ def _parse_registration(body: bytes) -> Register | Registered | Rejected:
                 conn_index=int(message["conn_index"]),
                 client_version=str(message["client_version"]),
                 warp_routing=message.get("warp_routing") is True,
+                features=_features(message.get("features", [])),
             )
         if kind == "registered":
             return Registered(str(message["connection_id"]), str(message["edge_id"]))

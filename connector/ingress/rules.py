@@ -12,10 +12,11 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from urllib.parse import unquote
 
-from connector.ingress import origin_request, pools
+from connector.ingress import origin_request, pools, ports
 from connector.ingress.edits import Edits
 from connector.ingress.origin_request import OriginRequest
 from connector.ingress.pools import Pool
+from connector.ingress.ports import PortRoute
 from connector.ingress.services import PoolService, RuleError, Service, parse_service
 from shared.errors import ConfigError
 from shared.yaml_lines import line_of, type_name, where
@@ -135,6 +136,12 @@ class _Report:
             self.add(issue.line, None, f"pools.{issue.path}" if issue.path else "pools", issue.message)
         return found
 
+    def ports(self, protocol: str, raw: object, defaults: dict) -> dict[int, PortRoute]:
+        found, issues = ports.parse(protocol, raw, line_of(raw), defaults)
+        for issue in issues:
+            self.add(issue.line, None, f"{protocol}{issue.path}", issue.message, issue.warning, issue.file)
+        return found
+
 
 def _parse_rule(
     raw: object, index: int, count: int, defaults: dict, report: _Report, pool_names: frozenset[str]
@@ -184,12 +191,14 @@ def _parse_rule(
 class Ingress:
     """Validated ingress rules; the last one is the catch-all. `warnings` name keys that are ignored;
     `file_problems` files the rules name that cannot be read (see `require_files`); `pools` the
-    config's `pools:` by name."""
+    config's `pools:` by name; `tcp` and `udp` the public ports' routes by port."""
 
     rules: tuple[Rule, ...]
     warnings: tuple[str, ...] = ()
     file_problems: tuple[str, ...] = ()
     pools: Mapping[str, Pool] = field(default_factory=dict)
+    tcp: Mapping[int, PortRoute] = field(default_factory=dict)
+    udp: Mapping[int, PortRoute] = field(default_factory=dict)
 
     @classmethod
     def from_rules(
@@ -198,14 +207,18 @@ class Ingress:
         default_origin_request: object = None,
         source: str = "config.yml",
         raw_pools: object = None,
+        raw_tcp: object = None,
+        raw_udp: object = None,
     ) -> Ingress:
-        """Validate every rule (cloudflared's rules) and pool, or raise IngressError listing every
-        problem with its file, line, rule number and field. Files that cannot be read do not raise here."""
+        """Validate every rule (cloudflared's rules), pool and port route, or raise IngressError listing
+        every problem with its file, line, rule number and field. Files that cannot be read do not raise here."""
         report = _Report(source)
         defaults = {}
         if default_origin_request is not None:
             defaults = report.origin_request(default_origin_request, line_of(default_origin_request), None)
         found = report.pools(raw_pools) if raw_pools is not None else {}
+        tcp = report.ports("tcp", raw_tcp, defaults) if raw_tcp is not None else {}
+        udp = report.ports("udp", raw_udp, defaults) if raw_udp is not None else {}
         names = frozenset(map(str, raw_pools)) if isinstance(raw_pools, Mapping) else frozenset()
         if not raw_rules:
             report.add(None, None, None, "no ingress rules")
@@ -215,7 +228,7 @@ class Ingress:
         if report.problems:
             raise IngressError(report.problems, report.warnings + report.files)
         used = _used_pools(found, rules, raw_pools, report)
-        return cls(tuple(rules), tuple(report.warnings), tuple(report.files), used)
+        return cls(tuple(rules), tuple(report.warnings), tuple(report.files), used, tcp, udp)
 
     def require_files(self) -> Ingress:
         """These rules if every file they name was read, else IngressError naming each one:

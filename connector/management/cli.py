@@ -1,4 +1,4 @@
-"""`burrow tunnel login|create|list|info|delete|cleanup|token` and `tunnel route dns|ip`: tunnels
+"""`burrow tunnel login|create|list|info|delete|cleanup|token` and `tunnel route dns|ip|tcp|udp`: tunnels
 managed through the edge's admin API with the account credential from `tunnel login`."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from shared.tunnel_token import encode_token
 from shared.values import Secret, burrow_home
 
 tunnel_app = typer.Typer(help="Create, route and run tunnels.", no_args_is_help=True)
-route_app = typer.Typer(help="Point hostnames and private networks at a tunnel.", no_args_is_help=True)
+route_app = typer.Typer(help="Point hostnames, private networks, and public TCP and UDP ports at a tunnel.", no_args_is_help=True)
 tunnel_app.add_typer(route_app, name="route")
 ip_app = typer.Typer(help="Private networks (CIDRs) a tunnel serves to `burrow access socks`.", no_args_is_help=True)
 route_app.add_typer(ip_app, name="ip")
@@ -195,3 +195,33 @@ def route_ip_delete(network: str = typer.Argument(..., help="The route's CIDR, a
     with reported_errors(), _api() as api:
         deleted = api.delete_ip_route(network)
         typer.echo(f"Deleted route {deleted['network']}")
+
+
+PORT_ARGS = typer.Argument(..., metavar="[delete] NAME PORT", help="Tunnel name or UUID and a port of the edge's range; with `delete` before them, release that port.")
+
+
+def _route_port(protocol: str, args: list[str]) -> None:
+    with reported_errors():
+        delete = len(args) == 3 and args[0] == "delete"
+        tunnel, port = args[1:] if delete else args if len(args) == 2 else ("", "")
+        if not tunnel or not port.isdigit() or len(port) > 5:
+            raise ConfigError(f"usage: burrow tunnel route {protocol} [delete] NAME PORT (PORT a number), not {' '.join(args)!r}")
+        with _api() as api:
+            if delete:
+                route = api.remove_port(tunnel, protocol, int(port))
+                typer.echo(f"Released {protocol.upper()} port {route['port']} (tunnel {route['tunnel']})")
+            else:
+                route = api.route_port(tunnel, protocol, int(port))
+                typer.echo(f"Routed public {protocol.upper()} port {route['port']} to tunnel {route['tunnel']} ({route['tunnel_id']})")
+
+
+@route_app.command("tcp", epilog=examples("burrow tunnel route tcp my-db-tunnel 20432", "burrow tunnel route tcp delete my-db-tunnel 20432"))
+def route_tcp(args: list[str] = PORT_ARGS) -> None:
+    """Reserve a public TCP port of the edge for the tunnel (config.yml `tcp:` says where it goes)."""
+    _route_port("tcp", args)
+
+
+@route_app.command("udp", epilog=examples("burrow tunnel route udp my-dns-tunnel 20053", "burrow tunnel route udp delete my-dns-tunnel 20053"))
+def route_udp(args: list[str] = PORT_ARGS) -> None:
+    """Reserve a public UDP port of the edge for the tunnel (config.yml `udp:` says where it goes)."""
+    _route_port("udp", args)

@@ -129,6 +129,13 @@ class EdgeAPI:
     def delete_ip_route(self, network: str) -> dict[str, Any]:
         return self._call("DELETE", "/routes/ip", params={"network": network})
 
+    def route_port(self, tunnel: str, protocol: str, port: int) -> dict[str, Any]:
+        """Reserve public `protocol` (tcp, udp) `port` of the edge for `tunnel` (name or id)."""
+        return self._call("PUT", f"{_tunnel_path(tunnel)}/ports/{protocol}/{port}")
+
+    def remove_port(self, tunnel: str, protocol: str, port: int) -> dict[str, Any]:
+        return self._call("DELETE", f"{_tunnel_path(tunnel)}/ports/{protocol}/{port}")
+
     def remove_route(self, hostname: str) -> dict[str, Any]:
         return self._call("DELETE", "/routes/dns/" + quote(hostname, safe=""))
 

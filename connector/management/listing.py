@@ -23,6 +23,11 @@ def render_list(tunnels: list[dict[str, Any]], output: str) -> str:
     return table(LIST_COLUMNS, rows)
 
 
+def format_ports(ports) -> str:
+    """`tcp/20022, udp/20053`, or - without any."""
+    return ", ".join(f"{p['protocol']}/{p['port']}" for p in ports) or "-"
+
+
 def connectors(connections: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Connections grouped by connector: its version, source hosts, indexes, edges, earliest start."""
     grouped: dict[str, dict[str, Any]] = {}
@@ -47,13 +52,15 @@ def render_info(tunnel: dict[str, Any], connections: dict[str, Any], output: str
     groups = connectors(connections["connections"])
     if output != "table":
         data = {k: tunnel[k] for k in ("id", "name", "created_at")}
-        data |= {"hostnames": tunnel.get("hostnames", []), "connectors": groups, "stale": connections["stale"]}
+        data |= {"hostnames": tunnel.get("hostnames", []), "ports": tunnel.get("ports", []), "connectors": groups}
+        data["stale"] = connections["stale"]
         return structured(data, output)
     lines = [
         f"NAME:       {tunnel['name']}",
         f"ID:         {tunnel['id']}",
         f"CREATED:    {tunnel['created_at']}",
         f"HOSTNAMES:  {', '.join(tunnel.get('hostnames', ())) or '-'}",
+        f"PORTS:      {format_ports(tunnel.get('ports', ()))}",
         "",
     ]
     if groups:

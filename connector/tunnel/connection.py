@@ -52,7 +52,8 @@ async def open_tunnel_connection(
         if tls.selected_alpn_protocol() != TUNNEL_ALPN:
             raise ProtocolError(f"{where} is not a Burrow edge tunnel port (ALPN {tls.selected_alpn_protocol()!r})")
         register = registration.Register(
-            creds.tunnel_id, creds.tunnel_secret.value, connector_id, index, CLIENT_VERSION, warp_routing
+            creds.tunnel_id, creds.tunnel_secret.value, connector_id, index, CLIENT_VERSION,
+            warp_routing=warp_routing, features=frozenset({registration.FEATURE_PORTS}),
         )
         with trio.fail_after(limits.registration_timeout):
             await tls.send_all(register.to_wire())

@@ -30,6 +30,7 @@ from connector.origins.http1 import OriginPool
 from connector.origins.http2 import forward_h2
 from connector.origins.private import PrivateDialer
 from connector.origins.proxy_protocol import Address
+from connector.origins.public_ports import serve_port
 from connector.origins.upgrade import serve_upgrade, upgrade_token, wants_upgrade
 from connector.tunnel.metrics import ConnectorMetrics
 from shared.config import WarpRouting
@@ -37,7 +38,7 @@ from shared.errors import BurrowError, ProtocolError
 from shared.events import RequestHead, ResponseHead
 from shared.logs import CONNECTOR_ACCESS_LOGGER, log_access
 from shared.pages import error_page
-from shared.protocol import KIND_PRIVATE
+from shared.protocol import KIND_PRIVATE, PORT_KINDS
 from shared.tunnel_stream import TunnelStream
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,10 @@ class StreamServer:
     async def serve(self, stream: TunnelStream) -> None:
         if stream.kind == KIND_PRIVATE:
             await self.private.serve(stream)
+            return
+        if stream.kind in PORT_KINDS:  # a visitor on a public TCP or UDP port
+            ingress = self.ingress
+            await serve_port(stream, ingress.tcp, ingress.udp)
             return
         head = stream.head
         rule = self.ingress.match(head.authority.decode("latin-1"), head.target.decode("latin-1"))

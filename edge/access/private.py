@@ -29,6 +29,7 @@ from shared.errors import AuthError, BurrowError, ConfigError, ProtocolError, Tu
 from shared.events import RequestHead
 from shared.logs import ACCESS_LOGGER, log_access
 from shared.protocol import KIND_PRIVATE
+from shared.registration import WARP_ROUTING
 from shared.relay import relay
 
 log = logging.getLogger(__name__)
@@ -172,7 +173,7 @@ class PrivateNetworks:
     ) -> Refusal | None:
         """Carry the flow over a warp-routing session of the route's tunnel; a refusal when it did not start."""
         try:
-            connection = self.router.pick(route.tunnel_id, private=True)
+            connection = self.router.pick(route.tunnel_id, feature=WARP_ROUTING)
         except TunnelUnavailable:
             return Refusal(flows.NETWORK_UNREACHABLE, "the tunnel serving this network has no connector with warp-routing enabled")
         except BurrowError as exc:  # busy

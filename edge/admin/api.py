@@ -23,9 +23,11 @@ from starlette.schemas import SchemaGenerator
 
 from edge.admin.access_api import access_routes
 from edge.admin.networks_api import network_routes
-from edge.registry.models import Account, Connection, Record, Tunnel
+from edge.registry.models import Account, Connection, PortRoute, Record, Tunnel
+from edge.registry.ports import PROTOCOLS
 from edge.registry.store import Registry
 from shared.crypto import b64decode
+from shared.edge_config import PortRange
 from shared.errors import AuthError, BurrowError, ConfigError, ConflictError
 
 log = logging.getLogger(__name__)
@@ -96,11 +98,14 @@ def create_api(
     live: LiveSessions | None = None,
     edge_id: str = "",
     extra_routes: Sequence[BaseRoute] = (),
+    port_ranges: dict[str, PortRange | None] | None = None,
 ) -> Starlette:
     """The admin API over `registry`; `await on_change()` runs after every write, before the answer,
     so DNS and routing see a change as soon as the API acknowledges it. `live` answers for the
-    sessions this edge (`edge_id`) holds; `extra_routes` (the dashboard) are served alongside."""
+    sessions this edge (`edge_id`) holds; `extra_routes` (the dashboard) are served alongside;
+    `port_ranges`: the public ports tunnels may reserve, by protocol (none without)."""
     sessions: LiveSessions = live if live is not None else NoSessions()
+    ranges = port_ranges or {}
 
     async def run(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs))
@@ -123,8 +128,9 @@ def create_api(
     async def tunnel_of(request: Request, account: Account) -> Tunnel:
         return await run(registry.get_tunnel, account.id, request.path_params["name_or_id"])
 
-    def summary(tunnel: Tunnel, hostnames: list[str]) -> dict[str, Any]:
-        return _tunnel_json(tunnel) | {"hostnames": hostnames, "connections": sessions.count(tunnel.id)}
+    def summary(tunnel: Tunnel, hostnames: list[str], ports: list[PortRoute]) -> dict[str, Any]:
+        held = [_port_json(route) for route in ports if route.tunnel_id == tunnel.id]
+        return _tunnel_json(tunnel) | {"hostnames": hostnames, "ports": held, "connections": sessions.count(tunnel.id)}
 
     async def get_account(request: Request, account: Account) -> JSONResponse:
         """The account the token belongs to.
@@ -179,11 +185,12 @@ def create_api(
           401: {$ref: "#/components/responses/Error"}
         """
 
-        def read() -> tuple[list[Tunnel], dict[str, list[str]]]:
-            return registry.list_tunnels(account.id), hostnames_by_tunnel(registry.routes(account.id))
+        def read() -> tuple[list[Tunnel], dict[str, list[str]], list[PortRoute]]:
+            tunnels, routes = registry.list_tunnels(account.id), registry.routes(account.id)
+            return tunnels, hostnames_by_tunnel(routes), registry.port_routes(account.id)
 
-        tunnels, hosts = await run(read)
-        return JSONResponse({"tunnels": [summary(t, hosts.get(t.id, [])) for t in tunnels]})
+        tunnels, hosts, ports = await run(read)
+        return JSONResponse({"tunnels": [summary(t, hosts.get(t.id, []), ports) for t in tunnels]})
 
     async def get_tunnel(request: Request, account: Account) -> JSONResponse:
         """One of the account's tunnels, by name or id (another account's: 404).
@@ -197,7 +204,8 @@ def create_api(
         """
         tunnel = await tunnel_of(request, account)
         hosts = hostnames_by_tunnel(await run(registry.routes, account.id))
-        return JSONResponse(summary(tunnel, hosts.get(tunnel.id, [])))
+        ports = await run(registry.port_routes, account.id)
+        return JSONResponse(summary(tunnel, hosts.get(tunnel.id, []), ports))
 
     async def delete_tunnel(request: Request, account: Account) -> JSONResponse:
         """Delete a tunnel and its DNS routes; with live connections only when forced, which closes them.
@@ -301,6 +309,48 @@ def create_api(
         await on_change()
         return JSONResponse(_record_json(record))
 
+    def port_params(request: Request) -> tuple[str, int]:
+        protocol, port = request.path_params["protocol"], request.path_params["port"]
+        if protocol not in PROTOCOLS:
+            raise ConfigError(f"unknown protocol {protocol!r} (tcp or udp)")
+        if not port.isdigit() or len(port) > 5:
+            raise ConfigError(f"port {port!r} is not a port number")
+        return protocol, int(port)
+
+    async def route_port(request: Request, account: Account) -> JSONResponse:
+        """Reserve a public TCP or UDP port of the edge's range for a tunnel; the edge listens on it at once.
+        ---
+        summary: Route a public port
+        parameters: [{$ref: "#/components/parameters/NameOrId"}, {$ref: "#/components/parameters/Protocol"}, {$ref: "#/components/parameters/Port"}]
+        responses:
+          200: {description: "The port route", content: {application/json: {schema: {$ref: "#/components/schemas/PortRoute"}}}}
+          400: {$ref: "#/components/responses/Error"}
+          401: {$ref: "#/components/responses/Error"}
+          404: {$ref: "#/components/responses/Error"}
+          409: {$ref: "#/components/responses/Error"}
+        """
+        protocol, port = port_params(request)
+        tunnel = await tunnel_of(request, account)
+        route = await run(registry.route_port, account.id, tunnel.id, protocol, port, ranges.get(protocol))
+        await on_change()
+        return JSONResponse(_port_json(route) | {"tunnel_id": tunnel.id, "tunnel": tunnel.name})
+
+    async def remove_port(request: Request, account: Account) -> JSONResponse:
+        """Release a public port the tunnel holds; the edge stops listening on it, closing its connections.
+        ---
+        summary: Remove a public port route
+        parameters: [{$ref: "#/components/parameters/NameOrId"}, {$ref: "#/components/parameters/Protocol"}, {$ref: "#/components/parameters/Port"}]
+        responses:
+          200: {description: "The removed port route", content: {application/json: {schema: {$ref: "#/components/schemas/PortRoute"}}}}
+          401: {$ref: "#/components/responses/Error"}
+          404: {$ref: "#/components/responses/Error"}
+        """
+        protocol, port = port_params(request)
+        tunnel = await tunnel_of(request, account)
+        route = await run(registry.remove_port, account.id, tunnel.id, protocol, port)
+        await on_change()
+        return JSONResponse(_port_json(route) | {"tunnel_id": tunnel.id, "tunnel": tunnel.name})
+
     async def openapi(request: Request) -> JSONResponse:
         """This document.
         ---
@@ -333,6 +383,8 @@ def create_api(
             Route(tunnel_path, authed(delete_tunnel), methods=["DELETE"]),
             Route(tunnel_path + "/connections", authed(tunnel_connections), methods=["GET"]),
             Route(tunnel_path + "/cleanup", authed(cleanup_tunnel), methods=["POST"]),
+            Route(tunnel_path + "/ports/{protocol}/{port}", authed(route_port), methods=["PUT"]),
+            Route(tunnel_path + "/ports/{protocol}/{port}", authed(remove_port), methods=["DELETE"]),
             Route("/api/v1/routes/dns", authed(route_dns), methods=["PUT"]),
             Route("/api/v1/routes/dns/{hostname}", authed(remove_route), methods=["DELETE"]),
             *access_routes(registry, authed, run, on_change, _body),
@@ -360,6 +412,10 @@ def _record_json(record: Record) -> dict[str, str]:
     return {"hostname": record.hostname, "type": record.type, "target": record.target, "tunnel_id": record.tunnel_id}
 
 
+def _port_json(route: PortRoute) -> dict[str, Any]:
+    return {"protocol": route.protocol, "port": route.port}
+
+
 def _bool_query(request: Request, name: str) -> bool:
     value = request.query_params.get(name, "false").lower()
     if value not in BOOLS:
@@ -379,6 +435,8 @@ SCHEMAS = SchemaGenerator(
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "login token"}},
             "parameters": {
                 "NameOrId": {"name": "name_or_id", "in": "path", "required": True, "schema": _STRING},
+                "Protocol": {"name": "protocol", "in": "path", "required": True, "schema": {"enum": ["tcp", "udp"]}},
+                "Port": {"name": "port", "in": "path", "required": True, "schema": {"type": "integer"}},
             },
             "responses": {
                 "Error": {
@@ -395,6 +453,7 @@ SCHEMAS = SchemaGenerator(
                     "properties": {
                         "id": _STRING, "name": _STRING, "account_id": _STRING, "created_at": _STRING,
                         "endpoint": _STRING, "hostnames": {"type": "array", "items": _STRING},
+                        "ports": {"type": "array", "items": {"$ref": "#/components/schemas/PortRoute"}},
                         "connections": {"type": "integer"},
                     },
                 },
@@ -405,6 +464,10 @@ SCHEMAS = SchemaGenerator(
                         "conn_index": {"type": "integer"}, "edge_id": _STRING, "client_version": _STRING,
                         "source": _STRING, "connected_at": _STRING,
                     },
+                },
+                "PortRoute": {
+                    "type": "object",
+                    "properties": {"protocol": {"enum": ["tcp", "udp"]}, "port": {"type": "integer"}, "tunnel": _STRING},
                 },
                 "Record": {
                     "type": "object",

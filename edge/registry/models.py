@@ -49,6 +49,16 @@ class Record:
 
 
 @dataclass(frozen=True)
+class PortRoute:
+    """A public TCP or UDP port of the edge reserved for a tunnel."""
+
+    protocol: str  # "tcp" | "udp"
+    port: int
+    account_id: str
+    tunnel_id: str
+
+
+@dataclass(frozen=True)
 class ServiceToken:
     """A machine credential for Access; the edge keeps only the hash of its secret."""
 

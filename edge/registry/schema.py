@@ -117,6 +117,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (account_id, network)
         )""",
     ),
+    # 5 (port_routes): public TCP and UDP ports reserved by tunnels.
+    (
+        """CREATE TABLE port_routes (
+            protocol TEXT NOT NULL CHECK (protocol IN ('tcp', 'udp')),
+            port INTEGER NOT NULL,
+            account_id TEXT NOT NULL REFERENCES accounts(id),
+            tunnel_id TEXT NOT NULL REFERENCES tunnels(id),
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (protocol, port)
+        )""",
+        "CREATE INDEX port_routes_tunnel ON port_routes(tunnel_id)",
+    ),
 )
 
 LATEST = len(MIGRATIONS)

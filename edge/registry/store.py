@@ -14,6 +14,7 @@ from edge.registry.access_store import AccessStore
 from edge.registry.database import check_name, live_tunnel, timestamp
 from edge.registry.models import CONNECTION_COLUMNS, Account, Connection, Tunnel
 from edge.registry.networks import NetworkStore
+from edge.registry.ports import PortStore
 from edge.registry.routes import RouteStore
 from shared.crypto import SECRET_BYTES, hash_secret, mint_token, verify_secret
 from shared.errors import AuthError, ConfigError, ConflictError, NotFoundError
@@ -21,9 +22,10 @@ from shared.errors import AuthError, ConfigError, ConflictError, NotFoundError
 log = logging.getLogger(__name__)
 
 
-class Registry(RouteStore, AccessStore, NetworkStore):
+class Registry(RouteStore, AccessStore, NetworkStore, PortStore):
     """Accounts, tunnels and live connections, with DNS records (`RouteStore`), Access
-    (`AccessStore`) and private networks (`NetworkStore`); safe to share between threads."""
+    (`AccessStore`), private networks (`NetworkStore`) and public ports (`PortStore`); safe to
+    share between threads."""
 
     # accounts
 
@@ -128,7 +130,7 @@ class Registry(RouteStore, AccessStore, NetworkStore):
         return Tunnel(*row[:4])
 
     def delete_tunnel(self, account_id: str, name_or_id: str) -> Tunnel:
-        """Soft-delete the account's tunnel; its DNS records and connection rows go in the same transaction.
+        """Soft-delete the account's tunnel; its DNS records, port routes and connection rows go in the same transaction.
 
         The row (and secret hash) stays, marked `deleted_at`, so its secret is rejected from now on.
         """
@@ -138,6 +140,7 @@ class Registry(RouteStore, AccessStore, NetworkStore):
             db.execute("DELETE FROM policies WHERE hostname IN (SELECT hostname FROM records WHERE tunnel_id = ?)", (tunnel.id,))
             db.execute("DELETE FROM records WHERE tunnel_id = ?", (tunnel.id,))
             db.execute("DELETE FROM ip_routes WHERE tunnel_id = ?", (tunnel.id,))
+            db.execute("DELETE FROM port_routes WHERE tunnel_id = ?", (tunnel.id,))
             db.execute("DELETE FROM connections WHERE tunnel_id = ?", (tunnel.id,))
         log.info("tunnel.deleted account=%s tunnel=%s name=%s", account_id, tunnel.id, tunnel.name)
         return tunnel

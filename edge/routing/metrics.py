@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from edge.routing.traffic import TrafficHistory
@@ -62,6 +62,30 @@ class QuickTunnelCount(Collector):
         yield GaugeMetricFamily("burrow_edge_quick_tunnels", "Quick tunnels alive: serving, or within their grace.", value=self._count())
 
 
+class PortStats(Collector):
+    """The public ports' figures, read when scraped: `stats()` yields (protocol, port, open now,
+    opened since the port's listener opened, datagrams dropped) per listening port."""
+
+    def __init__(self, stats: Callable[[], Iterable[tuple[str, int, int, int, int]]]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        labels = ["protocol", "port"]
+        now = GaugeMetricFamily("burrow_edge_port_open", "Open TCP connections / UDP flows per public port.", labels=labels)
+        opened = CounterMetricFamily(
+            "burrow_edge_port_connections", "TCP connections / UDP flows a public port accepted.", labels=labels
+        )
+        dropped = CounterMetricFamily("burrow_edge_port_datagrams_dropped", "UDP datagrams a public port dropped.", labels=["port"])
+        for protocol, port, open_now, total, lost in sorted(self._stats()):
+            now.add_metric([protocol, str(port)], open_now)
+            opened.add_metric([protocol, str(port)], total)
+            if protocol == "udp":
+                dropped.add_metric([str(port)], lost)
+        yield now
+        yield opened
+        yield dropped
+
+
 class EdgeMetrics:
     """Every edge metric, registered in `registry` (a fresh one by default)."""
 
@@ -100,6 +124,10 @@ class EdgeMetrics:
     def watch_quick_tunnels(self, count: Callable[[], int]) -> None:
         """Report `burrow_edge_quick_tunnels` as `count()` at each scrape."""
         self.registry.register(QuickTunnelCount(count))
+
+    def watch_ports(self, stats: Callable[[], Iterable[tuple[str, int, int, int, int]]]) -> None:
+        """Report the public ports' figures `stats()` returns at each scrape (see `PortStats`)."""
+        self.registry.register(PortStats(stats))
 
     def registration(self, result: str) -> None:
         self.registrations.labels(result).inc()

@@ -54,7 +54,7 @@ class Router:
         self.max_streams_per_tunnel = max_streams_per_tunnel
         self._sessions: dict[str, list[TunnelConnection]] = {}
         self._info: dict[TunnelConnection, Any] = {}
-        self._private: set[TunnelConnection] = set()  # sessions of connectors with warp-routing
+        self._features: dict[TunnelConnection, frozenset[str]] = {}  # what each session registered it serves
         self._dropped: set[str] = set()
         self._tunnels: dict[str, str | None] = {}  # `tunnel_for` answers for `_tunnels_of`
         self._tunnels_of: Zones | None = None
@@ -81,9 +81,9 @@ class Router:
         self.extra_hosts = dict(hosts)
         self.update_zones(self.registry_zones)
 
-    def add(self, tunnel_id: str, connection: TunnelConnection, info: Any = None, private: bool = False) -> None:
-        """Start routing to `connection`; `info` describes it for `connections()`; `private`: its
-        connector serves private-network flows (warp-routing).
+    def add(self, tunnel_id: str, connection: TunnelConnection, info: Any = None, features: frozenset[str] = frozenset()) -> None:
+        """Start routing to `connection`; `info` describes it for `connections()`; `features`: what
+        its connector registered it serves beyond HTTP (see `shared.registration`).
 
         Raises TunnelUnavailable for a tunnel dropped by `drop()` (deleted meanwhile).
         """
@@ -91,15 +91,15 @@ class Router:
             raise TunnelUnavailable(f"tunnel {tunnel_id} was deleted")
         self._sessions.setdefault(tunnel_id, []).append(connection)
         self._info[connection] = info
-        if private:
-            self._private.add(connection)
+        if features:
+            self._features[connection] = features
 
     def remove(self, tunnel_id: str, connection: TunnelConnection) -> None:
         sessions = self._sessions.get(tunnel_id, [])
         if connection in sessions:
             sessions.remove(connection)
         self._info.pop(connection, None)
-        self._private.discard(connection)
+        self._features.pop(connection, None)
         if not sessions:
             self._sessions.pop(tunnel_id, None)
 
@@ -119,7 +119,7 @@ class Router:
         sessions = self._sessions.pop(tunnel_id, [])
         for conn in sessions:
             self._info.pop(conn, None)
-            self._private.discard(conn)
+            self._features.pop(conn, None)
         async with trio.open_nursery() as nursery:
             for conn in sessions:
                 nursery.start_soon(_close, conn, grace)
@@ -153,17 +153,20 @@ class Router:
     def all_sessions(self) -> list[TunnelConnection]:
         return [conn for sessions in self._sessions.values() for conn in sessions]
 
-    def pick(self, tunnel_id: str, avoid: tuple[TunnelConnection, ...] = (), private: bool = False) -> TunnelConnection:
+    def pick(self, tunnel_id: str, avoid: tuple[TunnelConnection, ...] = (), feature: str | None = None) -> TunnelConnection:
         """The accepting session with the fewest open streams, other than those in `avoid`;
-        with `private`, only sessions of connectors with warp-routing."""
+        with `feature`, only among sessions whose connector registered it."""
         best, fewest, total = None, 0, 0
         for conn in self._sessions.get(tunnel_id, ()):  # one pass: this runs for every request
             streams = conn.active_streams
             total += streams
-            if (best is None or streams < fewest) and conn.accepting and conn not in avoid and (not private or conn in self._private):
-                best, fewest = conn, streams
+            if (best is None or streams < fewest) and conn.accepting and conn not in avoid:
+                if feature is None or feature in self._features.get(conn, ()):
+                    best, fewest = conn, streams
         if best is None:
-            raise TunnelUnavailable(f"tunnel {tunnel_id} has no {'warp-routing ' if private else ''}connector")
+            if feature is not None and self._sessions.get(tunnel_id):
+                raise TunnelUnavailable(f"tunnel {tunnel_id} has no connector that serves {feature}")
+            raise TunnelUnavailable(f"tunnel {tunnel_id} has no connector")
         if (limits := self.limits.get(tunnel_id)) is not None and total >= limits.max_streams:
             raise TunnelBusy(f"tunnel {tunnel_id} carries {limits.max_streams} requests already", status=429)
         if total >= self.max_streams_per_tunnel:

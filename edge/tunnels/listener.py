@@ -98,7 +98,8 @@ class TunnelListener:
                 stream, protocol.TunnelSession("edge"), initial_data=rest,
                 ping_interval=self.limits.ping_interval, ping_timeout=self.limits.ping_timeout,
             )
-            self.router.add(tunnel_id, connection, record, private=register.warp_routing)
+            features = register.features | ({registration.WARP_ROUTING} if register.warp_routing else frozenset())
+            self.router.add(tunnel_id, connection, record, features)
             self.on_registration("accepted")
         except (trio.BrokenResourceError, BurrowError) as exc:
             log.info("session.refused peer=%s error=%s", peer, exc)

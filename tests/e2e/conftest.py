@@ -141,15 +141,15 @@ class Edge:
         return proc
 
 
-def start_edge(tmp: Path, prepare=None, serve_args: tuple = ()) -> Edge:
-    """`burrow-edge init` then `serve`; `prepare(home)` runs in between (e.g. to add certificates)."""
+def start_edge(tmp: Path, prepare=None, serve_args: tuple = (), init_args: tuple = ()) -> Edge:
+    """`burrow-edge init` (with `init_args`) then `serve`; `prepare(home)` runs in between (e.g. to add certificates)."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("BURROW")}
     env["BURROW_HOME"] = str(tmp / "nobody")
     home = tmp / "edge"
     subprocess.run(
         [
             BIN / "burrow-edge", "init", "--home", home, "--zone", ZONE, "--public-ip", "127.0.0.1", "--dev-ca",
-            "--https-listen", "127.0.0.1:0", "--tunnel-listen", "127.0.0.1:0", "--dns-listen", "127.0.0.1:0",
+            "--https-listen", "127.0.0.1:0", "--tunnel-listen", "127.0.0.1:0", "--dns-listen", "127.0.0.1:0", *init_args,
         ],
         check=True, capture_output=True, env=env,
     )

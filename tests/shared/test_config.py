@@ -9,7 +9,7 @@ import pytest
 
 from shared.config import load_connector_config
 from shared.credentials import AccountCert, Credentials, load_account_cert, load_credentials, save_account_cert, save_credentials
-from shared.edge_config import EdgeConfig, load_edge_config, write_edge_config
+from shared.edge_config import EdgeConfig, PortRange, load_edge_config, parse_port_range, write_edge_config
 from shared.errors import ConfigError
 from shared.values import Secret, burrow_home, parse_duration, parse_hostport
 from shared.yaml_lines import line_of
@@ -102,6 +102,15 @@ def test_edge_config_dns_off_and_user_roundtrip(tmp_path):
     assert load_edge_config(tmp_path).dns_listen is None
 
 
+def test_edge_config_public_port_ranges_roundtrip(tmp_path):
+    ranges = {"tcp_ports": PortRange(20000, 20099), "udp_ports": PortRange(5353, 5353)}
+    cfg = EdgeConfig(("example.com",), ("203.0.113.10",), ("", 443), ("", 7844), ("", 53), tmp_path, **ranges)
+    write_edge_config(cfg)
+    assert "tcp-ports: 20000-20099\nudp-ports: 5353-5353\n" in (tmp_path / "edge.yml").read_text()
+    assert load_edge_config(tmp_path) == cfg
+    assert 20099 in cfg.tcp_ports and 20100 not in cfg.tcp_ports and parse_port_range(" 7 ") == PortRange(7, 7)
+
+
 def test_edge_config_defaults_and_canonical_zone(tmp_path):
     (tmp_path / "edge.yml").write_text("zone: Example.COM.\npublic-ip: 203.0.113.10\n")
     cfg = load_edge_config(tmp_path)
@@ -119,6 +128,10 @@ EDGE_ERRORS = [
     ("not-a-mapping", "- zone\n", "edge.yml: expected a mapping"),
     ("bad-dns-listen", "zone: example.com\npublic-ip: ::1\ndns-listen: on\n", "edge.yml line 3: dns-listen: invalid address True"),
     ("empty-user", "zone: example.com\npublic-ip: ::1\nuser: ''\n", "edge.yml line 3: user: expected a user name"),
+    ("bad-tcp-ports", "zone: example.com\npublic-ip: ::1\ntcp-ports: 20-10\n", "edge.yml line 3: tcp-ports: invalid port range '20-10'"),
+    ("udp-ports-words", "zone: example.com\npublic-ip: ::1\nudp-ports: all\n", "edge.yml line 3: udp-ports: invalid port range 'all': expected LO-HI"),
+    ("tcp-ports-hold-https", "zone: example.com\npublic-ip: ::1\ntcp-ports: 400-500\n", "edge.yml: tcp-ports 400-500 holds port 443 of https-listen"),
+    ("udp-ports-hold-dns", "zone: example.com\npublic-ip: ::1\nudp-ports: 53-53\n", "edge.yml: udp-ports 53-53 holds port 53 of dns-listen"),
 ]
 
 

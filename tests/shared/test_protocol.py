@@ -25,6 +25,19 @@ def test_registration_roundtrip_with_trailing_bytes(chunk):
     assert rest + wire[start + chunk :] == b"trailing"
 
 
+def test_registration_carries_features_and_an_older_connectors_has_none():
+    reader = registration.RegistrationReader(expect_magic=True)
+    ports = registration.Register("tid", b"\x00" * 32, "cid", 0, "burrow/test", frozenset({registration.FEATURE_PORTS}))
+    assert reader.feed(ports.to_wire())[0].features == {"ports"}
+    older = {"type": "register", "version": 2, "tunnel_id": "t", "secret": "AA==", "connector_id": "c", "conn_index": 0,
+             "client_version": "burrow/0.0.9"}  # fmt: skip
+    message, _ = registration.RegistrationReader(expect_magic=True).feed(registration.MAGIC + registration.frame(older))
+    assert message.features == frozenset()
+    bad = registration.MAGIC + registration.frame(older | {"features": "ports"})
+    with pytest.raises(ProtocolError, match="features must be a list"):
+        registration.RegistrationReader(expect_magic=True).feed(bad)
+
+
 @pytest.mark.parametrize(
     "wire, reason",
     [
@@ -212,7 +225,7 @@ def frame(kind, stream_id, payload=b"", flags=0):
         ("connector", frame(framing.DATA, 1, b"x", flags=0x2), "flags"),
         ("connector", frame(framing.DATA, 1, b"x"), "never opened"),
         ("connector", frame(framing.REQUEST, 2, framing.pack_request(b"GET", b"https", b"h", b"/", b"http", ())), "out of order"),
-        ("connector", frame(framing.REQUEST, 1, framing.pack_request(b"GET", b"https", b"h", b"/", b"tcp", ())), "kind"),
+        ("connector", frame(framing.REQUEST, 1, framing.pack_request(b"GET", b"https", b"h", b"/", b"sctp", ())), "kind"),
         ("connector", frame(framing.RESPONSE, 1, framing.pack_response(200, ())), "the edge sent a RESPONSE"),
         ("edge", frame(framing.REQUEST, 1, framing.pack_request(b"GET", b"https", b"h", b"/", b"http", ())), "the connector opened"),
         ("edge", frame(framing.RESPONSE, 1, framing.pack_response(200, ())), "never opened"),

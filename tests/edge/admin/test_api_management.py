@@ -191,7 +191,7 @@ async def test_openapi_document_matches_the_routes(app) -> None:
     documented = {(path, method.upper()) for path, ops in doc["paths"].items() for method in ops}
     served = {(route.path, method) for route in app.routes for method in route.methods if method != "HEAD"}
     assert documented == served
-    assert len(served) == 28  # 11 tunnel routes, 11 Access routes (edge/access_api.py), 6 network routes (networks_api.py)
+    assert len(served) == 30  # 13 tunnel routes (2 of public ports), 11 Access routes (edge/access_api.py), 6 network routes (networks_api.py)
     for path, ops in doc["paths"].items():
         for method, op in ops.items():
             assert op.get("summary") and {"200", "201"} & set(op["responses"]), (path, method)

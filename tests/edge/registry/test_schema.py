@@ -44,7 +44,9 @@ def test_empty_database_gets_every_step(tmp_path: Path) -> None:
     assert registry._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     registry.close()
     assert user_version(tmp_path / "r.db") == schema.LATEST
-    assert {"accounts", "tunnels", "records", "connections", "txt_records", "ip_routes", "network_policies"} <= tables(tmp_path / "r.db")
+    assert {"accounts", "tunnels", "records", "connections", "txt_records", "ip_routes", "network_policies", "port_routes"} <= tables(
+        tmp_path / "r.db"
+    )
 
 
 def test_issue_2_database_is_migrated_and_keeps_its_data(tmp_path: Path) -> None:

@@ -60,3 +60,18 @@ def test_tunnel_for_follows_each_new_zone_snapshot() -> None:
     assert router.tunnel_for("app.example.test") == "t1" and router.tunnel_for("nope.example.test") is None
     router.update_zones(Zones((Zone("example.test", {"nope.example.test": "t1.tunnels.example.test"}, frozenset({"t1"})),)))
     assert router.tunnel_for("app.example.test") is None and router.tunnel_for("nope.example.test") == "t1"
+
+
+def test_port_streams_go_only_to_sessions_that_registered_the_feature() -> None:
+    router = Router(Zones())
+    old, new = FakeConnection(), FakeConnection()
+    router.add("t1", old, "info-old")  # a connector from before public ports: no features
+    with pytest.raises(TunnelUnavailable, match="no connector that serves ports"):
+        router.pick("t1", feature="ports")
+    router.add("t1", new, "info-new", frozenset({"ports"}))
+    new.active_streams = 5  # busier, yet the only one that serves ports
+    assert router.pick("t1", feature="ports") is new
+    assert router.pick("t1") is old
+    router.remove("t1", new)
+    with pytest.raises(TunnelUnavailable):
+        router.pick("t1", feature="ports")
