@@ -22,12 +22,15 @@ from edge.visitors.https import FrontendOptions
 from shared import logs
 from shared.commands import examples, package_version, reported_errors
 from shared.edge_config import (
+    DATABASE_URL_ENV,
     DEFAULT_DNS_LISTEN,
     DEFAULT_HTTPS_LISTEN,
     DEFAULT_TUNNEL_LISTEN,
     EDGE_CONFIG_NAME,
     EdgeConfig,
     load_edge_config,
+    validate_database_url,
+    validate_edge_name,
     validate_ip,
     validate_zone,
     write_edge_config,
@@ -75,6 +78,11 @@ def init(
     acme_directory: str = typer.Option(None, help="ACME directory URL: get certificates from this CA (see docs/certificates.md)."),
     acme_email: str = typer.Option(None, help="Contact e-mail for the ACME account."),
     acme_ca_file: Path = typer.Option(None, help="PEM CA to trust for the ACME server's own TLS certificate."),
+    database: str = typer.Option(
+        None, "--database", envvar=DATABASE_URL_ENV,
+        help="postgresql://USER@HOST/DB: keep the registry in PostgreSQL, shared by several edges (docs/scaling.md); default: SQLite in the home.",
+    ),
+    edge_name: str = typer.Option(None, "--edge-name", help="This edge's name among several (default: the host name)."),
 ) -> None:
     """Create the edge's config, registry and (with --dev-ca) certificates."""
     with reported_errors():
@@ -88,12 +96,14 @@ def init(
             dns_listen=parse_listen_or_off(dns_listen),
             home=home,
             **acme_settings(http_listen, acme_directory, acme_email, acme_ca_file, dev_ca),
+            database=None if database is None else validate_database_url(database),
+            edge_name=None if edge_name is None else validate_edge_name(edge_name),
         )
         server.check_dns_off(cfg)
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
         if dev_ca:
             create_dev_ca(home, cfg.zones, cfg.public_ips)
-        Registry.open(cfg.registry_path).close()
+        Registry.open(cfg.registry).close()
         write_edge_config(cfg)
         typer.echo(f"Initialized the edge for {', '.join(cfg.zones)} in {home}")
         if dev_ca:
@@ -200,7 +210,7 @@ async def _serve_until_signalled(
 
 
 def _registry(home: Path) -> Registry:
-    return Registry.open(load_edge_config(home).registry_path)
+    return Registry.open(load_edge_config(home).registry)
 
 
 @account_app.command("create", epilog=examples("burrow-edge account create alice"))

@@ -190,7 +190,7 @@ async def serve(
     """Run the edge until cancelled, or until `shutdown` is set: then drain for up to
     `grace_period` seconds and return. `started()` reports the bound addresses."""
     check_dns_off(cfg)
-    registry = Registry.open(cfg.registry_path)
+    registry = Registry.open(cfg.registry)
     try:
         challenges = Challenges()
         certs = CertStore.load(cfg.certs_dir, cfg.zones, required=cfg.acme_directory is None)  # ACME fills an empty store

@@ -1,14 +1,14 @@
-"""The edge's state on SQLite: accounts, tunnels, secret hashes, DNS records.
+"""The edge's state on SQLite or PostgreSQL: accounts, tunnels, secret hashes, DNS records.
 
 Only hashes of login tokens and tunnel secrets are stored. Every write is
-committed with `synchronous=FULL`, so an acknowledged write survives a crash.
+committed durably (SQLite `synchronous=FULL`, PostgreSQL's WAL), so an acknowledged
+write survives a crash.
 Methods block: call them from a worker thread (`trio.to_thread.run_sync`).
 """
 
 from __future__ import annotations
 
 import logging
-import sqlite3
 import uuid
 
 from edge.registry.access_store import AccessStore
@@ -146,7 +146,7 @@ class Registry(RouteStore, AccessStore):
     def add_connection(self, connection: Connection) -> None:
         """Record a registered connector connection; refused if its tunnel was deleted meanwhile."""
         c = connection
-        with self._write() as db:
+        with self._write(notify=False) as db:
             cur = db.execute(
                 "INSERT INTO connections (id, tunnel_id, connector_id, conn_index, edge_id, "
                 "client_version, source, connected_at) "
@@ -159,7 +159,7 @@ class Registry(RouteStore, AccessStore):
                 raise AuthError("credentials rejected")
 
     def remove_connection(self, connection_id: str) -> None:
-        with self._write() as db:
+        with self._write(notify=False) as db:
             db.execute("DELETE FROM connections WHERE id = ?", (connection_id,))
 
     def list_connections(self, tunnel_id: str) -> list[Connection]:
@@ -178,14 +178,14 @@ class Registry(RouteStore, AccessStore):
         if tunnel_id is not None:
             where += " AND tunnel_id = ?"
             args += (tunnel_id,)
-        with self._write() as db:
+        with self._write(notify=False) as db:
             removed = db.execute(f"DELETE FROM connections WHERE {where}", args).rowcount
         if removed:
             log.info("connections.cleaned removed=%d tunnel=%s", removed, tunnel_id or "*")
         return removed
 
 
-def _live_tunnel(db: sqlite3.Connection, account_id: str, name_or_id: str) -> Tunnel:
+def _live_tunnel(db, account_id: str, name_or_id: str) -> Tunnel:
     row = db.execute(
         "SELECT id, account_id, name, created_at FROM tunnels "
         "WHERE account_id = ? AND deleted_at IS NULL AND (id = ? OR name = ?)",
