@@ -20,6 +20,8 @@ from edge.certs.acme import AcmeManager
 from edge.certs.challenges import Challenges
 from edge.certs.store import CertStore
 from edge.dns.server import DnsServer
+from edge.registry.changes import ChangeFeed
+from edge.registry.dialect import PostgresDialect
 from edge.registry.store import Registry
 from edge.routing.metrics import EdgeMetrics
 from edge.routing.proxy import Exchange, Proxy, send_page
@@ -39,7 +41,7 @@ from shared.values import format_hostport
 
 log = logging.getLogger(__name__)
 
-ZONE_REFRESH_INTERVAL = 5.0  # picks up writes made by other processes (CLI)
+ZONE_REFRESH_INTERVAL = 5.0  # picks up writes made by other processes (CLI); on PostgreSQL also the ChangeFeed
 LISTEN_FILE = "listen.json"
 DEFAULT_GRACE_PERIOD = 30.0  # `burrow-edge serve --grace-period`
 HEARTBEAT_INTERVAL = 10.0
@@ -227,6 +229,8 @@ async def serve(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(refresher.run)
             nursery.start_soon(gate.run)
+            if isinstance(registry.dialect, PostgresDialect):  # other edges write too: follow them at once
+                await nursery.start(ChangeFeed(registry.dialect, refresh).run)
             nursery.start_soon(_refresh_certs, certs)
             accepting = trio.CancelScope()  # cancelled on drain; the handlers live on in `nursery`
             nursery.start_soon(_accept, accepting, nursery, [(frontend.handle, https_listeners), (sessions.handle, tunnel_listeners)])
