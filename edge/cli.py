@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+from datetime import UTC, datetime
 from pathlib import Path
 
 import trio
@@ -44,6 +45,8 @@ app = typer.Typer(help="Burrow edge: public HTTPS, DNS and tunnel endpoint.", pr
 account_app = typer.Typer(help="Manage accounts that may create tunnels.", no_args_is_help=True)
 app.add_typer(account_app, name="account")
 app.add_typer(cert_app, name="cert")
+edges_app = typer.Typer(help="The edges sharing this edge's registry (docs/scaling.md).", no_args_is_help=True)
+app.add_typer(edges_app, name="edges")
 
 
 def _print_version(value: bool) -> None:
@@ -256,3 +259,34 @@ def account_revoke(name: str = typer.Argument(..., help="Account name."), home: 
         finally:
             registry.close()
         typer.echo(f"Revoked account {name}")
+
+
+@edges_app.command("list", epilog=examples("burrow-edge edges list", "burrow-edge edges list --output json"))
+def edges_list(
+    home: Path = HomeOption,
+    output: str = typer.Option("table", "--output", "-o", help="table, json or yaml."),
+) -> None:
+    """List the edges sharing the registry: name, live or dead (no heartbeat for 15 s), public
+    addresses, tunnel endpoint, sessions held, last heartbeat."""
+    with reported_errors():
+        check_output(output)
+        registry = _registry(home)
+        try:
+            edges = registry.list_edges()
+        finally:
+            registry.close()
+        rows = [
+            {
+                "name": e.name, "state": "live" if e.live else "dead", "public_ips": list(e.public_ips),
+                "tunnel_endpoint": e.tunnel_endpoint, "sessions": e.sessions, "started_at": e.started_at,
+                "heartbeat_at": datetime.fromtimestamp(e.heartbeat_at / 1000, UTC).isoformat(timespec="seconds"),
+            }
+            for e in edges
+        ]
+        if output == "table":
+            typer.echo(table(
+                ("NAME", "STATE", "PUBLIC IPS", "TUNNEL ENDPOINT", "SESSIONS", "HEARTBEAT"),
+                [(r["name"], r["state"], ",".join(r["public_ips"]), r["tunnel_endpoint"], str(r["sessions"]), r["heartbeat_at"]) for r in rows],
+            ))
+        else:
+            typer.echo(structured(rows, output))

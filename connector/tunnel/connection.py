@@ -31,11 +31,12 @@ class DialLimits:
 
 
 async def open_tunnel_connection(
-    creds: Credentials, connector_id: str, index: int, limits: DialLimits = DialLimits()
+    creds: Credentials, connector_id: str, index: int, limits: DialLimits = DialLimits(), endpoint: str | None = None,
 ) -> tuple[TunnelConnection, registration.Registered]:
-    """Dial and register; raise AuthError when the edge rejects the credentials."""
-    host, port = parse_hostport(creds.endpoint)
-    where = creds.endpoint
+    """Dial `endpoint` (default: the credentials') and register; raise AuthError when the edge
+    rejects the credentials. Every edge is verified against the credentials' edge name."""
+    where = endpoint or creds.endpoint
+    host, port = parse_hostport(where)
     try:
         with trio.fail_after(limits.connect_timeout):
             tcp = await trio.open_tcp_stream(host, port)

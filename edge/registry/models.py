@@ -66,3 +66,17 @@ class AccessSnapshot:
     policies: dict[str, tuple[str, Policy]]  # hostname → (owner account id, policy)
     tokens: dict[str, ServiceToken]  # live tokens by client id
     users: dict[tuple[str, str], str]  # (account id, email) → password hash
+
+
+@dataclass(frozen=True)
+class EdgeInfo:
+    """One edge sharing the registry, as its last heartbeat left it."""
+
+    name: str
+    run_id: str  # this run's id: its connection rows carry it as `edge_id`
+    public_ips: tuple[str, ...]
+    tunnel_endpoint: str  # HOST:PORT connectors dial
+    started_at: str
+    heartbeat_at: int  # unix milliseconds
+    sessions: int
+    live: bool

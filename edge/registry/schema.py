@@ -99,6 +99,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             seen_at TEXT NOT NULL
         )""",
     ),
+    # 4: the edges sharing this registry: who is alive (heartbeat, unix ms), where, how many sessions.
+    (
+        """CREATE TABLE edges (
+            name TEXT PRIMARY KEY,
+            run_id TEXT NOT NULL,
+            public_ips TEXT NOT NULL,
+            tunnel_endpoint TEXT NOT NULL,
+            started_at TEXT NOT NULL,
+            heartbeat_at BIGINT NOT NULL,
+            sessions INTEGER NOT NULL
+        )""",
+    ),
 )
 
 LATEST = len(MIGRATIONS)

@@ -13,6 +13,7 @@ import uuid
 
 from edge.registry.access_store import AccessStore
 from edge.registry.database import check_name, timestamp
+from edge.registry.edges import EdgeStore, live_since
 from edge.registry.models import CONNECTION_COLUMNS, Account, Connection, Tunnel
 from edge.registry.routes import RouteStore
 from shared.crypto import SECRET_BYTES, hash_secret, mint_token, verify_secret
@@ -21,9 +22,9 @@ from shared.errors import AuthError, ConfigError, ConflictError, NotFoundError
 log = logging.getLogger(__name__)
 
 
-class Registry(RouteStore, AccessStore):
-    """Accounts, tunnels and live connections, with DNS records (`RouteStore`) and Access
-    (`AccessStore`); safe to share between threads."""
+class Registry(RouteStore, AccessStore, EdgeStore):
+    """Accounts, tunnels and live connections, with DNS records (`RouteStore`), Access
+    (`AccessStore`) and the edges sharing the registry (`EdgeStore`); safe to share between threads."""
 
     # accounts
 
@@ -172,9 +173,13 @@ class Registry(RouteStore, AccessStore):
         return [Connection(*row) for row in rows]
 
     def cleanup_connections(self, edge_id: str, tunnel_id: str | None = None) -> int:
-        """Remove stale rows (another edge run's, or a deleted tunnel's); all tunnels or one. Returns how many."""
-        where = "(edge_id != ? OR tunnel_id IN (SELECT id FROM tunnels WHERE deleted_at IS NOT NULL))"
-        args: tuple = (edge_id,)
+        """Remove stale rows (of an edge run neither this one nor live, or of a deleted tunnel); all tunnels
+        or one. Returns how many."""
+        where = (
+            "((edge_id != ? AND edge_id NOT IN (SELECT run_id FROM edges WHERE heartbeat_at >= ?)) "
+            "OR tunnel_id IN (SELECT id FROM tunnels WHERE deleted_at IS NOT NULL))"
+        )
+        args: tuple = (edge_id, live_since())
         if tunnel_id is not None:
             where += " AND tunnel_id = ?"
             args += (tunnel_id,)
