@@ -66,9 +66,11 @@ class Cluster:
                 proc.stop()
 
 
-def start_cluster(tmp: Path, pg: PgServer, ips: tuple[str, ...] = EDGE_IPS, serve_args: tuple = ()) -> Cluster:
-    """One fresh database on `pg`, and an edge serving on each address."""
-    database = pg.create_database()
+def start_cluster(
+    tmp: Path, pg: PgServer, ips: tuple[str, ...] = EDGE_IPS, serve_args: tuple = (), database: str | None = None
+) -> Cluster:
+    """An edge serving on each address, sharing `database` on `pg` (default: a fresh one)."""
+    database = database or pg.create_database()
     url = pg.url(database, tcp=True)
     cluster = Cluster(pg, database)
     env = {key: value for key, value in os.environ.items() if not key.startswith("BURROW")}
