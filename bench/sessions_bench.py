@@ -33,11 +33,13 @@ from connector.tunnel.connection import DialLimits, open_tunnel_connection  # no
 from edge.registry.store import Registry  # noqa: E402
 from shared.credentials import Credentials  # noqa: E402
 from shared.crypto import mint_secret  # noqa: E402
+from shared.errors import BurrowError  # noqa: E402
 from shared.events import ResponseHead  # noqa: E402
 from shared.values import Secret  # noqa: E402
 from tests.e2e.conftest import ZONE, start_edge  # noqa: E402
 
 OPEN_AT_ONCE = 64  # registrations in flight at a time
+ATTEMPTS = 3
 BODY = b"ok"
 
 
@@ -59,12 +61,23 @@ async def answer(stream) -> None:
     await stream.end()
 
 
-async def hold_session(creds: Credentials, limiter: trio.CapacityLimiter, opened: list, task_status=trio.TASK_STATUS_IGNORED) -> None:
-    async with limiter:
-        connection, _ = await open_tunnel_connection(creds, str(uuid.uuid4()), 0, DialLimits())
+async def hold_session(creds: Credentials, limiter: trio.CapacityLimiter, opened: list, failed: list) -> None:
+    """One simulated connector: up to `ATTEMPTS` tries to register, then serve until cancelled."""
+    for attempt in range(ATTEMPTS):
+        try:
+            async with limiter:
+                connection, _ = await open_tunnel_connection(creds, str(uuid.uuid4()), 0, DialLimits())
+            break
+        except BurrowError as exc:
+            if attempt == ATTEMPTS - 1:
+                failed.append(str(exc))
+                return
     opened.append(connection)
-    task_status.started()
-    await connection.serve(answer)
+    try:
+        await connection.serve(answer)
+    except BurrowError:
+        pass
+    opened.remove(connection)  # lost (an unanswered PING on a saturated machine): no longer held
 
 
 async def request(edge, host: str, context: ssl.SSLContext, results: list) -> None:
@@ -92,20 +105,24 @@ async def run(edge, tunnels: list[Credentials], hosts: list[str], opts) -> dict:
     figures["edge_rss_mib_before"] = round(rss_mib(pid), 1)
     limiter = trio.CapacityLimiter(OPEN_AT_ONCE)
     opened: list = []
+    failed: list = []
     async with trio.open_nursery() as nursery:
         started = time.monotonic()
         for number in range(opts.sessions):
-            nursery.start_soon(hold_session, tunnels[number % len(tunnels)], limiter, opened)
-        with trio.fail_after(max(120, opts.sessions / 10)):
-            while len(opened) < opts.sessions:
+            nursery.start_soon(hold_session, tunnels[number % len(tunnels)], limiter, opened, failed)
+        with trio.move_on_after(max(120, opts.sessions / 10)):
+            while len(opened) + len(failed) < opts.sessions:
                 await trio.sleep(0.2)
         figures["open_seconds"] = round(time.monotonic() - started, 1)
+        figures["sessions_open"] = len(opened)
+        figures["sessions_not_opened"] = len(failed)
         await trio.sleep(2)
         cpu, since = cpu_seconds(pid), time.monotonic()
         await trio.sleep(opts.seconds)
         figures["edge_cpu_percent_idle"] = round(100 * (cpu_seconds(pid) - cpu) / (time.monotonic() - since), 1)
         figures["edge_rss_mib_idle"] = round(rss_mib(pid), 1)
-        figures["kib_per_session"] = round((figures["edge_rss_mib_idle"] - figures["edge_rss_mib_before"]) * 1024 / opts.sessions, 1)
+        figures["sessions_held_idle"] = len(opened)
+        figures["kib_per_session"] = round((figures["edge_rss_mib_idle"] - figures["edge_rss_mib_before"]) * 1024 / max(1, len(opened)), 1)
         rate = max(1, opts.sessions // 100)  # 1 % of the sessions serving 1 req/s each
         context = ssl.create_default_context(cafile=str(edge.ca))
         results: list[bool] = []
