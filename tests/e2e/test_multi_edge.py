@@ -222,3 +222,24 @@ def test_kill_9_of_the_busiest_edge_under_load(fresh_cluster: Cluster) -> None:
     assert left_dns is not None, "the dead edge is still in DNS after 45 s"
     listed = survivors[0].cli("burrow-edge", "edges", "list", "--home", survivors[0].home).stdout
     assert re.search(rf"{busiest.name}\s+dead", listed), listed
+
+
+def test_an_edge_without_a_session_of_the_tunnel_answers_502_not_a_proxy(cluster: Cluster) -> None:
+    """No forwarding between edges yet (docs/scaling.md): one session, on edge-1; the other edges
+    answer the edge's 502 page, and never reach anything the registry does not route."""
+    first, other = cluster.edges[0], cluster.edges[1]
+    first.cli("burrow", "tunnel", "create", "solo", env=cluster.env)
+    first.cli("burrow", "tunnel", "route", "dns", "solo", f"solo.{ZONE}", env=cluster.env)
+    config = Path(cluster.env["BURROW_HOME"]) / "solo.yml"
+    origin_port = re.search(r"127\.0\.0\.1:(\d+)", (Path(cluster.env["BURROW_HOME"]) / "config.yml").read_text()).group(1)
+    config.write_text(f"tunnel: solo\ningress:\n  - service: http://127.0.0.1:{origin_port}\n")
+    solo = first.start(["burrow", "tunnel", "run", "--config", config, "--ha-connections", "1", "solo"], "connector-solo", cluster.env)
+    try:
+        solo.wait_for_log(r"tunnel\.registered index=0 \S+ edge=127\.0\.0\.11:")
+        assert first.curl(f"solo.{ZONE}", "/", "-o", "/dev/null", "-w", "%{http_code}").stdout == b"200"
+        refused = other.curl(f"solo.{ZONE}", "/", "-i")
+        assert refused.stdout.startswith(b"HTTP/1.1 502") and b"has no connector" in refused.stdout, refused.stdout[:300]
+        unrouted = other.curl(f"elsewhere.{ZONE}", "/", "-o", "/dev/null", "-w", "%{http_code}")
+        assert unrouted.stdout == b"404"
+    finally:
+        solo.stop()
