@@ -72,7 +72,7 @@ def setup_home(home: Path, names: int) -> str:
         ],
         check=True, capture_output=True,
     )
-    registry = Registry.open(load_edge_config(home).registry_path)
+    registry = Registry.open(load_edge_config(home).registry)
     try:
         registry._conn.execute("PRAGMA synchronous=OFF")  # this set-up connection only; the edge opens its own
         account, _token = registry.create_account("bench")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+from datetime import UTC, datetime
 from pathlib import Path
 
 import trio
@@ -25,6 +26,7 @@ from edge.visitors.udp_port import FlowLimits
 from shared import logs
 from shared.commands import examples, package_version, reported_errors
 from shared.edge_config import (
+    DATABASE_URL_ENV,
     DEFAULT_DNS_LISTEN,
     DEFAULT_HTTPS_LISTEN,
     DEFAULT_TUNNEL_LISTEN,
@@ -33,6 +35,8 @@ from shared.edge_config import (
     check_port_ranges,
     load_edge_config,
     parse_port_range,
+    validate_database_url,
+    validate_edge_name,
     validate_ip,
     validate_zone,
     write_edge_config,
@@ -46,6 +50,8 @@ app = typer.Typer(help="Burrow edge: public HTTPS, DNS and tunnel endpoint.", pr
 account_app = typer.Typer(help="Manage accounts that may create tunnels.", no_args_is_help=True)
 app.add_typer(account_app, name="account")
 app.add_typer(cert_app, name="cert")
+edges_app = typer.Typer(help="The edges sharing this edge's registry (docs/scaling.md).", no_args_is_help=True)
+app.add_typer(edges_app, name="edges")
 
 
 def _print_version(value: bool) -> None:
@@ -82,6 +88,11 @@ def init(
     acme_ca_file: Path = typer.Option(None, help="PEM CA to trust for the ACME server's own TLS certificate."),
     tcp_ports: str = typer.Option(None, "--tcp-ports", help="LO-HI: public TCP ports tunnels may reserve with `burrow tunnel route tcp` (none by default)."),
     udp_ports: str = typer.Option(None, "--udp-ports", help="LO-HI: public UDP ports tunnels may reserve with `burrow tunnel route udp` (none by default)."),
+    database: str = typer.Option(
+        None, "--database", envvar=DATABASE_URL_ENV,
+        help="postgresql://USER@HOST/DB: keep the registry in PostgreSQL, shared by several edges (docs/scaling.md); default: SQLite in the home.",
+    ),
+    edge_name: str = typer.Option(None, "--edge-name", help="This edge's name among several (default: the host name)."),
 ) -> None:
     """Create the edge's config, registry and (with --dev-ca) certificates."""
     with reported_errors():
@@ -97,13 +108,15 @@ def init(
             **acme_settings(http_listen, acme_directory, acme_email, acme_ca_file, dev_ca),
             tcp_ports=parse_port_range(tcp_ports) if tcp_ports is not None else None,
             udp_ports=parse_port_range(udp_ports) if udp_ports is not None else None,
+            database=None if database is None else validate_database_url(database),
+            edge_name=None if edge_name is None else validate_edge_name(edge_name),
         )
         server.check_dns_off(cfg)
         check_port_ranges(cfg)
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
         if dev_ca:
             create_dev_ca(home, cfg.zones, cfg.public_ips)
-        Registry.open(cfg.registry_path).close()
+        Registry.open(cfg.registry).close()
         write_edge_config(cfg)
         typer.echo(f"Initialized the edge for {', '.join(cfg.zones)} in {home}")
         for kind, ports in (("TCP", cfg.tcp_ports), ("UDP", cfg.udp_ports)):
@@ -233,7 +246,7 @@ async def _serve_until_signalled(
 
 
 def _registry(home: Path) -> Registry:
-    return Registry.open(load_edge_config(home).registry_path)
+    return Registry.open(load_edge_config(home).registry)
 
 
 @account_app.command("create", epilog=examples("burrow-edge account create alice"))
@@ -279,3 +292,34 @@ def account_revoke(name: str = typer.Argument(..., help="Account name."), home: 
         finally:
             registry.close()
         typer.echo(f"Revoked account {name}")
+
+
+@edges_app.command("list", epilog=examples("burrow-edge edges list", "burrow-edge edges list --output json"))
+def edges_list(
+    home: Path = HomeOption,
+    output: str = typer.Option("table", "--output", "-o", help="table, json or yaml."),
+) -> None:
+    """List the edges sharing the registry: name, live or dead (no heartbeat for 15 s), public
+    addresses, tunnel endpoint, sessions held, last heartbeat."""
+    with reported_errors():
+        check_output(output)
+        registry = _registry(home)
+        try:
+            edges = registry.list_edges()
+        finally:
+            registry.close()
+        rows = [
+            {
+                "name": e.name, "state": "live" if e.live else "dead", "public_ips": list(e.public_ips),
+                "tunnel_endpoint": e.tunnel_endpoint, "sessions": e.sessions, "started_at": e.started_at,
+                "heartbeat_at": datetime.fromtimestamp(e.heartbeat_at / 1000, UTC).isoformat(timespec="seconds"),
+            }
+            for e in edges
+        ]
+        if output == "table":
+            typer.echo(table(
+                ("NAME", "STATE", "PUBLIC IPS", "TUNNEL ENDPOINT", "SESSIONS", "HEARTBEAT"),
+                [(r["name"], r["state"], ",".join(r["public_ips"]), r["tunnel_endpoint"], str(r["sessions"]), r["heartbeat_at"]) for r in rows],
+            ))
+        else:
+            typer.echo(structured(rows, output))

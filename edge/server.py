@@ -22,11 +22,14 @@ from edge.certs.acme import AcmeManager
 from edge.certs.challenges import Challenges
 from edge.certs.store import CertStore
 from edge.dns.server import DnsServer
+from edge.registry.changes import ChangeFeed
+from edge.registry.dialect import PostgresDialect
 from edge.registry.store import Registry
 from edge.routing.metrics import EdgeMetrics
 from edge.routing.proxy import Exchange, Proxy, send_page
 from edge.routing.router import DEFAULT_MAX_STREAMS_PER_TUNNEL, Router
 from edge.tunnels.listener import SessionLimits, TunnelListener
+from edge.tunnels.membership import Membership
 from edge.tunnels.quick import QuickSettings, QuickTunnels
 from edge.tunnels.quick_service import QuickService
 from edge.tunnels.ratelimit import DEFAULT_BURST, DEFAULT_RATE, SourceLimiter
@@ -45,7 +48,7 @@ from shared.values import format_hostport
 
 log = logging.getLogger(__name__)
 
-ZONE_REFRESH_INTERVAL = 5.0  # picks up writes made by other processes (CLI)
+ZONE_REFRESH_INTERVAL = 5.0  # picks up writes made by other processes (CLI); on PostgreSQL also the ChangeFeed
 LISTEN_FILE = "listen.json"
 DEFAULT_GRACE_PERIOD = 30.0  # `burrow-edge serve --grace-period`
 HEARTBEAT_INTERVAL = 10.0
@@ -199,13 +202,12 @@ async def serve(
     `grace_period` seconds and return. `started()` reports the bound addresses.
     `quick_tunnels`: offer quick tunnels with these limits (None: off)."""
     check_dns_off(cfg)
-    registry = Registry.open(cfg.registry_path)
+    registry = Registry.open(cfg.registry)
     try:
         challenges = Challenges()
         certs = CertStore.load(cfg.certs_dir, cfg.zones, required=cfg.acme_directory is None)  # ACME fills an empty store
         certs.challenge_context = challenges.tls_alpn_context
         edge_id = str(uuid.uuid4())
-        stale = registry.cleanup_connections(edge_id)  # rows of earlier runs: their sessions are gone
         router = Router(registry.zones(list(cfg.zones)), max_streams_per_tunnel)
         metrics = metrics if metrics is not None else EdgeMetrics()  # a throwaway registry unless served
         metrics.watch_router(router.live)
@@ -249,18 +251,29 @@ async def serve(
         frontend = HttpsFrontend(in_flight, http1_limits, http2_limits, options=frontend_options)
         limits = SessionLimits(ping_interval=heartbeat_interval, ping_timeout=heartbeat_timeout)
         limiter = SourceLimiter(registration_rate, registration_burst)
-        sessions = TunnelListener(registry, router, edge_id=edge_id, limits=limits, on_registration=metrics.registration, limiter=limiter, quick=quick)
+        dns = DnsServer(lambda: router.zones, cfg.public_ips, metrics.dns_reply, challenges.txt)  # the router's snapshot, read per query
+        membership = Membership(
+            registry, cfg.name, edge_id, cfg.public_ips, tunnel_endpoint, lambda: len(router.all_sessions()), dns.set_addresses
+        )
+        await trio.to_thread.run_sync(membership.join)
+        stale = registry.cleanup_connections(edge_id)  # rows of runs no longer live: their sessions are gone
+        sessions = TunnelListener(
+            registry, router, edge_id=edge_id, limits=limits, on_registration=metrics.registration, limiter=limiter,
+            quick=quick, edges=membership.tunnel_endpoints,
+        )
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(refresher.run)
             nursery.start_soon(gate.run)
             nursery.start_soon(private.run)
+            if isinstance(registry.dialect, PostgresDialect):  # other edges write too: follow them at once
+                await nursery.start(ChangeFeed(registry.dialect, refresh).run)
             nursery.start_soon(_refresh_certs, certs)
+            nursery.start_soon(membership.run)
             if quick is not None:
                 nursery.start_soon(quick.run)
             accepting = trio.CancelScope()  # cancelled on drain; the handlers live on in `nursery`
             nursery.start_soon(_accept, accepting, nursery, [(frontend.handle, https_listeners), (sessions.handle, tunnel_listeners)])
-            dns = DnsServer(lambda: router.zones, cfg.public_ips, metrics.dns_reply, challenges.txt)  # the router's snapshot, read per query
             if cfg.dns_listen is not None:  # `dns-listen: off`: the zone's DNS is served elsewhere
                 with _binding("DNS", cfg.dns_listen):
                     addresses["dns"] = await nursery.start(dns.serve, cfg.dns_listen)
@@ -277,7 +290,10 @@ async def serve(
                 await nursery.start(public_ports.run)
             listening = {name: format_hostport(addr) for name, addr in addresses.items()}
             write_private(cfg.home / LISTEN_FILE, json.dumps(listening))
-            log.info("edge.listening https=%s tunnel=%s zone=%s edge=%s stale_connections_removed=%d", listening["https"], listening["tunnel"], ",".join(cfg.zones), edge_id, stale)
+            log.info(
+                "edge.listening https=%s tunnel=%s zone=%s edge=%s name=%s registry=%s stale_connections_removed=%d",
+                listening["https"], listening["tunnel"], ",".join(cfg.zones), edge_id, cfg.name, registry.dialect.name, stale,
+            )
             task_status.started(addresses)
             gc.collect()
             gc.freeze()  # what start-up built lives as long as the edge: full collections skip it (shorter pauses)
@@ -286,6 +302,7 @@ async def serve(
                 accepting.cancel()
                 public_ports.stop_accepting()
                 await drain([*https_listeners, *tunnel_listeners], router, in_flight, grace_period, frontend)
+                await trio.to_thread.run_sync(membership.leave)  # out of every edge's DNS at their next heartbeat
                 nursery.cancel_scope.cancel()
     finally:
         gc.unfreeze()

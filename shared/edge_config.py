@@ -4,10 +4,13 @@ frozen `EdgeConfig`, and written back by `burrow-edge init`."""
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
@@ -20,6 +23,8 @@ DEFAULT_HTTPS_LISTEN = ("", 443)
 DEFAULT_TUNNEL_LISTEN = ("", 7844)
 DEFAULT_DNS_LISTEN = ("", 53)
 EDGE_CONFIG_NAME = "edge.yml"
+DATABASE_URL_ENV = "BURROW_DATABASE_URL"
+EDGE_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,8 @@ class EdgeConfig:
     user: str | None = None  # `serve` binds as root, then runs as this user (`--user`)
     tcp_ports: PortRange | None = None  # public TCP ports tunnels may reserve (`--tcp-ports LO-HI`); None: none
     udp_ports: PortRange | None = None  # public UDP ports likewise (`--udp-ports LO-HI`)
+    database: str | None = None  # a postgresql:// URL: the registry shared by several edges; else SQLite in `home`
+    edge_name: str | None = None  # this edge among several (`burrow-edge edges list`); default: the host name
 
     @property
     def zone(self) -> str:
@@ -95,6 +102,15 @@ class EdgeConfig:
     @property
     def registry_path(self) -> Path:
         return self.home / "registry.db"
+
+    @property
+    def registry(self) -> str | Path:
+        """Where the registry is: `BURROW_DATABASE_URL`, else the `database` URL, else SQLite in the home."""
+        return os.environ.get(DATABASE_URL_ENV) or self.database or self.registry_path
+
+    @property
+    def name(self) -> str:
+        return self.edge_name or default_edge_name()
 
     @property
     def certs_dir(self) -> Path:
@@ -193,6 +209,42 @@ def validate_redirect_exempt(raw: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+def validate_edge_name(raw: Any) -> str:
+    name = raw.strip() if isinstance(raw, str) else ""
+    if not EDGE_NAME_RE.fullmatch(name):
+        raise ConfigError(f"invalid edge name {raw!r}: use 1-64 of a-z 0-9 _ . -, starting with a letter or digit")
+    return name
+
+
+def validate_database_url(raw: Any) -> str:
+    """A `postgresql://USER[:PASSWORD]@HOST[:PORT]/DB[?host=/socket/dir]` URL, or ConfigError."""
+    url = raw.strip() if isinstance(raw, str) else ""
+    parts = urlsplit(url)
+    if not url.startswith(("postgresql://", "postgres://")) or not parts.path.strip("/") or (
+        not parts.hostname and "host=" not in parts.query
+    ):
+        raise ConfigError(
+            f"invalid database URL {redact_url(url)!r}: expected postgresql://USER@HOST[:PORT]/DATABASE "
+            "(or postgresql://USER@/DATABASE?host=/socket/dir)"
+        )
+    return url
+
+
+def redact_url(url: str) -> str:
+    """`url` without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def default_edge_name() -> str:
+    """The host's name as an edge name ("edge" when it is not one)."""
+    name = socket.gethostname().split(".")[0].lower()
+    return name if EDGE_NAME_RE.fullmatch(name) else "edge"
+
+
 def _user_name(raw: Any) -> str:
     if not isinstance(raw, str) or not raw.strip():
         raise ConfigError("expected a user name")
@@ -206,7 +258,7 @@ def load_edge_config(home: Path) -> EdgeConfig:
     data = load_yaml(path)
     known = {
         "zone", "public-ip", "https-listen", "tunnel-listen", "dns-listen", "user", *ACME_KEYS, "http-redirect-exempt",
-        "tcp-ports", "udp-ports",
+        "tcp-ports", "udp-ports", "database", "edge-name",
     }
     for key in data:
         if key not in known:
@@ -240,11 +292,18 @@ def load_edge_config(home: Path) -> EdgeConfig:
         user=value("user", _user_name, None),
         tcp_ports=value("tcp-ports", parse_port_range, None),
         udp_ports=value("udp-ports", parse_port_range, None),
+        database=value("database", validate_database_url, None),
+        edge_name=value("edge-name", validate_edge_name, None),
     )
     try:
         check_port_ranges(cfg)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+    if os.environ.get(DATABASE_URL_ENV):
+        try:
+            validate_database_url(os.environ[DATABASE_URL_ENV])
+        except ConfigError as exc:
+            raise ConfigError(f"{DATABASE_URL_ENV}: {exc}") from None
     if cfg.http_redirect_exempt:
         here = f"{where(str(path), line_of(data, 'http-redirect-exempt'))}: http-redirect-exempt"
         if cfg.http_listen is None:
@@ -273,6 +332,8 @@ def write_edge_config(cfg: EdgeConfig) -> None:
         "user": cfg.user,
         "tcp-ports": str(cfg.tcp_ports) if cfg.tcp_ports else None,
         "udp-ports": str(cfg.udp_ports) if cfg.udp_ports else None,
+        "database": cfg.database,
+        "edge-name": cfg.edge_name,
     }
     data.update({key: value for key, value in optional.items() if value is not None})
     write_private(cfg.home / EDGE_CONFIG_NAME, yaml.safe_dump(data, sort_keys=False))

@@ -21,6 +21,7 @@ MAX_REGISTRATION_BYTES = 16 * 1024
 FEATURE_PORTS = "ports"  # the connector serves `tcp` and `udp` streams (public ports)
 WARP_ROUTING = "warp-routing"  # the edge's name for `warp_routing: true`: the connector serves `private` streams
 MAX_FEATURES = 32
+MAX_EDGES = 16  # live edges one `registered` reply may list
 _LENGTH = struct.Struct("!I")
 
 
@@ -58,11 +59,13 @@ class Registered:
 
     connection_id: str
     edge_id: str
+    edges: tuple[str, ...] = ()  # HOST:PORT of every live edge sharing the registry (this one first)
 
     def to_wire(self) -> bytes:
-        return frame(
-            {"type": "registered", "connection_id": self.connection_id, "edge_id": self.edge_id}
-        )
+        message = {"type": "registered", "connection_id": self.connection_id, "edge_id": self.edge_id}
+        if self.edges:
+            message["edges"] = list(self.edges)
+        return frame(message)
 
 
 @dataclass(frozen=True)
@@ -149,7 +152,10 @@ def _parse_registration(body: bytes) -> Register | Registered | Rejected:
                 features=_features(message.get("features", [])),
             )
         if kind == "registered":
-            return Registered(str(message["connection_id"]), str(message["edge_id"]))
+            edges = message.get("edges", [])
+            if not isinstance(edges, list) or len(edges) > MAX_EDGES or not all(isinstance(e, str) for e in edges):
+                raise ProtocolError(f"edges must be a list of at most {MAX_EDGES} HOST:PORT strings")
+            return Registered(str(message["connection_id"]), str(message["edge_id"]), tuple(edges))
         if kind == "rejected":
             return Rejected(str(message["reason"]), bool(message["retryable"]))
     except (ValueError, KeyError, TypeError, OverflowError, RecursionError) as exc:  # inf, deep nesting

@@ -35,14 +35,16 @@ class DialLimits:
 
 async def open_tunnel_connection(
     creds: Credentials, connector_id: str, index: int, limits: DialLimits = DialLimits(), warp_routing: bool = False,
-    egress: ProxyChoice = ProxyChoice(),
+    egress: ProxyChoice = ProxyChoice(), endpoint: str | None = None,
 ) -> tuple[TunnelConnection, registration.Registered]:
-    """Dial (through the proxy `egress` picks for the edge, if any) and register, announcing
-    `warp_routing` (private-network flows welcome); raise AuthError when the edge rejects the
-    credentials or the proxy ours. `connect_timeout` covers the proxy's handshake."""
-    host, port = parse_hostport(creds.endpoint)
+    """Dial `endpoint` (default: the credentials'), through the proxy `egress` picks for it if
+    any, and register, announcing `warp_routing` (private-network flows welcome); raise AuthError
+    when the edge rejects the credentials or the proxy ours. `connect_timeout` covers the proxy's
+    handshake. Every edge is verified against the credentials' edge name."""
+    edge = endpoint or creds.endpoint
+    host, port = parse_hostport(edge)
     proxy = egress.for_host(host)
-    where = creds.endpoint if proxy is None else f"{creds.endpoint} (through proxy {proxy})"
+    where = edge if proxy is None else f"{edge} (through proxy {proxy})"
     try:
         with trio.fail_after(limits.connect_timeout):
             tcp = await open_tcp_stream(host, port, proxy, local_address=limits.local_address)

@@ -15,6 +15,7 @@ import trio
 
 from connector.egress.proxies import ProxyChoice
 from connector.tunnel.connection import DialLimits, open_tunnel_connection
+from connector.tunnel.edges import EdgeChooser
 from connector.tunnel.metrics import ConnectorMetrics
 from shared.credentials import Credentials
 from shared.errors import AuthError, BurrowError
@@ -53,12 +54,18 @@ class Supervisor:
         self.egress = egress
         self.connector_id = str(uuid.uuid4())
         self.connections: dict[int, TunnelConnection] = {}
+        self.endpoints: dict[int, str] = {}  # the edge each connection is on
+        self.edges = EdgeChooser(creds.endpoint)
         self.stopping = False
 
     async def run(self) -> None:
-        """Keep every connection up; raise AuthError if the edge rejects the credentials."""
+        """Keep every connection up; raise AuthError if the edge rejects the credentials.
+
+        The first connection registers before the others dial, so they know every live edge.
+        """
         async with trio.open_nursery() as nursery:
-            for index in range(self.ha_connections):
+            await nursery.start(self._keep_up, 0)
+            for index in range(1, self.ha_connections):
                 nursery.start_soon(self._keep_up, index)
 
     async def drain(self, grace: float) -> None:
@@ -68,24 +75,32 @@ class Supervisor:
             for connection in list(self.connections.values()):
                 nursery.start_soon(connection.drain, grace)
 
-    async def _keep_up(self, index: int) -> None:
+    async def _keep_up(self, index: int, task_status=trio.TASK_STATUS_IGNORED) -> None:
         attempt = 0
         while True:
             started = trio.current_time()
+            endpoint = self.edges.endpoint_for(index, started)
             try:
-                connection, registered = await open_tunnel_connection(
-                    self.creds, self.connector_id, index, self.limits, self.warp_routing, self.egress
-                )
+                try:
+                    connection, registered = await open_tunnel_connection(
+                        self.creds, self.connector_id, index, self.limits, self.warp_routing, self.egress, endpoint
+                    )
+                finally:
+                    task_status.started()  # the first attempt is over: the other connections may dial
+                    task_status = trio.TASK_STATUS_IGNORED
+                self.edges.learn(registered.edges)
                 self.connections[index] = connection
+                self.endpoints[index] = endpoint
                 self.metrics.sessions.set(len(self.connections))
                 log.info(
                     "tunnel.registered index=%d connection=%s edge=%s tunnel=%s",
-                    index, registered.connection_id, self.creds.endpoint, self.creds.tunnel_id,
+                    index, registered.connection_id, endpoint, self.creds.tunnel_id,
                 )
                 try:
                     await connection.serve(self.handler)
                 finally:
                     self.connections.pop(index, None)
+                    self.endpoints.pop(index, None)
                     self.metrics.sessions.set(len(self.connections))
                 if self.stopping:
                     return
@@ -97,6 +112,7 @@ class Supervisor:
             except BurrowError as exc:
                 reason = str(exc)
                 self.metrics.connection_failed(exc)
+            self.edges.failed(endpoint, trio.current_time())
             if trio.current_time() - started > self.backoff.stable_after:
                 attempt = 0
             delay = self.backoff.delay(attempt)

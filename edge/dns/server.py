@@ -46,6 +46,11 @@ class DnsServer:
         self._tcp_slots = trio.CapacityLimiter(MAX_TCP_CONNECTIONS)
         self._on_reply = on_reply  # called with an RCODE name and how many replies had it (metrics)
 
+    def set_addresses(self, addresses: tuple[str, ...]) -> None:
+        """Answer the apex, `ns1` and tunnel targets with these addresses from now on (the live edges)."""
+        self._addresses = tuple(addresses)
+        self._cache = AnswerCache(self._addresses)
+
     def _reply(self, query: bytes, zones: Zones, *, tcp: bool) -> bytes | None:
         """The reply to `query`, or None; not counted in the metrics."""
         try:

@@ -70,7 +70,9 @@ class AccessStore(Database):
                 ).fetchone():
                     raise NotFoundError(f"service token '{name}' not found; create it with `burrow access token create {name}`")
             db.execute(
-                "INSERT OR REPLACE INTO policies (hostname, account_id, policy, updated_at) VALUES (?, ?, ?, ?)",
+                "INSERT INTO policies (hostname, account_id, policy, updated_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (hostname) DO UPDATE SET account_id = excluded.account_id, policy = excluded.policy, "
+                "updated_at = excluded.updated_at",
                 (host, account_id, json.dumps(policy.to_json()), timestamp()),
             )
         log.info("access.policy_set account=%s host=%s access=%s", account_id, host, policy.requires_access)
@@ -95,8 +97,9 @@ class AccessStore(Database):
         """Add (or replace the password of) a person who may sign in on the account's hostnames."""
         with self._write() as db:
             db.execute(
-                "INSERT OR REPLACE INTO access_users (account_id, email, password_hash, created_at) "
-                "VALUES (?, ?, ?, ?)",
+                "INSERT INTO access_users (account_id, email, password_hash, created_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (account_id, email) DO UPDATE SET password_hash = excluded.password_hash, "
+                "created_at = excluded.created_at",
                 (account_id, email, password_hash, timestamp()),
             )
         log.info("access.user_set account=%s email=%s", account_id, email)
@@ -132,7 +135,7 @@ class AccessStore(Database):
     def publish_access_key(self, kid: str, jwk: dict) -> None:
         """Record (or mark as still in use) an edge's public JWT key, so every edge's JWKS lists it."""
         seen = timestamp()
-        with self._write() as db:
+        with self._write(notify=False) as db:
             db.execute(
                 "INSERT INTO access_keys (kid, jwk, created_at, seen_at) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (kid) DO UPDATE SET seen_at = excluded.seen_at",

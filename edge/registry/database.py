@@ -1,57 +1,53 @@
-"""The registry's SQLite connection: opened with WAL and `synchronous=FULL`, migrated, and
-used one transaction at a time from any thread."""
+"""The registry's connection, on SQLite or PostgreSQL (`edge.registry.dialect`): opened,
+migrated, and used one transaction at a time from any thread."""
 
 from __future__ import annotations
 
 import re
-import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 from edge.registry import schema
+from edge.registry.dialect import Dialect, dialect_for
 from edge.registry.models import Tunnel
 from shared.errors import ConfigError, NotFoundError
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
-BUSY_TIMEOUT_S = 10.0
 
 
 class Database:
-    """One SQLite database behind a lock; safe to share between threads."""
+    """One connection behind a lock; safe to share between threads."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: Any, dialect: Dialect) -> None:
         self._conn = conn
+        self.dialect = dialect
         self._lock = threading.Lock()
 
     @classmethod
-    def open(cls, path: Path) -> Self:
-        """Open (creating if needed) the database at `path`."""
-        Path(path).touch(mode=0o600, exist_ok=True)  # holds secret hashes: never world-readable
-        conn = sqlite3.connect(
-            path, timeout=BUSY_TIMEOUT_S, check_same_thread=False, isolation_level=None
-        )
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA foreign_keys=ON")
+    def open(cls, target: Path | str) -> Self:
+        """Open (creating and migrating if needed) the SQLite file at a path, or the PostgreSQL
+        database of a `postgresql://` URL."""
+        dialect = dialect_for(target)
+        conn = dialect.connect()
         try:
-            schema.migrate(conn)
+            schema.migrate(conn, dialect)
         except BaseException:
             conn.close()
             raise
-        return cls(conn)
+        return cls(conn, dialect)
 
     def close(self) -> None:
         with self._lock:
             self._conn.close()
 
     @contextmanager
-    def _transaction(self, begin: str) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, begin) -> Iterator[Any]:
         with self._lock:
-            self._conn.execute(begin)
+            begin(self._conn)
             try:
                 yield self._conn
             except BaseException:
@@ -59,13 +55,14 @@ class Database:
                 raise
             self._conn.execute("COMMIT")
 
-    def _read(self) -> AbstractContextManager[sqlite3.Connection]:
+    def _read(self) -> AbstractContextManager[Any]:
         """One read transaction: a consistent view across its queries."""
-        return self._transaction("BEGIN")
+        return self._transaction(self.dialect.begin_read)
 
-    def _write(self) -> AbstractContextManager[sqlite3.Connection]:
-        """One immediate transaction, committed on success."""
-        return self._transaction("BEGIN IMMEDIATE")
+    def _write(self, notify: bool = True) -> AbstractContextManager[Any]:
+        """One write transaction, serialised with every other writer, committed on success.
+        `notify`: other edges refresh their snapshots when it commits (PostgreSQL)."""
+        return self._transaction(lambda conn: self.dialect.begin_write(conn, notify))
 
     def _rows(self, query: str, parameters: tuple = ()) -> list[tuple]:
         """Every row one query returns, read in a transaction of its own."""
@@ -86,7 +83,7 @@ def check_name(kind: str, name: str) -> str:
     return name
 
 
-def live_tunnel(db: sqlite3.Connection, account_id: str, name_or_id: str) -> Tunnel:
+def live_tunnel(db: Any, account_id: str, name_or_id: str) -> Tunnel:
     """The account's live tunnel with this name or id, read in the caller's transaction."""
     row = db.execute(
         "SELECT id, account_id, name, created_at FROM tunnels "

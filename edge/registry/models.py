@@ -96,3 +96,17 @@ class PrivateSnapshot:
     routes: dict[str, tuple[tuple[IpNetwork, str], ...]]  # account id → (network, tunnel id), most specific first
     policies: dict[str, tuple[tuple[IpNetwork, frozenset[str]], ...]]  # account id → (network, allowed token names)
     tokens: dict[str, ServiceToken]  # live service tokens by client id
+
+
+@dataclass(frozen=True)
+class EdgeInfo:
+    """One edge sharing the registry, as its last heartbeat left it."""
+
+    name: str
+    run_id: str  # this run's id: its connection rows carry it as `edge_id`
+    public_ips: tuple[str, ...]
+    tunnel_endpoint: str  # HOST:PORT connectors dial
+    started_at: str
+    heartbeat_at: int  # unix milliseconds
+    sessions: int
+    live: bool

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 from collections.abc import Sequence
 
 from edge.dns import hostnames
@@ -57,9 +56,10 @@ class RouteStore(Database):
                         f"hostname '{host}' already routes to {current}; use --overwrite-dns to move it"
                     )
             db.execute(
-                "INSERT OR REPLACE INTO records "
-                "(hostname, type, target, account_id, tunnel_id, created_at) "
-                "VALUES (?, 'CNAME', ?, ?, ?, ?)",
+                "INSERT INTO records (hostname, type, target, account_id, tunnel_id, created_at) "
+                "VALUES (?, 'CNAME', ?, ?, ?, ?) ON CONFLICT (hostname) DO UPDATE SET "
+                "target = excluded.target, account_id = excluded.account_id, tunnel_id = excluded.tunnel_id, "
+                "created_at = excluded.created_at",
                 (host, target, account_id, tunnel_id, timestamp()),
             )
         log.info("dns.routed account=%s host=%s tunnel=%s", account_id, host, tunnel_id)
@@ -105,8 +105,9 @@ class RouteStore(Database):
                 raise ConflictError(f"hostname '{host}' has a CNAME record; TXT cannot share its name")
             if values:
                 db.execute(
-                    'INSERT OR REPLACE INTO txt_records (hostname, "values", account_id, updated_at) '
-                    "VALUES (?, ?, ?, ?)",
+                    'INSERT INTO txt_records (hostname, "values", account_id, updated_at) VALUES (?, ?, ?, ?) '
+                    'ON CONFLICT (hostname) DO UPDATE SET "values" = excluded."values", '
+                    "account_id = excluded.account_id, updated_at = excluded.updated_at",
                     (host, json.dumps(values), account_id, timestamp()),
                 )
             else:
@@ -143,7 +144,7 @@ class RouteStore(Database):
         return Zones(tuple(Zone(name, owned[name], tunnel_ids, owned_txt[name]) for name in names))
 
 
-def owned_host(db: sqlite3.Connection, account_id: str, hostname: str) -> str:
+def owned_host(db, account_id: str, hostname: str) -> str:
     """`hostname` normalized, if the account routes it; another account's name is simply not found."""
     try:
         host = hostnames.normalize(hostname)
@@ -155,7 +156,7 @@ def owned_host(db: sqlite3.Connection, account_id: str, hostname: str) -> str:
     return host
 
 
-def _check_owner(db: sqlite3.Connection, account_id: str, host: str, zone: str) -> None:
+def _check_owner(db, account_id: str, host: str, zone: str) -> None:
     """Refuse `host` if another account holds it, a wildcard covering it, or (for a wildcard) a name below it."""
     covering = [host] + ["*." + parent for parent in ancestors(host) if hostnames.zone_of(parent, [zone])]
     if host.startswith("*."):

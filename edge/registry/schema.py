@@ -1,6 +1,7 @@
-"""The registry's SQLite schema as numbered migrations.
+"""The registry's schema as numbered migrations, portable to SQLite and PostgreSQL.
 
-`PRAGMA user_version` holds how many steps a database has had. Each step runs
+The version (`PRAGMA user_version` on SQLite, the `schema_version` table on PostgreSQL)
+holds how many steps a database has had. Each step runs
 in its own transaction together with the version bump, so a crash leaves the
 database at the old version or the new one, never in between. Databases made
 before versioning (issue 2) are at version 0 and already hold step 1's tables,
@@ -10,7 +11,7 @@ which is why step 1 only creates what is missing.
 from __future__ import annotations
 
 import logging
-import sqlite3
+from typing import Any
 
 from shared.errors import ConfigError
 
@@ -129,29 +130,38 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX port_routes_tunnel ON port_routes(tunnel_id)",
     ),
+    # 6: the edges sharing this registry: who is alive (heartbeat, unix ms), where, how many sessions.
+    (
+        """CREATE TABLE edges (
+            name TEXT PRIMARY KEY,
+            run_id TEXT NOT NULL,
+            public_ips TEXT NOT NULL,
+            tunnel_endpoint TEXT NOT NULL,
+            started_at TEXT NOT NULL,
+            heartbeat_at BIGINT NOT NULL,
+            sessions INTEGER NOT NULL
+        )""",
+    ),
 )
 
 LATEST = len(MIGRATIONS)
 
 
-def version(conn: sqlite3.Connection) -> int:
-    return conn.execute("PRAGMA user_version").fetchone()[0]
+def migrate(conn: Any, dialect) -> int:
+    """Apply every missing step, each in one write transaction; returns the final version.
 
-
-def migrate(conn: sqlite3.Connection) -> int:
-    """Apply every missing step, each in one transaction; returns the final version.
-
-    `conn` must be in autocommit mode (`isolation_level=None`).
+    `conn` is in autocommit mode; concurrent edges wait for each other's step (the write lock).
     """
-    while (current := version(conn)) < LATEST:
-        conn.execute("BEGIN IMMEDIATE")
+    while True:
+        dialect.begin_write(conn, False)
         try:
-            if version(conn) != current:  # another process migrated meanwhile
-                conn.execute("ROLLBACK")
-                continue
+            current = dialect.version(conn)
+            if current >= LATEST:
+                conn.execute("COMMIT")
+                break
             for statement in MIGRATIONS[current]:
                 conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {current + 1}")
+            dialect.set_version(conn, current + 1)
         except BaseException:
             conn.execute("ROLLBACK")
             raise

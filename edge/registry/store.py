@@ -1,7 +1,8 @@
-"""The edge's state on SQLite: accounts, tunnels, secret hashes, DNS records.
+"""The edge's state on SQLite or PostgreSQL: accounts, tunnels, secret hashes, DNS records.
 
 Only hashes of login tokens and tunnel secrets are stored. Every write is
-committed with `synchronous=FULL`, so an acknowledged write survives a crash.
+committed durably (SQLite `synchronous=FULL`, PostgreSQL's WAL), so an acknowledged
+write survives a crash.
 Methods block: call them from a worker thread (`trio.to_thread.run_sync`).
 """
 
@@ -12,6 +13,7 @@ import uuid
 
 from edge.registry.access_store import AccessStore
 from edge.registry.database import check_name, live_tunnel, timestamp
+from edge.registry.edges import EdgeStore, live_since
 from edge.registry.models import CONNECTION_COLUMNS, Account, Connection, Tunnel
 from edge.registry.networks import NetworkStore
 from edge.registry.ports import PortStore
@@ -22,10 +24,10 @@ from shared.errors import AuthError, ConfigError, ConflictError, NotFoundError
 log = logging.getLogger(__name__)
 
 
-class Registry(RouteStore, AccessStore, NetworkStore, PortStore):
+class Registry(RouteStore, AccessStore, NetworkStore, PortStore, EdgeStore):
     """Accounts, tunnels and live connections, with DNS records (`RouteStore`), Access
-    (`AccessStore`), private networks (`NetworkStore`) and public ports (`PortStore`); safe to
-    share between threads."""
+    (`AccessStore`), private networks (`NetworkStore`), public ports (`PortStore`) and the edges
+    sharing the registry (`EdgeStore`); safe to share between threads."""
 
     # accounts
 
@@ -150,7 +152,7 @@ class Registry(RouteStore, AccessStore, NetworkStore, PortStore):
     def add_connection(self, connection: Connection) -> None:
         """Record a registered connector connection; refused if its tunnel was deleted meanwhile."""
         c = connection
-        with self._write() as db:
+        with self._write(notify=False) as db:
             cur = db.execute(
                 "INSERT INTO connections (id, tunnel_id, connector_id, conn_index, edge_id, "
                 "client_version, source, connected_at) "
@@ -163,7 +165,7 @@ class Registry(RouteStore, AccessStore, NetworkStore, PortStore):
                 raise AuthError("credentials rejected")
 
     def remove_connection(self, connection_id: str) -> None:
-        with self._write() as db:
+        with self._write(notify=False) as db:
             db.execute("DELETE FROM connections WHERE id = ?", (connection_id,))
 
     def list_connections(self, tunnel_id: str) -> list[Connection]:
@@ -176,13 +178,17 @@ class Registry(RouteStore, AccessStore, NetworkStore, PortStore):
         return [Connection(*row) for row in rows]
 
     def cleanup_connections(self, edge_id: str, tunnel_id: str | None = None) -> int:
-        """Remove stale rows (another edge run's, or a deleted tunnel's); all tunnels or one. Returns how many."""
-        where = "(edge_id != ? OR tunnel_id IN (SELECT id FROM tunnels WHERE deleted_at IS NOT NULL))"
-        args: tuple = (edge_id,)
+        """Remove stale rows (of an edge run neither this one nor live, or of a deleted tunnel); all tunnels
+        or one. Returns how many."""
+        where = (
+            "((edge_id != ? AND edge_id NOT IN (SELECT run_id FROM edges WHERE heartbeat_at >= ?)) "
+            "OR tunnel_id IN (SELECT id FROM tunnels WHERE deleted_at IS NOT NULL))"
+        )
+        args: tuple = (edge_id, live_since())
         if tunnel_id is not None:
             where += " AND tunnel_id = ?"
             args += (tunnel_id,)
-        with self._write() as db:
+        with self._write(notify=False) as db:
             removed = db.execute(f"DELETE FROM connections WHERE {where}", args).rowcount
         if removed:
             log.info("connections.cleaned removed=%d tunnel=%s", removed, tunnel_id or "*")

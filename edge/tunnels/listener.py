@@ -38,7 +38,7 @@ class TunnelListener:
     def __init__(
         self, registry: Registry, router: Router, edge_id: str, limits: SessionLimits = SessionLimits(),
         on_registration: Callable[[str], None] = lambda result: None,
-        limiter: SourceLimiter | None = None, quick: QuickService | None = None,
+        limiter: SourceLimiter | None = None, quick: QuickService | None = None, edges: Callable[[], list[str]] = lambda: [],
     ):
         self.registry = registry
         self.quick = quick  # quick tunnels: verified in memory, no connection rows
@@ -47,6 +47,7 @@ class TunnelListener:
         self.edge_id = edge_id
         self.limits = limits
         self.on_registration = on_registration  # "accepted" / "rejected" / "rate_limited" (metrics)
+        self.edges = edges  # the live edges' tunnel endpoints, listed in each registration reply
 
     async def handle(self, stream: trio.SSLStream) -> None:
         """Serve one connector connection until it ends."""
@@ -93,7 +94,7 @@ class TunnelListener:
             return
         connection_id = record.id
         try:
-            await stream.send_all(registration.Registered(connection_id, self.edge_id).to_wire())
+            await stream.send_all(registration.Registered(connection_id, self.edge_id, tuple(self.edges())).to_wire())
             connection = TunnelConnection(
                 stream, protocol.TunnelSession("edge"), initial_data=rest,
                 ping_interval=self.limits.ping_interval, ping_timeout=self.limits.ping_timeout,

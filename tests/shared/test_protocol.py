@@ -27,7 +27,7 @@ def test_registration_roundtrip_with_trailing_bytes(chunk):
 
 def test_registration_carries_features_and_an_older_connectors_has_none():
     reader = registration.RegistrationReader(expect_magic=True)
-    ports = registration.Register("tid", b"\x00" * 32, "cid", 0, "burrow/test", frozenset({registration.FEATURE_PORTS}))
+    ports = registration.Register("tid", b"\x00" * 32, "cid", 0, "burrow/test", features=frozenset({registration.FEATURE_PORTS}))
     assert reader.feed(ports.to_wire())[0].features == {"ports"}
     older = {"type": "register", "version": 2, "tunnel_id": "t", "secret": "AA==", "connector_id": "c", "conn_index": 0,
              "client_version": "burrow/0.0.9"}  # fmt: skip

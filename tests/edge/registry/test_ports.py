@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from edge.registry.models import PortRoute
@@ -13,13 +11,6 @@ from shared.edge_config import PortRange
 from shared.errors import ConfigError, ConflictError, NotFoundError
 
 PORTS = PortRange(20000, 20009)
-
-
-@pytest.fixture
-def registry(tmp_path: Path):
-    reg = Registry.open(tmp_path / "edge.db")
-    yield reg
-    reg.close()
 
 
 def tunnel(registry: Registry, account: str, name: str):

@@ -13,18 +13,6 @@ from shared.errors import AuthError, ConfigError, ConflictError, NotFoundError
 ZONE = "example.test"
 
 
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "edge.db"
-
-
-@pytest.fixture
-def registry(db_path: Path):
-    reg = Registry.open(db_path)
-    yield reg
-    reg.close()
-
-
 def test_account_token_authenticates(registry: Registry) -> None:
     account, token = registry.create_account("alice")
     assert token.startswith("brw_")
@@ -154,26 +142,30 @@ def test_route_dns_overwrite_and_ownership(registry: Registry) -> None:
         registry.route_dns(alice.id, bobs.id, "b.example.test", ZONE)
 
 
-def test_no_plaintext_secrets_stored(registry: Registry, db_path: Path) -> None:
+def test_no_plaintext_secrets_stored(registry: Registry, registry_target: Path | str, request) -> None:
     account, token = registry.create_account("alice")
     secret = mint_secret()
     registry.create_tunnel(account.id, "web", secret)
     registry.close()
-    stored = b"".join(p.read_bytes() for p in db_path.parent.glob("edge.db*"))
-    assert stored  # the database (and any WAL) was read
+    if isinstance(registry_target, Path):
+        stored = b"".join(p.read_bytes() for p in registry_target.parent.glob("edge.db*"))
+    else:  # every row, as pg_dump writes it
+        stored = request.getfixturevalue("pg_server").dump(request.getfixturevalue("pg_database")).encode()
+    assert account.id.encode() in stored  # the rows were read
     for needle in (token.encode(), secret, b64encode(secret).encode(), secret.hex().encode()):
         assert needle not in stored
-    reopened = Registry.open(db_path)
+    reopened = Registry.open(registry_target)
     try:
         assert reopened.authenticate(token) == account
     finally:
         reopened.close()
 
 
-def test_integrity_and_pragmas(registry: Registry, db_path: Path) -> None:
+@pytest.mark.parametrize("engine", ["sqlite"], indirect=True)
+def test_integrity_and_pragmas(registry: Registry, registry_target: Path) -> None:
     account, _ = registry.create_account("alice")
     registry.create_tunnel(account.id, "web", mint_secret())
-    conn = sqlite3.connect(db_path)
+    conn = sqlite3.connect(registry_target)
     try:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)

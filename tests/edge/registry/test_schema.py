@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from edge.registry import schema
@@ -84,3 +86,66 @@ def test_a_newer_database_is_refused(tmp_path: Path) -> None:
         db.execute(f"PRAGMA user_version = {schema.LATEST + 1}")
     with pytest.raises(ConfigError, match="newer than this program"):
         Registry.open(path)
+
+
+def pg_version(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT version FROM schema_version").fetchone()[0]
+
+
+def pg_tables(url: str) -> set[str]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'").fetchall()
+    return {name for (name,) in rows}
+
+
+def test_postgresql_empty_database_gets_every_step(pg_url: str) -> None:
+    Registry.open(pg_url).close()
+    assert pg_version(pg_url) == schema.LATEST
+    assert {"accounts", "tunnels", "records", "connections", "txt_records", "schema_version"} <= pg_tables(pg_url)
+    Registry.open(pg_url).close()  # opening again is a no-op
+    assert pg_version(pg_url) == schema.LATEST
+
+
+def test_postgresql_edges_opening_at_once_migrate_once(pg_url: str) -> None:
+    errors: list[BaseException] = []
+
+    def open_close() -> None:
+        try:
+            Registry.open(pg_url).close()
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_close) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT count(*) FROM schema_version").fetchone() == (1,)
+    assert pg_version(pg_url) == schema.LATEST
+
+
+def test_postgresql_failing_step_leaves_the_previous_version(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    broken = (schema.MIGRATIONS[0], ("CREATE TABLE half (x TEXT)", "THIS IS NOT SQL"))
+    monkeypatch.setattr(schema, "MIGRATIONS", broken)
+    monkeypatch.setattr(schema, "LATEST", 2)
+    with pytest.raises(psycopg.errors.SyntaxError):
+        Registry.open(pg_url)
+    assert pg_version(pg_url) == 1
+    assert "half" not in pg_tables(pg_url)  # DDL is transactional: rolled back with the step
+
+
+def test_postgresql_newer_database_is_refused(pg_url: str) -> None:
+    Registry.open(pg_url).close()
+    with psycopg.connect(pg_url) as conn:
+        conn.execute("UPDATE schema_version SET version = %s", (schema.LATEST + 1,))
+    with pytest.raises(ConfigError, match="newer than this program"):
+        Registry.open(pg_url)
+
+
+def test_postgresql_unreachable_is_one_clear_error(pg_server) -> None:
+    url = pg_server.url("no_such_database")
+    with pytest.raises(ConfigError, match="cannot connect to the registry database .*no_such_database"):
+        Registry.open(url)
