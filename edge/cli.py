@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import uuid
+from dataclasses import asdict
 from pathlib import Path
 
 import trio
@@ -19,6 +21,7 @@ from edge.tunnels.ratelimit import DEFAULT_BURST, DEFAULT_RATE
 from edge.visitors.connections import DEFAULT_MAX_CONNECTIONS_PER_IP
 from edge.visitors.http1 import Http1Limits
 from edge.visitors.https import FrontendOptions
+from edge.workers.supervisor import supervise
 from shared import logs
 from shared.commands import examples, package_version, reported_errors
 from shared.edge_config import (
@@ -56,6 +59,8 @@ def _private_files(
     """Every file the edge writes (registry, WAL, keys) is readable by its user only."""
     os.umask(0o077)
 
+
+MAX_WORKERS = 64  # `burrow-edge serve --workers`
 
 HomeOption = typer.Option(
     Path("/var/lib/burrow-edge"), "--home", envvar="BURROW_EDGE_HOME", help="The edge's state directory."
@@ -129,6 +134,7 @@ def serve(
     hsts_max_age: str = typer.Option(None, help="Send Strict-Transport-Security with this max-age (seconds or a duration, e.g. 8760h) on every response."),
     max_streams_per_tunnel: int = typer.Option(DEFAULT_MAX_STREAMS_PER_TUNNEL, min=1, help="Concurrent requests one tunnel may carry (all its sessions); more get 503 with Retry-After."),
     user: str = typer.Option(None, "--user", help="Start as root, bind every port, then run as this user (default: user in edge.yml; see docs/security.md)."),
+    workers: int = typer.Option(1, "--workers", min=1, max=MAX_WORKERS, help="Worker processes sharing the listeners (SO_REUSEPORT); see docs/performance.md for when more than 1 pays."),
 ) -> None:
     """Run the edge until SIGINT or SIGTERM; then drain: refuse new connections, tell connectors,
     let in-flight requests finish within the grace period, exit 0. A second signal stops at once."""
@@ -153,7 +159,17 @@ def serve(
         metrics_listen = parse_hostport(metrics) if metrics is not None else None
         user = user if user is not None else cfg.user
         run_as = privileges.target_user(user) if user is not None else None
-        trio.run(_serve_until_signalled, cfg, grace_period, heartbeat, metrics_listen, run_as)
+        if workers == 1:
+            trio.run(_serve_until_signalled, cfg, grace_period, heartbeat, metrics_listen, run_as)
+            return
+        if cfg.acme_challenges:
+            raise ConfigError("--workers above 1 cannot answer http-01 or tls-alpn-01 (acme-challenges in edge.yml): run one worker")
+        start = {
+            "home": str(home), "edge_id": str(uuid.uuid4()), "grace": grace_period,
+            "logs": [log_level, str(logfile) if logfile else None, log_format, access_log],
+            "options": {**heartbeat, "http1_limits": asdict(heartbeat["http1_limits"]), "frontend_options": asdict(heartbeat["frontend_options"])},
+        }
+        trio.run(supervise, cfg, workers, start, grace_period, metrics_listen, run_as)
 
 
 def _positive_rate(flag: str, rate: float) -> float:

@@ -6,9 +6,11 @@ import contextlib
 import gc
 import json
 import logging
+import socket
 import ssl
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from functools import partial
 
 import trio
@@ -30,6 +32,7 @@ from edge.visitors.http1 import Http1Limits
 from edge.visitors.http2_guards import Http2Limits
 from edge.visitors.http_redirect import HttpRedirect
 from edge.visitors.https import ALPN, FrontendOptions, HttpsFrontend, harden
+from edge.workers.peers import Peers
 from shared.aio import single_errors
 from shared.crypto import TUNNEL_ALPN
 from shared.edge_config import EdgeConfig
@@ -45,6 +48,24 @@ DEFAULT_GRACE_PERIOD = 30.0  # `burrow-edge serve --grace-period`
 HEARTBEAT_INTERVAL = 10.0
 HEARTBEAT_TIMEOUT = 15.0
 CERT_REFRESH_INTERVAL = 2.0  # picks up `burrow-edge cert add/remove` made while serving
+
+
+@dataclass
+class WorkerRole:
+    """What one of `--workers N` brings to `serve` (see edge/workers/)."""
+
+    edge_id: str
+    sockets: dict[str, list[socket.socket]]  # "https", "tunnel", "http" (SO_REUSEPORT), "dns" (UDP, TCP): the supervisor's
+    peers: Peers
+    tunnels_changed: Callable[[frozenset[str]], None]  # the tunnels with a session here changed
+    barrier: Callable[[], Awaitable[None]]  # returns once every worker's visitor requests are done
+    registry_changed: Callable[[], Awaitable[None]]  # this worker's API wrote to the registry: the others refresh
+    refresh: Callable[[], Awaitable[None]] | None = None  # set by `serve`: re-read routes and policies
+
+
+async def _refresh_everywhere(refresh: Callable[[], Awaitable[None]], tell_others: Callable[[], Awaitable[None]]) -> None:
+    await refresh()
+    await tell_others()
 
 
 class InFlight:
@@ -79,21 +100,26 @@ class InFlight:
 
 async def drain(
     listeners: list[trio.SSLListener], router: Router, in_flight: InFlight, grace: float,
-    frontend: HttpsFrontend | None = None,
+    frontend: HttpsFrontend | None = None, barrier: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Graceful stop: refuse new connections, tell visitors (`Connection: close`, GOAWAY),
     announce the drain on every tunnel session, and let in-flight requests finish for up
-    to `grace` seconds."""
+    to `grace` seconds.
+
+    A worker (`barrier` given) keeps its sessions until its own visitors are done and then
+    `barrier()` returns (every worker's are): until then other workers may forward to them."""
     for listener in listeners:
         await trio.aclose_forcefully(listener)
     if frontend is not None:
         frontend.drain()
-    sessions = router.all_sessions()
-    log.info("edge.draining grace=%gs sessions=%d requests=%d", grace, len(sessions), in_flight.count)
+    log.info("edge.draining grace=%gs sessions=%d requests=%d", grace, len(router.all_sessions()), in_flight.count)
     in_flight.draining = True
     with trio.move_on_after(grace) as scope:
+        if barrier is not None:
+            await in_flight.wait_idle()
+            await barrier()
         async with trio.open_nursery() as nursery:
-            for connection in sessions:
+            for connection in router.all_sessions():
                 nursery.start_soon(_drain_session, connection, grace)
             await in_flight.wait_idle()
     log.info("edge.drained timed_out=%s requests_cut=%d", scope.cancelled_caught, in_flight.count)
@@ -153,11 +179,15 @@ def _binding(purpose: str, address: tuple[str, int]) -> Iterator[None]:
 
 
 async def _open_tls_listeners(
-    purpose: str, address: tuple[str, int], context: ssl.SSLContext
+    purpose: str, address: tuple[str, int], context: ssl.SSLContext, bound: list[socket.socket] | None = None
 ) -> list[trio.SSLListener]:
-    host, port = address
-    with _binding(purpose, address):
-        listeners = await trio.open_tcp_listeners(port, host=host or None)
+    """TLS listeners on `address`, or on the sockets `bound` already (a worker's, from the supervisor)."""
+    if bound is not None:
+        listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(sock)) for sock in bound]
+    else:
+        host, port = address
+        with _binding(purpose, address):
+            listeners = await trio.open_tcp_listeners(port, host=host or None)
     return [trio.SSLListener(listener, context, https_compatible=True) for listener in listeners]
 
 
@@ -185,17 +215,22 @@ async def serve(
     http1_limits: Http1Limits = Http1Limits(),
     frontend_options: FrontendOptions = FrontendOptions(),
     max_streams_per_tunnel: int = DEFAULT_MAX_STREAMS_PER_TUNNEL,
+    worker: WorkerRole | None = None,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the edge until cancelled, or until `shutdown` is set: then drain for up to
-    `grace_period` seconds and return. `started()` reports the bound addresses."""
+    `grace_period` seconds and return. `started()` reports the bound addresses.
+
+    As one of `--workers N` (`worker`), the listeners are the supervisor's sockets, the
+    edge id is shared, and requests for tunnels held elsewhere go to the worker holding them."""
     check_dns_off(cfg)
     registry = Registry.open(cfg.registry_path)
     try:
         challenges = Challenges()
         certs = CertStore.load(cfg.certs_dir, cfg.zones, required=cfg.acme_directory is None)  # ACME fills an empty store
         certs.challenge_context = challenges.tls_alpn_context
-        edge_id = str(uuid.uuid4())
+        edge_id = worker.edge_id if worker is not None else str(uuid.uuid4())
+        bound = worker.sockets if worker is not None else {}
         stale = registry.cleanup_connections(edge_id)  # rows of earlier runs: their sessions are gone
         router = Router(registry.zones(list(cfg.zones)), max_streams_per_tunnel)
         metrics = metrics if metrics is not None else EdgeMetrics()  # a throwaway registry unless served
@@ -203,10 +238,11 @@ async def serve(
         metrics.watch_certificates(lambda: certs.infos)
         refresher = ZoneRefresher(registry, router, list(cfg.zones))
         gate = await open_gate(registry, cfg.home, f"https://{cfg.zone}")
-        https_listeners = await _open_tls_listeners("HTTPS", cfg.https_listen, harden(certs.server_context(ALPN, acme_tls=True)))
+        https_context = harden(certs.server_context(ALPN, acme_tls=True))
+        https_listeners = await _open_tls_listeners("HTTPS", cfg.https_listen, https_context, bound.get("https"))
         tunnel_context = harden(certs.server_context([TUNNEL_ALPN]))
         tunnel_context.minimum_version = ssl.TLSVersion.TLSv1_3
-        tunnel_listeners = await _open_tls_listeners("tunnels", cfg.tunnel_listen, tunnel_context)
+        tunnel_listeners = await _open_tls_listeners("tunnels", cfg.tunnel_listen, tunnel_context, bound.get("tunnel"))
         addresses = {"https": _bound(https_listeners), "tunnel": _bound(tunnel_listeners)}
         tunnel_endpoint = format_hostport((cfg.public_ip, addresses["tunnel"][1]))
 
@@ -214,10 +250,15 @@ async def serve(
             return {"zone": cfg.zone, "zones": list(cfg.zones), "tunnel_endpoint": tunnel_endpoint}
 
         refresh = partial(refresh_all, refresher, gate)
+        if worker is not None:  # a write through this worker's API reaches the others' snapshots too
+            worker.refresh, refresh = refresh, partial(_refresh_everywhere, refresh, worker.registry_changed)
         dashboard = create_dashboard(registry, lambda: list(cfg.zones), refresh, router, metrics.traffic, edge_id)
         api = create_api(registry, edge_info, refresh, live=router, edge_id=edge_id, extra_routes=[dashboard])
         proxy = Proxy(router, api, frozenset({*cfg.public_ips, *cfg.zones}), metrics, gate)
         in_flight = InFlight(proxy)
+        if worker is not None:
+            proxy.peers = worker.peers
+            router.on_change = worker.tunnels_changed
         http2_limits = Http2Limits(header_block_timeout=http1_limits.request_head_timeout)  # `--header-timeout`
         frontend = HttpsFrontend(in_flight, http1_limits, http2_limits, options=frontend_options)
         limits = SessionLimits(ping_interval=heartbeat_interval, ping_timeout=heartbeat_timeout)
@@ -228,23 +269,26 @@ async def serve(
             nursery.start_soon(refresher.run)
             nursery.start_soon(gate.run)
             nursery.start_soon(_refresh_certs, certs)
+            if worker is not None:
+                await nursery.start(worker.peers.serve, router)
             accepting = trio.CancelScope()  # cancelled on drain; the handlers live on in `nursery`
             nursery.start_soon(_accept, accepting, nursery, [(frontend.handle, https_listeners), (sessions.handle, tunnel_listeners)])
             dns = DnsServer(lambda: router.zones, cfg.public_ips, metrics.dns_reply, challenges.txt)  # the router's snapshot, read per query
             if cfg.dns_listen is not None:  # `dns-listen: off`: the zone's DNS is served elsewhere
                 with _binding("DNS", cfg.dns_listen):
-                    addresses["dns"] = await nursery.start(dns.serve, cfg.dns_listen)
+                    addresses["dns"] = await nursery.start(dns.serve, cfg.dns_listen, tuple(bound["dns"]) if "dns" in bound else None)
             if cfg.http_listen is not None:
                 with _binding("HTTP", cfg.http_listen):
                     plain = HttpRedirect(
                         challenges, addresses["https"][1], serves=proxy.serves, proxy=in_flight.handle, exempt=cfg.http_redirect_exempt,
                         api_hosts=proxy.api_hosts, limits=http1_limits, max_connections_per_ip=frontend_options.max_connections_per_ip,
                     )
-                    addresses["http"] = await nursery.start(plain.serve, cfg.http_listen)
+                    addresses["http"] = await nursery.start(plain.serve, cfg.http_listen, bound.get("http"))
             if cfg.acme_directory is not None:
                 nursery.start_soon(AcmeManager(cfg, certs, challenges).run)
             listening = {name: format_hostport(addr) for name, addr in addresses.items()}
-            write_private(cfg.home / LISTEN_FILE, json.dumps(listening))
+            if worker is None:  # else the supervisor writes it, once every worker listens
+                write_private(cfg.home / LISTEN_FILE, json.dumps(listening))
             log.info("edge.listening https=%s tunnel=%s zone=%s edge=%s stale_connections_removed=%d", listening["https"], listening["tunnel"], ",".join(cfg.zones), edge_id, stale)
             task_status.started(addresses)
             gc.collect()
@@ -252,7 +296,8 @@ async def serve(
             if shutdown is not None:
                 await shutdown.wait()
                 accepting.cancel()
-                await drain([*https_listeners, *tunnel_listeners], router, in_flight, grace_period, frontend)
+                barrier = worker.barrier if worker is not None else None
+                await drain([*https_listeners, *tunnel_listeners], router, in_flight, grace_period, frontend, barrier)
                 nursery.cancel_scope.cancel()
     finally:
         gc.unfreeze()

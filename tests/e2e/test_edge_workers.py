@@ -1,0 +1,69 @@
+"""Issue 15, every core: `burrow-edge serve --workers 2` serves one tunnel's hostname from both
+workers (the kernel spreads connections with SO_REUSEPORT; the tunnel's one session lives in
+one worker, so the other forwards), `/metrics` adds both up, and SIGTERM drains both with
+every request in flight answered."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+
+from dnslib import QTYPE, DNSRecord
+
+from tests.e2e.conftest import ZONE, start_edge, start_origin
+from tests.e2e.test_metrics import metrics_port, scrape
+
+HOST = f"app.{ZONE}"
+REQUESTS = 40  # one curl (one connection, a new source port) each
+IN_FLIGHT = 16  # slow requests under way when SIGTERM arrives
+SLOW = "/?delay=2"
+
+
+def curl_args(edge, path: str) -> list[str]:
+    return [
+        "curl", "-sS", "--http1.1", "--max-time", "30", "--cacert", str(edge.ca), "-o", "/dev/null", "-w", "%{http_code}",
+        "--resolve", f"{HOST}:{edge.https_port}:127.0.0.1", f"https://{HOST}:{edge.https_port}{path}",
+    ]
+
+
+def test_two_workers_serve_forward_aggregate_and_drain(tmp_path):
+    edge = start_edge(tmp_path, serve_args=("--workers", "2", "--metrics", "127.0.0.1:0", "--grace-period", "15"))
+    try:
+        metrics = metrics_port(edge.proc)
+        env = edge.login("workers")
+        edge.cli("burrow", "tunnel", "create", "spread", env=env)
+        edge.cli("burrow", "tunnel", "route", "dns", "spread", HOST, env=env)
+        origin, port = start_origin(tmp_path, env)
+        edge.procs.append(origin)
+        connector = edge.start(
+            ["burrow", "tunnel", "run", "--ha-connections", "1", "--url", f"http://127.0.0.1:{port}", "spread"], "connector", env
+        )
+        connector.wait_for_log(r"tunnel\.registered index=")
+        time.sleep(0.5)  # the holding worker's report reaches the other through the supervisor
+
+        statuses = [subprocess.run(curl_args(edge, "/"), capture_output=True, text=True, timeout=60).stdout for _ in range(REQUESTS)]
+        assert statuses == ["200"] * REQUESTS
+
+        seen = scrape(metrics)
+        answered = {worker: seen[("burrow_edge_worker_requests_total", (("worker", worker),))] for worker in ("0", "1")}
+        assert answered["0"] > 0 and answered["1"] > 0, f"the requests did not spread over both workers: {answered}"
+        assert answered["0"] + answered["1"] == sum(value for (name, _), value in seen.items() if name == "burrow_edge_requests_total")
+        assert seen[("burrow_edge_requests_total", (("host", HOST), ("status_class", "2xx")))] == REQUESTS
+        assert 0 < seen[("burrow_edge_forwarded_requests_total", ())] < REQUESTS  # the worker without the session forwarded
+        tunnel_sessions = [value for (name, _), value in seen.items() if name == "burrow_edge_sessions"]
+        assert tunnel_sessions == [1]
+
+        reply = DNSRecord.parse(DNSRecord.question(HOST, "A").send("127.0.0.1", edge.dns_port, timeout=5))
+        assert [str(rr.rdata) for rr in reply.rr if rr.rtype == QTYPE.A] == ["127.0.0.1"]  # one DNS answer set
+
+        slow = [subprocess.Popen(curl_args(edge, SLOW), stdout=subprocess.PIPE, text=True) for _ in range(IN_FLIGHT)]
+        time.sleep(1.0)  # every slow request is at the origin (it answers after 2 s)
+        edge.proc.popen.send_signal(signal.SIGTERM)
+        assert [proc.communicate(timeout=60)[0] for proc in slow] == ["200"] * IN_FLIGHT
+        assert edge.proc.popen.wait(timeout=30) == 0
+        log = edge.proc.log()
+        assert log.count("edge.drained timed_out=False requests_cut=0") == 2, log[-4000:]
+    finally:
+        for proc in reversed(edge.procs):
+            proc.stop()
