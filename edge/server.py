@@ -16,7 +16,7 @@ from functools import partial
 import trio
 
 from edge.access.gate import open_gate, refresh_all
-from edge.admin.api import create_api
+from edge.admin.api import DROP_GRACE, create_api
 from edge.admin.dashboard import create_dashboard
 from edge.certs.acme import AcmeManager
 from edge.certs.challenges import Challenges
@@ -66,6 +66,14 @@ class WorkerRole:
 async def _refresh_everywhere(refresh: Callable[[], Awaitable[None]], tell_others: Callable[[], Awaitable[None]]) -> None:
     await refresh()
     await tell_others()
+
+
+async def _refresh_worker(refresh: Callable[[], Awaitable[None]], registry: Registry, router: Router) -> None:
+    """Another worker's API wrote to the registry: re-read it, and close this worker's sessions of
+    tunnels deleted meanwhile (as the API does for its own)."""
+    await refresh()
+    for tunnel_id in await trio.to_thread.run_sync(registry.deleted, list(router.live())):
+        await router.drop(tunnel_id, DROP_GRACE)
 
 
 class InFlight:
@@ -251,7 +259,8 @@ async def serve(
 
         refresh = partial(refresh_all, refresher, gate)
         if worker is not None:  # a write through this worker's API reaches the others' snapshots too
-            worker.refresh, refresh = refresh, partial(_refresh_everywhere, refresh, worker.registry_changed)
+            worker.refresh = partial(_refresh_worker, refresh, registry, router)
+            refresh = partial(_refresh_everywhere, refresh, worker.registry_changed)
         dashboard = create_dashboard(registry, lambda: list(cfg.zones), refresh, router, metrics.traffic, edge_id)
         api = create_api(registry, edge_info, refresh, live=router, edge_id=edge_id, extra_routes=[dashboard])
         proxy = Proxy(router, api, frozenset({*cfg.public_ips, *cfg.zones}), metrics, gate)
