@@ -5,6 +5,7 @@ every request in flight answered."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
@@ -64,6 +65,28 @@ def test_two_workers_serve_forward_aggregate_and_drain(tmp_path):
         assert edge.proc.popen.wait(timeout=30) == 0
         log = edge.proc.log()
         assert log.count("edge.drained timed_out=False requests_cut=0") == 2, log[-4000:]
+    finally:
+        for proc in reversed(edge.procs):
+            proc.stop()
+
+
+def test_a_worker_killed_is_started_again_on_the_same_sockets(tmp_path):
+    edge = start_edge(tmp_path, serve_args=("--workers", "2", "--metrics", "127.0.0.1:0"))
+    try:
+        metrics = metrics_port(edge.proc)
+        workers = subprocess.run(["pgrep", "-P", str(edge.proc.pid)], capture_output=True, text=True).stdout.split()
+        assert len(workers) == 2
+        os.kill(int(workers[1]), signal.SIGKILL)
+        edge.proc.wait_for_log(r"edge\.worker_died worker=\d code=-9")
+        edge.proc.wait_for_log(r"edge\.server edge\.listening", count=3)
+        statuses = [
+            subprocess.run(["curl", "-sS", "--cacert", str(edge.ca), "-o", "/dev/null", "-w", "%{http_code}", f"{edge.url}/"],
+                           capture_output=True, text=True, timeout=60).stdout
+            for _ in range(REQUESTS)
+        ]
+        assert "000" not in statuses, statuses  # every connection answered, whichever worker took it
+        seen = scrape(metrics)
+        assert all(seen[("burrow_edge_worker_requests_total", (("worker", worker),))] > 0 for worker in ("0", "1"))
     finally:
         for proc in reversed(edge.procs):
             proc.stop()
