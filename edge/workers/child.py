@@ -26,8 +26,8 @@ from edge.workers.control import ControlChannel
 from edge.workers.peers import Peers
 from shared import logs
 from shared.aio import Signal
+from shared.commands import reported_errors
 from shared.edge_config import load_edge_config
-from shared.errors import BurrowError
 
 log = logging.getLogger(__name__)
 
@@ -136,13 +136,8 @@ async def run(control_fd: int) -> None:
 
 
 def main() -> None:
-    try:
+    with reported_errors():
         trio.run(run, int(sys.argv[1]))
-    except BurrowError as exc:
-        print(f"burrow-edge worker: {exc}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -155,6 +155,8 @@ class Supervisor:
                     slot.process.kill()
             self.held.pop(slot.index, None)
             await self._broadcast_held()
+            if not slot.ready.is_set():  # it never listened: its error (on the log) is the edge's
+                raise ConfigError(f"worker {slot.index} exited with code {code} while starting; its error is logged above")
             if self.draining:
                 log.info("edge.worker_exited worker=%d code=%d", slot.index, code)
                 slot.idle = True
@@ -269,9 +271,11 @@ async def supervise(
                     nursery.cancel_scope.cancel()  # every worker has exited
 
                 nursery.start_soon(run_slots)
-                with trio.fail_after(START_TIMEOUT):
+                with trio.move_on_after(START_TIMEOUT) as starting:
                     for slot in supervisor.slots:
                         await slot.ready.wait()
+                if starting.cancelled_caught:
+                    raise ConfigError(f"the workers did not all listen within {START_TIMEOUT:g}s")
                 if "dns" in supervisor.slots[0].addresses:
                     addresses["dns"] = supervisor.slots[0].addresses["dns"]
                 listening.update({name: format_hostport(tuple(address)) for name, address in addresses.items()})

@@ -12,7 +12,7 @@ import time
 
 from dnslib import QTYPE, DNSRecord
 
-from tests.e2e.conftest import ZONE, start_edge, start_origin
+from tests.e2e.conftest import BIN, ZONE, start_edge, start_origin
 from tests.e2e.test_metrics import metrics_port, scrape
 
 HOST = f"app.{ZONE}"
@@ -90,3 +90,16 @@ def test_a_worker_killed_is_started_again_on_the_same_sockets(tmp_path):
     finally:
         for proc in reversed(edge.procs):
             proc.stop()
+
+
+def test_a_worker_that_cannot_start_is_one_clear_error(tmp_path):
+    home = tmp_path / "edge"
+    listen = ["--https-listen", "127.0.0.1:0", "--tunnel-listen", "127.0.0.1:0", "--dns-listen", "127.0.0.1:0"]
+    subprocess.run([BIN / "burrow-edge", "init", "--home", home, "--zone", ZONE, "--public-ip", "127.0.0.1", "--dev-ca", *listen], check=True, capture_output=True)
+    for cert in (home / "certs").iterdir():
+        cert.unlink()
+    done = subprocess.run([BIN / "burrow-edge", "serve", "--home", home, "--workers", "2"], capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "no usable certificate" in done.stderr and "exited with code" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (home / "listen.json").exists()
