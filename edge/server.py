@@ -272,7 +272,10 @@ async def serve(
         frontend = HttpsFrontend(in_flight, http1_limits, http2_limits, options=frontend_options)
         limits = SessionLimits(ping_interval=heartbeat_interval, ping_timeout=heartbeat_timeout)
         limiter = SourceLimiter(registration_rate, registration_burst)
-        sessions = TunnelListener(registry, router, edge_id=edge_id, limits=limits, on_registration=metrics.registration, limiter=limiter)
+        spread = partial(worker.peers.spread, router) if worker is not None else (lambda tunnel_id: True)
+        sessions = TunnelListener(
+            registry, router, edge_id=edge_id, limits=limits, on_registration=metrics.registration, limiter=limiter, spread=spread
+        )
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(refresher.run)

@@ -20,6 +20,8 @@ from shared.transport import PING_INTERVAL, PING_TIMEOUT, TunnelConnection
 
 log = logging.getLogger(__name__)
 
+SPREAD_REASON = "this edge worker holds the tunnel already and another holds none; reconnecting reaches another"
+
 
 @dataclass(frozen=True)
 class SessionLimits:
@@ -38,6 +40,7 @@ class TunnelListener:
         self, registry: Registry, router: Router, edge_id: str, limits: SessionLimits = SessionLimits(),
         on_registration: Callable[[str], None] = lambda result: None,
         limiter: SourceLimiter | None = None,
+        spread: Callable[[str], bool] = lambda tunnel_id: True,
     ):
         self.registry = registry
         self.limiter = limiter if limiter is not None else SourceLimiter()
@@ -45,6 +48,7 @@ class TunnelListener:
         self.edge_id = edge_id
         self.limits = limits
         self.on_registration = on_registration  # "accepted" / "rejected" / "rate_limited" (metrics)
+        self.spread = spread  # False: this session belongs elsewhere (another worker lacks the tunnel); retry
 
     async def handle(self, stream: trio.SSLStream) -> None:
         """Serve one connector connection until it ends."""
@@ -61,6 +65,10 @@ class TunnelListener:
         except (trio.BrokenResourceError, trio.TooSlowError, BurrowError) as exc:
             log.info("session.refused peer=%s error=%s", peer, exc or type(exc).__name__)
             await trio.aclose_forcefully(stream)
+            return
+        if not self.spread(tunnel_id):
+            log.info("session.spread tunnel=%s peer=%s", tunnel_id, peer)
+            await _reject(stream, registration.Rejected(SPREAD_REASON, retryable=True))
             return
         record = Connection(
             id=str(uuid.uuid4()),
@@ -156,9 +164,11 @@ class TunnelListener:
         return tunnel.id
 
 
-async def _reject(stream: trio.SSLStream, exc: AuthError) -> None:
+async def _reject(stream: trio.SSLStream, answer: AuthError | registration.Rejected) -> None:
+    if isinstance(answer, AuthError):
+        answer = registration.Rejected(str(answer), retryable=False)
     try:
-        await stream.send_all(registration.Rejected(str(exc), retryable=False).to_wire())
+        await stream.send_all(answer.to_wire())
     except trio.BrokenResourceError:
         pass
     await trio.aclose_forcefully(stream)

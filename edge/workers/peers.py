@@ -133,6 +133,12 @@ class Peers:
         """The supervisor's latest view of which worker holds which tunnels."""
         self.held = {worker: tunnels for worker, tunnels in held.items() if worker != self.index}
 
+    def spread(self, router: Router, tunnel_id: str) -> bool:
+        """Whether to take a new session of the tunnel here: not while this worker holds one and
+        another worker holds none (the connector, told to retry, reconnects and is hashed anew,
+        so its HA sessions end up in every worker and requests are seldom forwarded)."""
+        return not router.count(tunnel_id) or all(tunnel_id in tunnels for tunnels in self.held.values())
+
     async def serve(self, router: Router, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Listen for peers until cancelled; also the home of the connections this worker dials."""
         self._router = router

@@ -70,6 +70,31 @@ def test_two_workers_serve_forward_aggregate_and_drain(tmp_path):
             proc.stop()
 
 
+def test_a_connectors_sessions_are_spread_over_the_workers(tmp_path):
+    """Two HA sessions: a worker that holds one refuses the other (retryable) while the other
+    worker holds none, so the connector reconnects until each worker has one: nothing is forwarded."""
+    edge = start_edge(tmp_path, serve_args=("--workers", "2", "--metrics", "127.0.0.1:0"))
+    try:
+        metrics = metrics_port(edge.proc)
+        env = edge.login("spreader")
+        edge.cli("burrow", "tunnel", "create", "spread", env=env)
+        edge.cli("burrow", "tunnel", "route", "dns", "spread", HOST, env=env)
+        origin, port = start_origin(tmp_path, env)
+        edge.procs.append(origin)
+        connector = edge.start(
+            ["burrow", "tunnel", "run", "--ha-connections", "2", "--url", f"http://127.0.0.1:{port}", "spread"], "connector", env
+        )
+        connector.wait_for_log(r"tunnel\.registered index=", count=2, timeout=60)
+        time.sleep(0.5)
+        statuses = [subprocess.run(curl_args(edge, "/"), capture_output=True, text=True, timeout=60).stdout for _ in range(20)]
+        assert statuses == ["200"] * 20
+        seen = scrape(metrics)
+        assert seen[("burrow_edge_forwarded_requests_total", ())] == 0
+        assert all(seen[("burrow_edge_worker_requests_total", (("worker", worker),))] > 0 for worker in ("0", "1"))
+    finally:
+        for proc in reversed(edge.procs):
+            proc.stop()
+
 def test_a_worker_killed_is_started_again_on_the_same_sockets(tmp_path):
     edge = start_edge(tmp_path, serve_args=("--workers", "2", "--metrics", "127.0.0.1:0"))
     try:
