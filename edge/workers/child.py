@@ -131,8 +131,6 @@ async def run(control_fd: int) -> None:
         addresses = await nursery.start(edge)
         await control.send({"type": "ready", "addresses": {name: list(address) for name, address in addresses.items()}})
         nursery.start_soon(worker.report_tunnels)
-        if start["draining"]:  # started while the others drain
-            worker.shutdown.set()
 
 
 def main() -> None:

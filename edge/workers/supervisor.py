@@ -39,7 +39,7 @@ from shared.values import format_hostport
 
 log = logging.getLogger(__name__)
 
-LISTEN_FILE = "listen.json"
+LISTEN_FILE = "listen.json"  # as edge.server's: written here once every worker listens
 RESTART_DELAY = 1.0  # before a worker that died is started again
 SCRAPE_TIMEOUT = 5.0  # a worker's metrics
 START_TIMEOUT = 60.0  # a worker's start-up, up to its `ready`
@@ -107,6 +107,7 @@ class Supervisor:
         self.closing = trio.Event()
         self.merged = MergedMetrics()
         self.sockets: dict[str, list[list[socket.socket]]] = {}
+        self.dns: tuple[socket.socket, socket.socket] | None = None  # worker 0's UDP and TCP
 
     def bind(self) -> dict[str, tuple[str, int]]:
         """Every listener; returns the bound addresses of HTTPS, tunnels and HTTP."""
@@ -126,25 +127,22 @@ class Supervisor:
 
     def _fds(self, index: int) -> tuple[dict[str, list[int]], list[int]]:
         fds = {name: [sock.fileno() for sock in groups[index]] for name, groups in self.sockets.items()}
-        if index == 0 and getattr(self, "dns", None):
+        if index == 0 and self.dns is not None:
             fds["dns"] = [sock.fileno() for sock in self.dns]
         return fds, [fd for group in fds.values() for fd in group]
 
     async def run_slot(self, slot: Slot, directory: Path) -> None:
         """Keep worker `slot.index` running until the drain ends."""
-        while True:
+        while not self.draining:  # (a worker that died is not started again during a drain)
             ours, theirs = socket.socketpair()
             fds, passed = self._fds(slot.index)
             command = [sys.executable, "-m", "edge.workers.child", str(theirs.fileno())]
-            slot.process = await trio.lowlevel.open_process(
-                command, pass_fds=[theirs.fileno(), *passed], start_new_session=False
-            )
+            slot.process = await trio.lowlevel.open_process(command, pass_fds=[theirs.fileno(), *passed])
             theirs.close()
             slot.control = ControlChannel(ours)
             slot.idle = False
             await slot.control.send({
-                "type": "start", "index": slot.index, "directory": str(directory), "sockets": fds,
-                "draining": self.draining, **self.start,
+                "type": "start", "index": slot.index, "directory": str(directory), "sockets": fds, **self.start,
             })
             await self._broadcast_held()
             try:
@@ -153,17 +151,18 @@ class Supervisor:
             finally:
                 if slot.process.returncode is None:  # cancelled: past the drain's time, or a failed start
                     slot.process.kill()
+                await trio.aclose_forcefully(slot.control.stream)
             self.held.pop(slot.index, None)
             await self._broadcast_held()
             if not slot.ready.is_set():  # it never listened: its error (on the log) is the edge's
                 raise ConfigError(f"worker {slot.index} exited with code {code} while starting; its error is logged above")
             if self.draining:
                 log.info("edge.worker_exited worker=%d code=%d", slot.index, code)
-                slot.idle = True
-                self._check_idle()
-                return
+                break
             log.error("edge.worker_died worker=%d code=%d restarting_in=%gs", slot.index, code, RESTART_DELAY)
             await trio.sleep(RESTART_DELAY)
+        slot.idle = True
+        self._check_idle()
 
     async def _listen(self, slot: Slot) -> None:
         while (message := await slot.control.receive()) is not None:
