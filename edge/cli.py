@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import uuid
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from edge.visitors.connections import DEFAULT_MAX_CONNECTIONS_PER_IP
 from edge.visitors.http1 import Http1Limits
 from edge.visitors.https import FrontendOptions
 from edge.visitors.udp_port import FlowLimits
+from edge.workers.supervisor import supervise
 from shared import logs
 from shared.commands import examples, package_version, reported_errors
 from shared.edge_config import (
@@ -67,6 +70,8 @@ def _private_files(
     """Every file the edge writes (registry, WAL, keys) is readable by its user only."""
     os.umask(0o077)
 
+
+MAX_WORKERS = 64  # `burrow-edge serve --workers`
 
 HomeOption = typer.Option(
     Path("/var/lib/burrow-edge"), "--home", envvar="BURROW_EDGE_HOME", help="The edge's state directory."
@@ -161,6 +166,7 @@ def serve(
     quick_tunnels_per_ip: str = typer.Option(f"{quick.DEFAULT_PER_SOURCE}/h", help="Quick tunnels one source address may create per period (COUNT/PERIOD, e.g. 10/h); more get 429."),
     quick_max_streams: int = typer.Option(quick.DEFAULT_MAX_STREAMS, min=1, help="Concurrent requests one quick tunnel may carry; more get 429."),
     quick_max_body: str = typer.Option(format_size(quick.DEFAULT_MAX_BODY), help="Largest request body a quick tunnel accepts (e.g. 100m); larger get 413."),
+    workers: int = typer.Option(1, "--workers", min=1, max=MAX_WORKERS, help="Worker processes sharing the listeners (SO_REUSEPORT); see docs/performance.md for when more than 1 pays."),
 ) -> None:
     """Run the edge until SIGINT or SIGTERM; then drain: refuse new connections, tell connectors,
     let in-flight requests finish within the grace period, exit 0. A second signal stops at once."""
@@ -192,7 +198,32 @@ def serve(
         metrics_listen = parse_hostport(metrics) if metrics is not None else None
         user = user if user is not None else cfg.user
         run_as = privileges.target_user(user) if user is not None else None
-        trio.run(_serve_until_signalled, cfg, grace_period, heartbeat, metrics_listen, run_as)
+        if workers == 1:
+            trio.run(_serve_until_signalled, cfg, grace_period, heartbeat, metrics_listen, run_as)
+            return
+        if cfg.acme_challenges:
+            raise ConfigError("--workers above 1 cannot answer http-01 or tls-alpn-01 (acme-challenges in edge.yml): run one worker")
+        _check_single_worker_features(cfg, quick_tunnels)
+        start = {
+            "home": str(home), "edge_id": str(uuid.uuid4()), "grace": grace_period,
+            "logs": [log_level, str(logfile) if logfile else None, log_format, access_log],
+            "options": {
+                **heartbeat, "http1_limits": asdict(heartbeat["http1_limits"]), "frontend_options": asdict(heartbeat["frontend_options"]),
+                "flow_limits": asdict(heartbeat["flow_limits"]),
+            },
+        }
+        trio.run(supervise, cfg, workers, start, grace_period, metrics_listen, run_as)
+
+
+def _check_single_worker_features(cfg: EdgeConfig, quick_tunnels: bool) -> None:
+    """What one worker holds in its own memory cannot be split over several yet: refuse it."""
+    held = [
+        *(["--quick-tunnels"] if quick_tunnels else []),
+        *(["public ports (tcp-ports/udp-ports in edge.yml)"] if cfg.tcp_ports or cfg.udp_ports else []),
+        *(["a PostgreSQL registry (--database)"] if isinstance(cfg.registry, str) else []),
+    ]
+    if held:
+        raise ConfigError(f"--workers above 1 does not support {', '.join(held)} yet: run one worker")
 
 
 def _positive_rate(flag: str, rate: float) -> float:

@@ -6,16 +6,18 @@ import contextlib
 import gc
 import json
 import logging
+import socket
 import ssl
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from functools import partial
 
 import trio
 
 from edge.access.gate import open_gate, refresh_all
 from edge.access.private import PrivateNetworks
-from edge.admin.api import create_api
+from edge.admin.api import DROP_GRACE, create_api
 from edge.admin.dashboard import create_dashboard
 from edge.admin.quick_api import quick_routes
 from edge.certs.acme import AcmeManager
@@ -39,6 +41,7 @@ from edge.visitors.http_redirect import HttpRedirect
 from edge.visitors.https import ALPN, FrontendOptions, HttpsFrontend, harden
 from edge.visitors.public_ports import PublicPorts
 from edge.visitors.udp_port import FlowLimits
+from edge.workers.peers import Peers
 from shared.aio import single_errors
 from shared.crypto import TUNNEL_ALPN
 from shared.edge_config import EdgeConfig
@@ -54,6 +57,32 @@ DEFAULT_GRACE_PERIOD = 30.0  # `burrow-edge serve --grace-period`
 HEARTBEAT_INTERVAL = 10.0
 HEARTBEAT_TIMEOUT = 15.0
 CERT_REFRESH_INTERVAL = 2.0  # picks up `burrow-edge cert add/remove` made while serving
+
+
+@dataclass
+class WorkerRole:
+    """What one of `--workers N` brings to `serve` (see edge/workers/)."""
+
+    edge_id: str
+    sockets: dict[str, list[socket.socket]]  # "https", "tunnel", "http" (SO_REUSEPORT), "dns" (UDP, TCP): the supervisor's
+    peers: Peers
+    tunnels_changed: Callable[[frozenset[str]], None]  # the tunnels with a session here changed
+    barrier: Callable[[], Awaitable[None]]  # returns once every worker's visitor requests are done
+    registry_changed: Callable[[], Awaitable[None]]  # this worker's API wrote to the registry: the others refresh
+    refresh: Callable[[], Awaitable[None]] | None = None  # set by `serve`: re-read routes and policies
+
+
+async def _refresh_everywhere(refresh: Callable[[], Awaitable[None]], tell_others: Callable[[], Awaitable[None]]) -> None:
+    await refresh()
+    await tell_others()
+
+
+async def _refresh_worker(refresh: Callable[[], Awaitable[None]], registry: Registry, router: Router) -> None:
+    """Another worker's API wrote to the registry: re-read it, and close this worker's sessions of
+    tunnels deleted meanwhile (as the API does for its own)."""
+    await refresh()
+    for tunnel_id in await trio.to_thread.run_sync(registry.deleted, list(router.live())):
+        await router.drop(tunnel_id, DROP_GRACE)
 
 
 class InFlight:
@@ -88,21 +117,26 @@ class InFlight:
 
 async def drain(
     listeners: list[trio.SSLListener], router: Router, in_flight: InFlight, grace: float,
-    frontend: HttpsFrontend | None = None,
+    frontend: HttpsFrontend | None = None, barrier: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Graceful stop: refuse new connections, tell visitors (`Connection: close`, GOAWAY),
     announce the drain on every tunnel session, and let in-flight requests finish for up
-    to `grace` seconds."""
+    to `grace` seconds.
+
+    A worker (`barrier` given) keeps its sessions until its own visitors are done and then
+    `barrier()` returns (every worker's are): until then other workers may forward to them."""
     for listener in listeners:
         await trio.aclose_forcefully(listener)
     if frontend is not None:
         frontend.drain()
-    sessions = router.all_sessions()
-    log.info("edge.draining grace=%gs sessions=%d requests=%d", grace, len(sessions), in_flight.count)
+    log.info("edge.draining grace=%gs sessions=%d requests=%d", grace, len(router.all_sessions()), in_flight.count)
     in_flight.draining = True
     with trio.move_on_after(grace) as scope:
+        if barrier is not None:
+            await in_flight.wait_idle()
+            await barrier()
         async with trio.open_nursery() as nursery:
-            for connection in sessions:
+            for connection in router.all_sessions():
                 nursery.start_soon(_drain_session, connection, grace)
             await in_flight.wait_idle()
     log.info("edge.drained timed_out=%s requests_cut=%d", scope.cancelled_caught, in_flight.count)
@@ -162,11 +196,15 @@ def _binding(purpose: str, address: tuple[str, int]) -> Iterator[None]:
 
 
 async def _open_tls_listeners(
-    purpose: str, address: tuple[str, int], context: ssl.SSLContext
+    purpose: str, address: tuple[str, int], context: ssl.SSLContext, bound: list[socket.socket] | None = None
 ) -> list[trio.SSLListener]:
-    host, port = address
-    with _binding(purpose, address):
-        listeners = await trio.open_tcp_listeners(port, host=host or None)
+    """TLS listeners on `address`, or on the sockets `bound` already (a worker's, from the supervisor)."""
+    if bound is not None:
+        listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(sock)) for sock in bound]
+    else:
+        host, port = address
+        with _binding(purpose, address):
+            listeners = await trio.open_tcp_listeners(port, host=host or None)
     return [trio.SSLListener(listener, context, https_compatible=True) for listener in listeners]
 
 
@@ -196,28 +234,34 @@ async def serve(
     max_streams_per_tunnel: int = DEFAULT_MAX_STREAMS_PER_TUNNEL,
     quick_tunnels: QuickSettings | None = None,
     flow_limits: FlowLimits = FlowLimits(),
+    worker: WorkerRole | None = None,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the edge until cancelled, or until `shutdown` is set: then drain for up to
     `grace_period` seconds and return. `started()` reports the bound addresses.
-    `quick_tunnels`: offer quick tunnels with these limits (None: off)."""
+    `quick_tunnels`: offer quick tunnels with these limits (None: off).
+
+    As one of `--workers N` (`worker`), the listeners are the supervisor's sockets, the
+    edge id is shared, and requests for tunnels held elsewhere go to the worker holding them."""
     check_dns_off(cfg)
     registry = Registry.open(cfg.registry)
     try:
         challenges = Challenges()
         certs = CertStore.load(cfg.certs_dir, cfg.zones, required=cfg.acme_directory is None)  # ACME fills an empty store
         certs.challenge_context = challenges.tls_alpn_context
-        edge_id = str(uuid.uuid4())
+        edge_id = worker.edge_id if worker is not None else str(uuid.uuid4())
+        bound = worker.sockets if worker is not None else {}
         router = Router(registry.zones(list(cfg.zones)), max_streams_per_tunnel)
         metrics = metrics if metrics is not None else EdgeMetrics()  # a throwaway registry unless served
         metrics.watch_router(router.live)
         metrics.watch_certificates(lambda: certs.infos)
         refresher = ZoneRefresher(registry, router, list(cfg.zones))
         gate = await open_gate(registry, cfg.home, f"https://{cfg.zone}")
-        https_listeners = await _open_tls_listeners("HTTPS", cfg.https_listen, harden(certs.server_context(ALPN, acme_tls=True)))
+        https_context = harden(certs.server_context(ALPN, acme_tls=True))
+        https_listeners = await _open_tls_listeners("HTTPS", cfg.https_listen, https_context, bound.get("https"))
         tunnel_context = harden(certs.server_context([TUNNEL_ALPN]))
         tunnel_context.minimum_version = ssl.TLSVersion.TLSv1_3
-        tunnel_listeners = await _open_tls_listeners("tunnels", cfg.tunnel_listen, tunnel_context)
+        tunnel_listeners = await _open_tls_listeners("tunnels", cfg.tunnel_listen, tunnel_context, bound.get("tunnel"))
         addresses = {"https": _bound(https_listeners), "tunnel": _bound(tunnel_listeners)}
         tunnel_endpoint = format_hostport((cfg.public_ip, addresses["tunnel"][1]))
 
@@ -233,9 +277,14 @@ async def serve(
         private = PrivateNetworks(registry, router, metrics)
         await private.refresh()
 
-        async def refresh() -> None:
+        async def refresh_here() -> None:
             await refresh_all(refresher, gate, private)
             await public_ports.sync()  # a port routed or released: its listener opens or closes before the API answers
+
+        refresh = refresh_here
+        if worker is not None:  # a write through this worker's API reaches the others' snapshots too
+            worker.refresh = partial(_refresh_worker, refresh_here, registry, router)
+            refresh = partial(_refresh_everywhere, refresh_here, worker.registry_changed)
 
         quick = QuickService(QuickTunnels(cfg.zone, quick_tunnels), router, tunnel_endpoint) if quick_tunnels else None
         if quick is not None:
@@ -247,6 +296,9 @@ async def serve(
         )
         proxy = Proxy(router, api, frozenset({*cfg.public_ips, *cfg.zones}), metrics, gate, private)
         in_flight = InFlight(proxy)
+        if worker is not None:
+            proxy.peers = worker.peers
+            router.on_change = worker.tunnels_changed
         http2_limits = Http2Limits(header_block_timeout=http1_limits.request_head_timeout)  # `--header-timeout`
         frontend = HttpsFrontend(in_flight, http1_limits, http2_limits, options=frontend_options)
         limits = SessionLimits(ping_interval=heartbeat_interval, ping_timeout=heartbeat_timeout)
@@ -257,9 +309,10 @@ async def serve(
         )
         await trio.to_thread.run_sync(membership.join)
         stale = registry.cleanup_connections(edge_id)  # rows of runs no longer live: their sessions are gone
+        spread = partial(worker.peers.spread, router) if worker is not None else (lambda tunnel_id: True)
         sessions = TunnelListener(
             registry, router, edge_id=edge_id, limits=limits, on_registration=metrics.registration, limiter=limiter,
-            quick=quick, edges=membership.tunnel_endpoints,
+            quick=quick, edges=membership.tunnel_endpoints, spread=spread,
         )
 
         async with trio.open_nursery() as nursery:
@@ -272,24 +325,27 @@ async def serve(
             nursery.start_soon(membership.run)
             if quick is not None:
                 nursery.start_soon(quick.run)
+            if worker is not None:
+                await nursery.start(worker.peers.serve, router)
             accepting = trio.CancelScope()  # cancelled on drain; the handlers live on in `nursery`
             nursery.start_soon(_accept, accepting, nursery, [(frontend.handle, https_listeners), (sessions.handle, tunnel_listeners)])
             if cfg.dns_listen is not None:  # `dns-listen: off`: the zone's DNS is served elsewhere
                 with _binding("DNS", cfg.dns_listen):
-                    addresses["dns"] = await nursery.start(dns.serve, cfg.dns_listen)
+                    addresses["dns"] = await nursery.start(dns.serve, cfg.dns_listen, tuple(bound["dns"]) if "dns" in bound else None)
             if cfg.http_listen is not None:
                 with _binding("HTTP", cfg.http_listen):
                     plain = HttpRedirect(
                         challenges, addresses["https"][1], serves=proxy.serves, proxy=in_flight.handle, exempt=cfg.http_redirect_exempt,
                         api_hosts=proxy.api_hosts, limits=http1_limits, max_connections_per_ip=frontend_options.max_connections_per_ip,
                     )
-                    addresses["http"] = await nursery.start(plain.serve, cfg.http_listen)
+                    addresses["http"] = await nursery.start(plain.serve, cfg.http_listen, bound.get("http"))
             if cfg.acme_directory is not None:
                 nursery.start_soon(AcmeManager(cfg, certs, challenges, quick_tunnels=quick is not None).run)
             if public_ports.enabled:
                 await nursery.start(public_ports.run)
             listening = {name: format_hostport(addr) for name, addr in addresses.items()}
-            write_private(cfg.home / LISTEN_FILE, json.dumps(listening))
+            if worker is None:  # else the supervisor writes it, once every worker listens
+                write_private(cfg.home / LISTEN_FILE, json.dumps(listening))
             log.info(
                 "edge.listening https=%s tunnel=%s zone=%s edge=%s name=%s registry=%s stale_connections_removed=%d",
                 listening["https"], listening["tunnel"], ",".join(cfg.zones), edge_id, cfg.name, registry.dialect.name, stale,
@@ -301,7 +357,8 @@ async def serve(
                 await shutdown.wait()
                 accepting.cancel()
                 public_ports.stop_accepting()
-                await drain([*https_listeners, *tunnel_listeners], router, in_flight, grace_period, frontend)
+                barrier = worker.barrier if worker is not None else None
+                await drain([*https_listeners, *tunnel_listeners], router, in_flight, grace_period, frontend, barrier)
                 await trio.to_thread.run_sync(membership.leave)  # out of every edge's DNS at their next heartbeat
                 nursery.cancel_scope.cancel()
     finally:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import h11
@@ -68,8 +68,12 @@ def respond(method: bytes, target: bytes, registry: CollectorRegistry, ready: Re
 class MetricsServer:
     """Serves `respond()` over HTTP/1.1 on one listener."""
 
-    def __init__(self, registry: CollectorRegistry, ready: ReadyCheck, limits: MetricsLimits = MetricsLimits()):
+    def __init__(
+        self, registry: CollectorRegistry, ready: ReadyCheck, limits: MetricsLimits = MetricsLimits(),
+        refresh: Callable[[], Awaitable[None]] | None = None,
+    ):
         self.registry = registry
+        self.refresh = refresh  # awaited before each /metrics answer (the edge's supervisor scrapes its workers)
         self.ready = ready
         self.limits = limits
         self._slots = trio.CapacityLimiter(limits.max_connections)
@@ -114,6 +118,8 @@ class MetricsServer:
                     return
             if request is None or not isinstance(request, h11.Request):
                 return
+            if self.refresh is not None and request.target.split(b"?", 1)[0] == b"/metrics":
+                await self.refresh()
             reply = respond(request.method, request.target, self.registry, self.ready)
             last = served + 1 == self.limits.max_requests
             headers = [

@@ -66,9 +66,10 @@ class DnsServer:
             for rcode, count in tally.items():
                 self._on_reply(rcode, count)
 
-    async def serve(self, listen: tuple[str, int], *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        """Serve until cancelled; `started()` reports the bound (host, port), the same for UDP and TCP."""
-        udp, tcp = await _open_sockets(*listen)
+    async def serve(self, listen: tuple[str, int], bound: tuple | None = None, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until cancelled (on `listen`, or on the UDP and TCP sockets `bound` already);
+        `started()` reports the bound (host, port), the same for UDP and TCP."""
+        udp, tcp = bound if bound is not None else await open_sockets(*listen)
         with udp, tcp:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._serve_udp, udp)
@@ -152,7 +153,7 @@ async def _receive_exactly(stream: trio.SocketStream, buffer: bytearray, size: i
     return data
 
 
-async def _open_sockets(host: str, port: int, attempts: int = BIND_ATTEMPTS) -> tuple[socket.socket, socket.socket]:
+async def open_sockets(host: str, port: int, attempts: int = BIND_ATTEMPTS) -> tuple[socket.socket, socket.socket]:
     """A UDP socket and a listening TCP socket on the same port; host "" is every address (dual stack)."""
     udp = await _bind(socket.SOCK_DGRAM, host, port)
     try:
@@ -160,7 +161,7 @@ async def _open_sockets(host: str, port: int, attempts: int = BIND_ATTEMPTS) -> 
     except OSError as exc:
         udp.close()
         if port == 0 and exc.errno == errno.EADDRINUSE and attempts > 1:
-            return await _open_sockets(host, port, attempts - 1)
+            return await open_sockets(host, port, attempts - 1)
         raise
     tcp.listen(TCP_BACKLOG)
     return udp, tcp

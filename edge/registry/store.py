@@ -131,6 +131,14 @@ class Registry(RouteStore, AccessStore, NetworkStore, PortStore, EdgeStore):
             raise AuthError("credentials rejected")
         return Tunnel(*row[:4])
 
+    def deleted(self, tunnel_ids: list[str]) -> set[str]:
+        """Those of `tunnel_ids` that were deleted."""
+        if not tunnel_ids:
+            return set()
+        marks = ", ".join("?" * len(tunnel_ids))
+        rows = self._rows(f"SELECT id FROM tunnels WHERE deleted_at IS NOT NULL AND id IN ({marks})", tuple(tunnel_ids))
+        return {row[0] for row in rows}
+
     def delete_tunnel(self, account_id: str, name_or_id: str) -> Tunnel:
         """Soft-delete the account's tunnel; its DNS records, port routes and connection rows go in the same transaction.
 

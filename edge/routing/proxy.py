@@ -139,6 +139,7 @@ class Proxy:
         self.api_app = api_app
         self.api_hosts = api_hosts
         self.metrics = metrics
+        self.peers = None  # edge.workers.peers.Peers: other workers' sessions, for a tunnel with none here
 
     def serves(self, host: str) -> bool:
         """True for a (normalized) hostname the edge answers over HTTPS: its API or a routed one."""
@@ -192,7 +193,11 @@ class Proxy:
             exchange = LimitedBody(exchange, max_body)
         try:
             send = forward_upgrade if getattr(exchange, "upgrade", None) else forward
-            await pick_and_forward(exchange, self.router, tunnel_id, admitted(forwarded_head(exchange)), send)
+            head = admitted(forwarded_head(exchange))
+            if self.peers is not None and not self.router.count(tunnel_id):
+                await self.peers.forward(exchange, tunnel_id, head, send)
+            else:
+                await pick_and_forward(exchange, self.router, tunnel_id, head, send)
         except BodyTooLarge:
             log.info("request.body_too_large host=%s limit=%d", host, max_body)
             if exchange.response_started:  # too late for a 413: end the visitor's connection (HTTP/1.1) or stream (HTTP/2)

@@ -8,7 +8,7 @@ decide first, await after.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +58,7 @@ class Router:
         self._dropped: set[str] = set()
         self._tunnels: dict[str, str | None] = {}  # `tunnel_for` answers for `_tunnels_of`
         self._tunnels_of: Zones | None = None
+        self.on_change: Callable[[frozenset[str]], None] = lambda tunnels: None  # the tunnels with a session changed
 
     def tunnel_for(self, host: str) -> str | None:
         """`self.zones.tunnel_for(host)` for a normalized `host`, remembered until the zone
@@ -89,10 +90,13 @@ class Router:
         """
         if tunnel_id in self._dropped:
             raise TunnelUnavailable(f"tunnel {tunnel_id} was deleted")
+        first = tunnel_id not in self._sessions
         self._sessions.setdefault(tunnel_id, []).append(connection)
         self._info[connection] = info
         if features:
             self._features[connection] = features
+        if first:
+            self.on_change(frozenset(self._sessions))
 
     def remove(self, tunnel_id: str, connection: TunnelConnection) -> None:
         sessions = self._sessions.get(tunnel_id, [])
@@ -100,8 +104,8 @@ class Router:
             sessions.remove(connection)
         self._info.pop(connection, None)
         self._features.pop(connection, None)
-        if not sessions:
-            self._sessions.pop(tunnel_id, None)
+        if not sessions and self._sessions.pop(tunnel_id, None) is not None:
+            self.on_change(frozenset(self._sessions))
 
     def connections(self, tunnel_id: str) -> list[Any]:
         """The `info` of each live session of the tunnel, oldest first."""
@@ -120,6 +124,8 @@ class Router:
         for conn in sessions:
             self._info.pop(conn, None)
             self._features.pop(conn, None)
+        if sessions:
+            self.on_change(frozenset(self._sessions))
         async with trio.open_nursery() as nursery:
             for conn in sessions:
                 nursery.start_soon(_close, conn, grace)

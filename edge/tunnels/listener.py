@@ -21,6 +21,8 @@ from shared.transport import PING_INTERVAL, PING_TIMEOUT, TunnelConnection
 
 log = logging.getLogger(__name__)
 
+SPREAD_REASON = "this edge worker holds the tunnel already and another holds none; reconnecting reaches another"
+
 
 @dataclass(frozen=True)
 class SessionLimits:
@@ -39,6 +41,7 @@ class TunnelListener:
         self, registry: Registry, router: Router, edge_id: str, limits: SessionLimits = SessionLimits(),
         on_registration: Callable[[str], None] = lambda result: None,
         limiter: SourceLimiter | None = None, quick: QuickService | None = None, edges: Callable[[], list[str]] = lambda: [],
+        spread: Callable[[str], bool] = lambda tunnel_id: True,
     ):
         self.registry = registry
         self.quick = quick  # quick tunnels: verified in memory, no connection rows
@@ -48,6 +51,7 @@ class TunnelListener:
         self.limits = limits
         self.on_registration = on_registration  # "accepted" / "rejected" / "rate_limited" (metrics)
         self.edges = edges  # the live edges' tunnel endpoints, listed in each registration reply
+        self.spread = spread  # False: this session belongs elsewhere (another worker lacks the tunnel); retry
 
     async def handle(self, stream: trio.SSLStream) -> None:
         """Serve one connector connection until it ends."""
@@ -66,6 +70,10 @@ class TunnelListener:
             await trio.aclose_forcefully(stream)
             return
         try:
+            if not self.spread(tunnel_id):
+                log.info("session.spread tunnel=%s peer=%s", tunnel_id, peer)
+                await _reject(stream, registration.Rejected(SPREAD_REASON, retryable=True))
+                return
             await self._serve(stream, register, rest, tunnel_id, peer, quick)
         finally:
             if quick:
@@ -176,9 +184,11 @@ class TunnelListener:
         return tunnel.id, False
 
 
-async def _reject(stream: trio.SSLStream, exc: AuthError) -> None:
+async def _reject(stream: trio.SSLStream, answer: AuthError | registration.Rejected) -> None:
+    if isinstance(answer, AuthError):
+        answer = registration.Rejected(str(answer), retryable=False)
     try:
-        await stream.send_all(registration.Rejected(str(exc), retryable=False).to_wire())
+        await stream.send_all(answer.to_wire())
     except trio.BrokenResourceError:
         pass
     await trio.aclose_forcefully(stream)

@@ -79,9 +79,13 @@ class HttpRedirect:
         self.limits = limits
         self.connections_per_ip = ConnectionsPerIp(max_connections_per_ip)
 
-    async def serve(self, listen: tuple[str, int], *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        host, port = listen
-        listeners = await trio.open_tcp_listeners(port, host=host or None)
+    async def serve(self, listen: tuple[str, int], bound: list | None = None, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Serve on `listen`, or on the sockets `bound` already (a worker's)."""
+        if bound is not None:
+            listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(sock)) for sock in bound]
+        else:
+            host, port = listen
+            listeners = await trio.open_tcp_listeners(port, host=host or None)
         bound = listeners[0].socket.getsockname()[:2]
         log.info("http.listening address=%s port=%d", *bound)
         task_status.started(bound)
