@@ -128,3 +128,17 @@ def test_a_worker_that_cannot_start_is_one_clear_error(tmp_path):
     assert "no usable certificate" in done.stderr and "exited with code" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (home / "listen.json").exists()
+
+
+def test_features_held_in_one_workers_memory_are_refused_with_workers(tmp_path):
+    """Quick tunnels, public ports and a PostgreSQL registry with `--workers 2`: one line, no start."""
+    home = tmp_path / "edge"
+    listen = ["--https-listen", "127.0.0.1:0", "--tunnel-listen", "127.0.0.1:0", "--dns-listen", "127.0.0.1:0"]
+    init = [BIN / "burrow-edge", "init", "--home", home, "--zone", ZONE, "--public-ip", "127.0.0.1", "--dev-ca", *listen]
+    subprocess.run([*init, "--tcp-ports", "40000-40009"], check=True, capture_output=True)
+    done = subprocess.run(
+        [BIN / "burrow-edge", "serve", "--home", home, "--workers", "2", "--quick-tunnels"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "--workers above 1 does not support --quick-tunnels, public ports" in done.stderr
+    assert not (home / "listen.json").exists()
