@@ -185,13 +185,15 @@ class Registry(RouteStore, AccessStore, NetworkStore, PortStore, EdgeStore):
         )
         return [Connection(*row) for row in rows]
 
-    def cleanup_connections(self, edge_id: str, tunnel_id: str | None = None) -> int:
+    def cleanup_connections(self, edge_id: str, tunnel_id: str | None = None, dead_edges_only: bool = False) -> int:
         """Remove stale rows (of an edge run neither this one nor live, or of a deleted tunnel); all tunnels
-        or one. Returns how many."""
-        where = (
-            "((edge_id != ? AND edge_id NOT IN (SELECT run_id FROM edges WHERE heartbeat_at >= ?)) "
-            "OR tunnel_id IN (SELECT id FROM tunnels WHERE deleted_at IS NOT NULL))"
-        )
+        or one. `dead_edges_only` (the heartbeat's sweep): only rows of edges known to have stopped
+        beating, leaving rows of unknown runs to start-up and `burrow tunnel cleanup`. Returns how many."""
+        if dead_edges_only:
+            stale_run = "edge_id != ? AND edge_id IN (SELECT run_id FROM edges WHERE heartbeat_at < ?)"
+        else:
+            stale_run = "edge_id != ? AND edge_id NOT IN (SELECT run_id FROM edges WHERE heartbeat_at >= ?)"
+        where = f"(({stale_run}) OR tunnel_id IN (SELECT id FROM tunnels WHERE deleted_at IS NOT NULL))"
         args: tuple = (edge_id, live_since())
         if tunnel_id is not None:
             where += " AND tunnel_id = ?"

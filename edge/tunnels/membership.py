@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections.abc import Callable
+from functools import partial
 
 import trio
 
@@ -49,7 +50,7 @@ class Membership:
                 log.warning("edge.reregistered name=%s (its row was taken or removed; two edges with one name?)", me.name)
                 await trio.to_thread.run_sync(self.registry.register_edge, me.name, me.run_id, me.public_ips, me.tunnel_endpoint)
             self._adopt(await trio.to_thread.run_sync(self.registry.live_edges))
-            await trio.to_thread.run_sync(self.registry.cleanup_connections, me.run_id)  # a dead edge's rows
+            await trio.to_thread.run_sync(partial(self.registry.cleanup_connections, me.run_id, dead_edges_only=True))  # a dead edge's rows
         except Exception as exc:  # the registry is down: keep serving with the last live set
             log.warning("edge.heartbeat_failed error=%s", exc)
 
