@@ -44,14 +44,17 @@ from shared.events import ResponseHead  # noqa: E402
 from shared.values import Secret  # noqa: E402
 from tests.e2e.conftest import ZONE, start_edge  # noqa: E402
 
-OPEN_AT_ONCE = 64  # registrations in flight at a time, per simulator process
+OPEN_AT_ONCE = 16  # registrations in flight at a time, per simulator process (more only queue up on a starved edge)
 ATTEMPTS = 3
 BODY = b"ok"
 PROGRESS_EVERY = 0.5  # seconds between a simulator's progress lines
 HOLD_CAP = 3600  # seconds a simulator holds its sessions at most, whatever the parent does
 SIMULATOR_PING_TIMEOUT = 120.0  # seconds: a starved edge's late PONG does not make a simulator drop its session
+SIMULATOR_DIAL_TIMEOUT = 60.0  # seconds for the TLS handshake and for the registration: a slow one is not dialled again
 
-LIMITS = DialLimits(ping_timeout=SIMULATOR_PING_TIMEOUT)  # PINGs every 10 s as a connector's, answers awaited longer
+LIMITS = DialLimits(  # PINGs every 10 s as a connector's; handshakes and answers awaited longer
+    handshake_timeout=SIMULATOR_DIAL_TIMEOUT, registration_timeout=SIMULATOR_DIAL_TIMEOUT, ping_timeout=SIMULATOR_PING_TIMEOUT
+)
 # Each simulator builds its client TLS context once, as one real connector process does (not once per session).
 dialing.tunnel_client_context = functools.cache(dialing.tunnel_client_context)
 
