@@ -8,7 +8,8 @@ that did not register it is "too old", one that does not answer in time "no answ
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import trio
 
@@ -32,6 +33,14 @@ class ConnectorPools:
     connector_id: str
     report: PoolReport | None  # None: see `error`
     error: str = ""
+
+
+def pools_json(answer: ConnectorPools) -> dict[str, Any]:
+    """One connector's answer for the admin API (`error` is empty when it answered)."""
+    report = answer.report
+    pools = [asdict(pool) for pool in report.pools] if report is not None else None
+    truncated = report is not None and report.truncated
+    return {"connector_id": answer.connector_id, "pools": pools, "truncated": truncated, "error": answer.error}
 
 
 async def connector_pools(router: Router, tunnel_id: str, timeout: float = ASK_TIMEOUT) -> list[ConnectorPools]:

@@ -2,7 +2,7 @@
 connector. One of two origins killed under 20 requests/s: no failed GET after the health
 check's detection window (interval × unhealthyThreshold); restarted, it rejoins; and
 least_requests sends a slow/fast pair's requests where round_robin would split them. The edge's
-dashboard shows a killed origin unhealthy, then healthy again after its restart."""
+dashboard (and `burrow tunnel info`) shows a killed origin unhealthy, then healthy again after its restart."""
 
 from __future__ import annotations
 
@@ -191,6 +191,9 @@ def test_the_dashboard_shows_a_killed_origin_unhealthy_then_healthy_again(edge, 
         killed = time.monotonic()
         wait_until(lambda: dashboard.origins()[("ab", b.url)] == "false", 10, "the dashboard to show b unhealthy")
         out = time.monotonic() - killed
+        info = edge.cli("burrow", "tunnel", "info", "pools", env=edge.connector_env("conn-pools")).stdout  # the admin API
+        b_row = next(line.split() for line in info.splitlines() if f" {b.url} " in line and " ab " in line)
+        assert b_row[4] == "UNHEALTHY" and b_row[7] == "failed", info
         b.start()
         restarted = time.monotonic()
         wait_until(lambda: dashboard.origins()[("ab", b.url)] == "true", 10, "the dashboard to show b healthy again")
