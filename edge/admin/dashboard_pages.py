@@ -43,6 +43,7 @@ button { cursor: pointer; }
 .charts { display: flex; flex-wrap: wrap; gap: 1em; }
 figure { margin: 0; }
 figcaption { font-size: .9em; }
+caption { text-align: left; font-weight: bold; padding: .6em 0 .2em; }
 .healthy { color: #1e7a34; } .unhealthy { color: #b42318; font-weight: bold; }
 svg .req { fill: #4a7fd6; } svg .err { fill: #d64a4a; } svg .axis { stroke: #b8bfcc; }
 .login { max-width: 28em; margin: 4em auto; }
@@ -222,7 +223,7 @@ def _pools_table(pools: Sequence[ConnectorPools]) -> str:
         if answer.report.truncated:
             rows.append(f'<tr>{connector}<td colspan="7" class="muted">more pools than fit in one answer</td></tr>')
     return (
-        '<table class="pools"><tr><th>Connector</th><th>Pool</th><th>Policy</th><th>Origin</th><th>State</th>'
+        '<table class="pools"><caption>Origin pools</caption><tr><th>Connector</th><th>Pool</th><th>Policy</th><th>Origin</th><th>State</th>'
         f"<th>In flight</th><th>Requests</th><th>Last check</th></tr>{''.join(rows)}</table>"
     )
 

@@ -6,6 +6,7 @@ dashboard (and `burrow tunnel info`) shows a killed origin unhealthy, then healt
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import ssl
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
+from tests.e2e.browser import chromium, needs_chromium, trusting_home
 from tests.e2e.conftest import REPO, ZONE, Proc, free_port, wait_until
 from tests.e2e.tunnels import run_tunnel
 
@@ -205,6 +207,24 @@ def test_the_dashboard_shows_a_killed_origin_unhealthy_then_healthy_again(edge, 
     assert out <= WINDOW + 1.0  # polled: a little slack
     assert back <= INTERVAL * HEALTHY + 1.5  # the origin's start, then healthyThreshold passes
     assert 'class="pool-origin"' in page and "(no health check)" in page and "passed at" in page
+
+
+@needs_chromium
+def test_the_dashboard_in_chromium_follows_an_origin_without_reloading(edge, pools, tmp_path):
+    a = pools["a"]
+    row = f"document.querySelector('tr.pool-origin[data-pool=\"ab\"][data-origin=\"{a.url}\"]')"
+    with chromium(trusting_home(tmp_path / "home", edge.ca), f"https://{ZONE}:{edge.https_port}/dashboard/") as page:
+        page.wait_for("document.getElementById('token') !== null", 30, "the login form")
+        page.evaluate(f"document.getElementById('token').value = {json.dumps(edge.tokens['pools'])}; document.forms[0].submit(); true")
+        page.wait_for(f"{row} !== null && {row}.dataset.healthy === 'true'", 30, "a's row, healthy")
+        a.kill()
+        page.wait_for(f"{row}.dataset.healthy === 'false'", 15, "a's row to turn unhealthy (the page refreshes every 3 s)")
+        shot = page.screenshot(tmp_path / "pool-unhealthy.png")
+        assert "unhealthy" in page.evaluate(f"{row}.innerText")
+        a.start()
+        page.wait_for(f"{row}.dataset.healthy === 'true'", 15, "a's row to turn healthy again")
+    assert shot.stat().st_size > 1000
+    print(f"\nscreenshot: {shot}")
 
 
 def test_connector_survived(pools):
