@@ -49,7 +49,7 @@ async def connector_pools(router: Router, tunnel_id: str, timeout: float = ASK_T
     answers: dict[str, ConnectorPools] = {}
 
     async def ask_one(connector_id: str, session: TunnelConnection) -> None:
-        error = "no answer within {:g} s".format(timeout)
+        error = f"no answer within {timeout:g} s"
         with trio.move_on_after(timeout):
             try:
                 answers[connector_id] = ConnectorPools(connector_id, await ask(session))
