@@ -58,8 +58,11 @@ KIND_UPGRADE = b"upgrade"  # a request whose 101 answer turns the stream into a 
 KIND_PRIVATE = b"private"  # a flow to a private-network address (`shared.private_flows`); a 200 answer starts its bytes
 KIND_TCP = b"tcp"  # a visitor's connection to a public TCP port: a 200 answer, then a byte pipe
 KIND_UDP = b"udp"  # one flow of a public UDP port: a 200 answer, then datagrams (`shared.datagrams`)
-STREAM_KINDS = frozenset({KIND_HTTP, KIND_UPGRADE, KIND_PRIVATE, KIND_TCP, KIND_UDP})
+KIND_STATUS = b"status"  # the edge asks the connector for its state (`shared.pool_status`): a 200 answer and a JSON body
+STREAM_KINDS = frozenset({KIND_HTTP, KIND_UPGRADE, KIND_PRIVATE, KIND_TCP, KIND_UDP, KIND_STATUS})
+ANSWERED_KINDS = frozenset({KIND_HTTP, KIND_STATUS})  # a request and its answer: without a body, the request ends at once
 PORT_KINDS = frozenset({KIND_TCP, KIND_UDP})  # sent only to connectors that registered FEATURE_PORTS
+# KIND_STATUS is sent only to connectors that registered FEATURE_STATUS.
 
 # A PING with this payload announces a graceful drain: open no new streams.
 # (GOAWAY closes the session at once, so it is only sent once streams are done.)
@@ -348,7 +351,7 @@ class TunnelSession:
         if len(self._streams) >= MAX_CONCURRENT_STREAMS or stream_id > framing.MAX_STREAM_ID:
             raise ProtocolError("tunnel session has no free stream")
         payload = framing.pack_request(head.method, head.scheme, head.authority, head.target, kind, head.headers)
-        end_stream = not head.has_body and kind == KIND_HTTP
+        end_stream = not head.has_body and kind in ANSWERED_KINDS
         self._last_stream_id = stream_id
         stream = self._streams[stream_id] = _Stream()
         stream.head_sent = True

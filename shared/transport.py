@@ -133,7 +133,7 @@ class TunnelConnection:
         except ProtocolError as exc:  # nothing was queued
             raise StreamRefused(str(exc)) from exc
         stream = TunnelStream(self, stream_id, head, kind)
-        stream.local_closed = not head.has_body and kind == protocol.KIND_HTTP
+        stream.local_closed = not head.has_body and kind in protocol.ANSWERED_KINDS
         self._streams[stream_id] = stream
         await self._flush()
         return stream
@@ -186,7 +186,7 @@ class TunnelConnection:
             self.session.reset_stream(event.stream_id, protocol.REFUSED_STREAM)
             return
         stream = TunnelStream(self, event.stream_id, event.head, event.kind)
-        stream.remote_closed = not event.head.has_body and event.kind == protocol.KIND_HTTP
+        stream.remote_closed = not event.head.has_body and event.kind in protocol.ANSWERED_KINDS
         self._streams[event.stream_id] = stream
         self._handler_nursery.start_soon(self._run_handler, stream)
 

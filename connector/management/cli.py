@@ -103,13 +103,14 @@ def info(
     tunnel: str = typer.Argument(..., help="Tunnel name or UUID."),
     output: str = typer.Option("table", "--output", "-o", help="table, json or yaml."),
 ) -> None:
-    """Show a tunnel and its connectors: id, version, source, connections, edge, connected since."""
+    """Show a tunnel and its connectors: id, version, source, connections, edge, connected since; and their origin pools."""
     with reported_errors():
         listing.check_output(output)
         with _api() as api:
             details = api.get_tunnel(tunnel)
             connections = api.connections(details["id"])
-        typer.echo(listing.render_info(details, connections, output))
+            pools = api.pools(details["id"])
+        typer.echo(listing.render_info(details, connections, output, pools))
 
 
 @tunnel_app.command(epilog=examples("burrow tunnel delete my-web-tunnel", "burrow tunnel delete --force my-web-tunnel"))

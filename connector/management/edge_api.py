@@ -104,6 +104,14 @@ class EdgeAPI:
         """`{"id", "name", "connections": [...], "stale": n}` for one tunnel."""
         return self._call("GET", _tunnel_path(name_or_id) + "/connections")
 
+    def pools(self, name_or_id: str) -> dict[str, Any] | None:
+        """`{"id", "name", "connectors": [{"connector_id", "pools", "truncated", "error"}]}` for one
+        tunnel; None from an edge too old to have the route."""
+        try:
+            return self._call("GET", _tunnel_path(name_or_id) + "/pools")
+        except NotFoundError:
+            return None
+
     def cleanup(self, name_or_id: str) -> dict[str, Any]:
         """Remove the tunnel's stale connection rows: `{"removed": n}`."""
         return self._call("POST", _tunnel_path(name_or_id) + "/cleanup")

@@ -10,6 +10,7 @@ __all__ = ["OUTPUTS", "check_output", "render_info", "render_list"]
 
 LIST_COLUMNS = ("NAME", "ID", "CREATED", "CONNECTIONS", "HOSTNAMES")
 CONNECTOR_COLUMNS = ("CONNECTOR ID", "VERSION", "SOURCE", "CONNECTIONS", "EDGE", "CONNECTED SINCE")
+POOL_COLUMNS = ("CONNECTOR", "POOL", "POLICY", "ORIGIN", "STATE", "IN FLIGHT", "REQUESTS", "LAST CHECK")
 
 
 def render_list(tunnels: list[dict[str, Any]], output: str) -> str:
@@ -47,13 +48,16 @@ def connectors(connections: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(grouped.values())
 
 
-def render_info(tunnel: dict[str, Any], connections: dict[str, Any], output: str) -> str:
-    """`tunnel info`: the tunnel, then one row per connector."""
+def render_info(tunnel: dict[str, Any], connections: dict[str, Any], output: str, pools: dict[str, Any] | None = None) -> str:
+    """`tunnel info`: the tunnel, then one row per connector, then one per origin of its pools
+    (`pools`: the edge's `/pools` answer; None from an edge without it)."""
     groups = connectors(connections["connections"])
     if output != "table":
         data = {k: tunnel[k] for k in ("id", "name", "created_at")}
         data |= {"hostnames": tunnel.get("hostnames", []), "ports": tunnel.get("ports", []), "connectors": groups}
         data["stale"] = connections["stale"]
+        if pools is not None:
+            data["pools"] = pools["connectors"]
         return structured(data, output)
     lines = [
         f"NAME:       {tunnel['name']}",
@@ -76,4 +80,25 @@ def render_info(tunnel: dict[str, Any], connections: dict[str, Any], output: str
         lines.append(
             f"{connections['stale']} stale connection record(s); `burrow tunnel cleanup {tunnel['name']}` removes them."
         )
+    if rows := pool_rows(pools["connectors"] if pools is not None else []):
+        lines += ["", table(POOL_COLUMNS, rows)]
     return "\n".join(lines)
+
+
+def pool_rows(answers: list[dict[str, Any]]) -> list[tuple[str, ...]]:
+    """One row per origin of each connector's pools, or one saying why a connector's are unknown."""
+    rows = []
+    for answer in answers:
+        connector = answer["connector_id"][:8]
+        if answer["pools"] is None:
+            rows.append((connector, "-", "-", answer["error"], "-", "-", "-", "-"))
+            continue
+        for pool in answer["pools"]:
+            for origin in pool["origins"]:
+                last = origin["last_check"]
+                check = "-" if last is None else f"{'passed' if last else 'failed'} ({origin['checks_failed']} failed)"
+                state = "healthy" if origin["healthy"] else "UNHEALTHY"
+                rows.append(
+                    (connector, pool["name"], pool["policy"], origin["url"], state, str(origin["in_flight"]), str(origin["requests"]), check)
+                )
+    return rows

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import random
 import re
+import time
 from collections.abc import Awaitable, Callable, Mapping
 
 import trio
@@ -22,6 +23,7 @@ from connector.origins.connect import open_origin_stream, tls_name, uses_tls
 from connector.origins.errors import NoHealthyOrigin, OriginTimeout, OriginUnreachable
 from shared.errors import OriginError
 from shared.events import RequestHead
+from shared.pool_status import OriginState, PoolState, public_url
 from shared.tunnel_stream import TunnelStream
 
 log = logging.getLogger(__name__)
@@ -35,7 +37,9 @@ STATUS_LINE = re.compile(rb"HTTP/1\.[01] ([1-5][0-9][0-9])[ \r]")
 class Member:
     """One origin of a pool and what the balancer knows of it."""
 
-    __slots__ = ("service", "url", "healthy", "passes", "failures", "in_flight", "requests", "checks_failed")
+    __slots__ = (
+        "service", "url", "healthy", "passes", "failures", "in_flight", "requests", "checks_failed", "last_check", "checked_at",
+    )
 
     def __init__(self, service: HttpService | UnixService) -> None:
         self.service = service
@@ -43,6 +47,13 @@ class Member:
         self.healthy = True  # until checks say otherwise
         self.passes = self.failures = 0  # checks in a row
         self.in_flight = self.requests = self.checks_failed = 0
+        self.last_check: bool | None = None  # the last health check passed (None: none yet)
+        self.checked_at: float | None = None  # when, in seconds since the epoch
+
+    def state(self) -> OriginState:
+        return OriginState(
+            public_url(self.url), self.healthy, self.in_flight, self.requests, self.checks_failed, self.last_check, self.checked_at,
+        )
 
 
 class Balancer:
@@ -53,6 +64,11 @@ class Balancer:
         self.members = [Member(service) for service in pool.origins]
         self.retries = 0  # requests sent again to another origin
         self._turn = 0
+
+    def state(self) -> PoolState:
+        """What the edge's dashboard shows of this pool (`shared.pool_status`)."""
+        pool = self.pool
+        return PoolState(pool.name, pool.policy, pool.health_check is not None, self.retries, tuple(m.state() for m in self.members))
 
     def pick(self, tried: list[Member]) -> Member | None:
         """A healthy origin not in `tried`, by the pool's policy; None if there is none."""
@@ -113,6 +129,7 @@ class Balancer:
     def record(self, member: Member, passed: bool) -> None:
         """Count one check; cross a threshold and the origin leaves or rejoins the rotation."""
         check = self.pool.health_check
+        member.last_check, member.checked_at = passed, time.time()
         if passed:
             member.passes, member.failures = member.passes + 1, 0
             if not member.healthy and member.passes >= check.healthy_threshold:

@@ -33,12 +33,13 @@ from connector.origins.proxy_protocol import Address
 from connector.origins.public_ports import serve_port
 from connector.origins.upgrade import serve_upgrade, upgrade_token, wants_upgrade
 from connector.tunnel.metrics import ConnectorMetrics
+from connector.tunnel.status import serve_status
 from shared.config import WarpRouting
 from shared.errors import BurrowError, ProtocolError
 from shared.events import RequestHead, ResponseHead
 from shared.logs import CONNECTOR_ACCESS_LOGGER, log_access
 from shared.pages import error_page
-from shared.protocol import KIND_PRIVATE, PORT_KINDS
+from shared.protocol import KIND_PRIVATE, KIND_STATUS, PORT_KINDS
 from shared.tunnel_stream import TunnelStream
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,9 @@ class StreamServer:
     async def serve(self, stream: TunnelStream) -> None:
         if stream.kind == KIND_PRIVATE:
             await self.private.serve(stream)
+            return
+        if stream.kind == KIND_STATUS:  # the edge asks for the pools' state
+            await serve_status(stream, self.balancers)
             return
         if stream.kind in PORT_KINDS:  # a visitor on a public TCP or UDP port
             ingress = self.ingress

@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.schemas import SchemaGenerator
 
 from edge.admin.access_api import access_routes
+from edge.admin.connector_pools import connector_pools, pools_json
 from edge.admin.networks_api import network_routes
 from edge.registry.models import Account, Connection, PortRoute, Record, Tunnel
 from edge.registry.ports import PROTOCOLS
@@ -76,6 +77,8 @@ class LiveSessions(Protocol):
 
     async def drop(self, tunnel_id: str, grace: float) -> int: ...
 
+    def by_connector(self, tunnel_id: str, feature: str) -> dict[str, Any]: ...
+
 
 class NoSessions:
     """`LiveSessions` for an API without a tunnel listener (tests, tools)."""
@@ -88,6 +91,9 @@ class NoSessions:
 
     async def drop(self, tunnel_id: str, grace: float) -> int:
         return 0
+
+    def by_connector(self, tunnel_id: str, feature: str) -> dict[str, Any]:
+        return {}
 
 
 def create_api(
@@ -251,6 +257,20 @@ def create_api(
             {"id": tunnel.id, "name": tunnel.name, "connections": [asdict(c) for c in current], "stale": stale}
         )
 
+    async def tunnel_pools(request: Request, account: Account) -> JSONResponse:
+        """The origin pools of each connector with a session on this edge, as each connector reports them.
+        ---
+        summary: Tunnel origin pools
+        parameters: [{$ref: "#/components/parameters/NameOrId"}]
+        responses:
+          200: {description: "{id, name, connectors: [{connector_id, pools: [{name, policy, checked, retries, origins: [...]}], truncated, error}]}"}
+          401: {$ref: "#/components/responses/Error"}
+          404: {$ref: "#/components/responses/Error"}
+        """
+        tunnel = await tunnel_of(request, account)
+        answers = await connector_pools(sessions, tunnel.id)
+        return JSONResponse({"id": tunnel.id, "name": tunnel.name, "connectors": [pools_json(a) for a in answers]})
+
     async def cleanup_tunnel(request: Request, account: Account) -> JSONResponse:
         """Remove the tunnel's stale connection rows (left by an earlier or crashed edge run).
         ---
@@ -383,6 +403,7 @@ def create_api(
             Route(tunnel_path, authed(delete_tunnel), methods=["DELETE"]),
             Route(tunnel_path + "/connections", authed(tunnel_connections), methods=["GET"]),
             Route(tunnel_path + "/cleanup", authed(cleanup_tunnel), methods=["POST"]),
+            Route(tunnel_path + "/pools", authed(tunnel_pools), methods=["GET"]),
             Route(tunnel_path + "/ports/{protocol}/{port}", authed(route_port), methods=["PUT"]),
             Route(tunnel_path + "/ports/{protocol}/{port}", authed(remove_port), methods=["DELETE"]),
             Route("/api/v1/routes/dns", authed(route_dns), methods=["PUT"]),

@@ -16,12 +16,14 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import anyio.to_thread
+import trio
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 
 from edge.admin import dashboard_pages as pages
 from edge.admin.api import DROP_GRACE, hostnames_by_tunnel, stale_count
+from edge.admin.connector_pools import ConnectorPools, connector_pools
 from edge.admin.dashboard_auth import COOKIE, SESSION_LIFETIME, Session, SessionStore
 from edge.registry.models import Account
 from edge.registry.store import Registry
@@ -131,12 +133,20 @@ def create_dashboard(
     async def view_tunnels(account: Account) -> tuple[list, list]:
         tunnels, routes = await run(lambda: (registry.list_tunnels(account.id), registry.routes(account.id)))
         hosts = hostnames_by_tunnel(routes)
+        pools: dict[str, list[ConnectorPools]] = {}
+
+        async def ask(tunnel_id: str) -> None:
+            pools[tunnel_id] = await connector_pools(router, tunnel_id)
+
+        async with trio.open_nursery() as nursery:  # every tunnel's connectors at once, each within ASK_TIMEOUT
+            for tunnel in tunnels:
+                nursery.start_soon(ask, tunnel.id)
         views = []
         for tunnel in tunnels:
             current_conns = [c for c in router.connections(tunnel.id) if c is not None]
             rows = await run(registry.list_connections, tunnel.id)
             stale = stale_count(rows, current_conns, edge_id)
-            views.append(pages.TunnelView(tunnel, hosts.get(tunnel.id, []), current_conns, stale))
+            views.append(pages.TunnelView(tunnel, hosts.get(tunnel.id, []), current_conns, stale, pools[tunnel.id]))
         return views, routes
 
     async def live_html(session: Session) -> tuple[str, list]:

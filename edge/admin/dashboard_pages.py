@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from html import escape
 
+from edge.admin.connector_pools import ConnectorPools
 from edge.registry.models import Connection, Record, Tunnel
 from edge.routing.traffic import MINUTES, Series
 
@@ -19,6 +21,7 @@ class TunnelView:
     hostnames: list[str]
     connections: list[Connection]  # live on this edge
     stale: int  # recorded rows no live session backs
+    pools: Sequence[ConnectorPools] = ()  # each live connector's origin pools, as it answered
 
 
 CSS = """
@@ -40,6 +43,8 @@ button { cursor: pointer; }
 .charts { display: flex; flex-wrap: wrap; gap: 1em; }
 figure { margin: 0; }
 figcaption { font-size: .9em; }
+caption { text-align: left; font-weight: bold; padding: .6em 0 .2em; }
+.healthy { color: #1e7a34; } .unhealthy { color: #b42318; font-weight: bold; }
 svg .req { fill: #4a7fd6; } svg .err { fill: #d64a4a; } svg .axis { stroke: #b8bfcc; }
 .login { max-width: 28em; margin: 4em auto; }
 .login input[type=password] { width: 100%; box-sizing: border-box; padding: .4em; margin: .4em 0 .8em; }
@@ -183,6 +188,7 @@ def _tunnels_section(base: str, csrf: str, tunnels: Sequence[TunnelView]) -> str
                         f"<td>{button if i == 0 else ''}</td></tr>"
                     )
             parts.append("</table>")
+        parts.append(_pools_table(view.pools))
         if view.stale:
             parts.append(
                 f'<p class="muted">{view.stale} stale connection record(s) from an earlier edge run '
@@ -191,6 +197,42 @@ def _tunnels_section(base: str, csrf: str, tunnels: Sequence[TunnelView]) -> str
         parts.append("</div>")
     parts.append("</section>")
     return "".join(parts)
+
+
+def _pools_table(pools: Sequence[ConnectorPools]) -> str:
+    """Each connector's origin pools: one row per origin, or why the connector's state is unknown."""
+    if not any(answer.report is None or answer.report.pools for answer in pools):
+        return ""
+    rows = []
+    for answer in pools:
+        connector = f"<td><code>{escape(answer.connector_id[:8])}</code></td>"
+        if answer.report is None:
+            rows.append(f'<tr class="pool-unknown">{connector}<td colspan="7" class="muted">{escape(answer.error)}</td></tr>')
+            continue
+        for pool in answer.report.pools:
+            checks = "" if pool.checked else ' <span class="muted">(no health check)</span>'
+            for origin in pool.origins:
+                state = "healthy" if origin.healthy else "unhealthy"
+                rows.append(
+                    f'<tr class="pool-origin" data-pool="{escape(pool.name)}" data-origin="{escape(origin.url)}" '
+                    f'data-healthy="{str(origin.healthy).lower()}">{connector}'
+                    f"<td>{escape(pool.name)}{checks}</td><td>{escape(pool.policy)}</td><td><code>{escape(origin.url)}</code></td>"
+                    f'<td class="{state}">{state}</td><td>{origin.in_flight}</td><td>{origin.requests}</td>'
+                    f"<td>{_last_check(origin.last_check, origin.checked_at, origin.checks_failed)}</td></tr>"
+                )
+        if answer.report.truncated:
+            rows.append(f'<tr>{connector}<td colspan="7" class="muted">more pools than fit in one answer</td></tr>')
+    return (
+        '<table class="pools"><caption>Origin pools</caption><tr><th>Connector</th><th>Pool</th><th>Policy</th><th>Origin</th><th>State</th>'
+        f"<th>In flight</th><th>Requests</th><th>Last check</th></tr>{''.join(rows)}</table>"
+    )
+
+
+def _last_check(passed: bool | None, at: float | None, failed: int) -> str:
+    if passed is None or at is None:
+        return '<span class="muted">none yet</span>'
+    when = datetime.fromtimestamp(at, timezone.utc).strftime("%H:%M:%S UTC")
+    return f"{'passed' if passed else 'failed'} at {when} ({failed} failed in all)"
 
 
 def _traffic_section(traffic: dict[str, Series]) -> str:

@@ -111,6 +111,18 @@ class Router:
         """The `info` of each live session of the tunnel, oldest first."""
         return [self._info.get(conn) for conn in self._sessions.get(tunnel_id, ())]
 
+    def by_connector(self, tunnel_id: str, feature: str) -> dict[str, TunnelConnection | None]:
+        """Each connector of the tunnel (by `connector_id` of its sessions' info) → one of its accepting
+        sessions that registered `feature`, or None when none did (a connector too old for it)."""
+        found: dict[str, TunnelConnection | None] = {}
+        for conn in self._sessions.get(tunnel_id, ()):
+            connector_id = getattr(self._info.get(conn), "connector_id", None)
+            if connector_id is None:
+                continue
+            if found.get(connector_id) is None:
+                found[connector_id] = conn if feature in self._features.get(conn, ()) and conn.accepting else None
+        return found
+
     def count(self, tunnel_id: str) -> int:
         return len(self._sessions.get(tunnel_id, ()))
 

@@ -90,6 +90,7 @@ class Edge:
     dns_port: int  # UDP and TCP
     tmp: Path
     procs: list = field(default_factory=list)
+    tokens: dict = field(default_factory=dict)  # account name → its token, for accounts `login` created
 
     @property
     def ca(self) -> Path:
@@ -116,7 +117,8 @@ class Edge:
 
     def login(self, account: str) -> dict:
         """A fresh connector home logged in as a new account."""
-        token = self.cli("burrow-edge", "account", "create", account, "--home", self.home).stdout.splitlines()[-1]
+        created = self.cli("burrow-edge", "account", "create", account, "--home", self.home)
+        token = self.tokens[account] = created.stdout.splitlines()[-1]
         env = self.connector_env(f"conn-{account}")
         self.cli("burrow", "tunnel", "login", self.url, "--token", token, "--ca-file", self.ca, env=env)
         return env

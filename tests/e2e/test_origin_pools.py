@@ -1,10 +1,13 @@
 """Issue 16 acceptance 6: origin pools with real origin processes behind a real edge and
 connector. One of two origins killed under 20 requests/s: no failed GET after the health
 check's detection window (interval × unhealthyThreshold); restarted, it rejoins; and
-least_requests sends a slow/fast pair's requests where round_robin would split them."""
+least_requests sends a slow/fast pair's requests where round_robin would split them. The edge's
+dashboard (and `burrow tunnel info`) shows a killed origin unhealthy, then healthy again after its restart."""
 
 from __future__ import annotations
 
+import json
+import re
 import signal
 import ssl
 import sys
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
+from tests.e2e.browser import chromium, needs_chromium, trusting_home
 from tests.e2e.conftest import REPO, ZONE, Proc, free_port, wait_until
 from tests.e2e.tunnels import run_tunnel
 
@@ -75,7 +79,7 @@ def pools(edge, tmp_path_factory):
         edge, "pools", [("ab", "pool:ab"), ("least", "pool:least"), ("turns", "pool:turns")],
         top=top, args=("--metrics", f"127.0.0.1:{metrics_port}"),
     )
-    yield {"a": a, "b": b, "metrics": metrics_port, "connector": connector}
+    yield {"a": a, "b": b, "slow": slow, "fast": fast, "metrics": metrics_port, "connector": connector}
     for started in (a, b, slow, fast):
         started.proc.stop()
 
@@ -154,6 +158,73 @@ def test_least_requests_sends_most_to_the_fast_origin(edge, pools):
     print(f"\nleast_requests {dict(least)}; round_robin {dict(turns)}")
     assert least["fast"] + least["slow"] == 40 and least["fast"] >= 2 * least["slow"], least
     assert turns == {"fast": 20, "slow": 20}, turns
+
+
+SNI = {"sni_hostname": ZONE}
+
+
+class Dashboard:
+    """The edge's dashboard, logged in as the pools tunnel's account (httpx, like a browser without script)."""
+
+    def __init__(self, edge) -> None:
+        context = ssl.create_default_context(cafile=str(edge.ca))
+        self.http = httpx.Client(
+            verify=context, timeout=10, base_url=f"https://127.0.0.1:{edge.https_port}",
+            headers={"Host": ZONE},
+        )
+        answer = self.http.post("/dashboard/login", data={"token": edge.tokens["pools"]}, extensions=SNI)
+        assert answer.status_code == 303 and answer.headers["location"] == "/dashboard/", answer.text
+
+    def origins(self) -> dict[tuple[str, str], str]:
+        """(pool, origin URL) → data-healthy of each row of the live fragment's pools table."""
+        html = self.http.get("/dashboard/live", extensions=SNI).text
+        rows = re.findall(r'<tr class="pool-origin" data-pool="([^"]+)" data-origin="([^"]+)" data-healthy="(\w+)">', html)
+        return {(pool, origin): healthy for pool, origin, healthy in rows}
+
+
+def test_the_dashboard_shows_a_killed_origin_unhealthy_then_healthy_again(edge, pools):
+    b = pools["b"]
+    dashboard = Dashboard(edge)
+    try:
+        shown = dashboard.origins()
+        assert shown[("ab", pools["a"].url)] == shown[("ab", b.url)] == "true", shown
+        assert ("least", pools["slow"].url) in shown and ("turns", pools["fast"].url) in shown, shown
+        b.kill()
+        killed = time.monotonic()
+        wait_until(lambda: dashboard.origins()[("ab", b.url)] == "false", 10, "the dashboard to show b unhealthy")
+        out = time.monotonic() - killed
+        info = edge.cli("burrow", "tunnel", "info", "pools", env=edge.connector_env("conn-pools")).stdout  # the admin API
+        b_row = next(line.split() for line in info.splitlines() if f" {b.url} " in line and " ab " in line)
+        assert b_row[4] == "UNHEALTHY" and b_row[7] == "failed", info
+        b.start()
+        restarted = time.monotonic()
+        wait_until(lambda: dashboard.origins()[("ab", b.url)] == "true", 10, "the dashboard to show b healthy again")
+        back = time.monotonic() - restarted
+        page = dashboard.http.get("/dashboard/", extensions=SNI).text
+    finally:
+        dashboard.http.close()
+    print(f"\ndashboard: b shown unhealthy {out:.2f} s after the kill, healthy {back:.2f} s after the restart")
+    assert out <= WINDOW + 1.0  # polled: a little slack
+    assert back <= INTERVAL * HEALTHY + 1.5  # the origin's start, then healthyThreshold passes
+    assert 'class="pool-origin"' in page and "(no health check)" in page and "passed at" in page
+
+
+@needs_chromium
+def test_the_dashboard_in_chromium_follows_an_origin_without_reloading(edge, pools, tmp_path):
+    a = pools["a"]
+    row = f"document.querySelector('tr.pool-origin[data-pool=\"ab\"][data-origin=\"{a.url}\"]')"
+    with chromium(trusting_home(tmp_path / "home", edge.ca), f"https://{ZONE}:{edge.https_port}/dashboard/") as page:
+        page.wait_for("document.getElementById('token') !== null", 30, "the login form")
+        page.evaluate(f"document.getElementById('token').value = {json.dumps(edge.tokens['pools'])}; document.forms[0].submit(); true")
+        page.wait_for(f"{row} !== null && {row}.dataset.healthy === 'true'", 30, "a's row, healthy")
+        a.kill()
+        page.wait_for(f"{row}.dataset.healthy === 'false'", 15, "a's row to turn unhealthy (the page refreshes every 3 s)")
+        shot = page.screenshot(tmp_path / "pool-unhealthy.png")
+        assert "unhealthy" in page.evaluate(f"{row}.innerText")
+        a.start()
+        page.wait_for(f"{row}.dataset.healthy === 'true'", 15, "a's row to turn healthy again")
+    assert shot.stat().st_size > 1000
+    print(f"\nscreenshot: {shot}")
 
 
 def test_connector_survived(pools):

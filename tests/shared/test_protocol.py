@@ -461,3 +461,15 @@ def test_arbitrary_frames_give_events_or_a_protocol_error_only(role, frames):
         session.receive_data(b"".join(frame(kind, stream_id, payload, flags) for kind, flags, stream_id, payload in frames))
     except ProtocolError as exc:
         assert str(exc).startswith("tunnel peer broke the protocol: ")
+
+
+def test_a_status_stream_without_body_ends_at_once_and_its_answer_closes_it():
+    edge, connector = pair()
+    stream_id = edge.open_stream(RequestHead(b"GET", b"/pools", b""), protocol.KIND_STATUS)
+    events = shuttle(edge, connector)
+    assert [e.kind for e in of(events, session_events.StreamOpened)] == [protocol.KIND_STATUS]
+    assert of(events, session_events.StreamEnded)
+    connector.send_response(stream_id, ResponseHead(200, ((b"content-type", b"application/json"),)))
+    connector.send_data(stream_id, b'{"pools":[]}', end_stream=True)
+    shuttle(connector, edge)
+    assert edge.open_streams == connector.open_streams == 0

@@ -44,3 +44,23 @@ def test_info_groups_connections_by_connector() -> None:
     data = json.loads(render_info(TUNNELS[0], connections, "json"))
     assert [c["connections"] for c in data["connectors"]] == [[0, 1], [0]]
     assert "no active connection" in render_info(TUNNELS[1], {"connections": [], "stale": 0}, "table")
+
+
+def test_info_shows_each_connectors_pools() -> None:
+    origin = {"url": "http://127.0.0.1:9001", "healthy": False, "in_flight": 1, "requests": 12, "checks_failed": 3,
+              "last_check": False, "checked_at": 1.7e9}
+    pools = {"connectors": [
+        {"connector_id": "c1c1c1c1-aaaa", "pools": [{"name": "web", "policy": "round_robin", "checked": True, "retries": 0,
+                                                     "origins": [origin]}], "truncated": False, "error": ""},
+        {"connector_id": "c2c2c2c2-bbbb", "pools": None, "truncated": False, "error": "unknown (connector too old)"},
+    ]}
+    connections = {"connections": [conn(0)], "stale": 0}
+    lines = render_info(TUNNELS[0], connections, "table", pools).splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["CONNECTOR", "POOL"])
+    assert lines[header].split()[:4] == ["CONNECTOR", "POOL", "POLICY", "ORIGIN"]
+    assert lines[header + 1].split() == ["c1c1c1c1", "web", "round_robin", "http://127.0.0.1:9001", "UNHEALTHY", "1", "12",
+                                         "failed", "(3", "failed)"]
+    assert "unknown (connector too old)" in lines[header + 2]
+    assert json.loads(render_info(TUNNELS[0], connections, "json", pools))["pools"] == pools["connectors"]
+    assert "POOL" not in render_info(TUNNELS[0], connections, "table", None)
+    assert "POOL" not in render_info(TUNNELS[0], connections, "table", {"connectors": [dict(pools["connectors"][0], pools=[])]})

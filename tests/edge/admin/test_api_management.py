@@ -154,6 +154,7 @@ async def test_another_accounts_tunnel_is_not_found(alice, bob) -> None:
             ("GET", f"/tunnels/{key}"),
             ("DELETE", f"/tunnels/{key}?force=true"),
             ("GET", f"/tunnels/{key}/connections"),
+            ("GET", f"/tunnels/{key}/pools"),
             ("POST", f"/tunnels/{key}/cleanup"),
         ]:
             r = await bob.request(method, path)
@@ -174,7 +175,8 @@ async def test_revoked_token_is_401_everywhere(app, alice, registry: Registry) -
     registry.revoke_account("alice")
     for method, path in [
         ("GET", "/account"), ("GET", "/tunnels"), ("POST", "/tunnels"), ("GET", "/tunnels/web"),
-        ("DELETE", "/tunnels/web"), ("GET", "/tunnels/web/connections"), ("POST", "/tunnels/web/cleanup"),
+        ("DELETE", "/tunnels/web"), ("GET", "/tunnels/web/connections"), ("GET", "/tunnels/web/pools"),
+        ("POST", "/tunnels/web/cleanup"),
         ("PUT", "/routes/dns"), ("DELETE", "/routes/dns/app.example.test"),
     ]:
         r = await alice.request(method, path)
@@ -191,7 +193,7 @@ async def test_openapi_document_matches_the_routes(app) -> None:
     documented = {(path, method.upper()) for path, ops in doc["paths"].items() for method in ops}
     served = {(route.path, method) for route in app.routes for method in route.methods if method != "HEAD"}
     assert documented == served
-    assert len(served) == 30  # 13 tunnel routes (2 of public ports), 11 Access routes (edge/access_api.py), 6 network routes (networks_api.py)
+    assert len(served) == 31  # 14 tunnel routes (2 of public ports, 1 of pools), 11 Access routes (edge/access_api.py), 6 network routes (networks_api.py)
     for path, ops in doc["paths"].items():
         for method, op in ops.items():
             assert op.get("summary") and {"200", "201"} & set(op["responses"]), (path, method)

@@ -7,14 +7,17 @@ import re
 import httpx
 import pytest
 
+from edge.admin import dashboard_pages as pages
 from edge.admin.api import create_api
+from edge.admin.connector_pools import ConnectorPools
 from edge.admin.dashboard import create_dashboard
 from edge.admin.dashboard_auth import COOKIE, SessionStore
-from edge.registry.models import Connection
+from edge.registry.models import Connection, Tunnel
 from edge.registry.store import Registry
 from edge.routing.router import Router
 from edge.routing.traffic import TrafficHistory
 from shared.crypto import mint_secret
+from shared.pool_status import OriginState, PoolReport, PoolState
 
 ZONE = "example.test"
 BASE = f"https://{ZONE}"
@@ -186,11 +189,29 @@ async def test_live_sessions_and_disconnect(alice: httpx.AsyncClient, registry: 
     live = (await alice.get("/dashboard/live")).text
     assert 'data-tunnel="web" data-connections="3"' in live
     assert live.count('class="session"') == 3
+    assert live.count("unknown (connector too old)") == 2  # one row per connector: these registered no "status"
     csrf = csrf_of(live)
     response = await alice.post("/dashboard/connectors/disconnect", data={"csrf": csrf, "tunnel": "web", "connector": "c1c1c1c1-aaaa"})
     assert response.status_code == 303
     assert [f.drained is not None for f in fakes] == [True, True, False]
     assert "Closed 2 session(s) of connector c1c1c1c1" in (await alice.get("/dashboard/")).text
+
+
+def test_pool_rows_are_escaped_and_show_each_origin_state() -> None:
+    origins = (
+        OriginState("http://127.0.0.1:1", True, 2, 40, 0, True, 1_767_225_600.0),
+        OriginState("http://127.0.0.1:2/<b>", False, 0, 7, 5, False, 1_767_225_601.0),
+    )
+    report = PoolReport((PoolState("<script>x</script>", "round_robin", True, 1, origins),), truncated=True)
+    tunnel = Tunnel("t-id", "acct", "web", "2026-01-01T00:00:00+00:00")
+    answers = [ConnectorPools("c1c1c1c1-aaaa", report), ConnectorPools("c2c2c2c2-bbbb", None, "no answer within 2 s")]
+    html = pages.live_fragment("/dashboard", "csrf", [pages.TunnelView(tunnel, [], [], 0, answers)], {})
+    assert "<script>x" not in html and "&lt;script&gt;x&lt;/script&gt;" in html and "<b>" not in html
+    assert html.count('class="pool-origin"') == 2 and 'data-healthy="false"' in html
+    assert '<td class="unhealthy">unhealthy</td>' in html and "failed at 00:00:01 UTC (5 failed in all)" in html
+    assert "passed at 00:00:00 UTC" in html and "no answer within 2 s" in html and "more pools than fit" in html
+    quiet = pages.live_fragment("/dashboard", "csrf", [pages.TunnelView(tunnel, [], [], 0, [ConnectorPools("c", PoolReport(()))])], {})
+    assert 'class="pools"' not in quiet  # no pools anywhere: no table
 
 
 async def test_stale_records_can_be_cleaned_up(alice: httpx.AsyncClient, registry: Registry) -> None:
