@@ -38,8 +38,10 @@ log = logging.getLogger(__name__)
 
 DIAL_TIMEOUT = 5.0  # seconds to connect, handshake and be answered by another edge
 HELLO_TIMEOUT = 5.0  # seconds a dialing edge has to send its hello
+UNREACHABLE_FOR = 5.0  # seconds an edge that failed a dial is skipped (no request waits on a dead edge's timeout)
 HOLDERS_TTL = 1.0  # seconds a tunnel's holding edges, read from the registry, are reused
 MAX_CACHED_TUNNELS = 4096  # tunnels whose holders are remembered at once
+MAX_REMEMBERED_EDGES = 1024  # edge runs remembered as unreachable at once
 KEYS_RELOAD_INTERVAL = 1.0  # at most one registry read a second for an unknown signing key
 KEYS_MAX_AGE = 60.0  # seconds the registry's signing keys are reused (a retired key drops out)
 
@@ -69,6 +71,7 @@ class EdgePeers:
         self.metrics = metrics
         self._connections: dict[str, TunnelConnection] = {}  # edge run id → its connection
         self._dialing: dict[str, trio.Lock] = {}
+        self._unreachable: dict[str, float] = {}  # edge run id → when its last failed dial ended
         self._holders: dict[str, tuple[float, tuple[str, ...]]] = {}  # tunnel → (read at, edge run ids)
         self._keys: dict[str, dict] = {}  # kid → public JWK, from the registry
         self._keys_read_at = -math.inf
@@ -117,15 +120,22 @@ class EdgePeers:
         return [others[run_id] for run_id in run_ids if run_id in others]
 
     async def _connection(self, edge: EdgeInfo) -> TunnelConnection | None:
+        """The open connection to `edge`, dialed if need be; None while it is unreachable."""
         async with self._dialing.setdefault(edge.run_id, trio.Lock()):
             connection = self._connections.get(edge.run_id)
             if connection is not None and connection.accepting:
                 return connection
+            if trio.current_time() - self._unreachable.get(edge.run_id, -math.inf) < UNREACHABLE_FOR:
+                return None
             try:
                 connection = await self._dial(edge)
             except (OSError, ssl.SSLError, trio.BrokenResourceError, trio.TooSlowError, BurrowError) as exc:
                 log.info("peer.unreachable edge=%s endpoint=%s error=%s", edge.name, edge.tunnel_endpoint, exc or type(exc).__name__)
+                if len(self._unreachable) >= MAX_REMEMBERED_EDGES:
+                    self._unreachable.clear()
+                self._unreachable[edge.run_id] = trio.current_time()
                 return None
+            self._unreachable.pop(edge.run_id, None)
             self._connections[edge.run_id] = connection
             self._nursery.start_soon(self._run, edge, connection)
             return connection

@@ -10,7 +10,9 @@ them, and the dead edge leaves DNS. A tunnel with one session is reached through
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 import signal
 import socket
@@ -288,6 +290,14 @@ def test_an_edge_without_a_session_of_the_tunnel_forwards_to_the_edge_with_one(c
     assert all(f"GET {edge.name}-{number}" in received for edge in cluster.edges for number in range(3)), received
     unrouted = cluster.edges[1].curl(f"elsewhere.{ZONE}", "/", "-o", "/dev/null", "-w", "%{http_code}")
     assert unrouted.stdout == b"404"  # a hostname the registry does not route is never sent anywhere
+
+
+def test_a_forwarded_upload_over_http2_streams_whole(cluster: Cluster, solo: Path, tmp_path: Path) -> None:
+    body = tmp_path / "body"
+    body.write_bytes(os.urandom(8 * 1024 * 1024))
+    result = cluster.edges[2].curl(SOLO, "/upload", "--http2", "-X", "POST", "--data-binary", f"@{body}")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"sha256": hashlib.sha256(body.read_bytes()).hexdigest(), "length": 8 * 1024 * 1024}
 
 
 def run_id(edge) -> str:
