@@ -203,7 +203,7 @@ class EdgePeers:
         connection = TunnelConnection(stream, protocol.TunnelSession("connector"), initial_data=rest)
         try:
             await connection.serve(self._serve_stream)
-        except BurrowError as exc:
+        except (BurrowError, trio.BrokenResourceError) as exc:
             log.debug("peer.lost edge=%s error=%s", sender, exc)
 
     async def _verify(self, token: str) -> str:

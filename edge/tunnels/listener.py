@@ -65,11 +65,17 @@ class TunnelListener:
         try:
             with trio.fail_after(self.limits.handshake_timeout):
                 await stream.do_handshake()
-            if stream.selected_alpn_protocol() == PEER_ALPN:
-                if self.peers is None:
-                    raise ProtocolError("forwarding between edges is off")
-                await self.peers(stream, peer)
-                return
+            from_edge = stream.selected_alpn_protocol() == PEER_ALPN
+            if from_edge and self.peers is None:
+                raise ProtocolError("forwarding between edges is off")
+        except (trio.BrokenResourceError, trio.TooSlowError, BurrowError) as exc:
+            log.info("session.refused peer=%s error=%s", peer, exc or type(exc).__name__)
+            await trio.aclose_forcefully(stream)
+            return
+        if from_edge:  # another edge forwarding visitor requests: its own checks (edge/forwarding/)
+            await self.peers(stream, peer)
+            return
+        try:
             with trio.fail_after(self.limits.registration_timeout):
                 register, rest = await self._read_registration(stream)
                 tunnel_id, quick = await self._authorize(stream, register, peer)
