@@ -119,13 +119,16 @@ class InFlight:
 async def drain(
     listeners: list[trio.SSLListener], router: Router, in_flight: InFlight, grace: float,
     frontend: HttpsFrontend | None = None, barrier: Callable[[], Awaitable[None]] | None = None,
+    forwarding: EdgePeers | None = None,
 ) -> None:
     """Graceful stop: refuse new connections, tell visitors (`Connection: close`, GOAWAY),
     announce the drain on every tunnel session, and let in-flight requests finish for up
     to `grace` seconds.
 
     A worker (`barrier` given) keeps its sessions until its own visitors are done and then
-    `barrier()` returns (every worker's are): until then other workers may forward to them."""
+    `barrier()` returns (every worker's are): until then other workers may forward to them.
+    Connections other edges forward on (`forwarding`) drain like sessions: their requests
+    finish, new ones go to another edge."""
     for listener in listeners:
         await trio.aclose_forcefully(listener)
     if frontend is not None:
@@ -137,7 +140,7 @@ async def drain(
             await in_flight.wait_idle()
             await barrier()
         async with trio.open_nursery() as nursery:
-            for connection in router.all_sessions():
+            for connection in [*router.all_sessions(), *(forwarding.accepted if forwarding is not None else ())]:
                 nursery.start_soon(_drain_session, connection, grace)
             await in_flight.wait_idle()
     log.info("edge.drained timed_out=%s requests_cut=%d", scope.cancelled_caught, in_flight.count)
@@ -366,7 +369,7 @@ async def serve(
                 accepting.cancel()
                 public_ports.stop_accepting()
                 barrier = worker.barrier if worker is not None else None
-                await drain([*https_listeners, *tunnel_listeners], router, in_flight, grace_period, frontend, barrier)
+                await drain([*https_listeners, *tunnel_listeners], router, in_flight, grace_period, frontend, barrier, edges)
                 await trio.to_thread.run_sync(membership.leave)  # out of every edge's DNS at their next heartbeat
                 nursery.cancel_scope.cancel()
     finally:

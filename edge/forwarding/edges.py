@@ -70,6 +70,7 @@ class EdgePeers:
         self.context = context
         self.metrics = metrics
         self._connections: dict[str, TunnelConnection] = {}  # edge run id → its connection
+        self.accepted: set[TunnelConnection] = set()  # connections other edges opened here (drained with the sessions)
         self._dialing: dict[str, trio.Lock] = {}
         self._unreachable: dict[str, float] = {}  # edge run id → when its last failed dial ended
         self._holders: dict[str, tuple[float, tuple[str, ...]]] = {}  # tunnel → (read at, edge run ids)
@@ -109,7 +110,11 @@ class EdgePeers:
             return []
         read_at, run_ids = self._holders.get(tunnel_id, (-math.inf, ()))
         if trio.current_time() - read_at > HOLDERS_TTL:
-            rows = await trio.to_thread.run_sync(self.registry.list_connections, tunnel_id)
+            try:
+                rows = await trio.to_thread.run_sync(self.registry.list_connections, tunnel_id)
+            except Exception as exc:  # the registry is down: the last answer, if any
+                log.warning("peer.holders_unknown tunnel=%s error=%s", tunnel_id, exc)
+                return [others[run_id] for run_id in run_ids if run_id in others]
             counts: dict[str, int] = {}
             for row in rows:
                 counts[row.edge_id] = counts.get(row.edge_id, 0) + 1
@@ -201,10 +206,13 @@ class EdgePeers:
         self.metrics.peer_connections.labels("accepted").inc()
         log.info("peer.accepted edge=%s source=%s", sender, peer)
         connection = TunnelConnection(stream, protocol.TunnelSession("connector"), initial_data=rest)
+        self.accepted.add(connection)
         try:
             await connection.serve(self._serve_stream)
         except (BurrowError, trio.BrokenResourceError) as exc:
             log.debug("peer.lost edge=%s error=%s", sender, exc)
+        finally:
+            self.accepted.discard(connection)
 
     async def _verify(self, token: str) -> str:
         kid = handshake.token_kid(token)

@@ -363,3 +363,33 @@ def test_the_forwarding_endpoint_refuses_forged_tokens_and_never_forwards_twice(
     headers = {name.lower(): value for name, value in json.loads(body)["headers"]}
     assert headers["x-forwarded-for"] == "198.18.0.7"
     assert "GET genuine" in solo.read_text().split("\n")
+
+
+def test_a_forwarded_request_outlives_the_holders_sigterm(fresh_cluster: Cluster) -> None:
+    """SIGTERM of the edge holding the only session while a slow request forwarded to it runs:
+    the request finishes within the grace period; afterwards edge-2 answers at once (from the
+    session's new place, or 502), never waiting on the gone edge."""
+    cluster = fresh_cluster
+    first, second = cluster.edges[0], cluster.edges[1]
+    cluster.connector.stop()  # its 4 sessions are spread: keep a single one, on edge-1
+    first.cli("burrow", "tunnel", "route", "dns", "web", SOLO, env=cluster.env)
+    config = Path(cluster.env["BURROW_HOME"]) / "config.yml"
+    solo = first.start(["burrow", "tunnel", "run", "--config", config, "--ha-connections", "1", "web"], "connector-one", cluster.env)
+    try:
+        solo.wait_for_log(r"tunnel\.registered index=0 \S+ edge=127\.0\.0\.11:")
+        wait_until(lambda: second.curl(SOLO, "/", "-o", "/dev/null", "-w", "%{http_code}").stdout == b"200", 15, "edge-2 to forward")
+        command = [
+            "curl", "-sS", "--http1.1", "--max-time", "30", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", str(second.ca),
+            "--resolve", f"{SOLO}:{second.https_port}:{second.ip}", f"https://{SOLO}:{second.https_port}/slow?delay=3",
+        ]
+        slow = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(1)
+        first.proc.popen.send_signal(signal.SIGTERM)
+        out, err = slow.communicate(timeout=40)
+        assert out == b"200", (out, err)
+        first.proc.popen.wait(timeout=30)
+        started = time.monotonic()
+        after = second.curl(SOLO, "/", "-o", "/dev/null", "-w", "%{http_code}", timeout=20)
+        assert after.stdout in (b"200", b"502") and time.monotonic() - started < 10, (after, time.monotonic() - started)
+    finally:
+        solo.stop()
