@@ -24,13 +24,14 @@ from edge.certs.acme import AcmeManager
 from edge.certs.challenges import Challenges
 from edge.certs.store import CertStore
 from edge.dns.server import DnsServer
+from edge.forwarding.edges import EdgePeers, peer_client_context
 from edge.registry.changes import ChangeFeed
 from edge.registry.dialect import PostgresDialect
 from edge.registry.store import Registry
 from edge.routing.metrics import EdgeMetrics
 from edge.routing.proxy import Exchange, Proxy, send_page
 from edge.routing.router import DEFAULT_MAX_STREAMS_PER_TUNNEL, Router
-from edge.tunnels.listener import SessionLimits, TunnelListener
+from edge.tunnels.listener import PEER_ALPN, SessionLimits, TunnelListener
 from edge.tunnels.membership import Membership
 from edge.tunnels.quick import QuickSettings, QuickTunnels
 from edge.tunnels.quick_service import QuickService
@@ -118,13 +119,16 @@ class InFlight:
 async def drain(
     listeners: list[trio.SSLListener], router: Router, in_flight: InFlight, grace: float,
     frontend: HttpsFrontend | None = None, barrier: Callable[[], Awaitable[None]] | None = None,
+    forwarding: EdgePeers | None = None,
 ) -> None:
     """Graceful stop: refuse new connections, tell visitors (`Connection: close`, GOAWAY),
     announce the drain on every tunnel session, and let in-flight requests finish for up
     to `grace` seconds.
 
     A worker (`barrier` given) keeps its sessions until its own visitors are done and then
-    `barrier()` returns (every worker's are): until then other workers may forward to them."""
+    `barrier()` returns (every worker's are): until then other workers may forward to them.
+    Connections other edges forward on (`forwarding`) drain like sessions: their requests
+    finish, new ones go to another edge."""
     for listener in listeners:
         await trio.aclose_forcefully(listener)
     if frontend is not None:
@@ -136,7 +140,7 @@ async def drain(
             await in_flight.wait_idle()
             await barrier()
         async with trio.open_nursery() as nursery:
-            for connection in router.all_sessions():
+            for connection in [*router.all_sessions(), *(forwarding.accepted if forwarding is not None else ())]:
                 nursery.start_soon(_drain_session, connection, grace)
             await in_flight.wait_idle()
     log.info("edge.drained timed_out=%s requests_cut=%d", scope.cancelled_caught, in_flight.count)
@@ -259,7 +263,7 @@ async def serve(
         gate = await open_gate(registry, cfg.home, f"https://{cfg.zone}")
         https_context = harden(certs.server_context(ALPN, acme_tls=True))
         https_listeners = await _open_tls_listeners("HTTPS", cfg.https_listen, https_context, bound.get("https"))
-        tunnel_context = harden(certs.server_context([TUNNEL_ALPN]))
+        tunnel_context = harden(certs.server_context([TUNNEL_ALPN, PEER_ALPN]))
         tunnel_context.minimum_version = ssl.TLSVersion.TLSv1_3
         tunnel_listeners = await _open_tls_listeners("tunnels", cfg.tunnel_listen, tunnel_context, bound.get("tunnel"))
         addresses = {"https": _bound(https_listeners), "tunnel": _bound(tunnel_listeners)}
@@ -308,11 +312,16 @@ async def serve(
             registry, cfg.name, edge_id, cfg.public_ips, tunnel_endpoint, lambda: len(router.all_sessions()), dns.set_addresses
         )
         await trio.to_thread.run_sync(membership.join)
+        edges = None  # `--workers N` forward between their own processes, on SQLite only
+        if worker is None:
+            ca_pem = cfg.ca_path.read_text() if cfg.ca_path.exists() else None
+            edges = EdgePeers(registry, router, membership, gate.signer, cfg.zone, peer_client_context(ca_pem), metrics)
+            proxy.peers = edges
         stale = registry.cleanup_connections(edge_id)  # rows of runs no longer live: their sessions are gone
         spread = partial(worker.peers.spread, router) if worker is not None else (lambda tunnel_id: True)
         sessions = TunnelListener(
             registry, router, edge_id=edge_id, limits=limits, on_registration=metrics.registration, limiter=limiter,
-            quick=quick, edges=membership.tunnel_endpoints, spread=spread,
+            quick=quick, edges=membership.tunnel_endpoints, spread=spread, peers=edges.handle if edges is not None else None,
         )
 
         async with trio.open_nursery() as nursery:
@@ -327,6 +336,8 @@ async def serve(
                 nursery.start_soon(quick.run)
             if worker is not None:
                 await nursery.start(worker.peers.serve, router)
+            else:
+                await nursery.start(edges.run)
             accepting = trio.CancelScope()  # cancelled on drain; the handlers live on in `nursery`
             nursery.start_soon(_accept, accepting, nursery, [(frontend.handle, https_listeners), (sessions.handle, tunnel_listeners)])
             if cfg.dns_listen is not None:  # `dns-listen: off`: the zone's DNS is served elsewhere
@@ -358,7 +369,7 @@ async def serve(
                 accepting.cancel()
                 public_ports.stop_accepting()
                 barrier = worker.barrier if worker is not None else None
-                await drain([*https_listeners, *tunnel_listeners], router, in_flight, grace_period, frontend, barrier)
+                await drain([*https_listeners, *tunnel_listeners], router, in_flight, grace_period, frontend, barrier, edges)
                 await trio.to_thread.run_sync(membership.leave)  # out of every edge's DNS at their next heartbeat
                 nursery.cancel_scope.cancel()
     finally:

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 FORBIDDEN = {"shared": {"edge", "connector"}, "edge": {"connector"}, "connector": {"edge"}}
 CLI_ONLY = {"typer"}
 LAYERS = {
-    "edge": ["dns", "certs", "registry", "routing", "tunnels", "access", "visitors", "admin", "workers"],
+    "edge": ["dns", "certs", "registry", "routing", "tunnels", "access", "forwarding", "visitors", "admin", "workers"],
     "connector": ["egress", "ingress", "origins", "management", "access", "tunnel"],
 }
 

@@ -84,4 +84,8 @@ class Signer:
             claims["email"] = email
         else:
             claims["common_name"] = subject
+        return self.sign(claims)
+
+    def sign(self, claims: dict) -> str:
+        """`claims` as a JWT signed with this key (its `kid` in the header)."""
         return jwt.encode(claims, self._key, algorithm=ALGORITHM, headers={"kid": self.kid})

@@ -109,6 +109,20 @@ class EdgeMetrics:
             "burrow_edge_private_bytes", "Bytes of private-network flows by tunnel; in: client to private network.",
             ["tunnel", "direction"], registry=self.registry,
         )
+        self.peer_forwarded = Counter(
+            "burrow_edge_peer_forwarded_requests", "Visitor requests sent to another edge (it held the tunnel's sessions).",
+            registry=self.registry,
+        )
+        self.peer_served = Counter(
+            "burrow_edge_peer_served_requests", "Requests another edge forwarded here, served from this edge's sessions.",
+            registry=self.registry,
+        )
+        self.peer_connections = Counter(
+            "burrow_edge_peer_connections", "Forwarding connections from other edges, by result (accepted, or refused: no valid token).",
+            ["result"], registry=self.registry,
+        )
+        for result in ("accepted", "refused"):
+            self.peer_connections.labels(result)
         self.private_open = Gauge(
             "burrow_edge_private_open_flows", "Private-network flows open now, by tunnel.", ["tunnel"], registry=self.registry
         )

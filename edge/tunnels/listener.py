@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -21,6 +21,7 @@ from shared.transport import PING_INTERVAL, PING_TIMEOUT, TunnelConnection
 
 log = logging.getLogger(__name__)
 
+PEER_ALPN = "burrow-edge-peer/1"  # another edge forwarding visitor requests (edge/forwarding/), not a connector
 SPREAD_REASON = "this edge worker holds the tunnel already and another holds none; reconnecting reaches another"
 
 
@@ -42,6 +43,7 @@ class TunnelListener:
         on_registration: Callable[[str], None] = lambda result: None,
         limiter: SourceLimiter | None = None, quick: QuickService | None = None, edges: Callable[[], list[str]] = lambda: [],
         spread: Callable[[str], bool] = lambda tunnel_id: True,
+        peers: Callable[[trio.SSLStream, str], Awaitable[None]] | None = None,
     ):
         self.registry = registry
         self.quick = quick  # quick tunnels: verified in memory, no connection rows
@@ -52,6 +54,7 @@ class TunnelListener:
         self.on_registration = on_registration  # "accepted" / "rejected" / "rate_limited" (metrics)
         self.edges = edges  # the live edges' tunnel endpoints, listed in each registration reply
         self.spread = spread  # False: this session belongs elsewhere (another worker lacks the tunnel); retry
+        self.peers = peers  # serves a connection that chose `PEER_ALPN` (another edge); None: refused
 
     async def handle(self, stream: trio.SSLStream) -> None:
         """Serve one connector connection until it ends."""
@@ -62,6 +65,17 @@ class TunnelListener:
         try:
             with trio.fail_after(self.limits.handshake_timeout):
                 await stream.do_handshake()
+            from_edge = stream.selected_alpn_protocol() == PEER_ALPN
+            if from_edge and self.peers is None:
+                raise ProtocolError("forwarding between edges is off")
+        except (trio.BrokenResourceError, trio.TooSlowError, BurrowError) as exc:
+            log.info("session.refused peer=%s error=%s", peer, exc or type(exc).__name__)
+            await trio.aclose_forcefully(stream)
+            return
+        if from_edge:  # another edge forwarding visitor requests: its own checks (edge/forwarding/)
+            await self.peers(stream, peer)
+            return
+        try:
             with trio.fail_after(self.limits.registration_timeout):
                 register, rest = await self._read_registration(stream)
                 tunnel_id, quick = await self._authorize(stream, register, peer)

@@ -4,11 +4,15 @@ A connector spreads its sessions over them; curl reaches the origin through ever
 against each answers the same records (every live edge's address); a route added through edge A's
 admin API answers in DNS and routes on edge C within a second (figures printed); `kill -9` of the
 edge holding most sessions: GETs through the survivors keep succeeding, the sessions come back on
-them, and the dead edge leaves DNS.
+them, and the dead edge leaves DNS. A tunnel with one session is reached through every edge
+(forwarding between edges), and the forwarding endpoint refuses anything but a genuine edge token.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import re
 import signal
 import socket
@@ -20,13 +24,22 @@ import time
 from pathlib import Path
 
 import httpx
+import jwt
 import pytest
+import trio
 from dnslib import QTYPE, DNSRecord
 
+from edge.access.keys import Signer
+from edge.forwarding import handshake
+from edge.forwarding.edges import peer_client_context
 from edge.tunnels.membership import HEARTBEAT_INTERVAL
+from shared import protocol
 from shared.credentials import load_account_cert
+from shared.events import RequestHead
+from shared.transport import TunnelConnection
 from tests.e2e.cluster import EDGE_IPS, Cluster, start_cluster
 from tests.e2e.conftest import ZONE, start_origin, wait_until
+from tests.e2e.test_metrics import metrics_port, scrape
 from tests.pg import pg_server  # noqa: F401  (fixture)
 
 APP = f"app.{ZONE}"
@@ -61,7 +74,7 @@ def session_edges(connector) -> dict[int, str]:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, pg_server):  # noqa: F811
     tmp = tmp_path_factory.mktemp("cluster")
-    cluster = start_cluster(tmp, pg_server)
+    cluster = start_cluster(tmp, pg_server, serve_args=("--metrics", "127.0.0.1:0"))
     try:
         env, connector = start_connector(cluster, tmp)
         cluster.env, cluster.connector = env, connector
@@ -228,22 +241,155 @@ def test_kill_9_of_the_busiest_edge_under_load(fresh_cluster: Cluster) -> None:
     assert re.search(rf"{busiest.name}\s+dead", listed), listed
 
 
-def test_an_edge_without_a_session_of_the_tunnel_answers_502_not_a_proxy(cluster: Cluster) -> None:
-    """No forwarding between edges yet (docs/scaling.md): one session, on edge-1; the other edges
-    answer the edge's 502 page, and never reach anything the registry does not route."""
-    first, other = cluster.edges[0], cluster.edges[1]
+SOLO = f"solo.{ZONE}"
+VISITOR_IP = "127.0.0.5"  # curl's source address: what X-Forwarded-For must say after the extra hop
+
+
+@pytest.fixture(scope="module")
+def solo(cluster: Cluster, tmp_path_factory):
+    """A tunnel with one session, on edge-1, serving an origin that records every request it gets."""
+    first = cluster.edges[0]
+    tmp = tmp_path_factory.mktemp("solo")
+    receipts = tmp / "receipts"
+    receipts.touch()
     first.cli("burrow", "tunnel", "create", "solo", env=cluster.env)
-    first.cli("burrow", "tunnel", "route", "dns", "solo", f"solo.{ZONE}", env=cluster.env)
+    first.cli("burrow", "tunnel", "route", "dns", "solo", SOLO, env=cluster.env)
+    origin, origin_port = start_origin(tmp, {**cluster.env, "ORIGIN_RECEIPTS": str(receipts)})
+    first.procs.append(origin)
     config = Path(cluster.env["BURROW_HOME"]) / "solo.yml"
-    origin_port = re.search(r"127\.0\.0\.1:(\d+)", (Path(cluster.env["BURROW_HOME"]) / "config.yml").read_text()).group(1)
     config.write_text(f"tunnel: solo\ningress:\n  - service: http://127.0.0.1:{origin_port}\n")
-    solo = first.start(["burrow", "tunnel", "run", "--config", config, "--ha-connections", "1", "solo"], "connector-solo", cluster.env)
+    connector = first.start(["burrow", "tunnel", "run", "--config", config, "--ha-connections", "1", "solo"], "connector-solo", cluster.env)
+    connector.wait_for_log(r"tunnel\.registered index=0 \S+ edge=127\.0\.0\.11:")
+    try:
+        yield receipts
+    finally:
+        connector.stop()
+
+
+def test_an_edge_without_a_session_of_the_tunnel_forwards_to_the_edge_with_one(cluster: Cluster, solo: Path) -> None:
+    """One session, on edge-1: curl through every edge reaches the origin, which sees curl's
+    address; the other edges count what they forwarded, edge-1 what it served for them."""
+    before = [scrape(metrics_port(edge.proc)) for edge in cluster.edges]
+    for edge in cluster.edges:
+        for number in range(3):
+            result = edge.curl(SOLO, f"/via-{edge.name}-{number}", "--interface", VISITOR_IP, "-H", f"Burrow-Request-Id: {edge.name}-{number}")
+            assert result.returncode == 0, (edge.name, result.stderr)
+            echo = json.loads(result.stdout)
+            assert echo["target"] == f"/via-{edge.name}-{number}", echo
+            headers = {name.lower(): value for name, value in echo["headers"]}
+            assert headers["x-forwarded-for"] == VISITOR_IP, (edge.name, headers)
+            assert headers["burrow-request-id"] == f"{edge.name}-{number}"
+    after = [scrape(metrics_port(edge.proc)) for edge in cluster.edges]
+
+    def grew(index: int, name: str) -> float:
+        return after[index].get((name, ()), 0) - before[index].get((name, ()), 0)
+
+    assert [grew(i, "burrow_edge_peer_forwarded_requests_total") for i in range(3)] == [0, 3, 3]
+    assert [grew(i, "burrow_edge_peer_served_requests_total") for i in range(3)] == [6, 0, 0]
+    received = solo.read_text().split("\n")
+    assert all(f"GET {edge.name}-{number}" in received for edge in cluster.edges for number in range(3)), received
+    unrouted = cluster.edges[1].curl(f"elsewhere.{ZONE}", "/", "-o", "/dev/null", "-w", "%{http_code}")
+    assert unrouted.stdout == b"404"  # a hostname the registry does not route is never sent anywhere
+
+
+def test_a_forwarded_upload_over_http2_streams_whole(cluster: Cluster, solo: Path, tmp_path: Path) -> None:
+    body = tmp_path / "body"
+    body.write_bytes(os.urandom(8 * 1024 * 1024))
+    result = cluster.edges[2].curl(SOLO, "/upload", "--http2", "-X", "POST", "--data-binary", f"@{body}")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"sha256": hashlib.sha256(body.read_bytes()).hexdigest(), "length": 8 * 1024 * 1024}
+
+
+def run_id(edge) -> str:
+    return re.search(r"edge\.listening .* edge=([0-9a-f-]{36}) ", edge.proc.log()).group(1)
+
+
+async def peer_request(edge, token: str, request_id: str) -> tuple[bytes, int | None, bytes]:
+    """Dial `edge`'s forwarding endpoint as another edge would, present `token`, and send a GET
+    for SOLO at once (without waiting for the answer): (the hello's answer, status, body)."""
+    tcp = await trio.open_tcp_stream(edge.ip, edge.tunnel_port)
+    tls = trio.SSLStream(tcp, peer_client_context(edge.ca.read_text()), server_hostname=ZONE)
+    await tls.do_handshake()
+    await tls.send_all(handshake.hello(token))
+    session = TunnelConnection(tls, protocol.TunnelSession("edge"))
+    head = RequestHead(b"GET", f"/peer-{request_id}".encode(), SOLO.encode(), b"https", (
+        (b"host", SOLO.encode()), (b"x-forwarded-for", b"198.18.0.7"), (b"burrow-request-id", request_id.encode()),
+    ), False)
+    answer, status, body = b"", None, b""
+    with trio.fail_after(15):
+        while len(answer) < 3 and (data := await tls.receive_some(3 - len(answer))):
+            answer += data
+        if answer != handshake.ACCEPTED:
+            await trio.aclose_forcefully(tls)
+            return answer, None, b""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(session.serve)
+            async with await session.open_stream(head) as stream:
+                status = (await stream.receive_response()).status
+                while chunk := await stream.receive():
+                    body += chunk
+            nursery.cancel_scope.cancel()
+    await trio.aclose_forcefully(tls)
+    return answer, status, body
+
+
+def test_the_forwarding_endpoint_refuses_forged_tokens_and_never_forwards_twice(cluster: Cluster, solo: Path, tmp_path: Path) -> None:
+    first, second, third = cluster.edges
+    real = Signer.load_or_create(second.home, "unused")  # edge-2's own key, published in the registry
+    forger = Signer.load_or_create(tmp_path, "unused")  # a key the registry never saw
+    expired = handshake.peer_token(real, second.name, run_id(first), now=time.time() - 3600)
+    forged = {
+        "unsigned": "not-a-jwt",
+        "unknown key": handshake.peer_token(forger, second.name, run_id(first)),
+        "another edge's audience": handshake.peer_token(real, second.name, run_id(third)),
+        "expired": expired,
+        "alg none": jwt.encode({"iss": handshake.ISSUER, "sub": "x", "aud": run_id(first), "exp": int(time.time()) + 60, "iat": int(time.time())},
+                               None, algorithm="none", headers={"kid": real.kid}),
+    }
+    refused_before = scrape(metrics_port(first.proc))[("burrow_edge_peer_connections_total", (("result", "refused"),))]
+    for case, token in forged.items():
+        answer, status, _ = trio.run(peer_request, first, token, f"forged-{len(case)}")
+        assert answer == handshake.REFUSED and status is None, (case, answer)
+    refused = scrape(metrics_port(first.proc))[("burrow_edge_peer_connections_total", (("result", "refused"),))] - refused_before
+    assert refused == len(forged)
+    assert "forged" not in solo.read_text()  # the GETs sent right after the hellos never reached the origin
+    # A genuine token at edge-3, which holds no session of the tunnel: it answers 502 itself, never a second hop.
+    answer, status, body = trio.run(peer_request, third, handshake.peer_token(real, second.name, run_id(third)), "twice")
+    assert answer == handshake.ACCEPTED and status == 502 and b"has no connector" in body, (answer, status, body[:200])
+    assert "twice" not in solo.read_text()
+    # The same at edge-1, which holds it: served, with the X-Forwarded-For the sending edge wrote.
+    answer, status, body = trio.run(peer_request, first, handshake.peer_token(real, second.name, run_id(first)), "genuine")
+    assert answer == handshake.ACCEPTED and status == 200, (answer, status, body[:200])
+    headers = {name.lower(): value for name, value in json.loads(body)["headers"]}
+    assert headers["x-forwarded-for"] == "198.18.0.7"
+    assert "GET genuine" in solo.read_text().split("\n")
+
+
+def test_a_forwarded_request_outlives_the_holders_sigterm(fresh_cluster: Cluster) -> None:
+    """SIGTERM of the edge holding the only session while a slow request forwarded to it runs:
+    the request finishes within the grace period; afterwards edge-2 answers at once (from the
+    session's new place, or 502), never waiting on the gone edge."""
+    cluster = fresh_cluster
+    first, second = cluster.edges[0], cluster.edges[1]
+    cluster.connector.stop()  # its 4 sessions are spread: keep a single one, on edge-1
+    first.cli("burrow", "tunnel", "route", "dns", "web", SOLO, env=cluster.env)
+    config = Path(cluster.env["BURROW_HOME"]) / "config.yml"
+    solo = first.start(["burrow", "tunnel", "run", "--config", config, "--ha-connections", "1", "web"], "connector-one", cluster.env)
     try:
         solo.wait_for_log(r"tunnel\.registered index=0 \S+ edge=127\.0\.0\.11:")
-        assert first.curl(f"solo.{ZONE}", "/", "-o", "/dev/null", "-w", "%{http_code}").stdout == b"200"
-        refused = other.curl(f"solo.{ZONE}", "/", "-i")
-        assert refused.stdout.startswith(b"HTTP/1.1 502") and b"has no connector" in refused.stdout, refused.stdout[:300]
-        unrouted = other.curl(f"elsewhere.{ZONE}", "/", "-o", "/dev/null", "-w", "%{http_code}")
-        assert unrouted.stdout == b"404"
+        wait_until(lambda: second.curl(SOLO, "/", "-o", "/dev/null", "-w", "%{http_code}").stdout == b"200", 15, "edge-2 to forward")
+        command = [
+            "curl", "-sS", "--http1.1", "--max-time", "30", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", str(second.ca),
+            "--resolve", f"{SOLO}:{second.https_port}:{second.ip}", f"https://{SOLO}:{second.https_port}/slow?delay=3",
+        ]
+        slow = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(1)
+        first.proc.popen.send_signal(signal.SIGTERM)
+        out, err = slow.communicate(timeout=40)
+        assert out == b"200", (out, err)
+        first.proc.popen.wait(timeout=30)
+        started = time.monotonic()
+        after = second.curl(SOLO, "/", "-o", "/dev/null", "-w", "%{http_code}", timeout=20)
+        assert after.stdout in (b"200", b"502") and time.monotonic() - started < 10, (after, time.monotonic() - started)
     finally:
         solo.stop()
