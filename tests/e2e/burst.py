@@ -1,4 +1,5 @@
-"""A bounded burst of admin API writes; each acknowledged call is appended to a log as it returns.
+"""A bounded burst of admin API writes; each call is logged as it is sent and again, with the
+edge's answer, as it returns (the last call sent may have landed unacknowledged).
 
 Usage: python -m tests.e2e.burst EDGE_URL TOKEN CA_FILE ACK_LOG COUNT
 Stops at the first transport error (the edge was killed) and exits 0.
@@ -21,6 +22,7 @@ def main(url: str, token: str, ca: str, ack_path: str, count: int) -> None:
     with open(ack_path, "a", buffering=1) as acks:
 
         def call(kind: str, name: str, method: str, path: str, body: dict | None = None) -> None:
+            acks.write(json.dumps({"op": kind, "name": name, "sent": True}) + "\n")
             response = client.request(method, path, json=body)
             if response.status_code >= 300:
                 raise SystemExit(f"unexpected {response.status_code} for {kind} {name}: {response.text}")
