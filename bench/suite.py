@@ -234,8 +234,8 @@ def workers_line(medians: dict, spreads: list[dict], pinned: bool) -> str:
     mine, one = medians[WORKERS], medians.get(ONE_WORKER, {})
     h1 = mine["h1_rps"] / one["h1_rps"] if mine["h1_rps"] and one.get("h1_rps") else None
     verdict = "—" if h1 is None else f"{h1:.3g}× (issue 15's target ≥ {WORKERS_TARGET}×: {'met' if h1 >= WORKERS_TARGET else 'not met'})"
-    per_round = "; ".join(" / ".join(f"{share:.0%}" for share in spread_["per_worker"]) + f", {spread_['forwarded']:.0%} forwarded"
-                          for spread_ in spreads if spread_) or "—"
+    per_round = "; ".join(" / ".join(f"{share:.0%}" for share in round_["per_worker"]) + f", {round_['forwarded']:.0%} forwarded"
+                          for round_ in spreads if round_) or "—"
     return (f"{WORKERS} column: `burrow-edge serve --workers 2`, edge and connector on both cores, against the "
             f"{'pinned ' if pinned else ''}one-worker {ONE_WORKER} column of the same run: small GET HTTP/1.1 {verdict}, "
             f"HTTP/2 {ratio(mine['h2_rps'], one.get('h2_rps'))}, server CPU per request {ratio(mine['cpu_us'], one.get('cpu_us'))}. "
@@ -270,11 +270,12 @@ def run_suite(args: argparse.Namespace) -> dict:
         env = {key: value for key, value in os.environ.items() if not key.startswith("BURROW")}
         peers = Peers(stack, tmp, env, args.mb)
         peers.start_nginx()
-        # A tunnel peer runs only while it is measured: a stuck one (pagekite) must not eat the servers' core.
+
         def start_burrow_workers(stack: contextlib.ExitStack, work: Path) -> None:
             with cpu_affinity(set(range(os.cpu_count() or 1))):  # edge, its workers and the connector: every core
                 peers.start_burrow(stack, work, WORKERS, workers=2)
 
+        # A tunnel peer runs only while it is measured: a stuck one (pagekite) must not eat the servers' core.
         starters = {"ssh-R": peers.start_ssh_r, "pagekite": peers.start_pagekite, "burrow": peers.start_burrow,
                     WORKERS: start_burrow_workers}
         upload_file = tmp / "upload.bin"
