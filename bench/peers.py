@@ -4,7 +4,7 @@ One nginx (worker_processes 1) is the origin for every configuration (64-byte
 /small, a sparse 256 MiB /blob file, /sink that discards a POST body) and also
 every TLS front: nginx-tls proxies straight to the origin, ssh-R proxies to an
 `ssh -R` port of a private sshd, pagekite proxies to a pagekite.py front end.
-Burrow is the edge + connector through their CLIs (tunnel_bench.py's helpers).
+Burrow is the edge (`--workers N`) + connector through their CLIs (tunnel_bench.py's helpers).
 A peer whose program is missing is skipped with a note, never faked.
 """
 
@@ -18,10 +18,13 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import tunnel_bench
+from prometheus_client.parser import text_string_to_metric_families
 from tunnel_bench import BenchError, start, wait_until
 
 HOST = tunnel_bench.HOSTNAME
@@ -44,6 +47,7 @@ class Front:
     ca_file: Path | None = None
     max_requests_per_conn: int | None = None  # h2load does not reconnect after GOAWAY
     watched: dict[str, int] = field(default_factory=dict)  # label -> pid whose peak RSS is reported
+    metrics_port: int | None = None  # Burrow's edge: its /metrics
 
     def url(self, path: str, h2: bool = False) -> str:
         port = self.h2_port if h2 and self.h2_port else self.port
@@ -225,20 +229,57 @@ class Peers:
 
     # ------------------------------------------------------------ burrow
 
-    def start_burrow(self, stack: contextlib.ExitStack, work: Path) -> None:
+    def start_burrow(self, stack: contextlib.ExitStack, work: Path, name: str = "burrow", workers: int = 1,
+                     sessions: int = tunnel_bench.HA_CONNECTIONS, serve_args: tuple[str, ...] = ()) -> None:
+        """Edge (`--workers`, `--metrics` on a free port, `serve_args`) + connector (`sessions` HA
+        connections), on the cores this process may use; `fronts[name]` once a request gets through."""
         home = work / "edge"
         env = {**self.env, "BURROW_HOME": str(work / "connector")}
-        edge_port = tunnel_bench.start_edge(stack, home, env)
+        metrics = free_port()
+        edge_port = tunnel_bench.start_edge(stack, home, env, (
+            "--workers", str(workers), "--metrics", f"127.0.0.1:{metrics}", *serve_args))
         config = tunnel_bench.create_tunnel(work, home, edge_port, self.origin_port, env)
-        tunnel_bench.start_connector(stack, work, config, env)
-        front = Front("burrow", edge_port, ca_file=home / "ca.pem", max_requests_per_conn=1000,
+        tunnel_bench.start_connector(stack, work, config, env, sessions)
+        front = Front(name, edge_port, ca_file=home / "ca.pem", max_requests_per_conn=1000, metrics_port=metrics,
                       watched={"front": _pid_of_cmd("burrow-edge serve"), "back": _pid_of_cmd("tunnel run")})
         deadline = time.monotonic() + tunnel_bench.SETUP_TIMEOUT
         while not answers(front):
             if time.monotonic() > deadline:
-                raise BenchError("burrow: no 200 through the tunnel")
+                raise BenchError(f"{name}: no 200 through the tunnel")
             time.sleep(0.1)
-        self.fronts["burrow"] = front
+        if workers > 1:
+            time.sleep(0.5)  # the workers know which holds which sessions
+        self.fronts[name] = front
+
+
+@contextlib.contextmanager
+def cpu_affinity(cores: set[int]) -> Iterator[None]:
+    """This process, and so every server it starts meanwhile, on `cores`; the previous set after."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cores)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+@dataclass(frozen=True)
+class EdgeCounts:
+    """Burrow's edge, from its /metrics (every worker's, added up), since it started."""
+
+    requests: float  # visitor requests answered
+    forwarded: float  # of them, sent by one worker to another holding the tunnel's session
+    per_worker: dict[str, float]  # worker index → requests it answered (`--workers` above 1 only)
+
+
+def edge_counts(front: Front) -> EdgeCounts:
+    assert front.metrics_port is not None, front.name
+    with urllib.request.urlopen(f"http://127.0.0.1:{front.metrics_port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    samples = [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+    total = lambda name: sum(sample.value for sample in samples if sample.name == name)  # noqa: E731
+    per_worker = {sample.labels["worker"]: sample.value for sample in samples if sample.name == "burrow_edge_worker_requests_total"}
+    return EdgeCounts(total("burrow_edge_requests_total"), total("burrow_edge_forwarded_requests_total"), per_worker)
 
 
 def descendants(root: int = 0) -> list[int]:

@@ -9,6 +9,8 @@ pinned to core 0 and clients to core 1:
     ssh-R      client → nginx TLS → `ssh -R` through a private sshd → origin
     pagekite   client → nginx TLS → pagekite.py front end → back end → origin
     burrow     client → edge → tunnel session → connector → origin
+    burrow-w2  the same with `burrow-edge serve --workers 2`, edge and connector on both
+               cores (unpinned); the line under the table gives its ratios to `burrow`
 
 Writes results.json and results.md (medians of --rounds, ratios to direct and to
 nginx-tls from the same run) into --out and prints the table. See docs/performance.md.
@@ -37,11 +39,15 @@ from pathlib import Path
 import dns_bench
 import figures
 from figures import Params
-from peers import Front, Peers, Unavailable, answers, descendants
+from peers import Front, Peers, Unavailable, answers, cpu_affinity, descendants, edge_counts
 from tunnel_bench import MIB, BenchError
 
-CONFIGS = ("direct", "nginx-tls", "ssh-R", "pagekite", "burrow")
+CONFIGS = ("direct", "nginx-tls", "ssh-R", "pagekite", "burrow", "burrow-w2")
 REFERENCES = ("direct", "nginx-tls")
+WORKERS, ONE_WORKER = "burrow-w2", "burrow"  # `--workers 2` unpinned, and the pinned one-worker edge it is compared with
+WORKERS_TARGET = 1.7  # issue 15: --workers 2 unpinned ≥ 1.7× the pinned one-worker small GET h1 figure
+# Figures a configuration leaves out ("—"): new TLS connections are serial, one worker at a time.
+UNMEASURED = {WORKERS: ("new_tls_connections",)}
 # key, label ({rate}/{mb} filled in), unit
 FIGURES = (
     ("h1_rps", "small GET, HTTP/1.1, 50 conns", "req/s"),
@@ -86,16 +92,21 @@ def wait_answering(front: Front) -> bool:
     return True
 
 
-def measure(front: Front, p: Params) -> tuple[dict[str, float | None], list[str]]:
-    """Every figure for one configuration, once."""
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (the workers of `burrow-edge serve --workers N`)."""
+    return [pid, *descendants(pid)]
+
+
+def measure(front: Front, p: Params, unmeasured: tuple[str, ...] = ()) -> tuple[dict[str, float | None], list[str]]:
+    """Every figure for one configuration, once (those in `unmeasured`: None). Peak RSS is per
+    watched process, with its descendants' added."""
     values: dict[str, float | None] = {}
     notes: list[str] = []
-    watched = list(front.watched.values())
     peaks: dict[str, float] = {}
     broken: list[str] = []
 
     def run(function, *args):
-        if broken:
+        if broken or function.__name__ in unmeasured:
             return None
         dead = [label for label, pid in front.watched.items() if not figures.alive(pid)]
         if dead or not wait_answering(front):
@@ -103,10 +114,11 @@ def measure(front: Front, p: Params) -> tuple[dict[str, float | None], list[str]
             notes.append(f"{front.name}: {why} before {function.__name__}; the remaining figures are not measured")
             broken.append(function.__name__)
             return None
-        figures.reset_peak_rss(watched)
+        trees = {label: process_tree(pid) for label, pid in front.watched.items()}
+        figures.reset_peak_rss([pid for tree in trees.values() for pid in tree])
         value, note = function(front, p, *args)
-        for label, pid in front.watched.items():
-            peaks[label] = max(peaks.get(label, 0.0), figures.peak_rss_mib(pid) or 0.0)
+        for label, tree in trees.items():
+            peaks[label] = max(peaks.get(label, 0.0), sum(figures.peak_rss_mib(pid) or 0.0 for pid in tree))
         if note:
             notes.append(f"{front.name}: {note}")
         return value
@@ -126,6 +138,19 @@ def measure(front: Front, p: Params) -> tuple[dict[str, float | None], list[str]
     values["rss_front_mib"] = peaks.get("front")
     values["rss_back_mib"] = peaks.get("back")
     return values, notes
+
+
+def spread(front: Front) -> dict[str, float | list[float]]:
+    """How the requests of a `--workers N` edge went so far: each worker's share of them, and the
+    share one worker forwarded to another (empty when its /metrics does not answer)."""
+    try:
+        counts = edge_counts(front)
+    except OSError:
+        return {}
+    if not counts.requests:
+        return {}
+    return {"per_worker": [counts.per_worker[worker] / counts.requests for worker in sorted(counts.per_worker)],
+            "forwarded": counts.forwarded / counts.requests}
 
 
 def median(values: list[float | None]) -> float | None:
@@ -182,6 +207,8 @@ def markdown(result: dict) -> str:
     lines.append("")
     lines.append(f"Cells: median of {params['rounds']} round(s) (ratio to direct / ratio to nginx-tls, same run); "
                  "— = not applicable or not measured.")
+    if WORKERS in medians:
+        lines.append(workers_line(medians, result["workers_spread"], params["pinned"]))
     if "dns" in result:
         lines.append("DNS row: the edge's UDP queries/s, median of one timed run per round (ratio to knotd / nsd "
                      "serving the same zone on the same core, same run; bench/dns_bench.py).")
@@ -191,14 +218,29 @@ def markdown(result: dict) -> str:
 
 
 def dns_row(dns: dict) -> str:
-    """The DNS row: Burrow's cell holds its queries/s and its ratios to knotd and nsd."""
+    """The DNS row: the (one-worker) burrow cell holds its queries/s and its ratios to knotd and nsd."""
     label = f"DNS, {dns.get('names', 0):,} routed names, UDP A"
     if "skipped" in dns:
         cell = f"skipped: {dns['skipped']}"
     else:
         ratios = [f"{ratio(dns['burrow']['qps'], dns[ref].get('qps'))} {ref}" for ref in dns_bench.REFERENCES]
         cell = f"{fmt(dns['burrow']['qps'])} ({' / '.join(ratios)})"
-    return f"| {label} | queries/s | " + " | ".join(["—"] * (len(CONFIGS) - 1)) + f" | {cell} |"
+    cells = [cell if config == ONE_WORKER else "—" for config in CONFIGS]
+    return f"| {label} | queries/s | " + " | ".join(cells) + " |"
+
+
+def workers_line(medians: dict, spreads: list[dict], pinned: bool) -> str:
+    """burrow-w2 against the one-worker burrow of the same run (issue 15's `--workers 2` target)."""
+    mine, one = medians[WORKERS], medians.get(ONE_WORKER, {})
+    h1 = mine["h1_rps"] / one["h1_rps"] if mine["h1_rps"] and one.get("h1_rps") else None
+    verdict = "—" if h1 is None else f"{h1:.3g}× (issue 15's target ≥ {WORKERS_TARGET}×: {'met' if h1 >= WORKERS_TARGET else 'not met'})"
+    per_round = "; ".join(" / ".join(f"{share:.0%}" for share in round_["per_worker"]) + f", {round_['forwarded']:.0%} forwarded"
+                          for round_ in spreads if round_) or "—"
+    return (f"{WORKERS} column: `burrow-edge serve --workers 2`, edge and connector on both cores, against the "
+            f"{'pinned ' if pinned else ''}one-worker {ONE_WORKER} column of the same run: small GET HTTP/1.1 {verdict}, "
+            f"HTTP/2 {ratio(mine['h2_rps'], one.get('h2_rps'))}, server CPU per request {ratio(mine['cpu_us'], one.get('cpu_us'))}. "
+            f"Its requests answered by worker 0 / 1, per round: {per_round}. Its peak RSS of the edge adds up the "
+            "supervisor's and the workers'; new TLS connections (serial, one worker at a time) are not measured for it.")
 
 
 def measure_dns(args: argparse.Namespace) -> dict:
@@ -221,14 +263,21 @@ def run_suite(args: argparse.Namespace) -> dict:
     selected = [config for config in CONFIGS if config in args.configs]
     skipped = {config: "not selected (--configs)" for config in CONFIGS if config not in selected}
     runs: dict[str, list[dict]] = {config: [] for config in selected}
+    spreads: list[dict] = []  # burrow-w2, per round: its requests per worker and forwarded
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="burrow-suite-")))
         env = {key: value for key, value in os.environ.items() if not key.startswith("BURROW")}
         peers = Peers(stack, tmp, env, args.mb)
         peers.start_nginx()
+
+        def start_burrow_workers(stack: contextlib.ExitStack, work: Path) -> None:
+            with cpu_affinity(set(range(os.cpu_count() or 1))):  # edge, its workers and the connector: every core
+                peers.start_burrow(stack, work, WORKERS, workers=2)
+
         # A tunnel peer runs only while it is measured: a stuck one (pagekite) must not eat the servers' core.
-        starters = {"ssh-R": peers.start_ssh_r, "pagekite": peers.start_pagekite, "burrow": peers.start_burrow}
+        starters = {"ssh-R": peers.start_ssh_r, "pagekite": peers.start_pagekite, "burrow": peers.start_burrow,
+                    WORKERS: start_burrow_workers}
         upload_file = tmp / "upload.bin"
         with upload_file.open("wb") as f:
             f.truncate(args.mb * MIB)
@@ -250,7 +299,10 @@ def run_suite(args: argparse.Namespace) -> dict:
                         except BenchError as exc:
                             notes.append(f"round {round_index + 1}: {config}: setup failed: {str(exc)[:500]}")
                             continue
-                    values, round_notes = measure(peers.fronts[config], p)
+                    front = peers.fronts[config]
+                    values, round_notes = measure(front, p, UNMEASURED.get(config, ()))
+                    if config == WORKERS:
+                        spreads.append(spread(front))
                 runs[config].append(values)
                 notes += [f"round {round_index + 1}: {note}" for note in round_notes]
     dns = measure_dns(args) if args.dns_names else None
@@ -269,6 +321,7 @@ def run_suite(args: argparse.Namespace) -> dict:
         "rounds": runs,
         "skipped": skipped,
         "notes": notes,
+        "workers_spread": spreads,
         **({"dns": dns} if dns else {}),
     }
 

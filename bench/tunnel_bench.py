@@ -139,12 +139,12 @@ def start_origin(stack: contextlib.ExitStack, tmp: Path, env: dict) -> int:
     return int(port_file.read_text())
 
 
-def start_edge(stack: contextlib.ExitStack, home: Path, env: dict) -> int:
-    """Initialize and start an edge with a dev CA; return its HTTPS port."""
+def start_edge(stack: contextlib.ExitStack, home: Path, env: dict, serve_args: tuple[str, ...] = ()) -> int:
+    """Initialize and start an edge with a dev CA (`burrow-edge serve` gets `serve_args` too); return its HTTPS port."""
     listen = ["--https-listen", "127.0.0.1:0", "--tunnel-listen", "127.0.0.1:0", "--dns-listen", "127.0.0.1:0"]
     cli([str(BIN / "burrow-edge"), "init", "--home", str(home), "--zone", ZONE, "--public-ip", "127.0.0.1", "--dev-ca", *listen], env)
     log = home.parent / "edge.log"
-    proc = start(stack, [str(BIN / "burrow-edge"), "serve", "--home", str(home)], log, env)
+    proc = start(stack, [str(BIN / "burrow-edge"), "serve", "--home", str(home), *serve_args], log, env)
     listen_file = home / "listen.json"
     wait_until(listen_file.exists, "edge", proc, log)
     return int(json.loads(listen_file.read_text())["https"].rsplit(":", 1)[1])
@@ -168,12 +168,13 @@ def create_tunnel(tmp: Path, edge_home: Path, edge_port: int, origin_port: int, 
     return config
 
 
-def start_connector(stack: contextlib.ExitStack, tmp: Path, config: Path, env: dict) -> None:
-    """Run the connector; return once all its sessions are registered."""
+def start_connector(stack: contextlib.ExitStack, tmp: Path, config: Path, env: dict, sessions: int = HA_CONNECTIONS) -> None:
+    """Run the connector with `sessions` HA connections; return once all are registered."""
     log = tmp / "connector.log"
-    cmd = [str(BIN / "burrow"), "tunnel", "run", "--config", str(config), "--grace-period", "1", TUNNEL_NAME]
+    cmd = [str(BIN / "burrow"), "tunnel", "run", "--config", str(config), "--grace-period", "1",
+           "--ha-connections", str(sessions), TUNNEL_NAME]
     proc = start(stack, cmd, log, env)
-    wait_until(lambda: log.read_text().count("tunnel.registered") >= HA_CONNECTIONS, "connector", proc, log)
+    wait_until(lambda: log.read_text().count("tunnel.registered") >= sessions, "connector", proc, log)
 
 
 @contextlib.contextmanager

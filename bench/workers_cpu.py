@@ -26,15 +26,11 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import figures
-import tunnel_bench
 from figures import Params
-from peers import Front, Peers, answers, descendants, free_port
-from tunnel_bench import BIN, BenchError, cli, start, wait_until
+from peers import Peers, cpu_affinity, descendants, edge_counts
 
 CONFIGS = {  # name: (workers, HA sessions, pinned to core 0)
     "w1-pinned": (1, 4, True),
@@ -46,57 +42,20 @@ REFERENCE = "w1-pinned"
 SERVER_CORE, CLIENT_CORE = 0, 1
 
 
-def scrape(port: int) -> dict[str, float]:
-    """Sample name → value, labels summed (enough for the totals used here)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    totals: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.split("{", 1)[0].split(" ", 1)[0], line.rsplit(" ", 1)[1]
-            totals[name] = totals.get(name, 0.0) + float(value)
-    return totals
-
-
-def start_burrow(stack: contextlib.ExitStack, work: Path, origin_port: int, workers: int, sessions: int, env: dict):
-    """Edge (--workers) + connector (--ha-connections); returns (front, edge pid, connector pid, metrics port)."""
-    home = work / "edge"
-    listen = ["--https-listen", "127.0.0.1:0", "--tunnel-listen", "127.0.0.1:0", "--dns-listen", "127.0.0.1:0"]
-    cli([str(BIN / "burrow-edge"), "init", "--home", str(home), "--zone", tunnel_bench.ZONE, "--public-ip", "127.0.0.1", "--dev-ca", *listen], env)
-    metrics = free_port()
-    log = work / "edge.log"
-    edge = start(stack, [str(BIN / "burrow-edge"), "serve", "--home", str(home), "--workers", str(workers),
-                         "--metrics", f"127.0.0.1:{metrics}", "--access-log", "off"], log, env)
-    wait_until((home / "listen.json").exists, "edge", edge, log)
-    edge_port = int(json.loads((home / "listen.json").read_text())["https"].rsplit(":", 1)[1])
-    config = tunnel_bench.create_tunnel(work, home, edge_port, origin_port, env)
-    log = work / "connector.log"
-    connector = start(stack, [str(BIN / "burrow"), "tunnel", "run", "--config", str(config), "--grace-period", "1",
-                              "--ha-connections", str(sessions), tunnel_bench.TUNNEL_NAME], log, env)
-    wait_until(lambda: log.read_text().count("tunnel.registered") >= sessions, "connector", connector, log)
-    front = Front("burrow", edge_port, ca_file=home / "ca.pem", max_requests_per_conn=1000)
-    deadline = time.monotonic() + tunnel_bench.SETUP_TIMEOUT
-    while not answers(front):
-        if time.monotonic() > deadline:
-            raise BenchError("burrow: no 200 through the tunnel")
-        time.sleep(0.1)
-    return front, edge.pid, connector.pid, metrics
-
-
-def measure(config: str, peers: Peers, p: Params, env: dict) -> dict:
+def measure(config: str, peers: Peers, p: Params) -> dict:
     workers, sessions, pinned = CONFIGS[config]
-    os.sched_setaffinity(0, {SERVER_CORE} if pinned else set(range(os.cpu_count() or 1)))  # the servers inherit it
     with contextlib.ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"burrow-{config}-")))
-        front, edge_pid, connector_pid, metrics = start_burrow(stack, work, peers.origin_port, workers, sessions, env)
-        time.sleep(0.5)  # the workers know which holds which sessions
+        with cpu_affinity({SERVER_CORE} if pinned else set(range(os.cpu_count() or 1))):  # the servers inherit it
+            peers.start_burrow(stack, work, config, workers, sessions, ("--access-log", "off"))
+        front = peers.fronts[config]
+        edge_pid, connector_pid = front.watched["front"], front.watched["back"]
         servers = [edge_pid, connector_pid, *descendants(edge_pid)]
-        before, metrics_before = figures.cpu_seconds(servers), scrape(metrics)
+        before, counts_before = figures.cpu_seconds(servers), edge_counts(front)
         rps, note = figures.small_get_h1(front, p)
         cpu = figures.cpu_seconds(servers) - before
-        after = scrape(metrics)
-    requests = after.get("burrow_edge_requests_total", 0) - metrics_before.get("burrow_edge_requests_total", 0)
-    forwarded = after.get("burrow_edge_forwarded_requests_total", 0) - metrics_before.get("burrow_edge_forwarded_requests_total", 0)
+        counts = edge_counts(front)
+    requests, forwarded = counts.requests - counts_before.requests, counts.forwarded - counts_before.forwarded
     return {
         "rps": rps, "cpu_us": cpu / requests * 1e6 if requests else None,
         "forwarded": forwarded / requests if requests else None, "note": note,
@@ -123,13 +82,13 @@ def main() -> int:
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="burrow-workers-")))
         os.sched_setaffinity(0, {SERVER_CORE})
-        peers = Peers(stack, tmp, {**env, "BURROW_HOME": str(tmp / "conn")}, 1)
+        peers = Peers(stack, tmp, env, 1)
         peers.start_nginx()  # the origin, on the servers' core
         p = Params(args.load_seconds, 1, 1000, 60.0, ("taskset", "-c", str(CLIENT_CORE)), tmp / "unused")
         for round_index in range(args.rounds):
             for name in selected:
                 print(f"round {round_index + 1}/{args.rounds}: {name} …", file=sys.stderr)
-                runs[name].append(measure(name, peers, p, {**env, "BURROW_HOME": str(tmp / f"conn-{name}-{round_index}")}))
+                runs[name].append(measure(name, peers, p))
     result = {name: {key: median([run[key] for run in runs[name]]) for key in ("rps", "cpu_us", "forwarded")} for name in selected}
     reference = result.get(REFERENCE, {}).get("rps")
     print(f"{'config':<10} {'req/s':>8} {'× ' + REFERENCE:>13} {'CPU µs/req':>11} {'forwarded':>9}")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-CONFIGS = ["direct", "nginx-tls", "ssh-R", "pagekite", "burrow"]
+CONFIGS = ["direct", "nginx-tls", "ssh-R", "pagekite", "burrow", "burrow-w2"]
 FIGURES = ["h1_rps", "h2_rps", "p50_ms", "p99_ms", "download_mbs", "upload_mbs", "tls_cps", "cpu_us",
            "rss_front_mib", "rss_back_mib"]
 
@@ -42,7 +42,7 @@ def test_tiny_run_writes_every_column_and_figure(tmp_path):
         row = rows[figure["label"].format(rate=50, mb=1)]
         assert row.count("|") == len(CONFIGS) + 3
 
-    for config in ("direct", "nginx-tls", "burrow"):  # always started (nginx is required)
+    for config in ("direct", "nginx-tls", "burrow", "burrow-w2"):  # always started (nginx is required)
         assert config not in result["skipped"], result["skipped"]
         assert result["medians"][config]["h1_rps"] > 0, result["notes"]
     burrow = result["medians"]["burrow"]
@@ -56,6 +56,18 @@ def test_tiny_run_writes_every_column_and_figure(tmp_path):
     dns = rows["DNS, 300 routed names, UDP A"]
     assert dns.count("|") == len(CONFIGS) + 3
     assert ("knotd" in dns and "nsd" in dns) or "skipped: " in dns, dns
+    burrow_cell = dns.split("|")[3 + CONFIGS.index("burrow")]
+    assert "knotd" in burrow_cell or "skipped: " in burrow_cell, dns
+
+    # burrow-w2: `--workers 2` unpinned, its server CPU per request, both workers answering,
+    # and its ratio to the one-worker burrow under the table.
+    workers = result["medians"]["burrow-w2"]
+    assert workers["cpu_us"] > 0 and workers["rss_front_mib"] > 0 and workers["tls_cps"] is None
+    [spread] = result["workers_spread"]
+    assert len(spread["per_worker"]) == 2 and min(spread["per_worker"]) > 0, spread
+    h1 = workers["h1_rps"] / burrow["h1_rps"]
+    line = next(line for line in table.splitlines() if line.startswith("burrow-w2 column: "))
+    assert f"small GET HTTP/1.1 {h1:.3g}× (issue 15's target ≥ 1.7×: {'met' if h1 >= 1.7 else 'not met'})" in line, line
 
 
 def test_bad_arguments_get_a_clear_error():
