@@ -288,7 +288,7 @@ def test_bad_or_vanishing_socks_clients_leave_the_proxy_serving(edge, loopback):
 def test_access_socks_bad_input_is_one_clear_line(edge, loopback):
     env, busy_port = loopback["homes"]["pn-alice"]  # its proxy listens there already
     for args, message in (
-        (["--listen", f"127.0.0.1:{busy_port}"], f"--listen 127.0.0.1:{busy_port}: Address already in use"),
+        (["--listen", f"127.0.0.1:{busy_port}"], f"cannot listen on 127.0.0.1:{busy_port} (--listen): Address already in use"),
         (["--service-token", "no-colon"], "--service-token must be CLIENT_ID:CLIENT_SECRET"),
         (["--token-file", str(edge.tmp / "missing")], "--token-file"),
         (["--edge", "127.0.0.1:port"], "the port must be a number"),
