@@ -36,6 +36,7 @@ from tests.e2e.private_lab import (
     make_lab,
 )
 from tests.e2e.socks_client import connect, socks_open
+from tests.e2e.tunnels import ReportHandler, start_server
 
 REFUSAL_LIMIT = 2.0  # seconds: every refusal is answered within this
 BIG_MIB = 200
@@ -283,6 +284,25 @@ def test_bad_or_vanishing_socks_clients_leave_the_proxy_serving(edge, loopback):
     url = f"http://127.0.0.1:{loopback['origin_port']}/"
     result = subprocess.run(["curl", "-sS", "--max-time", "20", "--socks5", f"127.0.0.1:{port}", url], capture_output=True, text=True)
     assert result.returncode == 0 and '"method": "GET"' in result.stdout, result.stderr
+
+
+def test_a_socks_clients_half_close_reaches_the_host_whose_reply_still_comes_back(edge, loopback):
+    _, port = loopback["homes"]["pn-alice"]
+    report = start_server(ReportHandler)  # reads to EOF, then answers with the size and sha256 of what came
+    try:
+        payload = os.urandom(4 * 1024 * 1024)
+        sock, code, _ = socks_open(("127.0.0.1", port), SOCKS5Command.CONNECT, "127.0.0.1", report.server_address[1])
+        with sock:
+            assert code == 0
+            sock.settimeout(60)
+            sock.sendall(payload)
+            sock.shutdown(socket.SHUT_WR)
+            reply = b""
+            while data := sock.recv(65536):
+                reply += data
+        assert reply == f"got {len(payload)} bytes {hashlib.sha256(payload).hexdigest()}".encode()
+    finally:
+        report.shutdown()
 
 
 def test_access_socks_bad_input_is_one_clear_line(edge, loopback):
