@@ -188,9 +188,8 @@ async def listen_locally(host: str, port: int, option: str) -> list[trio.SocketL
     """The local listeners of `option` (HOST:PORT), or one clear ConfigError (port in use, no such address…)."""
     try:
         return await trio.open_tcp_listeners(port, host=host)
-    except (OSError, OverflowError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc)
-        raise ConfigError(f"cannot listen on {format_hostport((host, port))} ({option}): {reason}") from None
+    except OSError as exc:  # in use, not an address of this machine, an unknown name, below 1024 without privileges
+        raise ConfigError(f"cannot listen on {format_hostport((host, port))} ({option}): {exc.strerror or exc}") from None
 
 
 async def serve_tcp(target: Target, listen_host: str, listen_port: int, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
