@@ -220,6 +220,8 @@ def test_busy_local_port_is_one_clear_line(edge, routes):
     assert result.returncode == 2, result.stderr  # ConfigError, as the edge's own busy listeners
     assert result.stderr == f"error: cannot listen on 127.0.0.1:{port} (--url): Address already in use\n"
     assert "Traceback" not in result.stdout + result.stderr
+    result = edge.cli("burrow", "access", "tcp", *access_args(edge, "echo"), "--url", "127.0.0.1:99999", check=False, timeout=30)
+    assert (result.returncode, result.stderr) == (2, "error: '127.0.0.1:99999': the port must be at most 65535\n")
 
 
 def read_to_eof(sock: socket.socket) -> bytes:
