@@ -48,6 +48,7 @@ from shared.crypto import TUNNEL_ALPN
 from shared.edge_config import EdgeConfig
 from shared.errors import BurrowError, ConfigError
 from shared.files import write_private
+from shared.half_close import accept_half_close
 from shared.values import format_hostport
 
 log = logging.getLogger(__name__)
@@ -261,7 +262,7 @@ async def serve(
         metrics.watch_certificates(lambda: certs.infos)
         refresher = ZoneRefresher(registry, router, list(cfg.zones))
         gate = await open_gate(registry, cfg.home, f"https://{cfg.zone}")
-        https_context = harden(certs.server_context(ALPN, acme_tls=True))
+        https_context = accept_half_close(harden(certs.server_context(ALPN, acme_tls=True)))  # upgraded byte pipes
         https_listeners = await _open_tls_listeners("HTTPS", cfg.https_listen, https_context, bound.get("https"))
         tunnel_context = harden(certs.server_context([TUNNEL_ALPN, PEER_ALPN]))
         tunnel_context.minimum_version = ssl.TLSVersion.TLSv1_3

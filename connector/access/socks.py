@@ -18,9 +18,10 @@ import trio
 from socksio.socks5 import SOCKS5Command
 
 from connector.access.socks5 import Socks5Server, pack_datagram, parse_datagram
-from connector.access.tcp import Target, UpgradeRefused, dial_upgrade, edge_context, splice
+from connector.access.tcp import Target, UpgradeRefused, dial_upgrade, edge_context, listen_locally, splice
 from shared import private_flows as flows
 from shared.errors import BurrowError, ConfigError, ProtocolError
+from shared.half_close import HalfClosingTLS
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +63,7 @@ class SocksProxy:
             raise FlowRefused(flows.GENERAL_FAILURE, str(exc)) from None
 
     async def serve(self, host: str, port: int, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        try:
-            listeners = await trio.open_tcp_listeners(port, host=host)
-        except OSError as exc:
-            raise ConfigError(f"--listen {host}:{port}: {exc.strerror or exc}") from None
+        listeners = await listen_locally(host, port, "--listen")
         bound = listeners[0].socket.getsockname()[1]
         log.info("socks.listening address=%s:%d edge=%s:%d", host, bound, self.edge.target.edge_host, self.edge.target.edge_port)
         task_status.started(bound)
@@ -136,30 +134,6 @@ class SocksProxy:
                     except trio.BrokenResourceError:
                         break
                 nursery.cancel_scope.cancel()
-
-
-class HalfClosingTLS(trio.abc.HalfCloseableStream):
-    """A TLS stream whose `send_eof` half-closes the TCP connection under it (TLS itself cannot):
-    the edge reads that as the end of the client's bytes and passes it on to the private host,
-    so a client that finished sending ends the flow as it would end a plain TCP connection."""
-
-    def __init__(self, tls: trio.SSLStream) -> None:
-        self._tls = tls
-
-    async def receive_some(self, max_bytes=None) -> bytes:
-        return await self._tls.receive_some(max_bytes)
-
-    async def send_all(self, data) -> None:
-        await self._tls.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self._tls.wait_send_all_might_not_block()
-
-    async def send_eof(self) -> None:
-        await self._tls.transport_stream.send_eof()
-
-    async def aclose(self) -> None:
-        await self._tls.aclose()
 
 
 class UdpAssociation:

@@ -3,6 +3,8 @@ through the edge, which the connector turns into a TCP connection to the rule's 
 
 Each local connection dials the edge over TLS (SNI = the hostname), sends
 `GET / HTTP/1.1` with `Upgrade: burrow-tcp`, and after the 101 relays raw bytes.
+Half-closes cross both ways: a local client's EOF reaches the origin, which may still
+answer, and the origin's EOF reaches the client, which may still send (`shared.half_close`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import h11
 import trio
 
 from shared.errors import BurrowError, ConfigError, Unreachable
+from shared.half_close import HalfClosingTLS, accept_half_close
+from shared.values import format_hostport
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +62,11 @@ def parse_hostport(text: str, default_port: int | None = None) -> tuple[str, int
             raise ConfigError(f"{text!r}: expected HOST:PORT")
         return text, default_port
     host = host.strip("[]")
-    try:
-        return host, int(port)
-    except ValueError:
-        raise ConfigError(f"{text!r}: the port must be a number") from None
+    if not port.isdigit():
+        raise ConfigError(f"{text!r}: the port must be a number")
+    if int(port) > 65535:
+        raise ConfigError(f"{text!r}: the port must be at most 65535")
+    return host, int(port)
 
 
 def _context(ca_file: str | None, ca_pem: str | None = None) -> ssl.SSLContext:
@@ -72,13 +77,14 @@ def _context(ca_file: str | None, ca_pem: str | None = None) -> ssl.SSLContext:
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(f"--ca-file {ca_file}: {exc}") from exc
     context.set_alpn_protocols(["http/1.1"])
-    return context
+    return accept_half_close(context)
 
 
-async def open_upgraded(target: Target) -> tuple[trio.abc.Stream, bytes]:
+async def open_upgraded(target: Target) -> tuple[HalfClosingTLS, bytes]:
     """Dial the edge and switch to `burrow-tcp`; returns the stream and bytes read past the 101."""
     try:
-        return await dial_upgrade(target, TCP_UPGRADE)
+        stream, first = await dial_upgrade(target, TCP_UPGRADE)
+        return HalfClosingTLS(stream), first
     except UpgradeRefused as exc:
         if exc.status in (502, 503, 504):
             raise Unreachable(f"{target.hostname}: the TCP origin is unavailable (edge answered {exc})") from None
@@ -164,7 +170,7 @@ async def splice(a: trio.abc.Stream, b: trio.abc.Stream, first_to_a: bytes = b""
             if not data:
                 break
             await dst.send_all(data)
-        if isinstance(dst, trio.abc.HalfCloseableStream):  # TLS cannot half-close: the far side ends it
+        if isinstance(dst, trio.abc.HalfCloseableStream):
             try:
                 await dst.send_eof()
             except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -178,21 +184,35 @@ async def splice(a: trio.abc.Stream, b: trio.abc.Stream, first_to_a: bytes = b""
         log.debug("access.broken error=%s", group.exceptions[0])
 
 
+async def listen_locally(host: str, port: int, option: str) -> list[trio.SocketListener]:
+    """The local listeners of `option` (HOST:PORT), or one clear ConfigError (port in use, no such address…)."""
+    try:
+        return await trio.open_tcp_listeners(port, host=host)
+    except OSError as exc:  # in use, not an address of this machine, an unknown name, below 1024 without privileges
+        raise ConfigError(f"cannot listen on {format_hostport((host, port))} ({option}): {exc.strerror or exc}") from None
+
+
 async def serve_tcp(target: Target, listen_host: str, listen_port: int, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
     """`burrow access tcp`: one upgraded edge connection per accepted local connection."""
-    listeners = await trio.open_tcp_listeners(listen_port, host=listen_host)
+    listeners = await listen_locally(listen_host, listen_port, "--url")
     log.info("access.listening address=%s:%d hostname=%s", listen_host, listeners[0].socket.getsockname()[1], target.hostname)
     task_status.started(listeners[0].socket.getsockname()[1])
 
     async def handle(local: trio.SocketStream) -> None:
-        async with local:
-            try:
-                remote, first = await open_upgraded(target)
-            except BurrowError as exc:
-                print(f"error: {exc}", file=sys.stderr, flush=True)
-                return
-            async with remote:
-                await splice(local, remote, first)
+        """One local connection; whatever ends it, the listener serves on."""
+        try:
+            async with local:
+                try:
+                    remote, first = await open_upgraded(target)
+                except BurrowError as exc:
+                    print(f"error: {exc}", file=sys.stderr, flush=True)
+                    return
+                async with remote:
+                    await splice(local, remote, first)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            log.debug("access.broken error=%s", exc)
+        finally:
+            log.debug("access.closed hostname=%s", target.hostname)
 
     await trio.serve_listeners(handle, listeners)
 

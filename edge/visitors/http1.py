@@ -16,6 +16,7 @@ from edge.visitors.http1_response import Response, informational
 from shared.aio import receive_records
 from shared.errors import ProtocolError
 from shared.events import RequestHead, ResponseHead, end_to_end
+from shared.half_close import HalfClosingTLS
 from shared.http1_wire import reason
 from shared.pages import error_page
 
@@ -133,14 +134,16 @@ class Http1Exchange:
 
     async def switch_protocols(self, head: ResponseHead) -> tuple[trio.abc.Stream, bytes]:
         """Answer 101 with `head`'s headers (Upgrade and Connection kept); return the raw
-        visitor stream and the bytes already read past the request."""
+        visitor stream (over TLS, one that half-closes: `shared.half_close`) and the bytes
+        already read past the request."""
         conn = self._conn
         headers = tuple((name, value) for name, value in head.headers if name not in _NOT_IN_101)
         data = self._framed(informational, 101, headers)
         self.response_started = True
         await conn.send_bytes(data)
         conn.switched = True
-        return conn.stream, conn.reader.after
+        raw = HalfClosingTLS(conn.stream) if isinstance(conn.stream, trio.SSLStream) else conn.stream
+        return raw, conn.reader.after
 
     # Trailers do not cross HTTP/1.1 here: request trailers are not collected, and
     # response trailers are dropped (gRPC needs HTTP/2 anyway).

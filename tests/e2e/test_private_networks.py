@@ -36,6 +36,7 @@ from tests.e2e.private_lab import (
     make_lab,
 )
 from tests.e2e.socks_client import connect, socks_open
+from tests.e2e.tunnels import ReportHandler, start_server
 
 REFUSAL_LIMIT = 2.0  # seconds: every refusal is answered within this
 BIG_MIB = 200
@@ -285,10 +286,29 @@ def test_bad_or_vanishing_socks_clients_leave_the_proxy_serving(edge, loopback):
     assert result.returncode == 0 and '"method": "GET"' in result.stdout, result.stderr
 
 
+def test_a_socks_clients_half_close_reaches_the_host_whose_reply_still_comes_back(edge, loopback):
+    _, port = loopback["homes"]["pn-alice"]
+    report = start_server(ReportHandler)  # reads to EOF, then answers with the size and sha256 of what came
+    try:
+        payload = os.urandom(4 * 1024 * 1024)
+        sock, code, _ = socks_open(("127.0.0.1", port), SOCKS5Command.CONNECT, "127.0.0.1", report.server_address[1])
+        with sock:
+            assert code == 0
+            sock.settimeout(60)
+            sock.sendall(payload)
+            sock.shutdown(socket.SHUT_WR)
+            reply = b""
+            while data := sock.recv(65536):
+                reply += data
+        assert reply == f"got {len(payload)} bytes {hashlib.sha256(payload).hexdigest()}".encode()
+    finally:
+        report.shutdown()
+
+
 def test_access_socks_bad_input_is_one_clear_line(edge, loopback):
     env, busy_port = loopback["homes"]["pn-alice"]  # its proxy listens there already
     for args, message in (
-        (["--listen", f"127.0.0.1:{busy_port}"], f"--listen 127.0.0.1:{busy_port}: Address already in use"),
+        (["--listen", f"127.0.0.1:{busy_port}"], f"cannot listen on 127.0.0.1:{busy_port} (--listen): Address already in use"),
         (["--service-token", "no-colon"], "--service-token must be CLIENT_ID:CLIENT_SECRET"),
         (["--token-file", str(edge.tmp / "missing")], "--token-file"),
         (["--edge", "127.0.0.1:port"], "the port must be a number"),

@@ -24,7 +24,7 @@ import pytest
 
 from tests.e2e.conftest import BIN, free_port, start_edge, wait_until
 from tests.e2e.test_tcp_access import SSHD, start_sshd
-from tests.e2e.tunnels import ThreadingTcpServer, start_tcp_echo
+from tests.e2e.tunnels import ReportHandler, start_server, start_tcp_echo
 
 ECHO_SIZE = 100 * 1024 * 1024
 FLOWS = 50
@@ -41,17 +41,6 @@ DNS, UDP_ECHO = BASE, BASE + 1
 RANGE = f"{BASE}-{BASE + 15}"
 
 
-class ReportHandler(socketserver.BaseRequestHandler):
-    """Reads to the visitor's half-close, then answers how much came and its sha256, and closes."""
-
-    def handle(self) -> None:
-        digest, size = hashlib.sha256(), 0
-        while data := self.request.recv(65536):
-            digest.update(data)
-            size += len(data)
-        self.request.sendall(f"got {size} bytes {digest.hexdigest()}".encode())
-
-
 class FirstLineHandler(socketserver.BaseRequestHandler):
     """Sends back the first line it receives (the PROXY protocol header)."""
 
@@ -60,12 +49,6 @@ class FirstLineHandler(socketserver.BaseRequestHandler):
         while b"\r\n" not in line and (data := self.request.recv(1)):
             line += data
         self.request.sendall(line)
-
-
-def start_server(handler) -> ThreadingTcpServer:
-    server = ThreadingTcpServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
 
 
 def start_udp_echo() -> socket.socket:

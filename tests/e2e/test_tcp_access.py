@@ -1,6 +1,7 @@
 """Issue 5: raw TCP and SSH through the tunnel with `burrow access tcp/ssh` (the only
-client of our `Upgrade: burrow-tcp`): many concurrent connections, a real sshd, and
-clear errors for an HTTP route and an origin that is down."""
+client of our `Upgrade: burrow-tcp`): many concurrent connections, a real sshd,
+half-closes both ways (with real sockets and `nc -N`), and clear errors for an HTTP
+route, an origin that is down and a local port in use."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import concurrent.futures
 import getpass
 import hashlib
 import os
+import queue
 import shutil
 import socket
+import socketserver
 import subprocess
 import time
 from pathlib import Path
@@ -17,17 +20,37 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import BIN, ZONE, free_port, wait_until
-from tests.e2e.tunnels import run_tunnel, start_tcp_echo
+from tests.e2e.tunnels import ReportHandler, run_tunnel, start_server, start_tcp_echo
 
 CONNECTIONS = 100
 PAYLOAD = 1024 * 1024
 SCP_SIZE = 50 * 1024 * 1024
+HALF_CLOSE_SIZE = 8 * 1024 * 1024  # sent after the far side's EOF, or before the client's own
+GREETING = b"hello, then EOF from the origin\n"
+NC = shutil.which("nc")
 SSHD = shutil.which("sshd") or ("/usr/sbin/sshd" if os.path.exists("/usr/sbin/sshd") else None)
+
+
+class GreetThenReadHandler(socketserver.BaseRequestHandler):
+    """Sends GREETING and shuts down its write side, then reads to the client's EOF and
+    puts (size, sha256) of what came on the server's `received` queue."""
+
+    def handle(self) -> None:
+        self.request.sendall(GREETING)
+        self.request.shutdown(socket.SHUT_WR)
+        digest, size = hashlib.sha256(), 0
+        while data := self.request.recv(65536):
+            digest.update(data)
+            size += len(data)
+        self.server.received.put((size, digest.hexdigest()))
 
 
 @pytest.fixture(scope="module")
 def routes(edge, tmp_path_factory):
     echo = start_tcp_echo()
+    report = start_server(ReportHandler)
+    greeter = start_server(GreetThenReadHandler)
+    greeter.received = queue.Queue()
     sshd = start_sshd(tmp_path_factory.mktemp("sshd")) if SSHD and shutil.which("ssh") else None
     rules = [
         ("echo", f"tcp://127.0.0.1:{echo.server_address[1]}"),
@@ -36,9 +59,11 @@ def routes(edge, tmp_path_factory):
     ]
     if sshd:
         rules.append(("ssh", f"ssh://127.0.0.1:{sshd['port']}"))
+    rules += [("report", f"tcp://127.0.0.1:{report.server_address[1]}"), ("greeter", f"tcp://127.0.0.1:{greeter.server_address[1]}")]
     connector = run_tunnel(edge, "tcp-tunnel", rules)
-    yield {"sshd": sshd, "connector": connector}
-    echo.shutdown()
+    yield {"sshd": sshd, "connector": connector, "greeter": greeter}
+    for server in (echo, report, greeter):
+        server.shutdown()
     if sshd:
         sshd["proc"].terminate()
         sshd["proc"].wait()
@@ -50,10 +75,17 @@ def access_args(edge, host: str) -> list[str]:
 
 def start_access(edge, host: str):
     port = free_port()
-    proc = edge.start(["burrow", "access", "tcp", *access_args(edge, host), "--url", f"127.0.0.1:{port}"],
+    proc = edge.start(["burrow", "access", "tcp", *access_args(edge, host), "--url", f"127.0.0.1:{port}", "--loglevel", "debug"],
                       f"access-{host}-{port}", edge.env)
     proc.wait_for_log(r"access\.listening")
     return proc, port
+
+
+def stop_after(proc, connections: int) -> None:
+    """Each of the `connections` ended without taking the listener down; then stop it."""
+    proc.wait_for_log(r"access\.closed", count=connections, timeout=30)
+    assert proc.alive() and "Traceback" not in proc.log(), proc.log()
+    proc.stop()
 
 
 def echo_once(port: int, seed: int) -> bool:
@@ -78,7 +110,7 @@ def test_100_concurrent_connections_echo_1_mib_each(edge, routes):
     print(f"\ntcp: {CONNECTIONS} connections × 1 MiB echoed in {elapsed:.2f}s")
     assert all(results)
     assert elapsed < 120
-    proc.stop()
+    stop_after(proc, CONNECTIONS)
 
 
 def read_error(proc, port: int) -> str:
@@ -114,7 +146,7 @@ def test_origin_down_is_a_clear_error_and_leaves_no_stream(edge, routes):
     # the edge and connector still serve the echo route afterwards
     proc, port = start_access(edge, "echo")
     assert echo_once(port, 7)
-    proc.stop()
+    stop_after(proc, 1)
 
 
 def start_sshd(tmp: Path) -> dict:
@@ -176,6 +208,65 @@ def test_ssh_command_and_scp_round_trip(edge, routes):
     print(f"\nssh: scp 50 MiB up and down in {time.monotonic() - start:.2f}s")
     digest = hashlib.sha256(source.read_bytes()).digest()
     assert hashlib.sha256((tmp / "back.bin").read_bytes()).digest() == digest
+
+
+def test_busy_local_port_is_one_clear_line(edge, routes):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = edge.cli("burrow", "access", "tcp", *access_args(edge, "echo"), "--url", f"127.0.0.1:{port}",
+                          check=False, timeout=30)
+    assert result.returncode == 2, result.stderr  # ConfigError, as the edge's own busy listeners
+    assert result.stderr == f"error: cannot listen on 127.0.0.1:{port} (--url): Address already in use\n"
+    assert "Traceback" not in result.stdout + result.stderr
+    result = edge.cli("burrow", "access", "tcp", *access_args(edge, "echo"), "--url", "127.0.0.1:99999", check=False, timeout=30)
+    assert (result.returncode, result.stderr) == (2, "error: '127.0.0.1:99999': the port must be at most 65535\n")
+
+
+def read_to_eof(sock: socket.socket) -> bytes:
+    received = bytearray()
+    while data := sock.recv(1 << 20):
+        received += data
+    return bytes(received)
+
+
+def report_of(payload: bytes) -> bytes:
+    return f"got {len(payload)} bytes {hashlib.sha256(payload).hexdigest()}".encode()
+
+
+def test_client_half_close_reaches_the_origin_and_its_reply_comes_back(edge, routes):
+    proc, port = start_access(edge, "report")
+    payload = os.urandom(HALF_CLOSE_SIZE)
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        sock.sendall(payload)
+        sock.shutdown(socket.SHUT_WR)  # the origin answers only once it has read to EOF
+        assert read_to_eof(sock) == report_of(payload)
+    if NC:  # the same with OpenBSD nc, which shuts down its write side at the end of its input (-N)
+        result = subprocess.run([NC, "-N", "127.0.0.1", str(port)], input=payload, capture_output=True, timeout=60)
+        assert result.stdout == report_of(payload), result.stderr
+    stop_after(proc, 2 if NC else 1)
+
+
+def test_origin_half_close_reaches_the_client_which_can_still_send(edge, routes):
+    proc, port = start_access(edge, "greeter")
+    payload = os.urandom(HALF_CLOSE_SIZE)
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        assert read_to_eof(sock) == GREETING  # the origin's EOF came through
+        sock.sendall(payload)
+        sock.shutdown(socket.SHUT_WR)
+        assert routes["greeter"].received.get(timeout=60) == (len(payload), hashlib.sha256(payload).hexdigest())
+        assert read_to_eof(sock) == b""
+    stop_after(proc, 1)
+
+
+def test_access_ssh_passes_the_end_of_stdin_on(edge, routes):
+    """`access ssh` (stdin/stdout): the end of stdin is the origin's EOF; its reply comes out on stdout."""
+    payload = os.urandom(1024 * 1024)
+    result = subprocess.run([str(BIN / "burrow"), "access", "ssh", *access_args(edge, "report")],
+                            input=payload, capture_output=True, timeout=60, env=edge.env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == report_of(payload)
 
 
 def test_no_stream_is_left_open_afterwards(edge, routes):

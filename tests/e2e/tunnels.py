@@ -3,6 +3,7 @@ against the module's `edge` fixture, and their own in-process origins."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import socket
 import socketserver
@@ -82,5 +83,23 @@ class ThreadingTcpServer(socketserver.ThreadingTCPServer):
 
 def start_tcp_echo() -> ThreadingTcpServer:
     server = ThreadingTcpServer(("127.0.0.1", 0), EchoHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+class ReportHandler(socketserver.BaseRequestHandler):
+    """Reads to the client's half-close, then answers how much came and its sha256, and closes."""
+
+    def handle(self) -> None:
+        digest, size = hashlib.sha256(), 0
+        while data := self.request.recv(65536):
+            digest.update(data)
+            size += len(data)
+        self.request.sendall(f"got {size} bytes {digest.hexdigest()}".encode())
+
+
+def start_server(handler) -> ThreadingTcpServer:
+    """A threaded TCP server on a loopback ephemeral port running `handler` per connection."""
+    server = ThreadingTcpServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
