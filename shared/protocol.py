@@ -124,15 +124,15 @@ class TunnelSession:
 
     # Input ---------------------------------------------------------------------
 
-    def receive_data(self, data: bytes) -> list[Event]:
+    def receive_data(self, received: bytes | bytearray | memoryview) -> list[Event]:
         """Feed bytes read from the peer; return the events they complete.
 
         A frame cut across reads keeps its pieces as views of the reads and is
         joined once, when its last piece arrives: its payload is copied once.
         """
         events: list[Event] = []
-        if type(data) is not bytes:  # slices must be bytes (a TLS read already is)
-            data = bytes(data)
+        # slices must be bytes (a TLS read already is)
+        data = received if type(received) is bytes else bytes(received)
         pos = 0
         if self._missing:
             pos = self._complete(events, data)
