@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
-MODULES = ("shared.framing", "shared.protocol")
+MODULES = ("shared.events", "shared.session_events", "shared.framing", "shared.protocol")
 GROUP = "shared.cores"  # mypyc's runtime library of the group: shared/cores__mypyc.<abi>.so
 MANIFEST = "native_build.json"  # beside GROUP's library: {module: sha256 of the source compiled}
 SWITCH = "BURROW_PURE_PYTHON"

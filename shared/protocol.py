@@ -144,6 +144,10 @@ class TunnelSession:
         size = len(data)
         handlers = self._handlers
         unpack = HEADER.unpack_from
+        length: int
+        kind: int
+        flags: int
+        stream_id: int
         try:
             while size - pos >= HEADER_SIZE:
                 length, kind, flags, stream_id = unpack(data, pos)
