@@ -27,7 +27,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
-MODULES = ("shared.events", "shared.session_events", "shared.framing", "shared.protocol")
+MODULES = (
+    "shared.events", "shared.session_events", "shared.framing", "shared.protocol",  # the tunnel session
+    "shared.http1_wire", "edge.visitors.http1_guard", "edge.visitors.http1_chunks", "edge.visitors.http1_parser",
+    "connector.origins.http1_codec",  # HTTP/1.1 around llhttp: the visitor side and the origin side
+)
 GROUP = "shared.cores"  # mypyc's runtime library of the group: shared/cores__mypyc.<abi>.so
 MANIFEST = "native_build.json"  # beside GROUP's library: {module: sha256 of the source compiled}
 SWITCH = "BURROW_PURE_PYTHON"

@@ -61,7 +61,8 @@ def test_this_run_loads_what_the_switch_says():
 
 def test_a_source_changed_after_the_build_runs_as_source(tmp_path):
     require_compiler()
-    shutil.copytree(REPO / "shared", tmp_path / "shared")
+    for package in ("shared", "edge", "connector"):
+        shutil.copytree(REPO / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
     changed = native.source_path(native.MODULES[-1], tmp_path)
     changed.write_text(changed.read_text() + "\nCHANGED = True\n")
     status, files = loaded({}, pythonpath=tmp_path)
