@@ -388,7 +388,7 @@ class TunnelSession:
             return 0
         return min(stream.send, self._send_credit, MAX_FRAME_SIZE)
 
-    def send_data(self, stream_id: int, data: bytes | memoryview, *, end_stream: bool = False) -> None:
+    def send_data(self, stream_id: int, data: bytes | bytearray | memoryview, *, end_stream: bool = False) -> None:
         """Send `data` (at most `send_window(stream_id)` bytes). A memoryview is queued as it
         is, not copied: it must be of bytes, which cannot change."""
         stream = self._sendable(stream_id, body=True)
