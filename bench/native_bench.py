@@ -6,6 +6,9 @@ Alternates the two, round after round, on the same machine:
   fresh interpreter per measurement: the edge opens a stream with a 10-header request,
   the connector reads it and answers with a 5-header response and a 64-byte body, the
   edge reads that and acknowledges it; µs per exchange, best of 5 batches;
+* micro, HTTP/1.1: the heads around llhttp alone: the edge parses and checks a 10-header
+  request, the connector writes it and reads a 6-header response with a 64-byte body,
+  the edge writes that response;
 * profile (unless --micro-only): bench/profile_burrow.py --gil on the small-GET load,
   HTTP/1.1 × 50 connections (and --h2): CPU ms per request of the edge and the connector
   and the requests/s while profiled;
@@ -66,6 +69,49 @@ print(min(batch(int(sys.argv[1])) for _ in range(5)))
 """
 
 
+HTTP1_MICRO = r"""
+import sys
+import time
+from connector.origins.http1_codec import Request, ResponseReader, write_request
+from edge.visitors.http1_guard import HeadLimits
+from edge.visitors.http1_parser import RequestParser
+from edge.visitors.http1_response import Response
+
+fields = [(b"x-header-%d" % i, b"value number %d" % i) for i in range(8)]
+request = b"GET /small?q=1 HTTP/1.1\r\nHost: app.example.test\r\nUser-Agent: bench\r\n" + \
+    b"".join(b"%b: %b\r\n" % field for field in fields) + b"\r\n"
+answer = tuple((b"x-answer-%d" % i, b"value %d" % i) for i in range(5)) + ((b"content-length", b"64"),)
+response = b"HTTP/1.1 200 OK\r\n" + b"".join(b"%b: %b\r\n" % field for field in answer) + b"\r\n" + b"x" * 64
+
+def batch(n):
+    limits = HeadLimits()
+    parser, reader = RequestParser(limits, limits.max_header_bytes), ResponseReader()
+    start = time.perf_counter()
+    for _ in range(n):
+        parser.feed(request)  # the edge reads the visitor's request
+        head = parser.head
+        parser.next_request()
+        write_request(Request(head.method, head.target, head.headers))  # the connector writes it to the origin
+        reader.start(head.method)
+        reader.feed(response)  # and reads the origin's answer
+        reader.take_body()
+        out = Response(head.method, head.http10, True)  # the edge writes it to the visitor
+        out.head(reader.status, reader.headers, False)
+        out.body(b"x" * 64)
+        out.end()
+    return (time.perf_counter() - start) / n * 1e6
+
+batch(2000)
+print(min(batch(int(sys.argv[1])) for _ in range(5)))
+"""
+
+
+def http1_micro(env: dict[str, str], exchanges: int) -> dict[str, float]:
+    out = subprocess.run([sys.executable, "-c", HTTP1_MICRO, str(exchanges)], env=env, cwd="/", capture_output=True,
+                         text=True, check=True, timeout=RUN_TIMEOUT).stdout.splitlines()
+    return {"HTTP/1.1 heads alone, µs per exchange": float(out[-1])}
+
+
 def micro(env: dict[str, str], exchanges: int) -> tuple[dict[str, float], str]:
     """The figure, and which cores ran (shared/native.py's status)."""
     out = subprocess.run([sys.executable, "-c", MICRO, str(exchanges)], env=env, cwd="/", capture_output=True, text=True,
@@ -112,6 +158,7 @@ def main() -> None:
         for mode, extra in MODES.items():
             env = base | extra
             figures, status = micro(env, args.exchanges)
+            figures |= http1_micro(env, args.exchanges)
             if round_ == 1:
                 print(f"{mode}: {status}")
             if not args.micro_only:
