@@ -70,7 +70,7 @@ def main() -> int:
     os.sched_setaffinity(0, {0})
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="burrow-profile-")))
-        peers = Peers(stack, tmp, {k: v for k, v in os.environ.items() if not k.startswith("BURROW")}, 256)
+        peers = Peers(stack, tmp, {k: v for k, v in os.environ.items() if not k.startswith("BURROW") or k == "BURROW_PURE_PYTHON"}, 256)
         try:
             peers.start_nginx()
             peers.start_burrow(stack, tmp)

@@ -162,6 +162,7 @@ def run(
     """Run a tunnel: connect to the edge and serve requests until SIGINT/SIGTERM."""
     with reported_errors():
         logs.configure(log_level, logfile, log_format, access_log, logs.CONNECTOR_ACCESS_LOGGER)
+        logs.log_native_cores(log)
         metrics_listen = _listen_address(metrics) if metrics is not None else None
         token_creds = decode_token(token) if token is not None else None
         cfg = _load_config(config)

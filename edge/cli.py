@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import uuid
@@ -48,6 +49,8 @@ from shared.errors import ConfigError
 from shared.metrics import MetricsServer
 from shared.output import check_output, structured, table
 from shared.values import format_hostport, parse_duration, parse_hostport, parse_listen_or_off
+
+log = logging.getLogger("edge")
 
 app = typer.Typer(help="Burrow edge: public HTTPS, DNS and tunnel endpoint.", pretty_exceptions_show_locals=False, no_args_is_help=True)
 account_app = typer.Typer(help="Manage accounts that may create tunnels.", no_args_is_help=True)
@@ -172,6 +175,7 @@ def serve(
     let in-flight requests finish within the grace period, exit 0. A second signal stops at once."""
     with reported_errors():
         logs.configure(log_level, logfile, log_format, access_log)
+        logs.log_native_cores(log)
         cfg = load_edge_config(home)
         heartbeat = {
             "heartbeat_interval": _positive_duration("--heartbeat-interval", heartbeat_interval),

@@ -69,14 +69,15 @@ def _pack_fields(prefix: bytes, fields: list[bytes]) -> bytes:
 def _unpack_fields(buf: bytes, start: int, end: int) -> list[bytes]:
     if end - start < 2:
         raise ProtocolError("malformed head: no field count")
-    (count,) = U16.unpack_from(buf, start)
+    count: int = U16.unpack_from(buf, start)[0]
     pos = start + 2 + 4 * count
     if pos > end:
         raise ProtocolError("malformed head: field lengths cut short")
-    lengths = _lengths(count).unpack_from(buf, start)
+    lengths: tuple[int, ...] = _lengths(count).unpack_from(buf, start)
     if pos + sum(lengths) - count != end:  # lengths[0] is the count itself
         raise ProtocolError("malformed head: field lengths do not add up to the payload")
     fields = []
+    length: int
     for length in lengths[1:]:
         fields.append(buf[pos : pos + length])
         pos += length
@@ -112,7 +113,7 @@ def unpack_response(buf: bytes, start: int, end: int) -> tuple[int, Headers]:
     """(status, headers)."""
     if end - start < 2:
         raise ProtocolError("malformed head: no status")
-    (status,) = U16.unpack_from(buf, start)
+    status: int = U16.unpack_from(buf, start)[0]
     if not 100 <= status <= 999:
         raise ProtocolError(f"response with status {status}")
     return status, _pairs(_unpack_fields(buf, start + 2, end), 0)

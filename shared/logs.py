@@ -17,6 +17,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from shared import native
 from shared.errors import ConfigError
 
 LEVELS = ("debug", "info", "warning", "error")
@@ -164,3 +165,10 @@ def configure(
     if access_log not in (None, ACCESS_OFF):
         access.addHandler(_handler(Path(access_log), fmt))
         access.propagate = False
+
+
+def log_native_cores(log: logging.Logger) -> None:
+    """At debug: whether the sans-IO cores run compiled or as pure Python, and why (shared/native.py)."""
+    if log.isEnabledFor(logging.DEBUG):
+        why = native.pure_reason()
+        log.debug("native.cores compiled=%s%s", "no" if why else "yes", f" reason={safe(why)}" if why else "")

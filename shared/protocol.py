@@ -124,15 +124,15 @@ class TunnelSession:
 
     # Input ---------------------------------------------------------------------
 
-    def receive_data(self, data: bytes) -> list[Event]:
+    def receive_data(self, received: bytes | bytearray | memoryview) -> list[Event]:
         """Feed bytes read from the peer; return the events they complete.
 
         A frame cut across reads keeps its pieces as views of the reads and is
         joined once, when its last piece arrives: its payload is copied once.
         """
         events: list[Event] = []
-        if type(data) is not bytes:  # slices must be bytes (a TLS read already is)
-            data = bytes(data)
+        # slices must be bytes (a TLS read already is)
+        data = received if type(received) is bytes else bytes(received)
         pos = 0
         if self._missing:
             pos = self._complete(events, data)
@@ -144,6 +144,10 @@ class TunnelSession:
         size = len(data)
         handlers = self._handlers
         unpack = HEADER.unpack_from
+        length: int
+        kind: int
+        flags: int
+        stream_id: int
         try:
             while size - pos >= HEADER_SIZE:
                 length, kind, flags, stream_id = unpack(data, pos)
@@ -384,7 +388,7 @@ class TunnelSession:
             return 0
         return min(stream.send, self._send_credit, MAX_FRAME_SIZE)
 
-    def send_data(self, stream_id: int, data: bytes | memoryview, *, end_stream: bool = False) -> None:
+    def send_data(self, stream_id: int, data: bytes | bytearray | memoryview, *, end_stream: bool = False) -> None:
         """Send `data` (at most `send_window(stream_id)` bytes). A memoryview is queued as it
         is, not copied: it must be of bytes, which cannot change."""
         stream = self._sendable(stream_id, body=True)

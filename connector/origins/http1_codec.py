@@ -53,7 +53,8 @@ class ResponseReader:
     def start(self, method: bytes, upgrade: bool = False) -> None:
         """Read the response to a `method` request; `upgrade`: it may switch protocols (101)."""
         self._method, self._upgrade = method, upgrade
-        self.status, self.headers = 0, ()
+        self.status = 0
+        self.headers: Headers = ()
         self.head_done = self.done = self.reusable = False
         self.trailing = b""  # after a 101: the first bytes of the new protocol
         self._body: list[bytes] = []
@@ -64,10 +65,11 @@ class ResponseReader:
         if self._llhttp is None:
             self._llhttp = httptools.HttpResponseParser(self)
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, received: bytes | bytearray | memoryview) -> None:
         """Read bytes from the origin; InvalidResponse for a response llhttp or the checks refuse."""
+        data = received if type(received) is bytes else bytes(received)
         try:
-            self._llhttp.feed_data(data)
+            self._llhttp.feed_data(data)  # type: ignore[union-attr]
         except httptools.HttpParserUpgrade as exc:
             self.trailing, self._llhttp = data[exc.args[0]:], None
         except httptools.HttpParserError as exc:
@@ -104,7 +106,7 @@ class ResponseReader:
         self._fields.append((name.lower(), value.rstrip(b" \t")))
 
     def on_headers_complete(self) -> None:
-        status = self._llhttp.get_status_code()
+        status = self._llhttp.get_status_code()  # type: ignore[union-attr]
         if 100 <= status < 200 and status != 101:
             return  # 100 Continue, 103 Early Hints: skipped
         fields = self._fields
@@ -132,4 +134,4 @@ class ResponseReader:
     def _complete(self) -> None:
         self.done = True
         llhttp = self._llhttp
-        self.reusable = llhttp.should_keep_alive() and llhttp.get_http_version() == "1.1" and self.status != 101
+        self.reusable = llhttp.should_keep_alive() and llhttp.get_http_version() == "1.1" and self.status != 101  # type: ignore[union-attr]

@@ -42,8 +42,9 @@ class RequestParser:
         """Some bytes of the next head arrived."""
         return bool(self._scanner.buffer)
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, received: bytes | bytearray | memoryview) -> None:
         """Take bytes from the visitor; `Refused` for a bad head or body framing."""
+        data = received if type(received) is bytes else bytes(received)
         if self.head is None:
             if (head := self._scanner.feed(data)) is None:
                 return

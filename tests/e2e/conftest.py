@@ -145,7 +145,8 @@ class Edge:
 
 def start_edge(tmp: Path, prepare=None, serve_args: tuple = (), init_args: tuple = ()) -> Edge:
     """`burrow-edge init` (with `init_args`) then `serve`; `prepare(home)` runs in between (e.g. to add certificates)."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("BURROW")}
+    # BURROW_PURE_PYTHON passes: the Makefile's pure-Python run reaches the edge and the connectors
+    env = {key: value for key, value in os.environ.items() if not key.startswith("BURROW") or key == "BURROW_PURE_PYTHON"}
     env["BURROW_HOME"] = str(tmp / "nobody")
     home = tmp / "edge"
     subprocess.run(
