@@ -63,7 +63,9 @@ def serve_echo(port_file: Path) -> None:
     udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * MIB)
     udp.bind(("127.0.0.1", 0))
     threading.Thread(target=tcp.serve_forever, daemon=True).start()
-    port_file.write_text(json.dumps({"tcp": tcp.server_address[1], "udp": udp.getsockname()[1]}))
+    written = port_file.with_suffix(".tmp")  # renamed into place: the parent never reads a half-written file
+    written.write_text(json.dumps({"tcp": tcp.server_address[1], "udp": udp.getsockname()[1]}))
+    written.replace(port_file)
     while True:
         data, peer = udp.recvfrom(65535)
         udp.sendto(data, peer)
