@@ -130,8 +130,13 @@ def test_the_documented_dns_client_works(lab):
 def test_each_address_goes_to_its_tunnels_connector(lab):
     office, lab2 = curl(lab, f"http://{WEB}/"), curl(lab, f"http://{LAB_WEB}/")
     assert (office.stdout, lab2.stdout) == ("office\n", "lab2\n"), office.stderr + lab2.stderr
-    log = lab.edge.log()
-    tunnels = {m.group(1): m.group(2) for m in re.finditer(r"kind=private .*?address=([\d.]+):80 tunnel=(\S+)", log)}
+    flow_line = r"kind=private .*?address=([\d.]+):80 tunnel=(\S+)"
+
+    def both_flows_logged():  # a flow's access-log line is written when the edge closes it, after curl returns
+        tunnels = {m.group(1): m.group(2) for m in re.finditer(flow_line, lab.edge.log())}
+        return tunnels if {WEB, LAB_WEB} <= tunnels.keys() else None
+
+    tunnels = wait_until(both_flows_logged, 10, "both flows in the edge's access log")
     assert tunnels[WEB] != tunnels[LAB_WEB]
     shown = json.loads(lab.burrow("client", lab.alice, "tunnel", "route", "ip", "show", "--output", "json").stdout)
     by_network = {route["network"]: route["tunnel_id"] for route in shown}
@@ -195,9 +200,12 @@ def test_metrics_and_access_log_record_private_flows(lab):
     assert curl(lab, f"http://{WEB}/").stdout == "office\n"
     assert socks_client(lab, "dns", DNS, PRINTER)["a"] == [WEB]
     assert socks_client(lab, "connect", "198.18.11.10", "80")["reply"] == NETWORK_UNREACHABLE
-    time.sleep(0.5)
-    log = lab.edge.log()
-    line = next(line for line in log.splitlines() if "kind=private" in line and f"address={WEB}:80" in line and "reply=succeeded" in line)
+
+    def office_flow_line():  # written when the edge closes the flow, after curl returns
+        lines = lab.edge.log().splitlines()
+        return next((line for line in lines if "kind=private" in line and f"address={WEB}:80" in line and "reply=succeeded" in line), None)
+
+    line = wait_until(office_flow_line, 10, "the office flow in the edge's access log")
     for field in ("subject=account", f"network={OFFICE_NET}", "protocol=tcp", "bytes_in=", "bytes_out=", "duration_ms=", "client="):
         assert field in line, line
     office = re.search(r"tunnel=(\S+)", line).group(1)
