@@ -161,6 +161,12 @@ async def _drain_session(connection, grace: float) -> None:
         await trio.aclose_forcefully(connection.transport)
 
 
+async def _follow_other_edges(refresh: Callable[[], Awaitable[None]], membership: Membership) -> None:
+    """Another edge wrote to the shared registry: its routes and policies, and who is live."""
+    await refresh()
+    await membership.refresh()
+
+
 async def _refresh_certs(certs: CertStore) -> None:
     while True:
         await trio.sleep(CERT_REFRESH_INTERVAL)
@@ -330,7 +336,7 @@ async def serve(
             nursery.start_soon(gate.run)
             nursery.start_soon(private.run)
             if isinstance(registry.dialect, PostgresDialect):  # other edges write too: follow them at once
-                await nursery.start(ChangeFeed(registry.dialect, refresh).run)
+                await nursery.start(ChangeFeed(registry.dialect, partial(_follow_other_edges, refresh, membership)).run)
             nursery.start_soon(_refresh_certs, certs)
             nursery.start_soon(membership.run)
             if quick is not None:

@@ -34,7 +34,8 @@ class EdgeStore(Database):
     """Edge membership rows; an edge name belongs to the run that registered it last."""
 
     def register_edge(self, name: str, run_id: str, public_ips: tuple[str, ...], tunnel_endpoint: str) -> None:
-        with self._write(notify=False) as db:
+        """This run of the edge joins; the other edges hear of it at once (the change feed)."""
+        with self._write() as db:
             db.execute(
                 f"INSERT INTO edges ({EDGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, 0) ON CONFLICT (name) DO UPDATE SET "
                 "run_id = excluded.run_id, public_ips = excluded.public_ips, tunnel_endpoint = excluded.tunnel_endpoint, "
@@ -53,7 +54,7 @@ class EdgeStore(Database):
 
     def remove_edge(self, name: str, run_id: str) -> None:
         """This run of the edge stops: it leaves the live set at once, with its connection rows."""
-        with self._write(notify=False) as db:
+        with self._write() as db:
             db.execute("DELETE FROM edges WHERE name = ? AND run_id = ?", (name, run_id))
             db.execute("DELETE FROM connections WHERE edge_id = ?", (run_id,))
 

@@ -54,6 +54,14 @@ class Membership:
         except Exception as exc:  # the registry is down: keep serving with the last live set
             log.warning("edge.heartbeat_failed error=%s", exc)
 
+    async def refresh(self) -> None:
+        """Another edge joined or left (the change feed woke us): re-read the live set now, so
+        registration replies list a new edge at once rather than after our next heartbeat."""
+        try:
+            self._adopt(await trio.to_thread.run_sync(self.registry.live_edges))
+        except Exception as exc:  # the registry is down: the next heartbeat tries again
+            log.warning("edge.members_unavailable error=%s", exc)
+
     def leave(self) -> None:
         """Remove this run's row and connection rows (blocking: at shutdown)."""
         self.registry.remove_edge(self.me.name, self.me.run_id)

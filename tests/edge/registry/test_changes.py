@@ -1,5 +1,6 @@
 """The change feed on a real PostgreSQL: a write on one edge wakes the others; connection rows
-(notify=False) do not; a feed whose connection was killed listens again and catches up."""
+(notify=False) do not; an edge joining or leaving does, and the others' live sets follow it;
+a feed whose connection was killed listens again and catches up."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from edge.registry import changes
 from edge.registry.changes import ChangeFeed
 from edge.registry.models import Connection
 from edge.registry.store import Registry
+from edge.tunnels.membership import Membership
 from shared.crypto import mint_secret
 
 ZONE = "example.test"
@@ -54,6 +56,27 @@ async def test_a_route_written_on_one_edge_wakes_the_other(two_edges) -> None:
         await trio.to_thread.run_sync(a.remove_route, account.id, "app.example.test")
         await woken.wait()
         assert woken.count == 2
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_edge_joining_or_leaving_wakes_the_others_and_their_live_set_follows(two_edges) -> None:
+    a, c = two_edges
+    edge_c = Membership(c, "edge-c", "run-c", ("127.0.0.13",), "127.0.0.13:7844", lambda: 0)
+    await trio.to_thread.run_sync(edge_c.join)
+    woken = Woken()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(ChangeFeed(c.dialect, woken).run)
+        edge_a = Membership(a, "edge-a", "run-a", ("127.0.0.11",), "127.0.0.11:7844", lambda: 0)
+        await trio.to_thread.run_sync(edge_a.join)
+        await woken.wait()  # not edge-c's next heartbeat, seconds later
+        await edge_c.refresh()
+        assert edge_c.tunnel_endpoints() == ["127.0.0.13:7844", "127.0.0.11:7844"]
+        await edge_a.beat()  # a heartbeat is not news
+        await trio.to_thread.run_sync(edge_a.leave)
+        await woken.wait()
+        assert woken.count == 2
+        await edge_c.refresh()
+        assert edge_c.tunnel_endpoints() == ["127.0.0.13:7844"]
         nursery.cancel_scope.cancel()
 
 
