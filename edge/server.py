@@ -32,6 +32,7 @@ from edge.routing.metrics import EdgeMetrics
 from edge.routing.proxy import Exchange, Proxy, send_page
 from edge.routing.router import DEFAULT_MAX_STREAMS_PER_TUNNEL, Router
 from edge.tunnels.listener import PEER_ALPN, SessionLimits, TunnelListener
+from edge.tunnels.edge_news import EdgeNews
 from edge.tunnels.membership import Membership
 from edge.tunnels.quick import QuickSettings, QuickTunnels
 from edge.tunnels.quick_service import QuickService
@@ -315,8 +316,10 @@ async def serve(
         limits = SessionLimits(ping_interval=heartbeat_interval, ping_timeout=heartbeat_timeout)
         limiter = SourceLimiter(registration_rate, registration_burst)
         dns = DnsServer(lambda: router.zones, cfg.public_ips, metrics.dns_reply, challenges.txt)  # the router's snapshot, read per query
+        news = EdgeNews(router)
         membership = Membership(
-            registry, cfg.name, edge_id, cfg.public_ips, tunnel_endpoint, lambda: len(router.all_sessions()), dns.set_addresses
+            registry, cfg.name, edge_id, cfg.public_ips, tunnel_endpoint, lambda: len(router.all_sessions()), dns.set_addresses,
+            news.changed,
         )
         await trio.to_thread.run_sync(membership.join)
         edges = None  # `--workers N` forward between their own processes, on SQLite only
@@ -339,6 +342,7 @@ async def serve(
                 await nursery.start(ChangeFeed(registry.dialect, partial(_follow_other_edges, refresh, membership)).run)
             nursery.start_soon(_refresh_certs, certs)
             nursery.start_soon(membership.run)
+            nursery.start_soon(news.run)
             if quick is not None:
                 nursery.start_soon(quick.run)
             if worker is not None:

@@ -59,10 +59,11 @@ KIND_PRIVATE = b"private"  # a flow to a private-network address (`shared.privat
 KIND_TCP = b"tcp"  # a visitor's connection to a public TCP port: a 200 answer, then a byte pipe
 KIND_UDP = b"udp"  # one flow of a public UDP port: a 200 answer, then datagrams (`shared.datagrams`)
 KIND_STATUS = b"status"  # the edge asks the connector for its state (`shared.pool_status`): a 200 answer and a JSON body
-STREAM_KINDS = frozenset({KIND_HTTP, KIND_UPGRADE, KIND_PRIVATE, KIND_TCP, KIND_UDP, KIND_STATUS})
-ANSWERED_KINDS = frozenset({KIND_HTTP, KIND_STATUS})  # a request and its answer: without a body, the request ends at once
+KIND_EDGES = b"edges"  # the edge tells the connector the live edges changed (`shared.edge_news`): a 204 answer
+STREAM_KINDS = frozenset({KIND_HTTP, KIND_UPGRADE, KIND_PRIVATE, KIND_TCP, KIND_UDP, KIND_STATUS, KIND_EDGES})
+ANSWERED_KINDS = frozenset({KIND_HTTP, KIND_STATUS, KIND_EDGES})  # a request and its answer: without a body, the request ends at once
 PORT_KINDS = frozenset({KIND_TCP, KIND_UDP})  # sent only to connectors that registered FEATURE_PORTS
-# KIND_STATUS is sent only to connectors that registered FEATURE_STATUS.
+# KIND_STATUS is sent only to connectors that registered FEATURE_STATUS, KIND_EDGES only to those that registered FEATURE_EDGES.
 
 # A PING with this payload announces a graceful drain: open no new streams.
 # (GOAWAY closes the session at once, so it is only sent once streams are done.)

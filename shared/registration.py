@@ -20,6 +20,7 @@ _MAGIC_NAME = b"BURROW-TUNNEL/"  # the part every protocol version shares
 MAX_REGISTRATION_BYTES = 16 * 1024
 FEATURE_PORTS = "ports"  # the connector serves `tcp` and `udp` streams (public ports)
 FEATURE_STATUS = "status"  # the connector answers `status` streams (its origin pools' state)
+FEATURE_EDGES = "edges"  # the connector takes `edges` streams (the live edges changed; `shared.edge_news`)
 WARP_ROUTING = "warp-routing"  # the edge's name for `warp_routing: true`: the connector serves `private` streams
 MAX_FEATURES = 32
 MAX_EDGES = 16  # live edges one `registered` reply may list

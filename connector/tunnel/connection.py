@@ -55,7 +55,7 @@ async def open_tunnel_connection(
             raise ProtocolError(f"{where} is not a Burrow edge tunnel port (ALPN {tls.selected_alpn_protocol()!r})")
         register = registration.Register(
             creds.tunnel_id, creds.tunnel_secret.value, connector_id, index, CLIENT_VERSION,
-            warp_routing=warp_routing, features=frozenset({registration.FEATURE_PORTS, registration.FEATURE_STATUS}),
+            warp_routing=warp_routing, features=frozenset({registration.FEATURE_PORTS, registration.FEATURE_STATUS, registration.FEATURE_EDGES}),
         )
         with trio.fail_after(limits.registration_timeout):
             await tls.send_all(register.to_wire())

@@ -19,14 +19,17 @@ class EdgeChooser:
         self.several = False  # a reply listed two edges or more: this registry has several
         self._avoid: dict[str, float] = {}  # endpoint → until when (the caller's clock)
 
-    def learn(self, edges: tuple[str, ...] | list[str]) -> None:
-        """The live edges a registration reply listed. Until a reply lists two or more (one edge,
-        or an edge that predates the lists), the configured endpoint, which may be a name, a NAT
-        or a proxy in front of the edge, stays the only one; from then on the lists are followed."""
+    def learn(self, edges: tuple[str, ...] | list[str]) -> bool:
+        """The live edges a registration reply (or an `edges` stream) listed; True if that changed
+        where the connections belong. Until a list names two or more (one edge, or an edge that
+        predates the lists), the configured endpoint, which may be a name, a NAT or a proxy in
+        front of the edge, stays the only one; from then on the lists are followed."""
         unique = set(edges)
         self.several = self.several or len(unique) >= 2
+        known = self.known
         if self.several and unique:
             self.known = tuple(sorted(unique))
+        return self.known != known
 
     def failed(self, endpoint: str, now: float) -> None:
         if len(self.known) > 1:  # with one edge there is nowhere else to go

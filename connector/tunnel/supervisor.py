@@ -1,7 +1,9 @@
 """Keeps `--ha-connections` tunnel connections up, with jittered exponential backoff.
 
 A rejected credential stops everything (no retry loop); every other failure is
-retried, and the wait starts over once a connection stayed up for a while.
+retried, and the wait starts over once a connection stayed up for a while. When the
+live edges change (a registration reply or an `edges` stream says so), the connections
+no longer on their edge move there one at a time, each drained first.
 """
 
 from __future__ import annotations
@@ -17,11 +19,17 @@ from connector.egress.proxies import ProxyChoice
 from connector.tunnel.connection import DialLimits, open_tunnel_connection
 from connector.tunnel.edges import EdgeChooser
 from connector.tunnel.metrics import ConnectorMetrics
+from shared import edge_news
 from shared.credentials import Credentials
 from shared.errors import AuthError, BurrowError
-from shared.transport import StreamHandler, TunnelConnection
+from shared.events import ResponseHead
+from shared.protocol import KIND_EDGES
+from shared.transport import StreamHandler, TunnelConnection, TunnelStream
 
 log = logging.getLogger(__name__)
+
+MOVE_GRACE = 30.0  # seconds a moving connection's open streams have to finish
+MOVE_TIMEOUT = 30.0  # seconds to wait for a moved connection to register before moving the next
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,8 @@ class Supervisor:
         self.endpoints: dict[int, str] = {}  # the edge each connection is on
         self.edges = EdgeChooser(creds.endpoint)
         self.stopping = False
+        self._moving: set[int] = set()  # connections being moved to their edge: no failure, no backoff
+        self._misplaced = trio.Event()  # the live edges changed: some connections may belong elsewhere
 
     async def run(self) -> None:
         """Keep every connection up; raise AuthError if the edge rejects the credentials.
@@ -64,6 +74,7 @@ class Supervisor:
         The first connection registers before the others dial, so they know every live edge.
         """
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._rebalance)
             await nursery.start(self._keep_up, 0)
             for index in range(1, self.ha_connections):
                 nursery.start_soon(self._keep_up, index)
@@ -88,7 +99,8 @@ class Supervisor:
                 finally:
                     task_status.started()  # the first attempt is over: the other connections may dial
                     task_status = trio.TASK_STATUS_IGNORED
-                self.edges.learn(registered.edges)
+                if self.edges.learn(registered.edges):
+                    self._misplaced.set()
                 self.connections[index] = connection
                 self.endpoints[index] = endpoint
                 self.metrics.sessions.set(len(self.connections))
@@ -97,13 +109,16 @@ class Supervisor:
                     index, registered.connection_id, endpoint, self.creds.tunnel_id,
                 )
                 try:
-                    await connection.serve(self.handler)
+                    await connection.serve(self._serve_stream)
                 finally:
                     self.connections.pop(index, None)
                     self.endpoints.pop(index, None)
                     self.metrics.sessions.set(len(self.connections))
                 if self.stopping:
                     return
+                if index in self._moving:  # drained by `_rebalance`: dial its edge now
+                    self._moving.discard(index)
+                    continue
                 reason = "the edge closed the session"
                 self.metrics.connection_failed(None)
             except AuthError as exc:
@@ -122,3 +137,35 @@ class Supervisor:
             log.warning("tunnel.retrying index=%d in=%.1fs error=%s", index, delay, reason)
             await trio.sleep(delay)
             self.metrics.reconnects.inc()
+
+    async def _serve_stream(self, stream: TunnelStream) -> None:
+        if stream.kind != KIND_EDGES:
+            await self.handler(stream)
+            return
+        try:  # the edge tells us the live edges changed
+            edges = edge_news.decode(stream.head)
+        except ValueError as exc:
+            log.warning("tunnel.edges_unreadable error=%s", exc)
+            await stream.send_response(ResponseHead(400, ((b"content-length", b"0"),), has_body=False))
+            return
+        await stream.send_response(ResponseHead(204, (), has_body=False))
+        if self.edges.learn(edges):
+            self._misplaced.set()
+
+    async def _rebalance(self) -> None:
+        """Move each connection that is not on the edge `EdgeChooser` gives it, one at a time, so
+        the others keep serving: drain it (its streams finish), dial its edge, wait for it to register."""
+        while True:
+            await self._misplaced.wait()
+            self._misplaced = trio.Event()
+            for index in range(self.ha_connections):
+                connection, endpoint = self.connections.get(index), self.endpoints.get(index)
+                wanted = self.edges.endpoint_for(index, trio.current_time())
+                if connection is None or endpoint == wanted or self.stopping:
+                    continue
+                log.info("tunnel.moving index=%d from=%s to=%s", index, endpoint, wanted)
+                self._moving.add(index)
+                await connection.drain(MOVE_GRACE)
+                with trio.move_on_after(MOVE_TIMEOUT):
+                    while self.connections.get(index) in (None, connection):
+                        await trio.sleep(0.05)

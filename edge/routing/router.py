@@ -123,6 +123,16 @@ class Router:
                 found[connector_id] = conn if feature in self._features.get(conn, ()) and conn.accepting else None
         return found
 
+    def one_per_connector(self, feature: str) -> list[TunnelConnection]:
+        """One accepting session of every connector (of every tunnel) that registered `feature`."""
+        found: dict[str, TunnelConnection] = {}
+        for sessions in self._sessions.values():
+            for conn in sessions:
+                connector_id = getattr(self._info.get(conn), "connector_id", None)
+                if connector_id is not None and connector_id not in found and conn.accepting and feature in self._features.get(conn, ()):
+                    found[connector_id] = conn
+        return list(found.values())
+
     def count(self, tunnel_id: str) -> int:
         return len(self._sessions.get(tunnel_id, ()))
 

@@ -25,11 +25,13 @@ class Membership:
     def __init__(
         self, registry: Registry, name: str, run_id: str, public_ips: tuple[str, ...], tunnel_endpoint: str,
         sessions: Callable[[], int], on_addresses: Callable[[tuple[str, ...]], None] = lambda addresses: None,
+        on_endpoints: Callable[[list[str]], None] = lambda endpoints: None,
     ) -> None:
         self.registry = registry
         self.me = EdgeInfo(name, run_id, tuple(public_ips), tunnel_endpoint, "", 0, 0, True)
         self.sessions = sessions
         self.on_addresses = on_addresses  # the DNS server's answers follow the live set
+        self.on_endpoints = on_endpoints  # and so do the connectors (`EdgeNews`)
         self.live: tuple[EdgeInfo, ...] = (self.me,)
         self.addresses: tuple[str, ...] = _addresses(self.live)
 
@@ -74,8 +76,10 @@ class Membership:
     def _adopt(self, live: list[EdgeInfo]) -> None:
         if all(edge.run_id != self.me.run_id for edge in live):
             live = [*live, self.me]
-        names = [edge.name for edge in self.live]
+        names, endpoints = [edge.name for edge in self.live], self.tunnel_endpoints()
         self.live = tuple(live)
+        if self.tunnel_endpoints() != endpoints:
+            self.on_endpoints(self.tunnel_endpoints())
         if [edge.name for edge in live] != names:
             log.info("edge.members live=%s", ",".join(edge.name for edge in live))
         addresses = _addresses(self.live)

@@ -58,7 +58,32 @@ class ClusterEdge(Edge):
 class Cluster:
     pg: PgServer
     database: str
+    tmp: Path
+    serve_args: tuple = ()
     edges: list[ClusterEdge] = field(default_factory=list)
+
+    def add_edge(self, ip: str) -> ClusterEdge:
+        """`burrow-edge init` and `serve` one more edge on `ip`, sharing the database; returns once it listens."""
+        number = len(self.edges) + 1
+        env = {key: value for key, value in os.environ.items() if not key.startswith("BURROW")}
+        env["BURROW_HOME"] = str(self.tmp / "nobody")
+        name, home = f"edge-{number}", self.tmp / f"edge-{number}"
+        subprocess.run(
+            [
+                BIN / "burrow-edge", "init", "--home", home, "--zone", ZONE, "--public-ip", ip, *(["--dev-ca"] if number == 1 else []),
+                "--https-listen", f"{ip}:0", "--tunnel-listen", f"{ip}:0", "--dns-listen", f"{ip}:0",
+                "--database", self.pg.url(self.database, tcp=True), "--edge-name", name,
+            ],
+            check=True, capture_output=True, env=env,
+        )
+        if number > 1:  # every edge presents the same certificate
+            first = self.edges[0].home
+            shutil.copytree(first / "certs", home / "certs", dirs_exist_ok=True)
+            shutil.copy(first / "ca.pem", home / "ca.pem")
+        edge = ClusterEdge(home, env, None, 0, 0, 0, self.tmp, ip=ip, name=name, serve_args=self.serve_args)
+        edge.serve()
+        self.edges.append(edge)
+        return edge
 
     def stop(self) -> None:
         for edge in self.edges:
@@ -70,27 +95,7 @@ def start_cluster(
     tmp: Path, pg: PgServer, ips: tuple[str, ...] = EDGE_IPS, serve_args: tuple = (), database: str | None = None
 ) -> Cluster:
     """An edge serving on each address, sharing `database` on `pg` (default: a fresh one)."""
-    database = database or pg.create_database()
-    url = pg.url(database, tcp=True)
-    cluster = Cluster(pg, database)
-    env = {key: value for key, value in os.environ.items() if not key.startswith("BURROW")}
-    env["BURROW_HOME"] = str(tmp / "nobody")
-    for number, ip in enumerate(ips, 1):
-        name = f"edge-{number}"
-        home = tmp / name
-        subprocess.run(
-            [
-                BIN / "burrow-edge", "init", "--home", home, "--zone", ZONE, "--public-ip", ip, *(["--dev-ca"] if number == 1 else []),
-                "--https-listen", f"{ip}:0", "--tunnel-listen", f"{ip}:0", "--dns-listen", f"{ip}:0",
-                "--database", url, "--edge-name", name,
-            ],
-            check=True, capture_output=True, env=env,
-        )
-        if number > 1:  # every edge presents the same certificate
-            first = cluster.edges[0].home
-            shutil.copytree(first / "certs", home / "certs", dirs_exist_ok=True)
-            shutil.copy(first / "ca.pem", home / "ca.pem")
-        edge = ClusterEdge(home, env, None, 0, 0, 0, tmp, ip=ip, name=name, serve_args=serve_args)
-        edge.serve()
-        cluster.edges.append(edge)
+    cluster = Cluster(pg, database or pg.create_database(), tmp, serve_args)
+    for ip in ips:
+        cluster.add_edge(ip)
     return cluster

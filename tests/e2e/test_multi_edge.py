@@ -4,7 +4,7 @@ A connector spreads its sessions over them; curl reaches the origin through ever
 against each answers the same records (every live edge's address); a route added through edge A's
 admin API answers in DNS and routes on edge C within a second (figures printed); `kill -9` of the
 edge holding most sessions: GETs through the survivors keep succeeding, the sessions come back on
-them, and the dead edge leaves DNS. A tunnel with one session is reached through every edge
+them, and the dead edge leaves DNS; an edge that joins later gets sessions with no GET failing. A tunnel with one session is reached through every edge
 (forwarding between edges), and the forwarding endpoint refuses anything but a genuine edge token.
 """
 
@@ -239,6 +239,40 @@ def test_kill_9_of_the_busiest_edge_under_load(fresh_cluster: Cluster) -> None:
     assert left_dns is not None, "the dead edge is still in DNS after 45 s"
     listed = survivors[0].cli("burrow-edge", "edges", "list", "--home", survivors[0].home).stdout
     assert re.search(rf"{busiest.name}\s+dead", listed), listed
+
+
+def test_an_edge_that_joins_later_gets_sessions_and_no_get_fails(tmp_path: Path, pg_server) -> None:  # noqa: F811
+    """A connector that registered while its edge was alone: when a second edge joins, the first
+    tells it (an `edges` stream) and it moves every other session there, one at a time, each
+    drained first, while GETs go on through both edges."""
+    first_ip, second_ip = EDGE_IPS[:2]
+    cluster = start_cluster(tmp_path, pg_server, ips=(first_ip,))
+    try:
+        cluster.env, cluster.connector = start_connector(cluster, tmp_path)
+        assert list(session_edges(cluster.connector).values()) == [first_ip] * 4
+        load = Load(cluster)
+        load.thread.start()
+        time.sleep(2)
+        cluster.add_edge(second_ip)
+        joined = time.monotonic()
+
+        def spread() -> bool:
+            return [session_edges(cluster.connector).get(index) for index in range(4)] == [first_ip, second_ip] * 2
+
+        wait_until(spread, 30, "the connector's sessions on both edges")
+        moved_in = time.monotonic() - joined
+        time.sleep(3)  # GETs through both edges, on the new sessions
+        load.stop.set()
+        load.thread.join(timeout=60)
+        failed = [(sent, name) for sent, name, ok in load.results if not ok]
+        print(f"\nedge-2 joined: sessions spread in {moved_in:.1f} s; {len(load.results)} GETs, {len(failed)} failed")
+        assert failed == [] and len(load.results) >= LOAD_RATE * 4
+        log = cluster.connector.log()
+        assert len(re.findall(r"tunnel\.moving index=\d+ from=127\.0\.0\.11:\d+ to=127\.0\.0\.12:", log)) == 2, log
+        assert "tunnel.retrying" not in log, log
+        assert re.search(r"edge\.members_told connectors=1 answered=1 ", cluster.edges[0].proc.log())
+    finally:
+        cluster.stop()
 
 
 SOLO = f"solo.{ZONE}"

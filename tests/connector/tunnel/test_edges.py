@@ -44,3 +44,12 @@ def test_a_failed_edge_is_avoided_then_tried_again() -> None:
     assert set(spread(chooser, 100.0)) == {B, C}
     chooser.learn([B])  # one edge left: all on it
     assert spread(chooser, 100.0) == [B] * 4
+
+
+def test_learn_says_when_connections_belong_elsewhere() -> None:
+    chooser = EdgeChooser(A)
+    assert chooser.learn([A]) is False  # one edge: the configured endpoint stays
+    assert chooser.learn([A, B]) is True
+    assert chooser.learn([B, A]) is False  # the same edges, listed by the other one
+    assert chooser.learn([A, B, C]) is True
+    assert chooser.learn([A, C]) is True
