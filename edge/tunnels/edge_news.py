@@ -54,5 +54,5 @@ class EdgeNews:
                     async with await session.open_stream(edge_news.encode(endpoints), KIND_EDGES) as stream:
                         if (await stream.receive_response()).status == 204:
                             told[0] += 1
-                except (BurrowError, trio.BrokenResourceError) as exc:  # the session ended meanwhile
+                except (BurrowError, trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:  # the session ended meanwhile
                     log.debug("edge.members_untold error=%s", exc)
