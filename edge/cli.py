@@ -17,6 +17,7 @@ from edge import privileges, server
 from edge.certs.cli import acme_settings, cert_app
 from edge.certs.files import create_dev_ca
 from edge.registry.policy import format_size, parse_size
+from edge.registry.ports import DEFAULT_MAX_PER_ACCOUNT as DEFAULT_MAX_PORTS_PER_ACCOUNT
 from edge.registry.store import Registry
 from edge.routing.metrics import EdgeMetrics
 from edge.routing.router import DEFAULT_MAX_STREAMS_PER_TUNNEL
@@ -162,6 +163,7 @@ def serve(
     max_connections_per_ip: int = typer.Option(DEFAULT_MAX_CONNECTIONS_PER_IP, min=1, help="Concurrent visitor connections one client IP may hold."),
     hsts_max_age: str = typer.Option(None, help="Send Strict-Transport-Security with this max-age (seconds or a duration, e.g. 8760h) on every response."),
     max_streams_per_tunnel: int = typer.Option(DEFAULT_MAX_STREAMS_PER_TUNNEL, min=1, help="Concurrent requests one tunnel may carry (all its sessions); more get 503 with Retry-After."),
+    max_ports_per_account: int = typer.Option(DEFAULT_MAX_PORTS_PER_ACCOUNT, min=1, help="Public TCP and UDP ports one account may reserve (`burrow tunnel route tcp|udp`); more get 409."),
     udp_idle_timeout: str = typer.Option("60s", help="End a public UDP port's flow (one visitor address and port) after this long without a datagram either way."),
     user: str = typer.Option(None, "--user", help="Start as root, bind every port, then run as this user (default: user in edge.yml; see docs/security.md)."),
     quick_tunnels: bool = typer.Option(False, "--quick-tunnels", help="Let anyone who reaches the edge run `burrow tunnel --url` without an account (docs/quick-tunnels.md)."),
@@ -182,6 +184,7 @@ def serve(
             "heartbeat_timeout": _positive_duration("--heartbeat-timeout", heartbeat_timeout),
             "registration_burst": registration_burst,
             "max_streams_per_tunnel": max_streams_per_tunnel,
+            "max_ports_per_account": max_ports_per_account,
             "flow_limits": FlowLimits(idle_timeout=_positive_duration("--udp-idle-timeout", udp_idle_timeout)),
             "registration_rate": _positive_rate("--registration-rate", registration_rate),
             "http1_limits": Http1Limits(

@@ -27,6 +27,7 @@ from edge.dns.server import DnsServer
 from edge.forwarding.edges import EdgePeers, peer_client_context
 from edge.registry.changes import ChangeFeed
 from edge.registry.dialect import PostgresDialect
+from edge.registry.ports import DEFAULT_MAX_PER_ACCOUNT as DEFAULT_MAX_PORTS_PER_ACCOUNT
 from edge.registry.store import Registry
 from edge.routing.metrics import EdgeMetrics
 from edge.routing.proxy import Exchange, Proxy, send_page
@@ -246,6 +247,7 @@ async def serve(
     max_streams_per_tunnel: int = DEFAULT_MAX_STREAMS_PER_TUNNEL,
     quick_tunnels: QuickSettings | None = None,
     flow_limits: FlowLimits = FlowLimits(),
+    max_ports_per_account: int = DEFAULT_MAX_PORTS_PER_ACCOUNT,
     worker: WorkerRole | None = None,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -304,7 +306,8 @@ async def serve(
         dashboard = create_dashboard(registry, lambda: list(cfg.zones), refresh, router, metrics.traffic, edge_id)
         extra_routes = [*quick_routes(quick), dashboard]
         api = create_api(
-            registry, edge_info, refresh, live=router, edge_id=edge_id, extra_routes=extra_routes, port_ranges=port_ranges
+            registry, edge_info, refresh, live=router, edge_id=edge_id, extra_routes=extra_routes, port_ranges=port_ranges,
+            max_ports_per_account=max_ports_per_account,
         )
         proxy = Proxy(router, api, frozenset({*cfg.public_ips, *cfg.zones}), metrics, gate, private)
         in_flight = InFlight(proxy)

@@ -25,6 +25,7 @@ from edge.admin.access_api import access_routes
 from edge.admin.connector_pools import connector_pools, pools_json
 from edge.admin.networks_api import network_routes
 from edge.registry.models import Account, Connection, PortRoute, Record, Tunnel
+from edge.registry.ports import DEFAULT_MAX_PER_ACCOUNT as DEFAULT_MAX_PORTS_PER_ACCOUNT
 from edge.registry.ports import PROTOCOLS
 from edge.registry.store import Registry
 from shared.crypto import b64decode
@@ -105,11 +106,13 @@ def create_api(
     edge_id: str = "",
     extra_routes: Sequence[BaseRoute] = (),
     port_ranges: dict[str, PortRange | None] | None = None,
+    max_ports_per_account: int = DEFAULT_MAX_PORTS_PER_ACCOUNT,
 ) -> Starlette:
     """The admin API over `registry`; `await on_change()` runs after every write, before the answer,
     so DNS and routing see a change as soon as the API acknowledges it. `live` answers for the
     sessions this edge (`edge_id`) holds; `extra_routes` (the dashboard) are served alongside;
-    `port_ranges`: the public ports tunnels may reserve, by protocol (none without)."""
+    `port_ranges`: the public ports tunnels may reserve, by protocol (none without), at most
+    `max_ports_per_account` of them per account."""
     sessions: LiveSessions = live if live is not None else NoSessions()
     ranges = port_ranges or {}
 
@@ -351,7 +354,7 @@ def create_api(
         """
         protocol, port = port_params(request)
         tunnel = await tunnel_of(request, account)
-        route = await run(registry.route_port, account.id, tunnel.id, protocol, port, ranges.get(protocol))
+        route = await run(registry.route_port, account.id, tunnel.id, protocol, port, ranges.get(protocol), max_ports_per_account)
         await on_change()
         return JSONResponse(_port_json(route) | {"tunnel_id": tunnel.id, "tunnel": tunnel.name})
 

@@ -14,6 +14,7 @@ from shared.errors import ConfigError, ConflictError, NotFoundError
 log = logging.getLogger(__name__)
 
 PROTOCOLS = ("tcp", "udp")
+DEFAULT_MAX_PER_ACCOUNT = 10  # public ports (TCP and UDP together) one account may hold: `burrow-edge serve --max-ports-per-account`
 _COLUMNS = "protocol, port, account_id, tunnel_id"
 
 
@@ -34,9 +35,13 @@ def check_port(protocol: str, port: object, ports: PortRange | None) -> int:
 class PortStore(Database):
     """Port routes: reserve, release, list."""
 
-    def route_port(self, account_id: str, tunnel_id: str, protocol: str, port: int, ports: PortRange | None) -> PortRoute:
+    def route_port(
+        self, account_id: str, tunnel_id: str, protocol: str, port: int, ports: PortRange | None,
+        max_per_account: int = DEFAULT_MAX_PER_ACCOUNT,
+    ) -> PortRoute:
         """Reserve `port` for the account's tunnel (moving it from another of its tunnels);
-        ConflictError when another account holds it."""
+        ConflictError when another account holds it, or when the account already holds
+        `max_per_account` other ports."""
         check_port(protocol, port, ports)
         route = PortRoute(protocol, port, account_id, tunnel_id)
         with self._write() as db:
@@ -47,6 +52,13 @@ class PortStore(Database):
             row = db.execute("SELECT account_id FROM port_routes WHERE protocol = ? AND port = ?", (protocol, port)).fetchone()
             if row is not None and row[0] != account_id:
                 raise ConflictError(f"{protocol.upper()} port {port} is reserved by another account")
+            if row is None:
+                (held,) = db.execute("SELECT count(*) FROM port_routes WHERE account_id = ?", (account_id,)).fetchone()
+                if held >= max_per_account:
+                    raise ConflictError(
+                        f"this account holds {held} public ports, this edge's limit (burrow-edge serve --max-ports-per-account): "
+                        "release one with `burrow tunnel route tcp|udp delete NAME PORT`"
+                    )
             db.execute("DELETE FROM port_routes WHERE protocol = ? AND port = ?", (protocol, port))
             db.execute(
                 "INSERT INTO port_routes (protocol, port, account_id, tunnel_id, created_at) VALUES (?, ?, ?, ?, ?)",

@@ -39,6 +39,7 @@ BASE = random.Random(os.getpid()).randrange(20000, 32000, 16)
 ECHO, SSH, HALF, PROXIED, LATER, UNCONFIGURED, POSTGRES = (BASE + i for i in range(7))
 DNS, UDP_ECHO = BASE, BASE + 1
 RANGE = f"{BASE}-{BASE + 15}"
+PORT_LIMIT = 9  # the fixture's account holds 8 ports: room for one more
 
 
 class FirstLineHandler(socketserver.BaseRequestHandler):
@@ -119,7 +120,7 @@ def dig(port: int, name: str) -> str:
 def ports(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ports")
     metrics = free_port()
-    serve_args = ("--udp-idle-timeout", "2s", "--metrics", f"127.0.0.1:{metrics}")
+    serve_args = ("--udp-idle-timeout", "2s", "--metrics", f"127.0.0.1:{metrics}", "--max-ports-per-account", str(PORT_LIMIT))
     edge = start_edge(tmp, init_args=("--tcp-ports", RANGE, "--udp-ports", RANGE), serve_args=serve_args)
     servers = [start_tcp_echo(), start_server(ReportHandler), start_server(FirstLineHandler)]
     echo, report, first_line = (server.server_address[1] for server in servers)
@@ -274,6 +275,23 @@ def test_a_port_outside_the_range_or_of_another_account_is_refused(ports):
     with connect(ECHO) as sock:  # still the owner's
         sock.sendall(b"mine")
         assert sock.recv(4) == b"mine"
+
+
+def test_an_account_past_its_port_limit_is_refused_in_one_line(ports):
+    edge, env = ports["edge"], ports["env"]
+    spare, over = BASE + 10, BASE + 11
+    edge.cli("burrow", "tunnel", "route", "tcp", "ports-tunnel", spare, env=env)  # the account's last one
+    try:
+        past = edge.cli("burrow", "tunnel", "route", "udp", "ports-tunnel", over, env=env, check=False)
+        assert past.returncode != 0
+        assert past.stderr.strip() == (
+            f"error: this account holds {PORT_LIMIT} public ports, this edge's limit (burrow-edge serve --max-ports-per-account): "
+            "release one with `burrow tunnel route tcp|udp delete NAME PORT`"
+        )
+        moved = edge.cli("burrow", "tunnel", "route", "tcp", "ports-tunnel", spare, env=env)  # one it holds: not one more
+        assert moved.returncode == 0
+    finally:
+        edge.cli("burrow", "tunnel", "route", "tcp", "delete", "ports-tunnel", spare, env=env)
 
 
 def test_a_port_the_connector_does_not_configure_is_closed_until_config_yml_names_it(ports):

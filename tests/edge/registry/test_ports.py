@@ -1,4 +1,5 @@
-"""Public port routes in the registry: the range, one owner per port, release, deleted tunnels."""
+"""Public port routes in the registry: the range, one owner per port, the per-account limit,
+release, deleted tunnels."""
 
 from __future__ import annotations
 
@@ -42,6 +43,21 @@ def test_another_accounts_port_is_a_conflict_and_stays_its_own(registry: Registr
     with pytest.raises(NotFoundError, match="tunnel"):
         registry.route_port(eve, web, "tcp", 20002, PORTS)  # her account, alice's tunnel
     assert registry.port_routes() == [PortRoute("tcp", 20001, alice, web)]
+
+
+def test_an_account_holds_at_most_its_limit_of_ports(registry: Registry) -> None:
+    alice, web = tunnel(registry, "alice", "web")
+    _, db = tunnel(registry, "alice", "db")
+    bob, his = tunnel(registry, "bob", "his")
+    registry.route_port(alice, web, "tcp", 20000, PORTS, max_per_account=2)
+    registry.route_port(alice, web, "udp", 20000, PORTS, max_per_account=2)  # TCP and UDP count together
+    with pytest.raises(ConflictError, match="this account holds 2 public ports, this edge's limit .*--max-ports-per-account"):
+        registry.route_port(alice, db, "tcp", 20001, PORTS, max_per_account=2)
+    registry.route_port(alice, db, "tcp", 20000, PORTS, max_per_account=2)  # moving a port it holds is not one more
+    registry.route_port(bob, his, "tcp", 20001, PORTS, max_per_account=2)  # another account has its own count
+    registry.remove_port(alice, web, "udp", 20000)
+    registry.route_port(alice, web, "tcp", 20002, PORTS, max_per_account=2)  # released: room for another
+    assert registry.port_routes(alice) == [PortRoute("tcp", 20000, alice, db), PortRoute("tcp", 20002, alice, web)]
 
 
 @pytest.mark.parametrize(
