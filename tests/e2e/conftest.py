@@ -10,6 +10,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +38,15 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@contextmanager
+def refusing_port() -> Iterator[int]:
+    """A loopback port that refuses connections while the block runs: held bound and never
+    listening, so no other test can start listening on it meanwhile (as it could on a `free_port()`)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
 
 
 class Proc:
@@ -195,14 +206,19 @@ def edge(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def stack(edge):
+def refused_port() -> Iterator[int]:
+    with refusing_port() as port:
+        yield port
+
+
+@pytest.fixture(scope="module")
+def stack(edge, refused_port):
     env = edge.login("alice")
     tunnel_id = edge.cli("burrow", "tunnel", "create", "my-web-tunnel", env=env).stdout.strip()
     edge.cli("burrow", "tunnel", "route", "dns", "my-web-tunnel", f"app.{ZONE}", env=env)
     edge.cli("burrow", "tunnel", "route", "dns", "my-web-tunnel", f"down.{ZONE}", env=env)
     origin, origin_port = start_origin(edge.tmp, env)
     edge.procs.append(origin)
-    refused_port = free_port()
     config = Path(env["BURROW_HOME"]) / "config.yml"
     config.write_text(
         f"tunnel: my-web-tunnel\n"

@@ -19,7 +19,7 @@ from connector.egress.errors import ProxyAuthError, ProxyRefused
 from connector.egress.proxies import ProxyURL, parse_proxy_url
 from shared.errors import Unreachable
 from tests.e2e import proxies
-from tests.e2e.conftest import free_port
+from tests.e2e.conftest import free_port, refusing_port
 
 pytestmark = pytest.mark.skipif(not (shutil.which("tinyproxy") and shutil.which("danted")), reason="tinyproxy/danted missing")
 
@@ -94,8 +94,8 @@ async def test_refusals_are_typed_and_redacted(real_proxies, nursery):
     assert "hunter2" not in str(error.value) and f"{proxies.PROXY_USER}:***@" in str(error.value)
     with pytest.raises(ProxyAuthError, match="requires a user name"):
         await _round_trip("127.0.0.1", port, parse_proxy_url(f"http://127.0.0.1:{tiny}", "test"))
-    closed = free_port()
-    with pytest.raises(ProxyRefused, match="connection refused"):  # danted's SOCKS5 reply code
-        await _round_trip("127.0.0.1", closed, parse_proxy_url(f"socks5://127.0.0.1:{dante}", "test"))
-    with pytest.raises(Unreachable, match="cannot reach proxy .*Connection refused"):
-        await _round_trip("127.0.0.1", port, parse_proxy_url(f"socks5://127.0.0.1:{closed}", "test"))
+    with refusing_port() as closed:
+        with pytest.raises(ProxyRefused, match="connection refused"):  # danted's SOCKS5 reply code
+            await _round_trip("127.0.0.1", closed, parse_proxy_url(f"socks5://127.0.0.1:{dante}", "test"))
+        with pytest.raises(Unreachable, match="cannot reach proxy .*Connection refused"):
+            await _round_trip("127.0.0.1", port, parse_proxy_url(f"socks5://127.0.0.1:{closed}", "test"))
