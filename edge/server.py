@@ -32,8 +32,8 @@ from edge.registry.store import Registry
 from edge.routing.metrics import EdgeMetrics
 from edge.routing.proxy import Exchange, Proxy, send_page
 from edge.routing.router import DEFAULT_MAX_STREAMS_PER_TUNNEL, Router
-from edge.tunnels.listener import PEER_ALPN, SessionLimits, TunnelListener
 from edge.tunnels.edge_news import EdgeNews
+from edge.tunnels.listener import PEER_ALPN, SessionLimits, TunnelListener
 from edge.tunnels.membership import Membership
 from edge.tunnels.quick import QuickSettings, QuickTunnels
 from edge.tunnels.quick_service import QuickService
