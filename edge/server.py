@@ -51,6 +51,7 @@ from shared.edge_config import EdgeConfig
 from shared.errors import BurrowError, ConfigError
 from shared.files import write_private
 from shared.half_close import accept_half_close
+from shared.tls_socket import TLSSocketListener
 from shared.values import format_hostport
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,7 @@ class InFlight:
 
 
 async def drain(
-    listeners: list[trio.SSLListener], router: Router, in_flight: InFlight, grace: float,
+    listeners: list[TLSSocketListener], router: Router, in_flight: InFlight, grace: float,
     frontend: HttpsFrontend | None = None, barrier: Callable[[], Awaitable[None]] | None = None,
     forwarding: EdgePeers | None = None,
 ) -> None:
@@ -210,7 +211,7 @@ def _binding(purpose: str, address: tuple[str, int]) -> Iterator[None]:
 
 async def _open_tls_listeners(
     purpose: str, address: tuple[str, int], context: ssl.SSLContext, bound: list[socket.socket] | None = None
-) -> list[trio.SSLListener]:
+) -> list[TLSSocketListener]:
     """TLS listeners on `address`, or on the sockets `bound` already (a worker's, from the supervisor)."""
     if bound is not None:
         listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(sock)) for sock in bound]
@@ -218,10 +219,10 @@ async def _open_tls_listeners(
         host, port = address
         with _binding(purpose, address):
             listeners = await trio.open_tcp_listeners(port, host=host or None)
-    return [trio.SSLListener(listener, context, https_compatible=True) for listener in listeners]
+    return [TLSSocketListener(listener, context) for listener in listeners]
 
 
-def _bound(listeners: list[trio.SSLListener]) -> tuple[str, int]:
+def _bound(listeners: list[TLSSocketListener]) -> tuple[str, int]:
     host, port, *_ = listeners[0].transport_listener.socket.getsockname()
     return host, port
 

@@ -22,14 +22,14 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from shared import protocol, session_events
-from shared.aio import Signal, receive_records, single_errors
+from shared.aio import Signal, single_errors
 from shared.errors import ProtocolError
 from shared.events import RequestHead
 from shared.tunnel_stream import CLEANUP_TIMEOUT, StreamRefused, StreamResetError, TunnelStream
 
 log = logging.getLogger(__name__)
 
-# The most one read takes: receive_records decrypts the TLS records already received up to this,
+# The most one read takes: a TLS stream (shared.tls_socket) reads the records already received up to this,
 # so a bulk transfer costs one scheduling step per 256 KiB rather than per 16 KiB record.
 READ_SIZE = 256 * 1024
 WRITE_HIGH_WATER = 1024 * 1024  # queued body bytes before senders wait for the writer
@@ -170,7 +170,7 @@ class TunnelConnection:
             if self.peer_draining and not self._streams:
                 return
             try:
-                data = await receive_records(self.transport, READ_SIZE)
+                data = await self.transport.receive_some(READ_SIZE)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 if self.draining:
                     return

@@ -21,7 +21,6 @@ from connector.access.socks5 import Socks5Server, pack_datagram, parse_datagram
 from connector.access.tcp import Target, UpgradeRefused, dial_upgrade, edge_context, listen_locally, splice
 from shared import private_flows as flows
 from shared.errors import BurrowError, ConfigError, ProtocolError
-from shared.half_close import HalfClosingTLS
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +114,7 @@ class SocksProxy:
             await local.send_all(server.reply(flows.SUCCEEDED))
             if server.leftover:
                 await remote.send_all(server.leftover)
-            await splice(local, HalfClosingTLS(remote), first)
+            await splice(local, remote, first)
 
     async def _associate(self, local: trio.SocketStream, server: Socks5Server) -> None:
         client_ip, listen_ip = local.socket.getpeername()[0], local.socket.getsockname()[0]

@@ -19,7 +19,8 @@ import h11
 import trio
 
 from shared.errors import BurrowError, ConfigError, Unreachable
-from shared.half_close import HalfClosingTLS, accept_half_close
+from shared.half_close import accept_half_close
+from shared.tls_socket import TLSSocketStream
 from shared.values import format_hostport
 
 log = logging.getLogger(__name__)
@@ -80,11 +81,10 @@ def _context(ca_file: str | None, ca_pem: str | None = None) -> ssl.SSLContext:
     return accept_half_close(context)
 
 
-async def open_upgraded(target: Target) -> tuple[HalfClosingTLS, bytes]:
+async def open_upgraded(target: Target) -> tuple[TLSSocketStream, bytes]:
     """Dial the edge and switch to `burrow-tcp`; returns the stream and bytes read past the 101."""
     try:
-        stream, first = await dial_upgrade(target, TCP_UPGRADE)
-        return HalfClosingTLS(stream), first
+        return await dial_upgrade(target, TCP_UPGRADE)
     except UpgradeRefused as exc:
         if exc.status in (502, 503, 504):
             raise Unreachable(f"{target.hostname}: the TCP origin is unavailable (edge answered {exc})") from None
@@ -93,7 +93,7 @@ async def open_upgraded(target: Target) -> tuple[HalfClosingTLS, bytes]:
 
 async def dial_upgrade(
     target: Target, protocol: bytes, headers: tuple[tuple[str, bytes], ...] = (), context: ssl.SSLContext | None = None
-) -> tuple[trio.abc.Stream, bytes]:
+) -> tuple[TLSSocketStream, bytes]:
     """Dial the edge and switch to `protocol`, sending `headers`; returns the stream and bytes read
     past the 101, or raises UpgradeRefused with the edge's answer."""
     where = f"{target.edge_host}:{target.edge_port}"
@@ -102,7 +102,7 @@ async def dial_upgrade(
             tcp = await trio.open_tcp_stream(target.edge_host, target.edge_port)
     except (OSError, trio.TooSlowError) as exc:
         raise Unreachable(f"cannot reach the edge at {where}: {exc or 'timed out'}") from exc
-    stream = trio.SSLStream(tcp, context or edge_context(target), server_hostname=target.hostname)
+    stream = TLSSocketStream.wrap(tcp.socket, context or edge_context(target), server_hostname=target.hostname)
     try:
         with trio.fail_after(HANDSHAKE_TIMEOUT):
             await stream.do_handshake()

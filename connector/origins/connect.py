@@ -16,6 +16,7 @@ from connector.ingress.services import HttpService, TcpService, UnixService
 from connector.origins import proxy_protocol
 from connector.origins.errors import OriginTimeout, OriginTLSError, connecting
 from shared.events import RequestHead
+from shared.tls_socket import TLSSocketStream
 
 HAPPY_EYEBALLS_DELAY = 0.25
 UNIX_TLS_SERVER_NAME = "localhost"  # unix+tls: without originServerName
@@ -108,7 +109,7 @@ async def open_origin_stream(
     if tls_server_name is None:
         return stream
     context = _context(options, alpn, url)
-    tls_stream = trio.SSLStream(stream, context, server_hostname=tls_server_name)
+    tls_stream = TLSSocketStream.wrap(stream.socket, context, server_hostname=tls_server_name)
     try:
         with trio.fail_after(options.tls_timeout):
             await tls_stream.do_handshake()

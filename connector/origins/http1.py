@@ -24,6 +24,7 @@ from shared.aio import single_errors
 from shared.errors import ProtocolError
 from shared.events import RequestHead, ResponseHead, end_to_end
 from shared.http1_wire import BodyFraming
+from shared.tls_socket import TLSSocketStream
 from shared.tunnel_stream import TunnelStream
 
 log = logging.getLogger(__name__)
@@ -247,7 +248,7 @@ def _origin_request(head: RequestHead, options: OriginRequest, body: bytes | Non
 def _close_quietly(connection: OriginConnection) -> None:
     """Drop a connection without awaiting (the socket closes at once)."""
     stream = connection.stream
-    while isinstance(stream, trio.SSLStream):
-        stream = stream.transport_stream
-    if isinstance(stream, trio.SocketStream):
+    if isinstance(stream, TLSSocketStream):
+        stream.close_forcefully()
+    elif isinstance(stream, trio.SocketStream):
         stream.socket.close()

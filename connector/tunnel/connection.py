@@ -14,6 +14,7 @@ from shared import protocol, registration
 from shared.credentials import Credentials
 from shared.crypto import TUNNEL_ALPN, tunnel_client_context
 from shared.errors import AuthError, ProtocolError, Unreachable
+from shared.tls_socket import TLSSocketStream
 from shared.transport import PING_INTERVAL, PING_TIMEOUT, StreamHandler, TunnelConnection
 from shared.values import parse_hostport
 
@@ -48,7 +49,7 @@ async def open_tunnel_connection(
     try:
         with trio.fail_after(limits.connect_timeout):
             tcp = await open_tcp_stream(host, port, proxy, local_address=limits.local_address)
-        tls = trio.SSLStream(tcp, tunnel_client_context(creds.edge_ca), server_hostname=creds.edge_server_name)
+        tls = TLSSocketStream.wrap(tcp.socket, tunnel_client_context(creds.edge_ca), server_hostname=creds.edge_server_name)
         with trio.fail_after(limits.handshake_timeout):
             await tls.do_handshake()
         if tls.selected_alpn_protocol() != TUNNEL_ALPN:
@@ -77,7 +78,7 @@ async def open_tunnel_connection(
     return connection, answer
 
 
-async def _read_answer(tls: trio.SSLStream, read_size: int):
+async def _read_answer(tls: TLSSocketStream, read_size: int):
     reader = registration.RegistrationReader(expect_magic=False)
     while True:
         data = await tls.receive_some(read_size)

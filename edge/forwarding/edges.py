@@ -30,6 +30,7 @@ from edge.tunnels.membership import Membership
 from shared import protocol
 from shared.errors import AuthError, BurrowError, ProtocolError, TunnelUnavailable
 from shared.events import RequestHead
+from shared.tls_socket import TLSSocketStream
 from shared.transport import TunnelConnection
 from shared.tunnel_stream import StreamRefused, TunnelStream
 from shared.values import parse_hostport
@@ -150,7 +151,7 @@ class EdgePeers:
         token = handshake.peer_token(self.signer, self.membership.me.name, edge.run_id)
         with trio.fail_after(DIAL_TIMEOUT):
             tcp = await trio.open_tcp_stream(host, port)
-            tls = trio.SSLStream(tcp, self.context, server_hostname=self.server_name)
+            tls = TLSSocketStream.wrap(tcp.socket, self.context, server_hostname=self.server_name)
             try:
                 await tls.do_handshake()
                 if tls.selected_alpn_protocol() != PEER_ALPN:
@@ -180,7 +181,7 @@ class EdgePeers:
 
     # Receiving side ----------------------------------------------------------------
 
-    async def handle(self, stream: trio.SSLStream, peer: str) -> None:
+    async def handle(self, stream: TLSSocketStream, peer: str) -> None:
         """Serve one connection from another edge (TLS done, `PEER_ALPN` chosen) until it ends."""
         reader = handshake.HelloReader()
         try:

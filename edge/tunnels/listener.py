@@ -17,6 +17,7 @@ from edge.tunnels.quick_service import QuickService
 from edge.tunnels.ratelimit import SourceLimiter
 from shared import protocol, registration
 from shared.errors import AuthError, BurrowError, ProtocolError
+from shared.tls_socket import TLSSocketStream
 from shared.transport import PING_INTERVAL, PING_TIMEOUT, TunnelConnection
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ class TunnelListener:
         on_registration: Callable[[str], None] = lambda result: None,
         limiter: SourceLimiter | None = None, quick: QuickService | None = None, edges: Callable[[], list[str]] = lambda: [],
         spread: Callable[[str], bool] = lambda tunnel_id: True,
-        peers: Callable[[trio.SSLStream, str], Awaitable[None]] | None = None,
+        peers: Callable[[TLSSocketStream, str], Awaitable[None]] | None = None,
     ):
         self.registry = registry
         self.quick = quick  # quick tunnels: verified in memory, no connection rows
@@ -56,7 +57,7 @@ class TunnelListener:
         self.spread = spread  # False: this session belongs elsewhere (another worker lacks the tunnel); retry
         self.peers = peers  # serves a connection that chose `PEER_ALPN` (another edge); None: refused
 
-    async def handle(self, stream: trio.SSLStream) -> None:
+    async def handle(self, stream: TLSSocketStream) -> None:
         """Serve one connector connection until it ends."""
         peer = _peer(stream)
         if not self._admit(peer):
@@ -94,7 +95,7 @@ class TunnelListener:
                 self.quick.closed(tunnel_id)
 
     async def _serve(
-        self, stream: trio.SSLStream, register: registration.Register, rest: bytes, tunnel_id: str, peer: str, quick: bool
+        self, stream: TLSSocketStream, register: registration.Register, rest: bytes, tunnel_id: str, peer: str, quick: bool
     ) -> None:
         record = Connection(
             id=str(uuid.uuid4()),
@@ -166,7 +167,7 @@ class TunnelListener:
             except Exception as exc:  # sqlite3 errors: the row stays stale until the next cleanup
                 log.warning("session.unrecorded connection=%s error=%s", record.id, exc)
 
-    async def _read_registration(self, stream: trio.SSLStream) -> tuple[registration.Register, bytes]:
+    async def _read_registration(self, stream: TLSSocketStream) -> tuple[registration.Register, bytes]:
         reader = registration.RegistrationReader(expect_magic=True)
         while True:
             data = await stream.receive_some(self.limits.read_size)
@@ -182,7 +183,7 @@ class TunnelListener:
             if message is not None:
                 raise ProtocolError("expected a register message")
 
-    async def _authorize(self, stream: trio.SSLStream, register: registration.Register, peer: str) -> tuple[str, bool]:
+    async def _authorize(self, stream: TLSSocketStream, register: registration.Register, peer: str) -> tuple[str, bool]:
         """(tunnel id, whether it is a quick tunnel); a quick tunnel's session is counted from here."""
         try:
             if self.quick is not None and self.quick.tunnels.verify(register.tunnel_id, register.secret) is not None:
@@ -198,7 +199,7 @@ class TunnelListener:
         return tunnel.id, False
 
 
-async def _reject(stream: trio.SSLStream, answer: AuthError | registration.Rejected) -> None:
+async def _reject(stream: TLSSocketStream, answer: AuthError | registration.Rejected) -> None:
     if isinstance(answer, AuthError):
         answer = registration.Rejected(str(answer), retryable=False)
     try:
@@ -208,9 +209,9 @@ async def _reject(stream: trio.SSLStream, answer: AuthError | registration.Rejec
     await trio.aclose_forcefully(stream)
 
 
-def _peer(stream: trio.SSLStream) -> str:
+def _peer(stream: TLSSocketStream) -> str:
     try:
-        host, port, *_ = stream.transport_stream.socket.getpeername()
+        host, port, *_ = stream.socket.getpeername()
     except (AttributeError, OSError):
         return "?"
     return f"{host}:{port}"

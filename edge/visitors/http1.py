@@ -13,10 +13,8 @@ from edge.dns.zone import normalize_host
 from edge.visitors.http1_guard import CheckedHead, HeadLimits, Refused
 from edge.visitors.http1_parser import RequestParser
 from edge.visitors.http1_response import Response, informational
-from shared.aio import receive_records
 from shared.errors import ProtocolError
 from shared.events import RequestHead, ResponseHead, end_to_end
-from shared.half_close import HalfClosingTLS
 from shared.http1_wire import reason
 from shared.pages import error_page
 
@@ -42,7 +40,7 @@ class Http1Limits:
     body_min_rate: float = 240.0
     body_rate_grace: float = 5.0
     send_timeout: float = 60.0
-    read_size: int = 256 * 1024  # at most, per read (receive_records: the TLS records already received)
+    read_size: int = 256 * 1024  # at most, per read (over TLS: the records already received, shared.tls_socket)
     max_discard_bytes: int = 64 * 1024  # unread request body drained to keep a connection alive
 
 
@@ -134,7 +132,7 @@ class Http1Exchange:
 
     async def switch_protocols(self, head: ResponseHead) -> tuple[trio.abc.Stream, bytes]:
         """Answer 101 with `head`'s headers (Upgrade and Connection kept); return the raw
-        visitor stream (over TLS, one that half-closes: `shared.half_close`) and the bytes
+        visitor stream (over TLS, one that half-closes: `shared.tls_socket`) and the bytes
         already read past the request."""
         conn = self._conn
         headers = tuple((name, value) for name, value in head.headers if name not in _NOT_IN_101)
@@ -142,8 +140,7 @@ class Http1Exchange:
         self.response_started = True
         await conn.send_bytes(data)
         conn.switched = True
-        raw = HalfClosingTLS(conn.stream) if isinstance(conn.stream, trio.SSLStream) else conn.stream
-        return raw, conn.reader.after
+        return conn.stream, conn.reader.after
 
     # Trailers do not cross HTTP/1.1 here: request trailers are not collected, and
     # response trailers are dropped (gRPC needs HTTP/2 anyway).
@@ -246,7 +243,7 @@ class Http1Connection:
         return self._request_head(checked)
 
     async def _receive(self) -> bytes:
-        data = await receive_records(self.stream, self.limits.read_size)
+        data = await self.stream.receive_some(self.limits.read_size)
         if data:
             self.reader.feed(data)
         return data

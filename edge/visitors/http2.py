@@ -35,7 +35,6 @@ from edge.visitors.http2_fields import MalformedRequest, StrictDecoder, request_
 from edge.visitors.http2_guards import Flood, FrameMeter, Http2Limits, LeakyBucket, ResetRateGuard
 from edge.visitors.http2_send import ConnectionLost, Http2Writer
 from edge.visitors.http2_stream import Http2Exchange
-from shared.aio import receive_records
 from shared.errors import BurrowError
 from shared.pages import error_page
 
@@ -166,7 +165,7 @@ class Http2Connection:
         reads_during_write = 0
         while not (self._last_stream is not None and not self._streams):
             with trio.CancelScope(deadline=min(self._deadline, self._frames.deadline)) as self._read_scope:
-                data = await receive_records(self.stream, self.limits.read_size)
+                data = await self.stream.receive_some(self.limits.read_size)
             if self._read_scope.cancelled_caught:
                 if trio.current_time() >= self._frames.deadline:
                     raise _Stop(f"header block not complete in {self.limits.header_block_timeout:g} s", ErrorCodes.ENHANCE_YOUR_CALM)
@@ -342,7 +341,7 @@ class Http2Connection:
                 await self.writer.flush()
                 lingered = 0
                 while stop.error_code not in (None, ErrorCodes.NO_ERROR) and lingered < LINGER_BYTES:
-                    if not (data := await receive_records(self.stream, self.limits.read_size)):
+                    if not (data := await self.stream.receive_some(self.limits.read_size)):
                         break
                     lingered += len(data)
             except (ConnectionLost, trio.BrokenResourceError, trio.ClosedResourceError):

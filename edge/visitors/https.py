@@ -72,7 +72,7 @@ class HttpsFrontend:
         for connection in list(self.connections):
             connection.drain()
 
-    async def handle(self, stream: trio.SSLStream) -> None:
+    async def handle(self, stream: TLSSocketStream) -> None:
         client = socket_address(stream, "getpeername")
         ip = client[0]
         if not self.connections_per_ip.admit(ip):
@@ -83,7 +83,7 @@ class HttpsFrontend:
             with trio.fail_after(HANDSHAKE_TIMEOUT):
                 await stream.do_handshake()
             server = socket_address(stream, "getsockname")
-            sni = getattr(stream._ssl_object, "requested_server_name", None)  # trio exposes no getter
+            sni = getattr(stream.ssl_object, "requested_server_name", None)  # set by `harden`
             if stream.selected_alpn_protocol() == "h2":
                 connection = Http2Connection(stream, client, server, self.http2_limits, sni=sni)
             else:

@@ -2,20 +2,19 @@
 
 import hashlib
 import os
-import ssl
 
 import pytest
 import trio
 import trio.testing
-import trustme
 
 from shared import protocol
-from shared.aio import receive_records, single_errors
+from shared.aio import single_errors
 from shared.errors import ProtocolError
 from shared.events import RequestHead, ResponseHead
 from shared.relay import relay
 from shared.transport import TunnelConnection
 from shared.tunnel_stream import StreamResetError
+from tests.tls_pair import tls_socket_pair
 
 
 async def echo_handler(stream):
@@ -24,22 +23,6 @@ async def echo_handler(stream):
     while chunk := await stream.receive():
         await stream.send(chunk)
     await stream.end()
-
-
-async def tls_stream_pair() -> tuple[trio.SSLStream, trio.SSLStream]:
-    """A TLS client and server over an in-memory byte pipe, handshake done."""
-    ca = trustme.CA()
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("tunnel.example.test").configure_cert(server_context)
-    client_context = ssl.create_default_context()
-    ca.configure_trust(client_context)
-    client_side, server_side = trio.testing.memory_stream_pair()
-    client = trio.SSLStream(client_side, client_context, server_hostname="tunnel.example.test")
-    server = trio.SSLStream(server_side, server_context, server_side=True)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(client.do_handshake)
-        nursery.start_soon(server.do_handshake)
-    return client, server
 
 
 def connection_pair(stream_pair=trio.testing.memory_stream_pair, **kwargs):
@@ -103,7 +86,7 @@ async def test_streams_count_body_bytes_each_way():
 
 
 async def test_a_tunnel_over_tls_carries_bodies_and_answers():
-    client, server = await tls_stream_pair()
+    client, server = await tls_socket_pair()
     edge, connector = connection_pair(lambda: (client, server))
     body = os.urandom(3 * 1024 * 1024)
     async with trio.open_nursery() as nursery:
@@ -115,49 +98,6 @@ async def test_a_tunnel_over_tls_carries_bodies_and_answers():
         response, received = await exchange(edge, b"/big", body)
         assert response.header(b"x-path") == b"/big" and received == body
         nursery.cancel_scope.cancel()
-
-
-async def test_receive_records_takes_every_tls_record_already_received():
-    client, server = await tls_stream_pair()
-    records = [bytes([i]) * 16384 for i in range(3)]
-    for record in records:
-        await client.send_all(record)  # one record each, all in the pipe before the read
-    assert await receive_records(server, 64 * 1024) == b"".join(records)
-    await client.send_all(b"x" * 40000)
-    assert await receive_records(server, 20000) == b"x" * 20000  # never more than asked
-    assert await receive_records(server, 64 * 1024) == b"x" * 20000
-    await client.aclose()  # close_notify: the end reads as usual
-    assert await receive_records(server, 64 * 1024) == b""
-
-
-async def tls_socket_pair() -> tuple[trio.SSLStream, trio.SSLStream]:
-    """As tls_stream_pair, over a real socket pair (receive_records refills from the socket)."""
-    ca = trustme.CA()
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("tunnel.example.test").configure_cert(server_context)
-    client_context = ssl.create_default_context()
-    ca.configure_trust(client_context)
-    client_side, server_side = (trio.SocketStream(sock) for sock in trio.socket.socketpair())
-    client = trio.SSLStream(client_side, client_context, server_hostname="tunnel.example.test")
-    server = trio.SSLStream(server_side, server_context, server_side=True)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(client.do_handshake)
-        nursery.start_soon(server.do_handshake)
-    return client, server
-
-
-async def test_receive_records_takes_what_is_on_the_socket_in_one_step():
-    client, server = await tls_socket_pair()
-    body = os.urandom(8 * 16384)  # more than trio's SSLStream reads from its socket at once (64 KiB)
-    await client.send_all(body)
-    assert await receive_records(server, 256 * 1024) == body
-    await client.send_all(body)
-    assert await receive_records(server, 100_000) == body[:100_000]  # never more than asked
-    assert await receive_records(server, 256 * 1024) == body[100_000:]
-    await client.send_all(b"end")
-    await client.aclose()  # close_notify, then the socket's EOF: the batch ends, the next read sees it
-    assert await receive_records(server, 256 * 1024) == b"end"
-    assert await receive_records(server, 256 * 1024) == b""
 
 
 async def test_many_concurrent_streams_get_their_own_answers():
