@@ -120,6 +120,7 @@ class TLSSocketStream(trio.abc.HalfCloseableStream):
         tls = self.ssl_object
         try:
             await trio.lowlevel.checkpoint_if_cancelled()
+            waited = False
             with memoryview(data) as whole, whole.cast("B") as view:
                 sent = 0
                 while sent < len(view):
@@ -127,11 +128,14 @@ class TLSSocketStream(trio.abc.HalfCloseableStream):
                         sent += tls.send(view[sent:])  # after a Want*Error: the same bytes again, as OpenSSL asks
                     except ssl.SSLWantWriteError:
                         await self._wait(trio.lowlevel.wait_writable)
+                        waited = True
                     except ssl.SSLWantReadError:
                         await self._wait(trio.lowlevel.wait_readable)
+                        waited = True
                     except (ssl.SSLError, OSError, ValueError) as exc:
                         raise self._broken(exc) from exc
-            await trio.lowlevel.cancel_shielded_checkpoint()
+            if not waited:
+                await trio.lowlevel.cancel_shielded_checkpoint()
         finally:
             self._sending = False
 
@@ -180,22 +184,27 @@ class TLSSocketStream(trio.abc.HalfCloseableStream):
 
     async def _retry(self, operation, *args):
         """`operation(*args)` on the non-blocking socket, waiting while OpenSSL wants to read or
-        write; a checkpoint like every trio I/O call. SSL and socket errors break the stream."""
+        write; a checkpoint as trio's socket calls are (one that waited has let others run already).
+        SSL and socket errors break the stream."""
         if self._closed:
             raise trio.ClosedResourceError("this TLS stream is closed")
         await trio.lowlevel.checkpoint_if_cancelled()
         tls = self.ssl_object
+        waited = False
         while True:
             try:
                 result = operation(*args)
             except ssl.SSLWantReadError:
                 await trio.lowlevel.wait_readable(tls)
+                waited = True
             except ssl.SSLWantWriteError:
                 await trio.lowlevel.wait_writable(tls)
+                waited = True
             except (ssl.SSLError, OSError, ValueError) as exc:
                 raise self._broken(exc) from exc
             else:
-                await trio.lowlevel.cancel_shielded_checkpoint()
+                if not waited:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
                 return result
 
     def _broken(self, exc: BaseException) -> trio.BrokenResourceError | trio.ClosedResourceError:

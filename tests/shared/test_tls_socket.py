@@ -153,3 +153,30 @@ async def test_a_listener_serves_tls_and_a_client_opens_it_over_tcp():
         assert await client.receive_some() == b""
         await client.aclose()
         nursery.cancel_scope.cancel()
+
+
+async def test_a_task_reading_a_stream_that_never_waits_still_lets_others_run():
+    MESSAGES = 64  # noqa: N806 - few enough to sit in the socket's buffer
+    client, server = await tls_socket_pair()
+    for _ in range(MESSAGES):
+        await client.send_all(b"m")  # separate records, all on the socket before the reads
+    await trio.sleep(0.05)
+    ticks = []
+
+    async def ticker():
+        while True:
+            ticks.append(len(received))
+            await trio.sleep(0)
+
+    received = []
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ticker)
+            await trio.sleep(0)
+            while len(received) < MESSAGES:
+                received.append(await server.receive_some(1))
+            nursery.cancel_scope.cancel()
+    # every read that did not wait is a schedule point: the ticker ran between the reads (two
+    # apart when trio runs the ticker first in one scheduling batch and last in the next)
+    assert len(ticks) >= MESSAGES // 2
+    assert all(b - a <= 2 for a, b in zip(ticks, ticks[1:])), ticks
