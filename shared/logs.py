@@ -51,6 +51,14 @@ def safe(value: object) -> str:
     return _UNSAFE.sub(lambda m: f"%{ord(m.group()):02X}", text) if _UNSAFE.search(text) else text or "-"
 
 
+def key_values(fields: dict[str, object]) -> str:
+    """`key=value ...`, text values made `safe` (checked all at once: they nearly always are)."""
+    texts = [value for value in fields.values() if isinstance(value, str)]
+    if all(texts) and not _UNSAFE.search("".join(texts)):
+        return " ".join([f"{key}={value}" for key, value in fields.items()])
+    return " ".join([f"{key}={safe(value) if isinstance(value, str) else value}" for key, value in fields.items()])
+
+
 def log_access(logger: logging.Logger, fields: dict[str, object]) -> None:
     """One `access` record at INFO carrying `fields`: `logger.info` without its search of
     the stack for the caller's file and line (one of these per request)."""
@@ -93,17 +101,13 @@ class TextFormatter(logging.Formatter):
             return super().format(record)
         record.message = record.msg
         record.asctime = self.formatTime(record)
-        return f"{record.asctime} {record.levelname} {record.name} {record.msg} " + " ".join(
-            [f"{key}={safe(value) if isinstance(value, str) else value}" for key, value in fields.items()]
-        )
+        return f"{record.asctime} {record.levelname} {record.name} {record.msg} {key_values(fields)}"
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         line = super().formatMessage(record)
         fields = getattr(record, "fields", None)
         if fields:
-            line += " " + " ".join(
-                f"{key}={safe(value) if isinstance(value, str) else value}" for key, value in fields.items()
-            )
+            line += " " + key_values(fields)
         return line
 
 
@@ -154,6 +158,8 @@ def configure(
     `connector.access_log`, written whatever the level): None → with the other records,
     "off" → nowhere, a path → that file only."""
     numeric = check_level(level)
+    # Neither format prints the thread or process: LogRecord need not look them up (per request).
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     root_handler = _handler(logfile, fmt)
     logging.basicConfig(level=numeric, handlers=[root_handler], force=True)
     access = logging.getLogger(access_logger)

@@ -41,6 +41,12 @@ def test_safe_encodes_what_would_break_a_key_value_token():
     assert logs.safe(200) == "200"
 
 
+def test_key_values_encode_any_unsafe_or_empty_text_value_and_leave_the_rest():
+    assert logs.key_values({"host": "a.test", "status": 200, "ms": 1.5}) == "host=a.test status=200 ms=1.5"
+    assert logs.key_values({"host": "a.test", "path": "/a b", "status": 200}) == "host=a.test path=/a%20b status=200"
+    assert logs.key_values({"path": "/", "tunnel": ""}) == "path=/ tunnel=-"
+
+
 def test_json_lines_to_a_file_with_typed_fields(tmp_path):
     path = tmp_path / "burrow.log"
     logs.configure("debug", path, "json")
