@@ -233,14 +233,17 @@ ATTACKS: dict[str, tuple[Callable[[Conversation], Iterator[Frame]], int, float]]
 }
 
 
-def attack_once(name: str, target: Target, stop: threading.Event) -> Outcome:
-    """One connection: preface and SETTINGS, then the attack until the edge ends it."""
+def attack_once(name: str, target: Target, stop: threading.Event, opened: Callable[[], None]) -> Outcome:
+    """One connection: preface and SETTINGS, then the attack until the edge ends it;
+    `opened` is called once the handshake is over (or the connection failed)."""
     flood, size, interval = ATTACKS[name]
     outcome, started = Outcome(name), time.monotonic()
     try:
         conv = Conversation(target)
     except OSError as exc:
         return Outcome(name, ended="refused", debug=repr(exc))
+    finally:
+        opened()
     with conv.sock:
         try:
             conv.send(PREFACE + SettingsFrame(0).serialize())
@@ -277,15 +280,18 @@ def run(args: argparse.Namespace) -> list[Outcome]:
     outcomes: list[Outcome] = []
     lock = threading.Lock()
     started = 0
+    first_wave_open = threading.Semaphore(0)
 
     def worker() -> None:
         nonlocal started
+        first = True
         while not stop.is_set():
             with lock:
                 if started >= args.connections:
                     return
                 started += 1
-            outcome = attack_once(args.attack, target, stop)
+            outcome = attack_once(args.attack, target, stop, first_wave_open.release if first else lambda: None)
+            first = False
             with lock:
                 outcomes.append(outcome)
                 print(json.dumps(asdict(outcome)), flush=True)
@@ -295,6 +301,8 @@ def run(args: argparse.Namespace) -> list[Outcome]:
     threads = [threading.Thread(target=worker) for _ in range(args.parallel)]
     for thread in threads:
         thread.start()
+    for _ in threads:  # "started" once every first connection is through its handshake:
+        first_wave_open.acquire(timeout=10)  # the attack in force, not a handshake burst
     print(json.dumps({"started": True}), flush=True)
     while any(thread.is_alive() for thread in threads):
         for thread in threads:
