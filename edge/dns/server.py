@@ -25,7 +25,7 @@ MAX_QUERY_SIZE = 4096  # larger queries are dropped (UDP) or end the connection 
 TCP_IDLE_TIMEOUT = 10.0
 MAX_TCP_CONNECTIONS = 256
 TCP_BACKLOG = 128
-BIND_ATTEMPTS = 5  # port 0: the UDP port picked by the kernel may be taken for TCP
+BIND_ATTEMPTS = 5  # port 0: the TCP port picked by the kernel may be taken for UDP
 UDP_BATCH = 64  # datagrams answered per scheduling step while more are waiting
 
 
@@ -154,12 +154,14 @@ async def _receive_exactly(stream: trio.SocketStream, buffer: bytearray, size: i
 
 
 async def open_sockets(host: str, port: int, attempts: int = BIND_ATTEMPTS) -> tuple[socket.socket, socket.socket]:
-    """A UDP socket and a listening TCP socket on the same port; host "" is every address (dual stack)."""
-    udp = await _bind(socket.SOCK_DGRAM, host, port)
+    """A UDP socket and a listening TCP socket on the same port; host "" is every address (dual stack).
+    For port 0 the kernel picks the TCP port (it avoids ports that client connections, even
+    in TIME_WAIT, still hold; a UDP pick does not), then UDP takes the same number."""
+    tcp = await _bind(socket.SOCK_STREAM, host, port)
     try:
-        tcp = await _bind(socket.SOCK_STREAM, host, udp.getsockname()[1])
+        udp = await _bind(socket.SOCK_DGRAM, host, tcp.getsockname()[1])
     except OSError as exc:
-        udp.close()
+        tcp.close()
         if port == 0 and exc.errno == errno.EADDRINUSE and attempts > 1:
             return await open_sockets(host, port, attempts - 1)
         raise
