@@ -72,10 +72,19 @@ def write_zone(path: Path, zone: str, tunnel_id: str, address: str, hostnames: I
         f.writelines(f"{name}. CNAME {target}\n" for name in hostnames)
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def free_dns_port(attempts: int = 20) -> int:
+    """A port free on 127.0.0.1 for both UDP and TCP (a name server listens on both): the
+    kernel's TCP pick, which avoids ports client connections hold even in TIME_WAIT."""
+    for _ in range(attempts):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            tcp.bind(("127.0.0.1", 0))
+            port = tcp.getsockname()[1]
+            try:
+                udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no port free for both UDP and TCP in {attempts} attempts")
 
 
 def answers(port: int, name: str) -> bool:
@@ -122,7 +131,7 @@ def reference(name: str, tmp: Path, zone: str, zone_file: Path, probe: str, pref
         raise RuntimeError(f"not installed (apt-get install -y {'knot' if name == 'knotd' else 'nsd'})")
     work = tmp / name
     work.mkdir(exist_ok=True)
-    port = free_udp_port()
+    port = free_dns_port()
     template = KNOT_CONF if name == "knotd" else NSD_CONF
     conf = work / f"{name}.conf"
     conf.write_text(template.format(tmp=work, port=port, zone=zone, zone_file=zone_file))
