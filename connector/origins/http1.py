@@ -29,7 +29,8 @@ from shared.tunnel_stream import TunnelStream
 
 log = logging.getLogger(__name__)
 
-READ_SIZE = 64 * 1024
+READ_SIZE = 64 * 1024  # a response head
+BODY_READ_SIZE = 256 * 1024  # a response body: one scheduling step per 256 KiB, as the tunnel's reads
 MAX_RESPONSE_HEAD = 64 * 1024
 MAX_BUFFERED_BODY = 16 * 1024 * 1024  # disableChunkedEncoding buffers a body of unknown length up to this
 SAFE_TO_RETRY = frozenset({b"GET", b"HEAD", b"OPTIONS"})
@@ -97,7 +98,7 @@ class OriginConnection:
         """Response body bytes; b"" at its end."""
         reader = self.reader
         while not (data := reader.take_body()) and not reader.done:
-            if data := await self.stream.receive_some(READ_SIZE):
+            if data := await self.stream.receive_some(BODY_READ_SIZE):
                 reader.feed(data)
             else:
                 reader.eof()
