@@ -16,6 +16,7 @@ from connector.ingress.services import HttpService, TcpService, UnixService
 from connector.origins import proxy_protocol
 from connector.origins.errors import OriginTimeout, OriginTLSError, connecting
 from shared.events import RequestHead
+from shared.socket_stream import PlainSocketStream
 from shared.tls_socket import TLSSocketStream
 
 HAPPY_EYEBALLS_DELAY = 0.25
@@ -33,6 +34,7 @@ CERTIFICATE_ALERTS = frozenset(
 )
 
 Origin = HttpService | UnixService
+OriginStream = PlainSocketStream | TLSSocketStream
 
 
 async def _open_stream(service: Origin | TcpService, options: OriginRequest) -> trio.abc.Stream:
@@ -98,7 +100,7 @@ async def open_origin_stream(
     tls_server_name: str | None,
     alpn: tuple[str, ...] = (),
     visitor: proxy_protocol.Address | None = None,
-) -> trio.abc.Stream:
+) -> OriginStream:
     """Connect within connectTimeout, sending the PROXY protocol header for `visitor` with
     proxyProtocol; with a `tls_server_name`, finish TLS within tlsTimeout."""
     url = str(service)
@@ -107,7 +109,7 @@ async def open_origin_stream(
         if options.proxy_protocol:
             await stream.send_all(proxy_protocol.header(options.proxy_protocol, visitor, _peer(stream)))
     if tls_server_name is None:
-        return stream
+        return PlainSocketStream.take(stream)
     context = _context(options, alpn, url)
     tls_stream = TLSSocketStream.wrap(stream.socket, context, server_hostname=tls_server_name)
     try:

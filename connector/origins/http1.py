@@ -16,7 +16,7 @@ from collections import defaultdict
 import trio
 
 from connector.ingress.origin_request import OriginRequest
-from connector.origins.connect import Origin, certificate_refused, open_origin_stream, tls_name, uses_tls
+from connector.origins.connect import Origin, OriginStream, certificate_refused, open_origin_stream, tls_name, uses_tls
 from connector.origins.errors import BodyTooLarge, InvalidResponse, OriginClosed
 from connector.origins.http1_codec import Request, ResponseReader, write_request
 from connector.origins.proxy_protocol import Address
@@ -24,7 +24,6 @@ from shared.aio import single_errors
 from shared.errors import ProtocolError
 from shared.events import RequestHead, ResponseHead, end_to_end
 from shared.http1_wire import BodyFraming
-from shared.tls_socket import TLSSocketStream
 from shared.tunnel_stream import TunnelStream
 
 log = logging.getLogger(__name__)
@@ -43,7 +42,7 @@ class _StaleConnection(OriginClosed):
 class OriginConnection:
     """One HTTP/1.1 client connection to an origin."""
 
-    def __init__(self, stream: trio.abc.Stream) -> None:
+    def __init__(self, stream: OriginStream) -> None:
         self.stream = stream
         self.reader = ResponseReader()
         self.idle_since = time.monotonic()
@@ -248,8 +247,4 @@ def _origin_request(head: RequestHead, options: OriginRequest, body: bytes | Non
 
 def _close_quietly(connection: OriginConnection) -> None:
     """Drop a connection without awaiting (the socket closes at once)."""
-    stream = connection.stream
-    if isinstance(stream, TLSSocketStream):
-        stream.close_forcefully()
-    elif isinstance(stream, trio.SocketStream):
-        stream.socket.close()
+    connection.stream.close_forcefully()
