@@ -83,8 +83,7 @@ def main() -> int:
             with upload_file.open("wb") as f:
                 f.truncate(256 * 1024 * 1024)
         pids = {"edge": front.watched["front"], "connector": front.watched["back"]}
-        shape = ["-c", "10", "-m", "10", "-n", str(min(10_000, 300 * args.seconds))] if args.h2 else \
-            ["--h1", "-c", "50", "-D", str(args.seconds)]
+        shape = (["-c", "10", "-m", "10"] if args.h2 else ["--h1", "-c", "50"]) + ["-D", str(args.seconds)]
         formats = [("raw", "txt")] + ([("flamegraph", "svg")] if args.svg else [])
         for fmt, ext in formats:
             spies = [subprocess.Popen([py_spy, "record", "--nonblocking", *(["--gil"] if args.gil else []), "-r", str(RATE_HZ), "-d", str(args.seconds + 1),

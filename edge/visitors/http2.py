@@ -273,7 +273,8 @@ class Http2Connection:
         else:
             deadline = trio.current_time() + self.limits.idle_timeout
         self._deadline = deadline
-        self._read_scope.deadline = min(deadline, self._frames.deadline)
+        if (read_deadline := min(deadline, self._frames.deadline)) != self._read_scope.deadline:
+            self._read_scope.deadline = read_deadline  # (trio's setter is costly: only a change)
 
     # Streams ----------------------------------------------------------------------
 
