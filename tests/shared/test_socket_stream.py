@@ -52,7 +52,7 @@ async def test_a_reset_connection_is_broken_with_its_cause():
     first, second = await stream_pair()
     second.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
     await second.aclose()
-    with pytest.raises((trio.BrokenResourceError)) as caught:
+    with pytest.raises(trio.BrokenResourceError) as caught:
         for _ in range(100):  # the first sends may still be taken before the peer's close is seen
             await first.send_all(b"x" * 65536)
     assert isinstance(caught.value.__cause__, OSError)
