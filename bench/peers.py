@@ -241,7 +241,7 @@ class Peers:
         config = tunnel_bench.create_tunnel(work, home, edge_port, self.origin_port, env)
         tunnel_bench.start_connector(stack, work, config, env, sessions)
         front = Front(name, edge_port, ca_file=home / "ca.pem", max_requests_per_conn=1000, metrics_port=metrics,
-                      watched={"front": _pid_of_cmd("burrow-edge serve"), "back": _pid_of_cmd("tunnel run")})
+                      watched={"front": _pid_of_cmd(f"serve --home {home}"), "back": _pid_of_cmd(f"--config {config}")})
         deadline = time.monotonic() + tunnel_bench.SETUP_TIMEOUT
         while not answers(front):
             if time.monotonic() > deadline:
