@@ -5,14 +5,21 @@ after time, level and logger; the JSON format splits them into fields, one objec
 line. Records may carry `extra={"fields": {...}}` (the access log does): those fields
 are written as they are, typed, instead of being parsed from the message.
 Secrets never reach a log line: callers log ids and names, never tokens or keys.
+
+The access log (one line a request) has a fast path once `configure` set it up: `log_access`
+formats the line at once, without a `LogRecord`, and a background thread writes the lines
+of up to `ACCESS_FLUSH_INTERVAL` seconds in one write (nginx's `access_log … buffer= flush=`);
+what is still buffered is written at exit.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import re
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,6 +34,7 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 ACCESS_LOGGER = "edge.access_log"
 CONNECTOR_ACCESS_LOGGER = "connector.access_log"
 ACCESS_OFF = "off"
+ACCESS_FLUSH_INTERVAL = 0.05  # seconds an access line may wait to be written with the next ones
 
 _PAIR = re.compile(r"(?:^|\s)([A-Za-z_][\w.]*)=")
 _UNSAFE = re.compile(r"[\x00-\x20\x7f\"%]")
@@ -60,8 +68,11 @@ def key_values(fields: dict[str, object]) -> str:
 
 
 def log_access(logger: logging.Logger, fields: dict[str, object]) -> None:
-    """One `access` record at INFO carrying `fields`: `logger.info` without its search of
-    the stack for the caller's file and line (one of these per request)."""
+    """One `access` line at INFO carrying `fields`: through the `AccessLog` that `configure`
+    set up for `logger`, else as a record (`logger.info` without its search of the stack)."""
+    if (sink := _access_logs.get(logger.name)) is not None:
+        sink.write(fields)
+        return
     logger.handle(logger.makeRecord(logger.name, logging.INFO, "", 0, "access", (), None, extra={"fields": fields}))
 
 
@@ -94,6 +105,11 @@ class TextFormatter(logging.Formatter):
             self._second = (second, text)
         return self.default_msec_format % (text, record.msecs)
 
+    def access_line(self, logger: str, created: float, fields: dict[str, object]) -> str:
+        """What `format` makes of an `access` record of `logger` carrying `fields`."""
+        text = self.formatTime(_Created(created))
+        return f"{text} INFO {logger} access {key_values(fields)}"
+
     def format(self, record: logging.LogRecord) -> str:
         """`logging.Formatter.format`, with a direct path for records with `fields` (the access log)."""
         fields = getattr(record, "fields", None)
@@ -111,8 +127,26 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+class _Created:
+    """What `TextFormatter.formatTime` reads of a record."""
+
+    __slots__ = ("created", "msecs")
+
+    def __init__(self, created: float) -> None:
+        self.created = created
+        self.msecs = (created - int(created)) * 1000
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object a line: time, level, logger, the message's fields, any exception."""
+
+    def access_line(self, logger: str, created: float, fields: dict[str, object]) -> str:
+        """What `format` makes of an `access` record of `logger` carrying `fields`."""
+        entry: dict[str, object] = {
+            "time": datetime.fromtimestamp(created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": "info", "logger": logger, "event": "access",
+        }
+        return json.dumps(entry | fields, default=str)
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
@@ -130,6 +164,68 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
+
+
+class AccessLog:
+    """The access lines of one logger, formatted as `handler` would and written to its stream
+    by a background thread, every line of up to `ACCESS_FLUSH_INTERVAL` seconds in one write."""
+
+    def __init__(self, logger: str, handler: logging.StreamHandler) -> None:
+        self._logger = logger
+        self._handler = handler
+        self._format = handler.formatter.access_line  # type: ignore[union-attr]
+        self._lines: list[str] = []
+        self._pending = threading.Event()
+        self._closed = False
+        self._writer = threading.Thread(target=self._write_batches, name=f"{logger} writer", daemon=True)
+        self._writer.start()
+
+    def write(self, fields: dict[str, object]) -> None:
+        self._lines.append(self._format(self._logger, time.time(), fields))
+        if not self._pending.is_set():
+            self._pending.set()
+
+    def flush(self) -> None:
+        """Write the buffered lines now."""
+        self._pending.clear()
+        lines, self._lines = self._lines, []  # a line added meanwhile sets `_pending` again
+        if lines:
+            with self._handler.lock:  # type: ignore[union-attr]
+                stream = self._handler.stream
+                try:
+                    stream.write("\n".join(lines) + "\n")
+                    stream.flush()
+                except (OSError, ValueError):  # the stream closed or failed: as logging's handleError, go on
+                    pass
+
+    def close(self) -> None:
+        self._closed = True
+        self._pending.set()
+        self._writer.join()
+        self.flush()
+
+    def _write_batches(self) -> None:
+        while not self._closed:
+            self._pending.wait()
+            time.sleep(ACCESS_FLUSH_INTERVAL)
+            self.flush()
+
+
+_access_logs: dict[str, AccessLog] = {}  # logger name → its fast path, set by `configure`
+
+
+def flush_access_logs() -> None:
+    """Write every buffered access line now (at exit, and for a caller about to read the log)."""
+    for sink in list(_access_logs.values()):
+        sink.flush()
+
+
+def _close_access_log(logger: str) -> None:
+    if (old := _access_logs.pop(logger, None)) is not None:
+        old.close()
+
+
+atexit.register(flush_access_logs)
 
 
 def formatter(fmt: str) -> logging.Formatter:
@@ -158,6 +254,8 @@ def configure(
     `connector.access_log`, written whatever the level): None → with the other records,
     "off" → nowhere, a path → that file only."""
     numeric = check_level(level)
+    for name in list(_access_logs):  # the handlers they write to may be replaced below
+        _close_access_log(name)
     # Neither format prints the thread or process: LogRecord need not look them up (per request).
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     root_handler = _handler(logfile, fmt)
@@ -171,6 +269,8 @@ def configure(
     if access_log not in (None, ACCESS_OFF):
         access.addHandler(_handler(Path(access_log), fmt))
         access.propagate = False
+    if access_log != ACCESS_OFF:
+        _access_logs[access_logger] = AccessLog(access_logger, (access.handlers or [root_handler])[0])  # type: ignore[arg-type]
 
 
 def log_native_cores(log: logging.Logger) -> None:

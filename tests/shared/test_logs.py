@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -88,6 +92,7 @@ def test_the_connector_access_log_is_switched_alike_and_log_access_writes_typed_
     main, access = tmp_path / "main.log", tmp_path / "access.log"
     logs.configure("warning", main, "json", str(access), logs.CONNECTOR_ACCESS_LOGGER)
     logs.log_access(logging.getLogger(logs.CONNECTOR_ACCESS_LOGGER), {"status": 504, "rule": 2})
+    logs.flush_access_logs()  # written by a background thread, in batches
     [entry] = [json.loads(line) for line in access.read_text().splitlines()]
     assert (entry["logger"], entry["level"], entry["event"]) == (logs.CONNECTOR_ACCESS_LOGGER, "info", "access")
     assert (entry["status"], entry["rule"]) == (504, 2) and main.read_text() == ""
@@ -112,3 +117,32 @@ def test_levels_accept_any_case_and_cloudflared_warn():
 def test_bad_settings_are_config_errors(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         logs.configure(**kwargs)
+
+
+def test_access_lines_are_written_in_batches_by_a_background_thread_as_records_would_be(tmp_path):
+    main = tmp_path / "main.log"
+    logs.configure("info", main, "text", None)
+    logger = logging.getLogger(logs.ACCESS_LOGGER)
+    logs.log_access(logger, {"host": "a.test", "path": "/a b", "status": 200})
+    logger.handle(logger.makeRecord(logger.name, logging.INFO, "", 0, "access", (), None, extra={"fields": {"n": 1}}))
+    deadline = time.monotonic() + 5
+    while main.read_text().count("\n") < 2 and time.monotonic() < deadline:  # no flush asked for
+        time.sleep(0.01)
+    slow, fast = main.read_text().splitlines()  # the record at once, the buffered line up to 50 ms later
+    assert fast.split(" ", 2)[2] == "INFO edge.access_log access host=a.test path=/a%20b status=200"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}", " ".join(fast.split(" ")[:2]))
+    assert slow.split(" ", 2)[2] == "INFO edge.access_log access n=1"
+
+
+def test_json_access_lines_match_the_json_formatter():
+    line = logs.JsonFormatter().access_line(logs.ACCESS_LOGGER, 0.25, {"status": 502, "path": "/a b"})
+    assert json.loads(line) == {"time": "1970-01-01T00:00:00.250+00:00", "level": "info", "logger": logs.ACCESS_LOGGER,
+                                "event": "access", "status": 502, "path": "/a b"}
+
+
+def test_buffered_access_lines_are_written_at_exit(tmp_path):
+    access = tmp_path / "access.log"
+    code = ("import logging; from shared import logs; logs.configure('info', None, 'text', %r);"
+            "[logs.log_access(logging.getLogger(logs.ACCESS_LOGGER), {'n': n}) for n in range(500)]") % str(access)
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    assert [line.rsplit("=", 1)[1] for line in access.read_text().splitlines()] == [str(n) for n in range(500)]
