@@ -56,6 +56,21 @@ class PlainSocketStream(trio.abc.HalfCloseableStream):
         finally:
             self._sending = False
 
+    def send_nowait(self, data: bytes) -> int:
+        """Send what the socket takes now, without waiting and without a checkpoint; return how
+        many bytes of `data` went (`send_all` the rest)."""
+        self._start_sending()
+        try:
+            if self.eof_sent:
+                raise trio.ClosedResourceError("this socket stream's sending side is closed")
+            return self.socket.send(data)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            raise trio.BrokenResourceError(exc) from exc
+        finally:
+            self._sending = False
+
     async def wait_send_all_might_not_block(self) -> None:
         self._start_sending()
         try:

@@ -107,7 +107,24 @@ class TLSSocketStream(trio.abc.HalfCloseableStream):
                 break
         return b"".join(chunks)
 
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+    def send_nowait(self, data: bytes) -> int:
+        """Send what the socket takes now, without waiting and without a checkpoint; return how
+        many bytes of `data` went (fewer than all: `send_all` the rest, which OpenSSL wants
+        retried as they are)."""
+        self._check_sendable()
+        tls = self.ssl_object
+        sent = 0
+        try:
+            with memoryview(data) as view:
+                while sent < len(view):
+                    sent += tls.send(view[sent:])
+        except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            pass
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise self._broken(exc) from exc
+        return sent
+
+    def _check_sendable(self) -> None:
         if self._sending:
             raise trio.BusyResourceError("another task is already sending on this TLS stream")
         if self._closed:
@@ -116,6 +133,9 @@ class TLSSocketStream(trio.abc.HalfCloseableStream):
             raise trio.ClosedResourceError("this TLS stream's sending side is closed")
         if self._write_cut:
             raise trio.BrokenResourceError("an earlier send on this TLS stream was cancelled midway")
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        self._check_sendable()
         self._sending = True
         tls = self.ssl_object
         try:

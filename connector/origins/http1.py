@@ -59,7 +59,10 @@ class OriginConnection:
             raise ProtocolError(f"invalid request head from the tunnel: {exc}") from exc
         self.reader.start(request.method, upgrade)
         self.request_done = ended
-        await self.stream.send_all(data)
+        if sent := self.stream.send_nowait(data):  # nearly always all of it: no wait, no checkpoint
+            data = data[sent:]
+        if data:
+            await self.stream.send_all(data)
 
     async def send_body(self, data: bytes) -> None:
         await self.stream.send_all(self._framed(self._framing.body, data))

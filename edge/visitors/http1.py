@@ -170,6 +170,7 @@ class Http1Connection:
         self.sni = sni  # the TLS server name the visitor asked for; Host must match it
         head_limits = HeadLimits(limits.max_request_line, limits.max_header_bytes, limits.max_header_fields)
         self.reader = RequestParser(head_limits, limits.max_header_bytes)
+        self._send_nowait = getattr(stream, "send_nowait", None)  # shared.tls_socket's
         self.switched = False  # a 101 handed the socket to a byte relay
         self.closing = False  # the edge drains: answer what is in progress with `Connection: close`
         self._between_requests = trio.CancelScope(relative_deadline=limits.request_head_timeout)
@@ -267,8 +268,11 @@ class Http1Connection:
             return data
         raise trio.TooSlowError
 
-    async def send_bytes(self, data: bytes) -> None:
-        """Write `data` (nothing for b"")."""
+    async def send_bytes(self, data: bytes | memoryview) -> None:
+        """Write `data` (nothing for b""): what the socket takes at once without a wait (over
+        TLS: no timer, no checkpoint; the loop's next read is one), the rest within the send timeout."""
+        if data and self._send_nowait is not None and (sent := self._send_nowait(data)):
+            data = memoryview(data)[sent:]  # no copy of a large rest
         if data:
             with _deadline(self.limits.send_timeout) as scope:
                 await self.stream.send_all(data)

@@ -73,3 +73,19 @@ async def test_a_reader_on_a_socket_that_never_waits_still_lets_other_tasks_run(
         assert ran == [True]
     await first.aclose()
     await second.aclose()
+
+
+async def test_send_nowait_takes_what_the_socket_takes_and_no_more():
+    first, second = await stream_pair()
+    assert first.send_nowait(b"now") == 3
+    assert await second.receive_some() == b"now"
+    (clogged, _) = await clogged_stream_pair()
+    assert clogged.send_nowait(b"y" * 10000) == 0  # full: nothing taken, nothing waited for
+    await first.send_eof()
+    with pytest.raises(trio.ClosedResourceError):
+        first.send_nowait(b"after the FIN")
+    sender, receiver = await stream_pair()
+    await receiver.aclose()
+    with pytest.raises(trio.BrokenResourceError):
+        for _ in range(100):
+            sender.send_nowait(b"x" * 65536)

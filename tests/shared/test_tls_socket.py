@@ -180,3 +180,26 @@ async def test_a_task_reading_a_stream_that_never_waits_still_lets_others_run():
     # apart when trio runs the ticker first in one scheduling batch and last in the next)
     assert len(ticks) >= MESSAGES // 2
     assert all(b - a <= 2 for a, b in zip(ticks, ticks[1:])), ticks
+
+
+async def test_send_nowait_takes_what_the_socket_takes_and_send_all_the_rest_arrives_whole_in_order():
+    client, server = await tls_socket_pair()
+    assert client.send_nowait(b"small") == 5
+    assert await server.receive_some(1024) == b"small"
+    big = os.urandom(16 * 1024 * 1024)  # more than the socket buffers hold while nobody reads
+    sent = client.send_nowait(big)
+    assert sent < len(big)  # OpenSSL may have written records yet report none: the retry carries on
+    received = bytearray()
+
+    async def read_all() -> None:
+        while len(received) < len(big):
+            received.extend(await server.receive_some(256 * 1024))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read_all)
+        await client.send_all(memoryview(big)[sent:])  # the same bytes OpenSSL was refused, then the rest
+    assert received == big
+    await client.aclose()
+    with pytest.raises(trio.ClosedResourceError):
+        client.send_nowait(b"late")
+    await server.aclose()
