@@ -68,6 +68,8 @@ def _content_length(headers: Headers) -> tuple[Headers, int | None]:
     values = [value for name, value in headers if name == b"content-length"]
     if not values:
         return headers, None
+    if len(values) == 1 and values[0].isdigit() and len(values[0]) <= 20:  # nearly always: one plain value
+        return headers, int(values[0])
     lengths = {length.strip() for value in values for length in value.split(b",")}
     if len(lengths) != 1 or not CONTENT_LENGTH.fullmatch(length := lengths.pop()):
         raise ValueError(f"invalid Content-Length {values!r}")
