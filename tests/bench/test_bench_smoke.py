@@ -91,3 +91,20 @@ def test_transfer_bench_at_one_mib_prints_both_configurations_with_cpu_per_gib(t
     [burrow] = result["rounds"]["burrow"]
     for direction in ("download", "upload"):
         assert burrow[direction]["mbs"] > 0 and set(burrow[direction]) == {"mbs", "front_s_per_gib", "back_s_per_gib"}
+
+
+def test_floor_micro_measures_the_floor_beside_nginx_tls_and_burrow():
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "floor_micro.py"), "--rounds", "1", "--seconds", "1"],
+        capture_output=True, text=True, timeout=180, cwd=REPO,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {line.split()[0]: line.split()[1:] for line in done.stdout.splitlines()[2:]}
+    assert set(rows) == {"nginx-tls", "burrow", "floor"}, done.stdout
+    assert rows["nginx-tls"][:2] == [rows["nginx-tls"][0], "1.000"]
+    for name in ("burrow", "floor"):  # req/s, ratio, CPU µs per request of the two tunnel processes
+        rate, ratio, cpu = rows[name]
+        assert float(rate) > 0 and float(ratio) > 0 and float(cpu) > 0, done.stdout
+    bad = subprocess.run([sys.executable, str(REPO / "bench" / "floor_micro.py"), "--before", "/nonexistent"],
+                         capture_output=True, text=True, timeout=30, cwd=REPO)
+    assert bad.returncode == 2 and "no Burrow source there" in bad.stderr and "Traceback" not in bad.stderr
