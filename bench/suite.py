@@ -243,6 +243,14 @@ def workers_line(medians: dict, spreads: list[dict], pinned: bool) -> str:
             "supervisor's and the workers'; new TLS connections (serial, one worker at a time) are not measured for it.")
 
 
+def round_order(configs: list[str], round_index: int, rounds: int) -> list[str]:
+    """The configurations in the order round `round_index` measures them: each round starts
+    `len(configs) / rounds` further along, so that no configuration is always measured late
+    in a round (on a machine that slows down under sustained load, that would count against it)."""
+    start = round_index * len(configs) // rounds % len(configs) if configs else 0
+    return configs[start:] + configs[:start]
+
+
 def measure_dns(args: argparse.Namespace) -> dict:
     try:
         return dns_bench.run(args.dns_names, args.dns_seconds, args.rounds, check_queries=min(args.dns_names, 5000))
@@ -283,7 +291,7 @@ def run_suite(args: argparse.Namespace) -> dict:
             f.truncate(args.mb * MIB)
         p = Params(args.load_seconds, args.mb, args.rate, args.transfer_cap, client, upload_file)
         for round_index in range(args.rounds):
-            for config in selected:
+            for config in round_order(selected, round_index, args.rounds):
                 if config in skipped:
                     continue
                 print(f"round {round_index + 1}/{args.rounds}: {config} …", file=sys.stderr)

@@ -108,3 +108,14 @@ def test_floor_micro_measures_the_floor_beside_nginx_tls_and_burrow():
     bad = subprocess.run([sys.executable, str(REPO / "bench" / "floor_micro.py"), "--before", "/nonexistent"],
                          capture_output=True, text=True, timeout=30, cwd=REPO)
     assert bad.returncode == 2 and "no Burrow source there" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_each_round_starts_further_along_so_no_configuration_is_always_measured_late(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    from suite import round_order
+
+    orders = [round_order(CONFIGS, round_index, 3) for round_index in range(3)]
+    assert all(sorted(order) == sorted(CONFIGS) for order in orders)
+    for config in CONFIGS:  # three rounds: first, middle and last thirds each once
+        assert sorted(order.index(config) // 2 for order in orders) == [0, 1, 2], (config, orders)
+    assert round_order(CONFIGS, 0, 1) == CONFIGS and round_order(["burrow"], 2, 3) == ["burrow"]
