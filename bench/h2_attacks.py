@@ -281,6 +281,7 @@ def run(args: argparse.Namespace) -> list[Outcome]:
     lock = threading.Lock()
     started = 0
     first_wave_open = threading.Semaphore(0)
+    announced = threading.Event()  # "started" is out: outcomes may follow it
 
     def worker() -> None:
         nonlocal started
@@ -292,6 +293,7 @@ def run(args: argparse.Namespace) -> list[Outcome]:
                 started += 1
             outcome = attack_once(args.attack, target, stop, first_wave_open.release if first else lambda: None)
             first = False
+            announced.wait()  # a connection the edge cut off at once must not be reported before "started"
             with lock:
                 outcomes.append(outcome)
                 print(json.dumps(asdict(outcome)), flush=True)
@@ -304,6 +306,7 @@ def run(args: argparse.Namespace) -> list[Outcome]:
     for _ in threads:  # "started" once every first connection is through its handshake:
         first_wave_open.acquire(timeout=10)  # the attack in force, not a handshake burst
     print(json.dumps({"started": True}), flush=True)
+    announced.set()
     while any(thread.is_alive() for thread in threads):
         for thread in threads:
             thread.join(0.1)
