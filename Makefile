@@ -24,10 +24,10 @@ $(STAMP): pyproject.toml setup.py $(NATIVE_SOURCES)
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash deploy/demo.sh
 
-# Then the protocol and HTTP/1.1 tests again on the pure-Python modules the compiled ones replace (shared/native.py).
+# Then the protocol, HTTP/1.1, routing and stream-serving tests again on the pure-Python modules the compiled ones replace (shared/native.py).
 test: system-deps $(STAMP)
 	$(VENV)/bin/pytest -n 3 --dist loadfile
-	BURROW_PURE_PYTHON=1 $(VENV)/bin/pytest -q -n 3 --dist loadfile tests/shared tests/edge/visitors tests/connector/origins tests/e2e/test_http1_table.py
+	BURROW_PURE_PYTHON=1 $(VENV)/bin/pytest -q -n 3 --dist loadfile tests/shared tests/edge/visitors tests/edge/routing tests/connector/origins tests/connector/tunnel tests/e2e/test_http1_table.py
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/tunnel_bench.py

@@ -31,6 +31,9 @@ MODULES = (
     "shared.events", "shared.session_events", "shared.framing", "shared.protocol",  # the tunnel session
     "shared.http1_wire", "edge.visitors.http1_guard", "edge.visitors.http1_chunks", "edge.visitors.http1_parser",
     "connector.origins.http1_codec",  # HTTP/1.1 around llhttp: the visitor side and the origin side
+    "shared.aio", "shared.tunnel_stream", "shared.transport",  # the tunnel session's trio shell
+    "edge.visitors.http1_response", "edge.visitors.http1", "edge.routing.forwarded_headers", "edge.routing.proxy",
+    "connector.origins.http1", "connector.tunnel.streams",  # the request path around them, both sides
 )
 GROUP = "shared.cores"  # mypyc's runtime library of the group: shared/cores__mypyc.<abi>.so
 MANIFEST = "native_build.json"  # beside GROUP's library: {module: sha256 of the source compiled}

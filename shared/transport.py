@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import trio
 
@@ -72,7 +73,7 @@ class TunnelConnection:
         self.peer_draining = False
         self._handler: StreamHandler | None = None
         self._handler_nursery: trio.Nursery | None = None
-        self._dispatch = {
+        self._dispatch: dict[type, Callable[[Any], None]] = {
             session_events.StreamOpened: self._on_stream_opened,
             session_events.ResponseStarted: self._on_response,
             session_events.DataReceived: self._on_data,
@@ -160,7 +161,7 @@ class TunnelConnection:
     # Reader ---------------------------------------------------------------------
 
     async def _read_loop(self) -> None:
-        data = self._initial_data
+        data: bytes | bytearray = self._initial_data
         dispatch = self._dispatch
         while True:
             if data:
@@ -191,8 +192,10 @@ class TunnelConnection:
         self._handler_nursery.start_soon(self._run_handler, stream)
 
     async def _run_handler(self, stream: TunnelStream) -> None:
+        handler = self._handler
         try:
-            await self._handler(stream)
+            if handler is not None:  # (streams are only handed over while there is one)
+                await handler(stream)
         except ProtocolError as exc:
             log.debug("stream.failed stream=%d error=%s", stream.stream_id, exc)
         except Exception:
@@ -237,8 +240,8 @@ class TunnelConnection:
 
     def _on_window(self, event: session_events.WindowOpened) -> None:
         if event.stream_id == 0:
-            for stream in self._streams.values():
-                stream._writable.fire()
+            for each in self._streams.values():
+                each._writable.fire()
         elif (stream := self._streams.get(event.stream_id)) is not None:
             stream._writable.fire()
 

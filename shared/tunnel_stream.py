@@ -14,6 +14,7 @@ from shared.aio import Signal
 from shared.errors import ProtocolError
 from shared.events import Headers, RequestHead, ResponseHead
 from shared.framing import MAX_FRAME_SIZE
+from shared.protocol import KIND_HTTP
 
 if TYPE_CHECKING:
     from shared.transport import TunnelConnection
@@ -44,8 +45,8 @@ class TunnelStream:
         self,
         connection: TunnelConnection,
         stream_id: int,
-        head: RequestHead | None = None,
-        kind: bytes = protocol.KIND_HTTP,
+        head: RequestHead,
+        kind: bytes = KIND_HTTP,
     ):
         self.connection = connection
         self.stream_id = stream_id
@@ -124,7 +125,7 @@ class TunnelStream:
             connection._take_output()  # credit goes out only once enough was acknowledged
         return data
 
-    async def send(self, data: bytes) -> None:
+    async def send(self, data: bytes | bytearray | memoryview) -> None:
         """Send body bytes, waiting for flow-control credit. Frames of a larger chunk are
         views of it, copied once, when the writer joins its output."""
         session = self.connection.session

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from typing import Any
 
 import trio
 
@@ -24,9 +25,11 @@ from shared.aio import single_errors
 from shared.errors import ProtocolError
 from shared.events import RequestHead, ResponseHead, end_to_end
 from shared.http1_wire import BodyFraming
-from shared.tunnel_stream import TunnelStream
 
 log = logging.getLogger(__name__)
+# What the origin side answers into: a TunnelStream, or the ingress rule's edits around one
+# (connector/ingress/edits.py). Compiled code checks an argument's declared class: this one is any.
+OriginBound = Any
 
 READ_SIZE = 64 * 1024  # a response head
 BODY_READ_SIZE = 256 * 1024  # a response body: one scheduling step per 256 KiB, as the tunnel's reads
@@ -145,7 +148,7 @@ class OriginPool:
             _close_quietly(connection)
 
     async def forward(
-        self, stream: TunnelStream, service: Origin, options: OriginRequest, visitor: Address | None = None
+        self, stream: OriginBound, service: Origin, options: OriginRequest, visitor: Address | None = None
     ) -> None:
         """Send the stream's request to the origin and stream its response back (`visitor`: for proxyProtocol)."""
         head = stream.head
@@ -176,13 +179,13 @@ class OriginPool:
             raise
         await self._finish(stream, key, options, connection)
 
-    async def _finish(self, stream: TunnelStream, key, options: OriginRequest, connection: OriginConnection) -> None:
+    async def _finish(self, stream: OriginBound, key, options: OriginRequest, connection: OriginConnection) -> None:
         """Pool the connection *before* ending the stream, so that the visitor's next request finds it."""
         self.give_back(key, options, connection)
         await stream.end()
 
     async def _exchange(
-        self, stream: TunnelStream, connection: OriginConnection, request: Request, body: bytes | None
+        self, stream: OriginBound, connection: OriginConnection, request: Request, body: bytes | None
     ) -> None:
         has_body = stream.head.has_body
         try:  # a bodiless request ends now, not in a task the response could overtake
@@ -199,7 +202,7 @@ class OriginPool:
                     nursery.cancel_scope.cancel()
 
 
-async def _relay_response(stream: TunnelStream, connection: OriginConnection) -> None:
+async def _relay_response(stream: OriginBound, connection: OriginConnection) -> None:
     """The origin's response, head and body, into the tunnel stream (which `_finish` ends)."""
     await connection.read_head()
     status = connection.reader.status
@@ -209,7 +212,7 @@ async def _relay_response(stream: TunnelStream, connection: OriginConnection) ->
         await stream.send(chunk)
 
 
-async def _upload(stream: TunnelStream, connection: OriginConnection, body: bytes | None) -> None:
+async def _upload(stream: OriginBound, connection: OriginConnection, body: bytes | None) -> None:
     if body is not None:
         if body:
             await connection.send_body(body)
@@ -224,7 +227,7 @@ def _must_buffer(head: RequestHead, options: OriginRequest) -> bool:
     return options.disable_chunked_encoding and head.has_body and head.header(b"content-length") is None
 
 
-async def _buffered_body(stream: TunnelStream) -> bytes:
+async def _buffered_body(stream: OriginBound) -> bytes:
     body = bytearray()
     while chunk := await stream.receive():
         body += chunk

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import replace
+from typing import Any, cast
 
 import trio
 
@@ -26,7 +27,7 @@ from connector.ingress.services import (
 from connector.origins.balancer import Balancers
 from connector.origins.errors import NoHealthyOrigin
 from connector.origins.hello import hello_page
-from connector.origins.http1 import OriginPool
+from connector.origins.http1 import OriginBound, OriginPool
 from connector.origins.http2 import forward_h2
 from connector.origins.private import PrivateDialer
 from connector.origins.proxy_protocol import Address
@@ -158,12 +159,12 @@ class StreamServer:
             await _send_whole(stream, *error_page(status, "connector", str(exc)))
 
 
-    async def _forward(self, stream: TunnelStream, rule: Rule, upgrade: bool, visitor: Address | None) -> None:
+    async def _forward(self, stream: OriginBound, rule: Rule, upgrade: bool, visitor: Address | None) -> None:
         if upgrade:
             await serve_upgrade(stream, rule, self.pool, visitor)
         else:
             forward = forward_h2 if rule.origin_request.http2_origin else self.pool.forward
-            await forward(stream, rule.service, rule.origin_request, visitor)
+            await forward(stream, cast(Any, rule.service), rule.origin_request, visitor)
 
 
 def visitor_address(head: RequestHead) -> Address | None:
@@ -181,7 +182,7 @@ def request_id(stream: TunnelStream) -> str:
 
 
 def _needs_access(rule: Rule, authority: bytes) -> str:
-    service: TcpService = rule.service
+    service: Any = rule.service  # a TcpService (ssh://, tcp://, …): no HTTP rule reaches here
     host = normalize_host(authority.decode("latin-1"))
     command = "ssh" if service.scheme == "ssh" else "tcp"
     return (

@@ -11,7 +11,7 @@ import os
 import re
 import time
 from dataclasses import replace
-from typing import Protocol
+from typing import Any, Protocol, cast
 
 import trio
 
@@ -93,7 +93,7 @@ class MeteredExchange:
         self.bytes_out += len(data)
 
     async def switch_protocols(self, head: ResponseHead):
-        switched = await self._inner.switch_protocols(head)
+        switched = await cast(Any, self._inner).switch_protocols(head)
         self.status = 101  # the origin's 101, also when HTTP/2 tells the visitor 200 (RFC 8441)
         return switched
 
@@ -139,7 +139,7 @@ class Proxy:
         self.api_app = api_app
         self.api_hosts = api_hosts
         self.metrics = metrics
-        self.peers = None  # edge.workers.peers.Peers: other workers' sessions, for a tunnel with none here
+        self.peers: Any = None  # edge.workers.peers.Peers: other workers' sessions, for a tunnel with none here
 
     def serves(self, host: str) -> bool:
         """True for a (normalized) hostname the edge answers over HTTPS: its API or a routed one."""
@@ -203,9 +203,9 @@ class Proxy:
             if exchange.response_started:  # too late for a 413: end the visitor's connection (HTTP/1.1) or stream (HTTP/2)
                 raise trio.BrokenResourceError(f"request body over the limit of {host}") from None
             await send_page(exchange, 413, "edge", f"the request body is larger than {host} accepts ({max_body} bytes)")
-        except TunnelBusy as exc:
+        except TunnelBusy as busy:  # (a name of its own: compiled, one name has one type)
             log.debug("request.busy host=%s", host)  # debug: a flood must not become a flood of log lines
-            await send_page(exchange, exc.status, "edge", f"the tunnel for {host} is busy; retry", ((b"retry-after", str(BUSY_RETRY_AFTER).encode()),))
+            await send_page(exchange, busy.status, "edge", f"the tunnel for {host} is busy; retry", ((b"retry-after", str(BUSY_RETRY_AFTER).encode()),))
         except TunnelUnavailable:
             await send_page(exchange, 502, "edge", f"the tunnel for {host} has no connector")
         except BurrowError as exc:
@@ -305,7 +305,7 @@ async def _download(exchange: Exchange, stream: TunnelStream) -> None:
         try:
             await _pass_on(exchange, stream, response)
         except Exception:
-            await exchange.release()  # as without `hold`: the response up to the failure
+            await cast(Any, exchange).release()  # as without `hold`: the response up to the failure
             raise
     else:
         await _pass_on(exchange, stream, response)
@@ -342,8 +342,9 @@ async def forward_upgrade(exchange: Exchange, connection, head: RequestHead) -> 
             await exchange.end()
             await stream.end()
             return
-        raw, first = await exchange.switch_protocols(response)
-        log.debug("upgrade.switched host=%s protocol=%s", head.authority.decode("latin-1"), exchange.upgrade)
+        upgradable = cast(Any, exchange)  # an adapter's exchange that asked to upgrade
+        raw, first = await upgradable.switch_protocols(response)
+        log.debug("upgrade.switched host=%s protocol=%s", head.authority.decode("latin-1"), upgradable.upgrade)
         await relay(raw, stream, first)
 
 

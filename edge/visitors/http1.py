@@ -198,7 +198,8 @@ class Http1Connection:
             self._between_requests = trio.CancelScope(relative_deadline=self.limits.keepalive_timeout)
             if request is None:
                 return
-            exchange = Http1Exchange(self, request, self.reader.head.http10)
+            checked = self.reader.head
+            exchange = Http1Exchange(self, request, checked is not None and checked.http10)
             try:
                 await handle(exchange)
                 await self._discard_unread_body(exchange)
@@ -207,8 +208,8 @@ class Http1Connection:
                 if not exchange.response_started:
                     await self._refuse(400, str(exc))
                 return
-            except trio.TooSlowError as exc:
-                log.debug("http1.aborted client=%s error=%s", self.client[0], exc)
+            except trio.TooSlowError as slow:  # (a name of its own: compiled, `exc` is a `Refused`)
+                log.debug("http1.aborted client=%s error=%s", self.client[0], slow)
                 return
             if self.switched or not (exchange.reusable and self.reader.body_done):
                 return
@@ -243,7 +244,7 @@ class Http1Connection:
             raise Refused(421, "the Host does not match the TLS server name")
         return self._request_head(checked)
 
-    async def _receive(self) -> bytes:
+    async def _receive(self) -> bytes | bytearray:
         data = await self.stream.receive_some(self.limits.read_size)
         if data:
             self.reader.feed(data)
