@@ -21,6 +21,7 @@ import re
 import sys
 import threading
 import time
+from collections import deque
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -174,7 +175,7 @@ class AccessLog:
         self._logger = logger
         self._handler = handler
         self._format = handler.formatter.access_line  # type: ignore[union-attr]
-        self._lines: list[str] = []
+        self._lines: deque[str] = deque()  # appended by the logging task, taken by the writer thread
         self._pending = threading.Event()
         self._closed = False
         self._writer = threading.Thread(target=self._write_batches, name=f"{logger} writer", daemon=True)
@@ -187,8 +188,10 @@ class AccessLog:
 
     def flush(self) -> None:
         """Write the buffered lines now."""
-        self._pending.clear()
-        lines, self._lines = self._lines, []  # a line added meanwhile sets `_pending` again
+        self._pending.clear()  # a line added from here on sets it again
+        lines = []
+        while self._lines:  # deque's append and popleft are atomic: no line is lost between threads
+            lines.append(self._lines.popleft())
         if lines:
             with self._handler.lock:  # type: ignore[union-attr]
                 stream = self._handler.stream

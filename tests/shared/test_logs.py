@@ -140,9 +140,9 @@ def test_json_access_lines_match_the_json_formatter():
                                 "event": "access", "status": 502, "path": "/a b"}
 
 
-def test_buffered_access_lines_are_written_at_exit(tmp_path):
+def test_buffered_access_lines_are_written_at_exit_none_lost_to_the_writer_thread(tmp_path):
     access = tmp_path / "access.log"
     code = ("import logging; from shared import logs; logs.configure('info', None, 'text', %r);"
-            "[logs.log_access(logging.getLogger(logs.ACCESS_LOGGER), {'n': n}) for n in range(500)]") % str(access)
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
-    assert [line.rsplit("=", 1)[1] for line in access.read_text().splitlines()] == [str(n) for n in range(500)]
+            "[logs.log_access(logging.getLogger(logs.ACCESS_LOGGER), {'n': n}) for n in range(20000)]") % str(access)
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)  # the thread writes batches meanwhile
+    assert [line.rsplit("=", 1)[1] for line in access.read_text().splitlines()] == [str(n) for n in range(20000)]
