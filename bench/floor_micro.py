@@ -199,6 +199,8 @@ def main() -> int:
     if args.serve:
         serve(args.serve, args.port, args.tunnel_port, args.origin_port, args.certs)
         return 0
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     if args.before and not (args.before / "shared" / "transport.py").is_file():
         parser.error(f"--before {args.before}: no Burrow source there (shared/transport.py)")
     seconds = max(1, min(args.seconds, 10))
@@ -231,7 +233,7 @@ def main() -> int:
                 rate, note = figures.small_get_h1(front, params)
                 if not rate or note:
                     print(f"{name}: {note or 'no answers'}", file=sys.stderr)
-                    for log in sorted(tmp.glob(f"{name}-*.log")):
+                    for log in sorted([*tmp.glob(f"{name}-*.log"), *(tmp / name).glob("*.log")]):  # floor's, a Burrow's
                         print(f"{log.name}:\n{log.read_text()[-2000:]}", file=sys.stderr)
                     return 1
                 rates[name].append(rate)

@@ -108,6 +108,9 @@ def test_floor_micro_measures_the_floor_beside_nginx_tls_and_burrow():
     bad = subprocess.run([sys.executable, str(REPO / "bench" / "floor_micro.py"), "--before", "/nonexistent"],
                          capture_output=True, text=True, timeout=30, cwd=REPO)
     assert bad.returncode == 2 and "no Burrow source there" in bad.stderr and "Traceback" not in bad.stderr
+    none = subprocess.run([sys.executable, str(REPO / "bench" / "floor_micro.py"), "--rounds", "0"],
+                          capture_output=True, text=True, timeout=30, cwd=REPO)
+    assert none.returncode == 2 and "--rounds must be at least 1" in none.stderr
 
 
 def test_each_round_starts_further_along_so_no_configuration_is_always_measured_late(monkeypatch):
