@@ -59,6 +59,7 @@ def main() -> int:
     parser.add_argument("--upload", action="store_true", help="one curl upload of a 256 MiB file instead (figures per MB)")
     parser.add_argument("--svg", action="store_true", help="also record flame graphs (a second, separate load)")
     parser.add_argument("--gil", action="store_true", help="sample only while holding the GIL (leaves out time in syscalls)")
+    parser.add_argument("--native", action="store_true", help="also sample C frames: the compiled modules' own functions, OpenSSL, llhttp (pauses the processes per sample)")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "profile")
     args = parser.parse_args()
@@ -86,7 +87,7 @@ def main() -> int:
         shape = (["-c", "10", "-m", "10"] if args.h2 else ["--h1", "-c", "50"]) + ["-D", str(args.seconds)]
         formats = [("raw", "txt")] + ([("flamegraph", "svg")] if args.svg else [])
         for fmt, ext in formats:
-            spies = [subprocess.Popen([py_spy, "record", "--nonblocking", *(["--gil"] if args.gil else []), "-r", str(RATE_HZ), "-d", str(args.seconds + 1),
+            spies = [subprocess.Popen([py_spy, "record", *(["--native"] if args.native else ["--nonblocking"]), *(["--gil"] if args.gil else []), "-r", str(RATE_HZ), "-d", str(args.seconds + 1),
                                        "-f", fmt, "-o", str(args.out / f"{name}.{ext}"), "--pid", str(pid)],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for name, pid in pids.items()]
             cpu_before = {name: figures.cpu_seconds([pid]) for name, pid in pids.items()}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import gc
 import json
 import logging
 import socket
@@ -45,6 +44,7 @@ from edge.visitors.https import ALPN, FrontendOptions, HttpsFrontend, harden
 from edge.visitors.public_ports import PublicPorts
 from edge.visitors.udp_port import FlowLimits
 from edge.workers.peers import Peers
+from shared import heap
 from shared.aio import single_errors
 from shared.crypto import TUNNEL_ALPN
 from shared.edge_config import EdgeConfig
@@ -377,8 +377,7 @@ async def serve(
                 listening["https"], listening["tunnel"], ",".join(cfg.zones), edge_id, cfg.name, registry.dialect.name, stale,
             )
             task_status.started(addresses)
-            gc.collect()
-            gc.freeze()  # what start-up built lives as long as the edge: full collections skip it (shorter pauses)
+            heap.settle()
             if shutdown is not None:
                 await shutdown.wait()
                 accepting.cancel()
@@ -388,5 +387,5 @@ async def serve(
                 await trio.to_thread.run_sync(membership.leave)  # out of every edge's DNS at their next heartbeat
                 nursery.cancel_scope.cancel()
     finally:
-        gc.unfreeze()
+        heap.release()
         registry.close()

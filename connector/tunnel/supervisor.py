@@ -19,7 +19,7 @@ from connector.egress.proxies import ProxyChoice
 from connector.tunnel.connection import DialLimits, open_tunnel_connection
 from connector.tunnel.edges import EdgeChooser
 from connector.tunnel.metrics import ConnectorMetrics
-from shared import edge_news
+from shared import edge_news, heap
 from shared.credentials import Credentials
 from shared.errors import AuthError, BurrowError
 from shared.events import ResponseHead
@@ -73,11 +73,15 @@ class Supervisor:
 
         The first connection registers before the others dial, so they know every live edge.
         """
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._rebalance)
-            await nursery.start(self._keep_up, 0)
-            for index in range(1, self.ha_connections):
-                nursery.start_soon(self._keep_up, index)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._rebalance)
+                await nursery.start(self._keep_up, 0)
+                heap.settle()  # start-up is over: what it built lives as long as the connector
+                for index in range(1, self.ha_connections):
+                    nursery.start_soon(self._keep_up, index)
+        finally:
+            heap.release()
 
     async def drain(self, grace: float) -> None:
         """Announce a drain on every connection and let open streams finish."""
