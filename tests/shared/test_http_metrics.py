@@ -39,3 +39,23 @@ def test_request_metrics_count_under_the_prefix_with_bounded_hosts():
     assert value("burrow_x_request_duration_seconds_bucket", host="a.test", le="1.0") == 1
     assert value("burrow_x_request_bytes_total", host="a.test") == 15
     assert value("burrow_x_response_bytes_total", host="other") == 7
+
+
+def test_request_metrics_expose_cumulative_le_buckets_and_created_times():
+    registry = CollectorRegistry()
+    m = RequestMetrics(registry, "burrow_x", "peers")
+    for seconds in (0.005, 0.0051, 100.0):  # on a bound, just above it, beyond the last
+        m.observe("a.test", 200, seconds, 0, 0)
+
+    def value(name, **labels):
+        return registry.get_sample_value(name, {"host": "a.test", **labels})
+
+    assert value("burrow_x_request_duration_seconds_bucket", le="0.005") == 1
+    assert value("burrow_x_request_duration_seconds_bucket", le="0.01") == 2
+    assert value("burrow_x_request_duration_seconds_bucket", le="60.0") == 2
+    assert value("burrow_x_request_duration_seconds_bucket", le="+Inf") == 3
+    assert value("burrow_x_request_duration_seconds_count") == 3
+    assert value("burrow_x_request_duration_seconds_sum") == pytest.approx(100.0101)
+    for created in ("burrow_x_request_duration_seconds_created", "burrow_x_request_bytes_created"):
+        assert value(created) > 0
+    assert value("burrow_x_requests_created", status_class="2xx") > 0
