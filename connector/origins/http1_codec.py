@@ -60,6 +60,8 @@ class ResponseReader:
         self._body: list[bytes] = []
         self._fields: list[tuple[bytes, bytes]] = []
         self._until_close = False
+        self._length_left = 0  # of a Content-Length body: past its first read, counted here without llhttp
+        self._keep_alive = False  # what llhttp said of the connection when the head ended
         self._invalid = ""
         self._extra = False  # bytes where the response had none
         if self._llhttp is None:
@@ -68,6 +70,9 @@ class ResponseReader:
     def feed(self, received: bytes | bytearray | memoryview) -> None:
         """Read bytes from the origin; InvalidResponse for a response llhttp or the checks refuse."""
         data = received if type(received) is bytes else bytes(received)
+        if self._llhttp is None and self._length_left:
+            self._count_body(data)
+            return
         try:
             self._llhttp.feed_data(data)  # type: ignore[union-attr]
         except httptools.HttpParserUpgrade as exc:
@@ -83,6 +88,20 @@ class ResponseReader:
             self._llhttp = None  # it expects the body a GET would get: a fresh one for the next
         if self._extra:
             self.reusable = False
+        if self._length_left and self.head_done and not self.done:
+            self._llhttp = None  # the rest of the body is counted, not parsed (and not copied by llhttp)
+
+    def _count_body(self, data: bytes) -> None:
+        """Body bytes of a Content-Length response past its first read: each read taken as it
+        is, where llhttp would scan it and copy it into a new bytes object."""
+        left = self._length_left
+        if len(data) > left:  # bytes after the response: the connection is not reused
+            data, self._extra = data[:left], True
+        self._body.append(data)
+        self._length_left = left - len(data)
+        if not self._length_left:
+            self.done = True
+            self.reusable = self._keep_alive and not self._extra
 
     def eof(self) -> None:
         """The origin closed the connection: the end of a body without a length."""
@@ -117,7 +136,12 @@ class ResponseReader:
             self._invalid = "a Transfer-Encoding other than chunked"
         self.status, self.headers, self.head_done = status, tuple(fields), True
         bodiless = self._method == b"HEAD" or status in (204, 304)
-        self._until_close = not bodiless and not encodings and all(name != b"content-length" for name, _ in fields)
+        lengths = [value for name, value in fields if name == b"content-length"]
+        self._until_close = not bodiless and not encodings and not lengths
+        if not bodiless and not encodings and len(lengths) == 1 and status != 101:  # (llhttp checked its digits)
+            self._length_left = int(lengths[0])
+        llhttp = self._llhttp
+        self._keep_alive = llhttp.should_keep_alive() and llhttp.get_http_version() == "1.1"  # type: ignore[union-attr]
         if self._method == b"HEAD":
             self._complete()
 
@@ -126,6 +150,8 @@ class ResponseReader:
             self._extra = True
         else:
             self._body.append(data)
+            if self._length_left:  # (a Content-Length body)
+                self._length_left -= len(data)
 
     def on_message_complete(self) -> None:
         if self.head_done and not self.done:
@@ -133,5 +159,4 @@ class ResponseReader:
 
     def _complete(self) -> None:
         self.done = True
-        llhttp = self._llhttp
-        self.reusable = llhttp.should_keep_alive() and llhttp.get_http_version() == "1.1" and self.status != 101  # type: ignore[union-attr]
+        self.reusable = self._keep_alive and self.status != 101

@@ -43,6 +43,35 @@ def test_a_response_to_head_ends_with_its_head_and_the_connection_is_reused():
     assert reader.take_body() == b"ok"
 
 
+LONG_HEAD = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "pieces, reusable",
+    [
+        ([LONG_HEAD + b"0123", b"45", b"6789"], True),  # past the first read, counted without llhttp
+        ([LONG_HEAD, b"0123456789"], True),
+        ([LONG_HEAD + b"01", b"23456789junk"], False),  # bytes after the response
+        ([LONG_HEAD.replace(b"OK", b"OK\r\nConnection: close"), b"0123456789"], False),
+    ],
+    ids=["pieces", "head-then-body", "bytes-after", "connection-close"],
+)
+def test_a_content_length_body_read_after_its_head(pieces, reusable):
+    reader = read(*pieces)
+    assert reader.done and reader.take_body() == b"0123456789" and reader.reusable is reusable
+    if reusable:
+        reader.start(b"GET")
+        reader.feed(OK)
+        assert reader.take_body() == b"ok" and reader.done
+
+
+def test_a_content_length_body_cut_by_the_close_is_not_done():
+    reader = read(LONG_HEAD + b"01", b"234")
+    assert not reader.done and reader.take_body() == b"01234"
+    reader.eof()
+    assert not reader.done
+
+
 def test_a_body_without_length_ends_at_the_close_and_the_connection_with_it():
     reader = read(b"HTTP/1.1 200 OK\r\n\r\nsome", b" more")
     assert not reader.done and reader.take_body() == b"some more"
