@@ -210,7 +210,7 @@ class Http1Connection:
                         log.info("http1.refused client=%s status=%d reason=%s", self.client[0], exc.status, exc.reason)
                         await self._refuse(exc.status, exc.reason)
                         return
-                    if request is None or idle.cancel_called:  # closed, or the timeout came with the head: as if first
+                    if request is None or idle.cancel_called:  # closed, or the deadline passed as the head came: the timeout wins
                         return
                     self._waiting = False
                     timers.set(timer, math.inf)
