@@ -39,25 +39,47 @@ class _Message:
         return None
 
 
-@dataclass(frozen=True, slots=True)
+# The heads and the session's events are values: never assigned once built. They are not
+# `frozen` dataclasses, and each writes its own `__init__`: compiled, a dataclass's generated
+# `__init__` runs as Python (a frozen one sets each field through `object.__setattr__`),
+# ≈ 0.7 µs a RequestHead against ≈ 0.1 µs for a compiled one, several times a request.
+
+
+@dataclass(slots=True, init=False)
 class RequestHead(_Message):
     """A request as the edge received it from a visitor."""
 
     method: bytes
     target: bytes  # path and query, as sent
     authority: bytes  # the Host, with any port
-    scheme: bytes = b"https"
-    headers: Headers = ()
-    has_body: bool = False
+    scheme: bytes
+    headers: Headers
+    has_body: bool
+
+    def __init__(
+        self, method: bytes, target: bytes, authority: bytes, scheme: bytes = b"https", headers: Headers = (),
+        has_body: bool = False,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.authority = authority
+        self.scheme = scheme
+        self.headers = headers
+        self.has_body = has_body
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False)
 class ResponseHead(_Message):
     """A response status line and headers."""
 
     status: int
-    headers: Headers = ()
-    has_body: bool = True
+    headers: Headers
+    has_body: bool
+
+    def __init__(self, status: int, headers: Headers = (), has_body: bool = True) -> None:
+        self.status = status
+        self.headers = headers
+        self.has_body = has_body
 
 
 def end_to_end(headers: Headers) -> Headers:
