@@ -23,7 +23,7 @@ from typing import Any
 import trio
 
 from shared import protocol, session_events
-from shared.aio import Signal, single_errors
+from shared.aio import Signal, TaskPool, single_errors
 from shared.errors import ProtocolError
 from shared.events import RequestHead
 from shared.tunnel_stream import CLEANUP_TIMEOUT, StreamRefused, StreamResetError, TunnelStream
@@ -72,7 +72,7 @@ class TunnelConnection:
         self.draining = False
         self.peer_draining = False
         self._handler: StreamHandler | None = None
-        self._handler_nursery: trio.Nursery | None = None
+        self._handlers: TaskPool | None = None  # runs `_handler` on each stream the peer opens
         self._dispatch: dict[type, Callable[[Any], None]] = {
             session_events.StreamOpened: self._on_stream_opened,
             session_events.ResponseStarted: self._on_response,
@@ -109,7 +109,7 @@ class TunnelConnection:
         try:
             with single_errors():
                 async with trio.open_nursery() as nursery:
-                    self._handler_nursery = nursery
+                    self._handlers = TaskPool(nursery, self._run_handler)
                     nursery.start_soon(self._keepalive)
                     nursery.start_soon(self._writer)
                     await self._read_loop()
@@ -182,14 +182,14 @@ class TunnelConnection:
                 raise ProtocolError("tunnel connection closed by the peer")
 
     def _on_stream_opened(self, event: session_events.StreamOpened) -> None:
-        if self._handler is None or self._handler_nursery is None or (self.draining and self._drain_acked.is_set()):
+        if self._handler is None or self._handlers is None or (self.draining and self._drain_acked.is_set()):
             # no handler, or opened after the peer acknowledged our drain: refused, never processed
             self.session.reset_stream(event.stream_id, protocol.REFUSED_STREAM)
             return
         stream = TunnelStream(self, event.stream_id, event.head, event.kind)
         stream.remote_closed = not event.head.has_body and event.kind in protocol.ANSWERED_KINDS
         self._streams[event.stream_id] = stream
-        self._handler_nursery.start_soon(self._run_handler, stream)
+        self._handlers.submit(stream)
 
     async def _run_handler(self, stream: TunnelStream) -> None:
         handler = self._handler
