@@ -4,6 +4,11 @@ trio's `SocketStream` goes through its socket wrapper for every call (an async c
 manager around the attempt, a helper that retries, a wrapper per method): several Python
 layers per receive. `PlainSocketStream` makes the attempt itself and waits for the socket
 only when it would block, with the same checkpoints and errors as `SocketStream`.
+
+A receive that follows an answer (a send after a receive that took all there was: a
+request passed on, a response written) waits for the socket first: the peer's next bytes
+are its reply, which cannot be there yet, and a receive tried first would only fail
+(`BlockingIOError`) before waiting all the same.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ class PlainSocketStream(trio.abc.HalfCloseableStream):
         self._receiving = False
         self._closed = False
         self.eof_sent = False
+        self._took_all = False  # the last receive got fewer bytes than it asked for
+        self._answered = False  # sent since a receive that took all: wait before the next receive
 
     @classmethod
     def take(cls, stream: trio.SocketStream) -> PlainSocketStream:
@@ -40,7 +47,10 @@ class PlainSocketStream(trio.abc.HalfCloseableStream):
             raise ValueError("max_bytes must be >= 1")
         self._receiving = True
         try:
-            return await self._retry(trio.lowlevel.wait_readable, self.socket.recv, size)
+            wait_first, self._answered = self._answered, False
+            data = await self._retry(trio.lowlevel.wait_readable, self.socket.recv, size, wait_first=wait_first)
+            self._took_all = len(data) < size
+            return data
         finally:
             self._receiving = False
 
@@ -98,6 +108,7 @@ class PlainSocketStream(trio.abc.HalfCloseableStream):
         if self._closed:
             raise trio.ClosedResourceError("this socket stream is closed")
         self._sending = True
+        self._answered = self._took_all
 
     async def aclose(self) -> None:
         self.close_forcefully()
@@ -110,13 +121,17 @@ class PlainSocketStream(trio.abc.HalfCloseableStream):
             trio.lowlevel.notify_closing(self.socket)
             self.socket.close()
 
-    async def _retry(self, wait, operation, *args):
-        """`operation(*args)`, waiting with `wait` while the socket would block; a checkpoint
-        as trio's socket calls are (one that waited has let others run already)."""
+    async def _retry(self, wait, operation, *args, wait_first: bool = False):
+        """`operation(*args)`, waiting with `wait` while the socket would block (and before
+        the first attempt, with `wait_first`); a checkpoint as trio's socket calls are (one
+        that waited has let others run already)."""
         if self._closed:
             raise trio.ClosedResourceError("this socket stream is closed")
-        await trio.lowlevel.checkpoint_if_cancelled()
-        waited = False
+        if wait_first:
+            await wait(self.socket)
+        else:
+            await trio.lowlevel.checkpoint_if_cancelled()
+        waited = wait_first
         while True:
             try:
                 result = operation(*args)

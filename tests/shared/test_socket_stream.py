@@ -89,3 +89,38 @@ async def test_send_nowait_takes_what_the_socket_takes_and_no_more():
     with pytest.raises(trio.BrokenResourceError):
         for _ in range(100):
             sender.send_nowait(b"x" * 65536)
+
+
+class CountingSocket(socket.socket):
+    """A socket that counts its `recv` calls."""
+
+    calls = 0
+
+    def recv(self, size, *flags):
+        self.calls += 1
+        return super().recv(size, *flags)
+
+
+async def test_a_receive_after_an_answer_waits_for_the_reply_instead_of_trying_first():
+    first, second = socket.socketpair()
+    counted = CountingSocket(fileno=first.detach())
+    stream, peer = PlainSocketStream(counted), PlainSocketStream(second)
+    await peer.send_all(b"request")
+    assert await stream.receive_some(100) == b"request"  # took all there was
+    await stream.send_all(b"answer")
+    async with trio.open_nursery() as nursery:
+
+        async def reply_later():
+            assert await peer.receive_some(100) == b"answer"
+            await trio.sleep(0.02)
+            await peer.send_all(b"reply")
+
+        nursery.start_soon(reply_later)
+        assert await stream.receive_some(100) == b"reply"
+    assert counted.calls == 2  # one recv each: none tried before the reply came (that one would block)
+    await peer.send_all(b"0123456789")
+    assert await stream.receive_some(4) == b"0123"  # a full read: the rest may be there
+    await stream.send_all(b"more?")
+    assert await stream.receive_some(100) == b"456789"  # read at once, not waited for
+    await stream.aclose()
+    await peer.aclose()

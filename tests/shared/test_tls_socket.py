@@ -203,3 +203,35 @@ async def test_send_nowait_takes_what_the_socket_takes_and_send_all_the_rest_arr
     with pytest.raises(trio.ClosedResourceError):
         client.send_nowait(b"late")
     await server.aclose()
+
+
+async def test_a_receive_after_an_answer_waits_for_the_reply_unless_the_last_read_was_full():
+    client, server = await tls_socket_pair()
+    recv = server.ssl_object.recv
+    calls = []
+
+    def counted(*args):
+        calls.append(args)
+        return recv(*args)
+
+    server.ssl_object.recv = counted
+    await client.send_all(b"request")
+    assert await server.receive_some(100) == b"request"
+    await server.send_all(b"answer")
+    async with trio.open_nursery() as nursery:
+
+        async def reply_later():
+            assert await client.receive_some(100) == b"answer"
+            await trio.sleep(0.02)
+            await client.send_all(b"reply")
+
+        nursery.start_soon(reply_later)
+        assert await server.receive_some(100) == b"reply"
+    assert len(calls) == 2  # no read tried (and failed) before the reply came
+    await client.send_all(b"0123456789")  # one record, read in part: the rest stays in OpenSSL
+    assert await server.receive_some(4) == b"0123"
+    await server.send_all(b"more?")
+    with trio.fail_after(2):  # the socket has nothing more: waiting for it would hang
+        assert await server.receive_some(100) == b"456789"
+    await client.aclose()
+    await server.aclose()
