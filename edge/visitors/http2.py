@@ -1,9 +1,10 @@
-"""HTTP/2 for visitors (h2): frames ⇄ `Exchange`, one task per stream.
+"""HTTP/2 for visitors (h2): frames ⇄ `Exchange`, one task per stream at a time.
 
 One reader loop feeds h2; tasks queue frames in h2 and every write goes
 through `_drain` under one lock, so frames queued meanwhile share a write;
 each request stream is served by a task in the connection's nursery calling
-the same handler as HTTP/1.1 (`Proxy.handle`). Request-body credit goes back
+the same handler as HTTP/1.1 (`Proxy.handle`); a task that finished its stream
+waits for the next one (`shared.aio.TaskPool`) rather than exiting. Request-body credit goes back
 to the client only once the handler asks for the next chunk, i.e. after it
 passed the previous one on. A stream error resets that stream only; a
 connection error sends GOAWAY and closes.
@@ -35,6 +36,7 @@ from edge.visitors.http2_fields import MalformedRequest, StrictDecoder, request_
 from edge.visitors.http2_guards import Flood, FrameMeter, Http2Limits, LeakyBucket, ResetRateGuard
 from edge.visitors.http2_send import ConnectionLost, Http2Writer
 from edge.visitors.http2_stream import Http2Exchange
+from shared.aio import Signal, TaskPool
 from shared.errors import BurrowError
 from shared.pages import error_page
 
@@ -42,6 +44,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_WINDOW = 65_535  # RFC 9113 §6.9.2: every window before SETTINGS or WINDOW_UPDATE
 CLEANUP_TIMEOUT = 1.0
+PARKED_STREAM_TASKS = 10  # finished stream tasks a connection keeps for its next streams (a browser's ~6-10 at once)
 LINGER_BYTES = 16 * 1024 * 1024  # read and dropped after an error GOAWAY, at most (socket buffers hold MBs)
 
 
@@ -99,7 +102,8 @@ class Http2Connection:
         self._frames = FrameMeter(limits)
         self._waiting: dict[int, tuple[Http2Exchange, Handler]] = {}  # streams not yet started, in order
         self._starts = LeakyBucket(self.limits.max_stream_starts, 1.0)  # streams started and not answered
-        self._has_waiting = trio.Event()
+        self._has_waiting = Signal()
+        self._stream_tasks: TaskPool | None = None  # runs `_serve_stream`; its tasks serve one stream after another
         self._dispatch: dict[type, Callable] = {
             h2.events.RequestReceived: self._on_request,
             h2.events.DataReceived: self._on_data,
@@ -117,6 +121,7 @@ class Http2Connection:
         self._deadline = trio.current_time() + self.limits.preface_timeout
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            self._stream_tasks = TaskPool(nursery, self._serve_stream, max_idle=PARKED_STREAM_TASKS)
             nursery.start_soon(self._start_streams)
             stop = await self._run()
             self._waiting.clear()
@@ -216,7 +221,7 @@ class Http2Connection:
             exchange.remote_closed = event.stream_ended is not None
         self._streams[stream_id] = exchange
         self._waiting[stream_id] = (exchange, functools.partial(_refuse, *problem) if problem else self._handle)
-        self._has_waiting.set()
+        self._has_waiting.fire()
         if self._requests >= self.limits.max_requests and self._last_stream is None:
             self._last_stream = stream_id
             self.writer.inject(GoAwayFrame(0, last_stream_id=stream_id, error_code=ErrorCodes.NO_ERROR).serialize())
@@ -285,16 +290,16 @@ class Http2Connection:
         until the reader handled the rest of its read: one reset in the same read never starts."""
         while True:
             if not self._waiting:
-                self._has_waiting = trio.Event()
                 await self._has_waiting.wait()
             elif delay := self._starts.wait(trio.current_time()):
                 await trio.sleep(delay)
             else:
                 self._starts.add(trio.current_time())
                 exchange, respond = self._waiting.pop(next(iter(self._waiting)))
-                self._nursery.start_soon(self._serve_stream, exchange, respond)
+                self._stream_tasks.submit((exchange, respond))
 
-    async def _serve_stream(self, exchange: Http2Exchange, respond: Handler) -> None:
+    async def _serve_stream(self, started: tuple[Http2Exchange, Handler]) -> None:
+        exchange, respond = started
         try:
             with exchange.scope:
                 await respond(exchange)
@@ -304,7 +309,7 @@ class Http2Connection:
             log.exception("http2.stream_failed client=%s stream=%d", self.client[0], exchange.stream_id)
         finally:
             self._forget(exchange)
-            if not self.writer.lost:
+            if not self.writer.lost and self.writer.queued():  # (`_forget` may queue a reset or credit)
                 with trio.CancelScope(shield=True, relative_deadline=CLEANUP_TIMEOUT):
                     try:
                         await self.writer.flush_soon()

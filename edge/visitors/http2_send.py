@@ -31,6 +31,7 @@ class Http2Writer:
         self._abort_connection = abort  # called when a write fails: it calls `abort` too
         self._lock = trio.Lock()
         self._write_scope: trio.CancelScope | None = None
+        self._send_nowait = getattr(stream, "send_nowait", None)  # TLSSocketStream's: what the socket takes now
         self._injected = bytearray()  # frames h2 cannot send while staying open: the graceful GOAWAY
         self._window_opened = trio.Event()
 
@@ -96,14 +97,20 @@ class Http2Writer:
     async def _drain(self) -> None:
         """Write everything queued; the caller holds the send lock.
 
-        Writes are shielded from stream cancellation (half a frame would break the
-        connection for every stream); only the send timeout or `abort` stops one.
+        What the socket takes at once goes without a timer (`send_nowait`, on TLS); the rest
+        is written shielded from stream cancellation (half a frame would break the
+        connection for every stream), and only the send timeout or `abort` stops it.
         """
         if self.lost:
             raise ConnectionLost("connection closed")
         while data := self._take():
-            scope = self._write_scope = trio.CancelScope(shield=True, relative_deadline=self.limits.send_timeout)
+            scope = None
             try:
+                if self._send_nowait is not None and (sent := self._send_nowait(data)):
+                    if sent == len(data):
+                        continue
+                    data = memoryview(data)[sent:]
+                scope = self._write_scope = trio.CancelScope(shield=True, relative_deadline=self.limits.send_timeout)
                 with scope:
                     await self.stream.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -116,6 +123,11 @@ class Http2Writer:
                     raise ConnectionLost("connection aborted during a write")
                 self._abort_connection()
                 raise ConnectionLost(f"write failed: {trio.TooSlowError()!r}")
+
+    def queued(self) -> bool:
+        """Whether anything waits to be written (h2's frames are moved behind the injected ones)."""
+        self._injected += self.h2.data_to_send()
+        return bool(self._injected)
 
     def _take(self) -> bytes:
         data = bytes(self._injected) + self.h2.data_to_send()
