@@ -71,9 +71,14 @@ def small_get_h2(front: Front, p: Params, h1_rate: float | None) -> tuple[float 
     if front.max_requests_per_conn is None:
         out, problem = _h2load(front, p, [*base, "-D", str(p.load_s)], h2=True)
     else:
-        count = int(min(front.max_requests_per_conn * 10, max(100, (h1_rate or 100) * p.load_s)))
-        out, problem = _h2load(front, p, [*base, "-n", str(count)], h2=True, timeout=4 * p.load_s)
+        out, problem = _h2load(front, p, [*base, "-n", str(h2_request_count(front, p, h1_rate))], h2=True, timeout=4 * p.load_s)
     return _h2load_rate(out, problem, "small GET h2")
+
+
+def h2_request_count(front: Front, p: Params, h1_rate: float | None) -> int:
+    """The requests `small_get_h2` sends to a front that ends connections after N requests."""
+    assert front.max_requests_per_conn is not None, front.name
+    return int(min(front.max_requests_per_conn * 10, max(100, (h1_rate or 100) * p.load_s)))
 
 
 def latency_at_rate(front: Front, p: Params) -> tuple[tuple[float, float] | None, str]:

@@ -18,7 +18,8 @@ the ratio to nginx-tls and the CPU per request of the two tunnel processes.
     .venv/bin/python bench/floor_micro.py [--rounds 3] [--seconds 5] [--before DIR]
 
 --before DIR also runs the Burrow code in DIR (`git archive REV | tar -x -C DIR`, plus its
-compiled cores) as "burrow-before", for a change's before/after in one run.
+compiled cores) as "burrow-before", for a change's before/after in one run. --h2 measures
+small GETs over HTTP/2 instead (h2load -c 10 -m 10, as bench/run), without the floor.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from tunnel_bench import BenchError, start, wait_until
 
 FRAME = struct.Struct("!II")  # stream id, payload length
 READ_SIZE = 256 * 1024
+H2_RATE = 2000  # req/s a Burrow's HTTP/2 run is sized for (Burrow's h2 run is a request count, see figures.small_get_h2)
 
 
 # ---------------------------------------------------------------- the floor's two processes
@@ -190,6 +192,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=5, help="each h2load run (≤ 10)")
     parser.add_argument("--before", type=Path, help="also measure the Burrow code in this directory (PYTHONPATH)")
+    parser.add_argument("--h2", action="store_true", help="HTTP/2 (10 connections × 10 streams) instead; no floor (it speaks only HTTP/1.1)")
     parser.add_argument("--serve", choices=("edge", "connector"), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--tunnel-port", type=int, help=argparse.SUPPRESS)
@@ -217,12 +220,13 @@ def main() -> int:
                     peers.env = {**env, "PYTHONPATH": str(tree.resolve())} if tree else env
                     peers.start_burrow(stack, work, name)
             peers.env = env
-            peers.fronts["floor"] = start_floor(stack, tmp, peers)
+            if not args.h2:
+                peers.fronts["floor"] = start_floor(stack, tmp, peers)
         except BenchError as exc:
             print(f"setup failed: {exc}", file=sys.stderr)
             return 1
         params = figures.Params(seconds, 1, 0, 10.0, ("taskset", "-c", "1"), tmp / "unused")
-        names = ("nginx-tls", "burrow", *(["burrow-before"] if args.before else []), "floor")
+        names = ("nginx-tls", "burrow", *(["burrow-before"] if args.before else []), *([] if args.h2 else ["floor"]))
         rates: dict[str, list[float]] = {name: [] for name in names}
         cpu_us: dict[str, list[float]] = {name: [] for name in names}
         for _ in range(args.rounds):
@@ -230,7 +234,7 @@ def main() -> int:
                 front = peers.fronts[name]
                 pids = list(front.watched.values())
                 before = figures.cpu_seconds(pids)
-                rate, note = figures.small_get_h1(front, params)
+                rate, note = figures.small_get_h2(front, params, H2_RATE) if args.h2 else figures.small_get_h1(front, params)
                 if not rate or note:
                     print(f"{name}: {note or 'no answers'}", file=sys.stderr)
                     for log in sorted([*tmp.glob(f"{name}-*.log"), *(tmp / name).glob("*.log")]):  # floor's, a Burrow's
@@ -238,9 +242,11 @@ def main() -> int:
                     return 1
                 rates[name].append(rate)
                 if pids:
-                    cpu_us[name].append((figures.cpu_seconds(pids) - before) * 1e6 / (rate * seconds))
+                    requests = figures.h2_request_count(front, params, H2_RATE) if args.h2 else rate * seconds
+                    cpu_us[name].append((figures.cpu_seconds(pids) - before) * 1e6 / requests)
         reference = statistics.median(rates["nginx-tls"])
-        print(f"small GET h1, 50 connections, {seconds} s × {args.rounds} rounds (medians; servers on core 0, h2load on core 1)")
+        load = "h2, 10 connections × 10 streams" if args.h2 else "h1, 50 connections"
+        print(f"small GET {load}, {seconds} s × {args.rounds} rounds (medians; servers on core 0, h2load on core 1)")
         print(f"{'':13} {'req/s':>8} {'× nginx-tls':>12} {'tunnel CPU µs/req':>18}")
         for name in names:
             cpu = f"{statistics.median(cpu_us[name]):.0f}" if cpu_us[name] else "-"

@@ -1,7 +1,9 @@
 """The visitor adapters alone: h2load against edge.visitors.https over TLS on loopback, no tunnel.
 
 An in-process handler answers every request with 100 bytes, so the figures are
-the ceiling TLS + h2 (or h11) + the Exchange plumbing put on one edge process.
+the ceiling TLS + h2 (or h11) + the Exchange plumbing put on one edge process. The server
+runs on core 0 and h2load on core 1 (when there are two), as in bench/run; with
+PYTHONPATH set to another checkout it measures that one's adapters.
 h2load 1.52 does not reconnect after a GOAWAY, so keep requests / clients at or
 under the 1,000-requests-per-connection limit.
 
@@ -11,6 +13,7 @@ under the 1,000-requests-per-connection limit.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import ssl
@@ -21,8 +24,10 @@ import trustme
 
 from edge.visitors.https import ALPN, HttpsFrontend
 from shared.events import ResponseHead
+from shared.tls_socket import TLSSocketListener
 
 HOSTNAME = "bench.test"
+CLIENT_CORE = ["taskset", "-c", "1"] if len(os.sched_getaffinity(0)) > 1 else []  # the server keeps core 0 to itself
 BODY = b"x" * 100
 
 
@@ -42,13 +47,14 @@ async def main(args: argparse.Namespace) -> None:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert(HOSTNAME).configure_cert(context)
     context.set_alpn_protocols(ALPN)
-    listeners = await trio.open_ssl_over_tcp_listeners(0, context, host="127.0.0.1")
-    port = listeners[0].transport_listener.socket.getsockname()[1]
+    tcp_listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    listeners = [TLSSocketListener(listener, context) for listener in tcp_listeners]  # as the edge listens
+    port = tcp_listeners[0].socket.getsockname()[1]
     frontend = HttpsFrontend(FixedAnswer())
     async with trio.open_nursery() as nursery:
         nursery.start_soon(trio.serve_listeners, frontend.handle, listeners)
         for label, extra in (("h2", ["-m", str(args.streams)]), ("http/1.1", ["--h1"])):
-            command = ["h2load", "-n", str(args.requests), "-c", str(args.clients), *extra,
+            command = [*CLIENT_CORE, "h2load", "-n", str(args.requests), "-c", str(args.clients), *extra,
                        f"https://127.0.0.1:{port}/"]
             result = await trio.run_process(command, capture_stdout=True, check=False)
             output = result.stdout.decode()
@@ -65,4 +71,6 @@ if __name__ == "__main__":
     parser.add_argument("--streams", type=int, default=10, help="concurrent streams per h2 connection")
     if shutil.which("h2load") is None:
         sys.exit("h2load missing: `make system-deps` installs nghttp2-client")
+    if CLIENT_CORE:
+        os.sched_setaffinity(0, {0})
     trio.run(main, parser.parse_args())
