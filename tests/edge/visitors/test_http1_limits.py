@@ -27,10 +27,13 @@ async def serve_dripping(limits: Http1Limits, head: bytes, drip: bytes, every: f
         await server.aclose()
 
     async def feed():
-        await client.send_all(head)
-        for byte in drip:
-            await trio.sleep(every)
-            await client.send_all(bytes([byte]))
+        try:
+            await client.send_all(head)
+            for byte in drip:
+                await trio.sleep(every)
+                await client.send_all(bytes([byte]))
+        except trio.BrokenResourceError:  # the edge closed first, at the same instant as a drip
+            pass
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(run_server)
