@@ -124,6 +124,7 @@ class TLSSocketStream(trio.abc.HalfCloseableStream):
         many bytes of `data` went (fewer than all: `send_all` the rest, which OpenSSL wants
         retried as they are)."""
         self._check_sendable()
+        self._answered = self._took_all
         tls = self.ssl_object
         sent = 0
         try:
@@ -145,10 +146,10 @@ class TLSSocketStream(trio.abc.HalfCloseableStream):
             raise trio.ClosedResourceError("this TLS stream's sending side is closed")
         if self._write_cut:
             raise trio.BrokenResourceError("an earlier send on this TLS stream was cancelled midway")
-        self._answered = self._took_all
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         self._check_sendable()
+        self._answered = self._took_all
         self._sending = True
         tls = self.ssl_object
         try:
